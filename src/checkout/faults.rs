@@ -1,0 +1,211 @@
+//! Live fault injection: the slow parts of the checkout can be made slower, or made to
+//! fail, while the service runs — like a feature-flag service in a demo. Every change is
+//! exported as a gauge, so a dashboard shows when a fault was switched on.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use metrics::gauge;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::telemetry::metrics::{
+    FAULT_EMAIL_DELAY, FAULT_EMAIL_OUTAGE, FAULT_PAYMENT_DELAY, FAULT_PAYMENT_SUCCESS_RATE,
+};
+
+/// An injected delay is capped so that a typo cannot park checkouts for hours.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultSettings {
+    pub payment_delay: Duration,
+    pub payment_success_rate: f64,
+    pub email_delay: Duration,
+    pub email_outage: bool,
+}
+
+impl FaultSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if !(0.0..=1.0).contains(&self.payment_success_rate) {
+            problems.push(format!(
+                "PAYMENT_SUCCESS_RATE: must be between 0 and 1, got {}",
+                self.payment_success_rate
+            ));
+        }
+        for (name, delay) in [
+            ("PAYMENT_DELAY_MS", self.payment_delay),
+            ("EMAIL_DELAY_MS", self.email_delay),
+        ] {
+            if delay > MAX_DELAY {
+                problems.push(format!(
+                    "{name}: at most {} ms, got {} ms",
+                    MAX_DELAY.as_millis(),
+                    delay.as_millis()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// The fault settings as the admin API shows them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FaultsView {
+    /// Simulated payment gateway latency.
+    #[schema(example = 1000)]
+    pub payment_delay_ms: u64,
+    /// Probability that a payment is approved, 0 to 1.
+    #[schema(example = 0.95)]
+    pub payment_success_rate: f64,
+    /// Simulated SMTP server latency before the confirmation is sent.
+    #[schema(example = 2000)]
+    pub email_delay_ms: u64,
+    /// While true, every confirmation e-mail fails (and its order with it).
+    pub email_outage: bool,
+}
+
+/// A change to some of the settings; absent fields keep their value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsUpdate {
+    #[schema(maximum = 60000)]
+    pub payment_delay_ms: Option<u64>,
+    #[schema(minimum = 0, maximum = 1)]
+    pub payment_success_rate: Option<f64>,
+    #[schema(maximum = 60000)]
+    pub email_delay_ms: Option<u64>,
+    pub email_outage: Option<bool>,
+}
+
+impl From<FaultSettings> for FaultsView {
+    fn from(s: FaultSettings) -> Self {
+        Self {
+            payment_delay_ms: u64::try_from(s.payment_delay.as_millis()).unwrap_or(u64::MAX),
+            payment_success_rate: s.payment_success_rate,
+            email_delay_ms: u64::try_from(s.email_delay.as_millis()).unwrap_or(u64::MAX),
+            email_outage: s.email_outage,
+        }
+    }
+}
+
+/// The live settings, shared by the gateway, the mailer and the admin API.
+#[derive(Debug, Clone)]
+pub struct Faults(Arc<RwLock<FaultSettings>>);
+
+impl Faults {
+    pub fn new(initial: FaultSettings) -> Self {
+        export_gauges(&initial);
+        Self(Arc::new(RwLock::new(initial)))
+    }
+
+    pub fn current(&self) -> FaultSettings {
+        // A poisoned lock only means a panic elsewhere; the value itself is plain data.
+        *self
+            .0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies a change atomically, or explains (per field) why it is refused.
+    pub fn update(&self, update: &FaultsUpdate) -> Result<FaultSettings, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        if let Some(rate) = update.payment_success_rate
+            && !(0.0..=1.0).contains(&rate)
+        {
+            problems.push((
+                "payment_success_rate".to_string(),
+                format!("must be between 0 and 1, got {rate}"),
+            ));
+        }
+        let max_ms = MAX_DELAY.as_millis();
+        for (field, value) in [
+            ("payment_delay_ms", update.payment_delay_ms),
+            ("email_delay_ms", update.email_delay_ms),
+        ] {
+            if let Some(ms) = value
+                && u128::from(ms) > max_ms
+            {
+                problems.push((field.to_string(), format!("at most {max_ms}, got {ms}")));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+
+        let mut settings = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(ms) = update.payment_delay_ms {
+            settings.payment_delay = Duration::from_millis(ms);
+        }
+        if let Some(rate) = update.payment_success_rate {
+            settings.payment_success_rate = rate;
+        }
+        if let Some(ms) = update.email_delay_ms {
+            settings.email_delay = Duration::from_millis(ms);
+        }
+        if let Some(outage) = update.email_outage {
+            settings.email_outage = outage;
+        }
+        export_gauges(&settings);
+        tracing::warn!(settings = ?*settings, "fault injection settings changed");
+        Ok(*settings)
+    }
+}
+
+fn export_gauges(settings: &FaultSettings) {
+    gauge!(FAULT_PAYMENT_DELAY).set(settings.payment_delay.as_secs_f64());
+    gauge!(FAULT_PAYMENT_SUCCESS_RATE).set(settings.payment_success_rate);
+    gauge!(FAULT_EMAIL_DELAY).set(settings.email_delay.as_secs_f64());
+    gauge!(FAULT_EMAIL_OUTAGE).set(if settings.email_outage { 1.0 } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn faults() -> Faults {
+        Faults::new(FaultSettings {
+            payment_delay: Duration::from_millis(1000),
+            payment_success_rate: 0.95,
+            email_delay: Duration::from_millis(2000),
+            email_outage: false,
+        })
+    }
+
+    #[test]
+    fn partial_updates_keep_the_other_fields() {
+        let faults = faults();
+        let after = faults
+            .update(&FaultsUpdate {
+                payment_success_rate: Some(0.5),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(after.payment_success_rate, 0.5);
+        assert_eq!(after.email_delay, Duration::from_millis(2000));
+        assert_eq!(faults.current(), after);
+    }
+
+    #[test]
+    fn invalid_updates_change_nothing() {
+        let faults = faults();
+        let before = faults.current();
+        let problems = faults
+            .update(&FaultsUpdate {
+                payment_success_rate: Some(1.5),
+                email_delay_ms: Some(3_600_000),
+                email_outage: Some(true),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(problems.len(), 2);
+        assert_eq!(faults.current(), before);
+    }
+}

@@ -1,0 +1,93 @@
+//! The payment gateway, behind a small trait so that the checkout does not care whether
+//! it talks to a simulator or to a real provider.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+use utoipa::ToSchema;
+
+use super::faults::Faults;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    CreditCard,
+    DebitCard,
+    Paypal,
+    BankTransfer,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreditCard => "credit_card",
+            Self::DebitCard => "debit_card",
+            Self::Paypal => "paypal",
+            Self::BankTransfer => "bank_transfer",
+        }
+    }
+}
+
+/// A successful charge.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    pub transaction_id: String,
+    pub amount: Decimal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error("the payment was declined by the issuer")]
+    Declined,
+}
+
+pub type ChargeFuture<'a> = Pin<Box<dyn Future<Output = Result<Charge, PaymentError>> + Send + 'a>>;
+
+pub trait PaymentGateway: Send + Sync {
+    fn charge(&self, order_id: i64, amount: Decimal, method: PaymentMethod) -> ChargeFuture<'_>;
+}
+
+/// A gateway that behaves like a slow, occasionally declining provider: it waits the
+/// configured delay, then approves with the configured probability. Both can be
+/// changed at run time through [`Faults`].
+pub struct SimulatedGateway {
+    faults: Faults,
+}
+
+impl SimulatedGateway {
+    pub fn new(faults: Faults) -> Self {
+        Self { faults }
+    }
+}
+
+impl PaymentGateway for SimulatedGateway {
+    fn charge(&self, order_id: i64, amount: Decimal, method: PaymentMethod) -> ChargeFuture<'_> {
+        let settings = self.faults.current();
+        let span = tracing::info_span!(
+            "payment_gateway.charge",
+            otel.kind = "client",
+            peer.service = "payment-gateway",
+            order.id = order_id,
+            payment.amount = %amount,
+            payment.method = method.as_str(),
+            payment.approved = tracing::field::Empty,
+        );
+        let call = async move {
+            tokio::time::sleep(settings.payment_delay).await;
+            let approved = rand::random::<f64>() < settings.payment_success_rate;
+            tracing::Span::current().record("payment.approved", approved);
+            if approved {
+                Ok(Charge {
+                    transaction_id: format!("txn_{}", uuid::Uuid::new_v4().simple()),
+                    amount,
+                })
+            } else {
+                Err(PaymentError::Declined)
+            }
+        };
+        Box::pin(call.instrument(span))
+    }
+}

@@ -1,0 +1,47 @@
+use serde::{Deserialize, Serialize};
+
+/// Units on hand for a new product: zero or more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(try_from = "i64", into = "i32")]
+#[schema(value_type = i32, minimum = 0, maximum = 1000000, example = 25)]
+pub struct StockLevel(i32);
+
+impl StockLevel {
+    pub const MAX: i32 = 1_000_000;
+
+    pub fn parse(value: i64) -> Result<Self, String> {
+        if !(0..=i64::from(Self::MAX)).contains(&value) {
+            return Err(format!("stock is from 0 to {}, got {value}", Self::MAX));
+        }
+        Ok(Self(value as i32))
+    }
+
+    pub fn get(self) -> i32 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for StockLevel {
+    type Error = String;
+    fn try_from(value: i64) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<StockLevel> for i32 {
+    fn from(s: StockLevel) -> Self {
+        s.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StockLevel;
+
+    #[test]
+    fn zero_is_allowed_negative_is_not() {
+        assert_eq!(StockLevel::parse(0).unwrap().get(), 0);
+        assert!(StockLevel::parse(-1).is_err());
+        assert!(StockLevel::parse(1_000_001).is_err());
+    }
+}

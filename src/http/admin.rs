@@ -1,0 +1,63 @@
+//! Live fault injection for teaching: make the gateway slow or flaky, the mail server
+//! slow or down — without a restart.
+
+use axum::extract::State;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, FieldError, Problem};
+use super::extract::{AdminUser, Json};
+use crate::checkout::faults::{FaultsUpdate, FaultsView};
+use crate::startup::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_faults, update_faults))
+}
+
+/// The fault settings in force now (admin).
+#[utoipa::path(
+    get, path = "/api/admin/faults", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Current settings", body = FaultsView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_faults(State(state): State<AppState>, _admin: AdminUser) -> Json<FaultsView> {
+    Json(state.faults.current().into())
+}
+
+/// Change some fault settings (admin); fields left out keep their value.
+///
+/// Takes effect with the next checkout. Each value is also exported as a gauge
+/// (`fault_*`), so dashboards show when a fault was switched on.
+#[utoipa::path(
+    put, path = "/api/admin/faults", tag = "admin",
+    security(("bearer" = [])),
+    request_body = FaultsUpdate,
+    responses(
+        (status = 200, description = "The settings now in force", body = FaultsView),
+        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A value out of range; nothing was changed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn update_faults(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Json(update): Json<FaultsUpdate>,
+) -> Result<Json<FaultsView>, ApiError> {
+    state
+        .faults
+        .update(&update)
+        .map(|settings| Json(settings.into()))
+        .map_err(|problems| {
+            ApiError::Validation(
+                problems
+                    .into_iter()
+                    .map(|(field, message)| FieldError { field, message })
+                    .collect(),
+            )
+        })
+}

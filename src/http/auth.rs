@@ -1,0 +1,195 @@
+//! Registration, login and the current user.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, OnConstraint, Problem};
+use super::extract::{AuthUser, Json};
+use crate::auth::{Role, hash_password, verify_password};
+use crate::domain::{Email, FullName, Password};
+use crate::startup::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(me))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub email: Email,
+    pub password: Password,
+    pub full_name: FullName,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    #[schema(format = Password)]
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `bearer`.
+    #[schema(example = "bearer")]
+    pub token_type: String,
+    /// Seconds until the token expires.
+    #[schema(example = 3600)]
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct UserView {
+    pub id: i64,
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    #[schema(example = "Ada Lovelace")]
+    pub full_name: String,
+    #[schema(value_type = Role)]
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Create a customer account.
+#[utoipa::path(
+    post, path = "/api/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = UserView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "E-mail address already registered", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn register(
+    State(state): State<AppState>,
+    Json(request): Json<RegisterRequest>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let password_hash = hash_password(request.password).await?;
+    let mut conn = state.db.acquire().await?;
+    let user: UserView = sqlx::query_as(
+        "INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, 'customer') \
+         RETURNING id, email, full_name, role, created_at",
+    )
+    .bind(request.email.as_str())
+    .bind(password_hash)
+    .bind(request.full_name.as_str())
+    .fetch_one(&mut *conn)
+    .await
+    .on_constraint("users_email_key", || {
+        ApiError::AlreadyExists(format!("{} is already registered", request.email))
+    })?;
+    tracing::info!(user.id = user.id, "user registered");
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// Exchange e-mail and password for a bearer token.
+///
+/// An unknown e-mail and a wrong password get the same answer, in the same time.
+#[utoipa::path(
+    post, path = "/api/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 401, description = "Wrong e-mail or password", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn login(
+    State(state): State<AppState>,
+    Json(request): Json<LoginRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let email = Email::parse(&request.email).ok();
+    let account: Option<(i64, String, String)> = match &email {
+        Some(email) => {
+            let mut conn = state.db.acquire().await?;
+            sqlx::query_as("SELECT id, password_hash, role FROM users WHERE email = $1")
+                .bind(email.as_str())
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+        None => None,
+    };
+    let (user_id, stored_hash, role) = match account {
+        Some((id, hash, role)) => (Some(id), Some(hash), Role::from_db(&role)),
+        None => (None, None, Role::Customer),
+    };
+    let verified = verify_password(request.password, stored_hash).await;
+    let Some(user_id) = user_id.filter(|_| verified) else {
+        return Err(ApiError::Unauthorized(
+            "wrong e-mail address or password".to_string(),
+        ));
+    };
+    let access_token = state.jwt.issue(user_id, role)?;
+    Ok(Json(TokenResponse {
+        access_token,
+        token_type: "bearer".to_string(),
+        expires_in: state.jwt.ttl().as_secs(),
+    }))
+}
+
+/// The account the token belongs to.
+#[utoipa::path(
+    get, path = "/api/auth/me", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The current user", body = UserView),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserView>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let found: Option<UserView> =
+        sqlx::query_as("SELECT id, email, full_name, role, created_at FROM users WHERE id = $1")
+            .bind(user.id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    // A valid token for an account that no longer exists is as good as no token.
+    found
+        .map(Json)
+        .ok_or_else(|| ApiError::Unauthorized("the account no longer exists".to_string()))
+}
+
+/// Creates the admin account named in the configuration, or makes sure the existing
+/// account has the admin role and the configured password.
+pub async fn ensure_admin(
+    db: &crate::db::Database,
+    admin: &crate::config::AdminAccount,
+) -> anyhow::Result<()> {
+    let mut conn = db.acquire().await?;
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1")
+            .bind(admin.email.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    let password_matches = match existing.clone() {
+        Some(hash) => verify_password(admin.password.expose().to_string(), Some(hash)).await,
+        None => false,
+    };
+    let password_hash = match (&existing, password_matches) {
+        (Some(hash), true) => hash.clone(),
+        _ => hash_password(admin.password.clone()).await?,
+    };
+    sqlx::query(
+        "INSERT INTO users (email, password_hash, full_name, role) \
+         VALUES ($1, $2, 'Administrator', 'admin') \
+         ON CONFLICT (email) DO UPDATE SET role = 'admin', password_hash = EXCLUDED.password_hash",
+    )
+    .bind(admin.email.as_str())
+    .bind(password_hash)
+    .execute(&mut *conn)
+    .await?;
+    tracing::info!(email = %admin.email, "admin account ready");
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! One error type for the whole API, rendered as RFC 9457 problem details
+//! (`application/problem+json`) with the request's `trace_id`.
+//!
+//! Each kind has a stable `type` URI and `title`; `detail` explains this occurrence.
+//! The list of types is in `docs/problems.md`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::telemetry::http::current_trace_id;
+
+/// A request field that failed to parse, for 422 answers.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Where the problem is: a JSON path such as `items[0].quantity`, or a query parameter.
+    pub field: String,
+    pub message: String,
+}
+
+/// A product the cart wants more of than is available.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StockShortage {
+    pub product_id: i64,
+    pub product_name: String,
+    pub requested: i32,
+    pub available: i32,
+}
+
+/// RFC 9457 problem details.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem; stable, so clients can branch on it.
+    #[serde(rename = "type")]
+    #[schema(example = "/problems/not-found")]
+    pub kind: String,
+    #[schema(example = "Not Found")]
+    pub title: String,
+    #[schema(example = 404)]
+    pub status: u16,
+    #[schema(example = "product 42 not found")]
+    pub detail: String,
+    /// The trace of the request, to look up in Jaeger (same as the `X-Trace-Id` header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// For `validation-error`: each field that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    /// For `insufficient-stock`: each product that is short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub products: Option<Vec<StockShortage>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the cart is empty")]
+    EmptyCart,
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("this needs the admin role")]
+    Forbidden,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("not enough stock for {}", describe_shortages(.0))]
+    InsufficientStock(Vec<StockShortage>),
+    #[error("{0}")]
+    InvalidTransition(String),
+    #[error("{0}")]
+    PaymentDeclined(String),
+    #[error("the request body is larger than this server accepts (HTTP_BODY_LIMIT_BYTES)")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{}", describe_fields(.0))]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    EmailFailed(String),
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+fn describe_shortages(items: &[StockShortage]) -> String {
+    items
+        .iter()
+        .map(|s| {
+            format!(
+                "{} (#{}: {} requested, {} available)",
+                s.product_name, s.product_id, s.requested, s.available
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_fields(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound(what.into())
+    }
+
+    /// Status code, the `type` slug and the title of each kind.
+    fn kind(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad Request"),
+            Self::EmptyCart => (StatusCode::BAD_REQUEST, "empty-cart", "Cart Is Empty"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not Found"),
+            Self::AlreadyExists(_) => (StatusCode::CONFLICT, "already-exists", "Already Exists"),
+            Self::InsufficientStock(_) => (
+                StatusCode::CONFLICT,
+                "insufficient-stock",
+                "Insufficient Stock",
+            ),
+            Self::InvalidTransition(_) => (
+                StatusCode::CONFLICT,
+                "invalid-transition",
+                "Invalid Status Transition",
+            ),
+            Self::PaymentDeclined(_) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "payment-declined",
+                "Payment Declined",
+            ),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload Too Large",
+            ),
+            Self::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method Not Allowed",
+            ),
+            Self::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported Media Type",
+            ),
+            Self::Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation-error",
+                "Validation Failed",
+            ),
+            Self::EmailFailed(_) => (StatusCode::BAD_GATEWAY, "email-failed", "E-mail Failed"),
+            Self::ServiceUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service-unavailable",
+                "Service Unavailable",
+            ),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal-error",
+                "Internal Server Error",
+            ),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind().0
+    }
+
+    pub fn to_problem(&self) -> Problem {
+        let (status, slug, title) = self.kind();
+        let detail = match self {
+            // Never leak internals (SQL, hostnames) to the client; the log has them.
+            Self::Internal(_) => {
+                "something went wrong on our side; quote the trace_id when reporting it".to_string()
+            }
+            other => other.to_string(),
+        };
+        Problem {
+            kind: format!("/problems/{slug}"),
+            title: title.to_string(),
+            status: status.as_u16(),
+            detail,
+            trace_id: current_trace_id(),
+            errors: match self {
+                Self::Validation(errors) => Some(errors.clone()),
+                _ => None,
+            },
+            products: match self {
+                Self::InsufficientStock(items) => Some(items.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "request failed")
+            }
+            Self::ServiceUnavailable(detail) | Self::EmailFailed(detail) => {
+                tracing::warn!(detail = %detail, "request failed")
+            }
+            _ => {}
+        }
+        let problem = self.to_problem();
+        let status = self.status();
+        let mut response = (status, axum::Json(problem)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            // Every connection is busy (long checkouts hold them): tell the client to retry.
+            sqlx::Error::PoolTimedOut => Self::ServiceUnavailable(
+                "no database connection became free in time; retry shortly".to_string(),
+            ),
+            other => Self::Internal(anyhow::Error::new(other).context("database error")),
+        }
+    }
+}
+
+/// Turns a violation of a named database constraint into a chosen API error
+/// (a unique key into 409, a foreign key into 404/422), leaving other errors as they are.
+pub trait OnConstraint<T> {
+    fn on_constraint(self, name: &str, to_error: impl FnOnce() -> ApiError) -> Result<T, ApiError>;
+}
+
+impl<T, E: Into<ApiError>> OnConstraint<T> for Result<T, E>
+where
+    E: AsDatabaseError,
+{
+    fn on_constraint(self, name: &str, to_error: impl FnOnce() -> ApiError) -> Result<T, ApiError> {
+        self.map_err(|error| {
+            if error.constraint_name() == Some(name) {
+                to_error()
+            } else {
+                error.into()
+            }
+        })
+    }
+}
+
+/// Errors that may carry the name of a violated database constraint.
+pub trait AsDatabaseError {
+    fn constraint_name(&self) -> Option<&str>;
+}
+
+impl AsDatabaseError for sqlx::Error {
+    fn constraint_name(&self) -> Option<&str> {
+        self.as_database_error().and_then(|e| e.constraint())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let error = ApiError::Internal(anyhow::anyhow!("password=hunter2 in connection string"));
+        let problem = error.to_problem();
+        assert_eq!(problem.status, 500);
+        assert!(!problem.detail.contains("hunter2"));
+    }
+
+    #[test]
+    fn validation_problems_list_fields() {
+        let problem = ApiError::validation("quantity", "a quantity is at least 1").to_problem();
+        assert_eq!(problem.kind, "/problems/validation-error");
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.errors.unwrap()[0].field, "quantity");
+    }
+
+    #[test]
+    fn stock_shortages_name_the_products() {
+        let error = ApiError::InsufficientStock(vec![StockShortage {
+            product_id: 7,
+            product_name: "Kettle".into(),
+            requested: 3,
+            available: 1,
+        }]);
+        assert!(error.to_string().contains("Kettle"));
+        assert_eq!(error.to_problem().products.unwrap()[0].available, 1);
+    }
+}

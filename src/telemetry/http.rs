@@ -1,0 +1,111 @@
+//! The HTTP server span, the `X-Trace-Id` header and the request metrics, as one
+//! middleware around every route.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{gauge, histogram};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Status, TraceContextExt, TraceId};
+use opentelemetry_http::HeaderExtractor;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::metrics::{HTTP_REQUEST_DURATION, HTTP_REQUESTS_IN_FLIGHT};
+
+pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
+/// The `route` label of requests that matched no route: raw paths would make the
+/// label's cardinality unbounded.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+tokio::task_local! {
+    static TRACE_ID: String;
+}
+
+/// The trace id of the request being served by this task, for problem bodies and logs.
+pub fn current_trace_id() -> Option<String> {
+    TRACE_ID.try_with(Clone::clone).ok()
+}
+
+/// Wraps a request in a server span named `{METHOD} {route}` that continues an incoming
+/// W3C `traceparent`, records the HTTP semantic-convention attributes and the request
+/// duration histogram, and answers with the trace id in `X-Trace-Id`.
+pub async fn instrument_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let span_name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.clone(),
+    };
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %span_name,
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route.as_deref().unwrap_or_default(),
+        url.path = %request.uri().path(),
+        url.scheme = "http",
+        network.protocol.version = ?request.version(),
+        user_agent.original = request
+            .headers()
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+        http.response.status_code = Empty,
+        enduser.id = Empty,
+    );
+
+    // W3C trace context is part of the API contract, so it is honoured even when
+    // trace export is switched off.
+    let remote = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+    let remote_trace_id = remote.span().span_context().trace_id();
+    // Fails only when export is off (no OpenTelemetry layer); the id is still honoured below.
+    let _ = span.set_parent(remote);
+    let trace_id = trace_id_of(&span, remote_trace_id);
+
+    let in_flight = gauge!(HTTP_REQUESTS_IN_FLIGHT);
+    in_flight.increment(1.0);
+    let mut response = TRACE_ID
+        .scope(trace_id.clone(), next.run(request).instrument(span.clone()))
+        .await;
+    in_flight.decrement(1.0);
+
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    // Per the HTTP conventions a server span fails on 5xx only; a 4xx is the client's.
+    if status.is_server_error() {
+        span.set_status(Status::error(status.to_string()));
+    }
+    histogram!(
+        HTTP_REQUEST_DURATION,
+        "method" => method,
+        "route" => route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned()),
+        "status" => status.as_str().to_owned(),
+    )
+    .record(started.elapsed().as_secs_f64());
+
+    if let Ok(value) = HeaderValue::from_str(&trace_id) {
+        response.headers_mut().insert(TRACE_ID_HEADER, value);
+    }
+    response
+}
+
+/// The span's own trace id when spans are exported; otherwise the caller's, or a fresh
+/// random one, so that `X-Trace-Id` is always there to quote in a bug report.
+fn trace_id_of(span: &tracing::Span, remote: TraceId) -> String {
+    let own = span.context().span().span_context().trace_id();
+    let id = [own, remote]
+        .into_iter()
+        .find(|id| *id != TraceId::INVALID)
+        .unwrap_or_else(|| TraceId::from_bytes(rand::random::<[u8; 16]>()));
+    id.to_string()
+}

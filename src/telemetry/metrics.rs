@@ -1,0 +1,162 @@
+//! Prometheus metrics: every series the service exports is named and described here,
+//! so this file is the catalogue the dashboards and alert rules are written against.
+//!
+//! Units are base units (`_seconds`), counters end in `_total`, and labels carry only
+//! bounded values (route templates, step names, outcomes) — never ids or raw paths.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+
+pub const HTTP_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_server_active_requests";
+pub const CHECKOUT_DURATION: &str = "checkout_duration_seconds";
+pub const CHECKOUT_STEP_DURATION: &str = "checkout_step_duration_seconds";
+pub const CHECKOUTS: &str = "checkouts_total";
+pub const CHECKOUTS_IN_FLIGHT: &str = "checkouts_in_flight";
+pub const INVENTORY_LOCK_WAIT: &str = "checkout_inventory_lock_wait_seconds";
+pub const PAYMENT_GATEWAY_DURATION: &str = "payment_gateway_duration_seconds";
+pub const EMAIL_SEND_DURATION: &str = "email_send_duration_seconds";
+pub const PAYMENTS_ORPHANED: &str = "payments_orphaned_total";
+pub const PAYMENTS_ORPHANED_AMOUNT: &str = "payments_orphaned_amount_cents_total";
+/// Money is counted in whole cents: counters are integers, and money is never a float.
+pub const ORDERS_REVENUE: &str = "orders_revenue_cents_total";
+pub const DB_POOL_SIZE: &str = "db_pool_connections_size";
+pub const DB_POOL_IDLE: &str = "db_pool_connections_idle";
+pub const DB_POOL_IN_USE: &str = "db_pool_connections_in_use";
+pub const DB_POOL_MAX: &str = "db_pool_connections_max";
+pub const DB_POOL_ACQUIRE_DURATION: &str = "db_pool_acquire_duration_seconds";
+pub const FAULT_PAYMENT_DELAY: &str = "fault_payment_delay_seconds";
+pub const FAULT_PAYMENT_SUCCESS_RATE: &str = "fault_payment_success_ratio";
+pub const FAULT_EMAIL_DELAY: &str = "fault_email_delay_seconds";
+pub const FAULT_EMAIL_OUTAGE: &str = "fault_email_outage";
+pub const BUILD_INFO: &str = "ecommerce_monolith_build_info";
+
+/// Histogram buckets from 5 ms to 10 s, dense around the 1 s payment, the 2 s e-mail
+/// and the 3–5 s checkout, so each lands in a bucket of its own.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.25, 2.5, 3.0, 3.25, 3.5,
+    4.0, 5.0, 7.5, 10.0,
+];
+
+/// Installs the global recorder. Call once per process; the handle renders `/metrics`.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(DURATION_BUCKETS)
+        .context("configuring histogram buckets")?
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
+    describe_all();
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+/// Drains histogram samples into their buckets periodically, so memory stays flat
+/// even when nothing scrapes `/metrics`.
+pub fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
+/// Samples the state that is cheaper to read than to track: the pool and the process.
+/// Called right before each scrape renders.
+pub fn sample_gauges(pool: &PgPool, max_connections: u32) {
+    let size = pool.size();
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+    gauge!(DB_POOL_SIZE).set(f64::from(size));
+    gauge!(DB_POOL_IDLE).set(f64::from(idle));
+    gauge!(DB_POOL_IN_USE).set(f64::from(size.saturating_sub(idle)));
+    gauge!(DB_POOL_MAX).set(f64::from(max_connections));
+    metrics_process::Collector::default().collect();
+}
+
+fn describe_all() {
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "Duration of HTTP requests by method, route template and status code."
+    );
+    describe_gauge!(
+        HTTP_REQUESTS_IN_FLIGHT,
+        "HTTP requests being served right now."
+    );
+    describe_histogram!(
+        CHECKOUT_DURATION,
+        Unit::Seconds,
+        "Wall time of a whole checkout, by outcome."
+    );
+    describe_histogram!(
+        CHECKOUT_STEP_DURATION,
+        Unit::Seconds,
+        "Time spent in each of the checkout's steps (and the commit)."
+    );
+    describe_counter!(CHECKOUTS, "Checkouts by outcome.");
+    describe_gauge!(
+        CHECKOUTS_IN_FLIGHT,
+        "Checkouts running now; each holds a pooled connection for its whole duration."
+    );
+    describe_histogram!(
+        INVENTORY_LOCK_WAIT,
+        Unit::Seconds,
+        "Time a checkout waited for the inventory row locks (SELECT ... FOR UPDATE)."
+    );
+    describe_histogram!(
+        PAYMENT_GATEWAY_DURATION,
+        Unit::Seconds,
+        "Duration of the payment gateway call, by outcome (approved, declined)."
+    );
+    describe_histogram!(
+        EMAIL_SEND_DURATION,
+        Unit::Seconds,
+        "Duration of the confirmation e-mail, including the slow server, by outcome (sent, failed)."
+    );
+    describe_counter!(
+        PAYMENTS_ORPHANED,
+        "Payments charged by the gateway whose order was then rolled back (e-mail failed)."
+    );
+    describe_counter!(
+        PAYMENTS_ORPHANED_AMOUNT,
+        "Money charged for orders that were rolled back, in cents."
+    );
+    describe_counter!(ORDERS_REVENUE, "Total of confirmed orders, in cents.");
+    describe_gauge!(DB_POOL_SIZE, "Open connections in the database pool.");
+    describe_gauge!(DB_POOL_IDLE, "Idle connections in the database pool.");
+    describe_gauge!(DB_POOL_IN_USE, "Connections checked out of the pool.");
+    describe_gauge!(DB_POOL_MAX, "The pool's maximum size (DB_MAX_CONNECTIONS).");
+    describe_histogram!(
+        DB_POOL_ACQUIRE_DURATION,
+        Unit::Seconds,
+        "Time spent waiting for a connection from the pool."
+    );
+    describe_gauge!(
+        FAULT_PAYMENT_DELAY,
+        Unit::Seconds,
+        "Injected payment gateway latency."
+    );
+    describe_gauge!(
+        FAULT_PAYMENT_SUCCESS_RATE,
+        "Injected probability that the gateway approves a payment."
+    );
+    describe_gauge!(
+        FAULT_EMAIL_DELAY,
+        Unit::Seconds,
+        "Injected SMTP server latency."
+    );
+    describe_gauge!(
+        FAULT_EMAIL_OUTAGE,
+        "1 while an e-mail outage is injected, else 0."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which build runs."
+    );
+    metrics_process::Collector::default().describe();
+}

@@ -1,0 +1,230 @@
+//! Everything the service tells the outside world about itself, set up in one place:
+//!
+//! - traces: `tracing` spans exported over OTLP by `tracing-opentelemetry` ([`init`]);
+//! - database statements as client spans ([`db_spans`]);
+//! - HTTP server spans, the `X-Trace-Id` header and request metrics ([`http`]);
+//! - Prometheus metrics ([`metrics`]);
+//! - logs with the trace and span id of the request on every line ([`logs`]).
+//!
+//! The application code only creates spans and records metrics; it never talks to an
+//! exporter.
+
+pub mod db_spans;
+pub mod http;
+pub mod logs;
+pub mod metrics;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+};
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings, TraceSampler};
+
+/// The crate's own spans are the only ones exported: the exporter's HTTP/gRPC
+/// clients must never trace themselves.
+const OWN_TARGET: &str = env!("CARGO_CRATE_NAME");
+/// Spans kept in memory while the collector is slow or down; beyond that they are dropped.
+const MAX_QUEUED_SPANS: usize = 8192;
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes what is queued.
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still queued. Bounded in time, so a dead collector cannot
+    /// hold up a deployment.
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.tracer_provider {
+            let flushed = tokio::task::spawn_blocking(move || {
+                provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT)
+            })
+            .await;
+            match flushed {
+                Ok(Ok(())) => tracing::info!("trace exporter flushed and shut down"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "trace exporter did not shut down cleanly")
+                }
+                Err(e) => tracing::warn!(error = %e, "trace exporter shutdown task failed"),
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber (logs + spans) and the W3C trace-context propagator.
+///
+/// Must run inside a tokio runtime (the gRPC exporter needs one).
+pub fn init(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+
+    let log_filter = EnvFilter::try_new(&settings.log_filter)
+        .with_context(|| format!("RUST_LOG: cannot parse {:?}", settings.log_filter))?;
+    let log_layer = logs::layer(settings.log_format).with_filter(log_filter);
+
+    let tracer_provider = if settings.traces_enabled {
+        Some(build_tracer_provider(settings)?)
+    } else {
+        None
+    };
+    let trace_layers = tracer_provider.as_ref().map(|provider| {
+        let tracer = provider.tracer(OWN_TARGET);
+        let spans = tracing_opentelemetry::layer()
+            .with_tracer(tracer.clone())
+            // Business failures (a declined card) are logged at WARN and marked on
+            // their span explicitly; only ERROR events mark a span as failed here.
+            .with_error_events_to_status(true)
+            .with_filter(Targets::new().with_target(OWN_TARGET, Level::TRACE));
+        let statements = db_spans::DbStatementSpans::new(tracer)
+            .with_filter(Targets::new().with_target("sqlx::query", Level::TRACE));
+        spans.and_then(statements)
+    });
+
+    let subscriber = tracing_subscriber::registry()
+        .with(trace_layers)
+        .with(log_layer);
+    logs::install_global(subscriber)?;
+
+    if let Some(provider) = &tracer_provider {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        tracing::info!(
+            endpoint = %settings.otlp_endpoint,
+            protocol = ?settings.otlp_protocol,
+            "exporting traces over OTLP"
+        );
+    } else {
+        tracing::info!("tracing export disabled (OTEL_SDK_DISABLED=true)");
+    }
+    Ok(Telemetry { tracer_provider })
+}
+
+/// Logs only, for the short-lived commands (`migrate`, `seed`, `faults`).
+pub fn init_cli_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_new(filter).with_context(|| format!("RUST_LOG: cannot parse {filter:?}"))?;
+    let subscriber = tracing_subscriber::registry().with(logs::layer(format).with_filter(filter));
+    logs::install_global(subscriber)
+}
+
+pub fn build_tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {
+    let endpoint = settings.otlp_endpoint.trim_end_matches('/');
+    let exporter = match settings.otlp_protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+        // Given in code, the endpoint is used as-is: add the signal path ourselves.
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(format!("{endpoint}/v1/traces"))
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+    }
+    .context("building the OTLP span exporter")?;
+
+    let processor = BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint))
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(MAX_QUEUED_SPANS)
+                .with_scheduled_delay(Duration::from_millis(500))
+                .build(),
+        )
+        .build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(sampler(&settings.sampler))
+        .with_resource(resource)
+        .build())
+}
+
+fn sampler(choice: &TraceSampler) -> Sampler {
+    match *choice {
+        TraceSampler::AlwaysOn => Sampler::AlwaysOn,
+        TraceSampler::AlwaysOff => Sampler::AlwaysOff,
+        TraceSampler::TraceIdRatio(ratio) => Sampler::TraceIdRatioBased(ratio),
+        TraceSampler::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        TraceSampler::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        TraceSampler::ParentBasedTraceIdRatio(ratio) => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+        }
+    }
+}
+
+/// Wraps the OTLP exporter so that an unreachable collector is reported once (and its
+/// recovery once), instead of one warning per batch. Export runs on the batch
+/// processor's own thread, so a dead collector never slows a request down.
+#[derive(Debug)]
+struct ReportFailuresOnce<E> {
+    inner: E,
+    endpoint: String,
+    failing: AtomicBool,
+}
+
+impl<E> ReportFailuresOnce<E> {
+    fn new(inner: E, endpoint: &str) -> Self {
+        Self {
+            inner,
+            endpoint: endpoint.to_string(),
+            failing: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for ReportFailuresOnce<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        match self.inner.export(batch).await {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(endpoint = %self.endpoint, "trace export works again");
+                }
+            }
+            Err(error) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        %error,
+                        dropped_spans = spans,
+                        "cannot export traces; requests are served as usual and spans are \
+                         dropped until the collector is reachable (reported once)"
+                    );
+                }
+            }
+        }
+        // The failure is handled here; the SDK must not log it again per batch.
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}

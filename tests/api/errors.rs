@@ -1,0 +1,139 @@
+//! Bad input of every kind gets a clear 4xx problem, never a 500, and writes nothing.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{expect_problem, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn malformed_json_is_a_400() {
+    let app = spawn_app().await;
+    let response = app
+        .request(reqwest::Method::POST, "/api/auth/register", None)
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::BAD_REQUEST, "bad-request").await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_a_415() {
+    let app = spawn_app().await;
+    let response = app
+        .request(reqwest::Method::POST, "/api/auth/login", None)
+        .header("content-type", "text/plain")
+        .body("email=a@b.c")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(
+        response,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_fields_are_refused_by_name() {
+    let app = spawn_app().await;
+    let problem = expect_problem(
+        app.post(
+            "/api/auth/register",
+            None,
+            &json!({"email": "a@example.com", "password": "long enough", "full_name": "A", "role": "admin"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation-error",
+    )
+    .await;
+    assert!(problem["detail"].as_str().unwrap().contains("role"));
+    assert_eq!(app.count("users").await, 1);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_a_413() {
+    let app = spawn_app_with(&[("HTTP_BODY_LIMIT_BYTES", "1024")]).await;
+    let huge = "x".repeat(4096);
+    expect_problem(
+        app.post(
+            "/api/auth/register",
+            None,
+            &json!({"email": "a@example.com", "password": "long enough", "full_name": huge}),
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+    )
+    .await;
+    assert_eq!(app.count("users").await, 1);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems_too() {
+    let app = spawn_app().await;
+    expect_problem(
+        app.get("/api/nowhere", None).await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    expect_problem(
+        app.delete("/api/auth/login", None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn huge_and_negative_ids_are_client_errors() {
+    let app = spawn_app().await;
+    let token = app.customer("a@example.com").await;
+    for path in [
+        "/api/products/99999999999999999999",
+        "/api/orders/-1",
+        "/api/orders/abc",
+    ] {
+        let status = app.get(path, Some(&token)).await.status();
+        assert!(status.is_client_error(), "{path}: {status}");
+    }
+    for quantity in [json!(99_999_999_999_i64), json!(i64::MAX)] {
+        expect_problem(
+            app.post(
+                "/api/cart/items",
+                Some(&token),
+                &json!({"product_id": 1, "quantity": quantity}),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-error",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_a_trace_id_and_continues_a_traceparent() {
+    let app = spawn_app().await;
+    let response = app.get("/health", None).await;
+    let trace_id = response.headers()["x-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(trace_id.len(), 32);
+
+    let incoming = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = app
+        .request(reqwest::Method::GET, "/api/products/0", None)
+        .header("traceparent", format!("00-{incoming}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-trace-id"], incoming);
+    let problem = expect_problem(response, StatusCode::NOT_FOUND, "not-found").await;
+    assert_eq!(problem["trace_id"], incoming);
+}

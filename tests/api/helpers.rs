@@ -1,0 +1,426 @@
+//! The test harness: every test gets its own app on a free port, its own fresh
+//! database on the real Postgres, and a real SMTP listener that captures the mail.
+//!
+//! `DATABASE_URL` points at the server to use (default: the local one); each test
+//! creates `emtest_<uuid>` there and drops it afterwards.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ecommerce_monolith::config::Settings;
+use ecommerce_monolith::startup::Application;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+pub const ADMIN_EMAIL: &str = "admin@shop.test";
+pub const ADMIN_PASSWORD: &str = "admin password for tests";
+pub const JWT_SECRET: &str = "a-test-secret-that-is-long-enough-0123456789";
+pub const PASSWORD: &str = "customer password";
+
+/// The Postgres server the tests use, without a database name.
+pub fn server_url() -> String {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+    match url.rsplit_once('/') {
+        Some((server, _database)) if server.contains("://") && !server.ends_with('/') => {
+            server.to_string()
+        }
+        _ => url,
+    }
+}
+
+/// A database that exists for one test.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let name = format!("emtest_{}", uuid::Uuid::new_v4().simple());
+        let server = server_url();
+        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .expect("cannot connect to Postgres: is it running, is DATABASE_URL right?");
+        sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        Self {
+            url: format!("{server}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime: do the async work on a thread of its own.
+        let server = server_url();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&format!("{server}/postgres")).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A captured e-mail: the SMTP envelope and the raw message.
+#[derive(Debug, Clone)]
+pub struct CapturedMail {
+    pub recipients: Vec<String>,
+    pub data: String,
+}
+
+/// A minimal but real SMTP server on a free port, recording every message it accepts.
+pub struct SmtpCapture {
+    pub port: u16,
+    messages: Arc<Mutex<Vec<CapturedMail>>>,
+}
+
+impl SmtpCapture {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        let port = listener.local_addr().expect("smtp addr").port();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_smtp(stream, sink.clone()));
+            }
+        });
+        Self { port, messages }
+    }
+
+    pub fn messages(&self) -> Vec<CapturedMail> {
+        self.messages.lock().expect("smtp lock").clone()
+    }
+}
+
+async fn serve_smtp(stream: tokio::net::TcpStream, sink: Arc<Mutex<Vec<CapturedMail>>>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut recipients = Vec::new();
+    let _ = write.write_all(b"220 smtp.test ESMTP ready\r\n").await;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let verb = line
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" | "HELO" => b"250 smtp.test\r\n",
+            "MAIL" => {
+                recipients.clear();
+                b"250 OK\r\n"
+            }
+            "RCPT" => {
+                recipients.push(
+                    line[line.find(':').map_or(0, |i| i + 1)..]
+                        .trim()
+                        .to_string(),
+                );
+                b"250 OK\r\n"
+            }
+            "DATA" => {
+                let _ = write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await;
+                let mut data = String::new();
+                while let Ok(Some(body_line)) = lines.next_line().await {
+                    if body_line == "." {
+                        break;
+                    }
+                    data.push_str(&body_line);
+                    data.push('\n');
+                }
+                sink.lock().expect("smtp lock").push(CapturedMail {
+                    recipients: std::mem::take(&mut recipients),
+                    data,
+                });
+                b"250 OK queued\r\n"
+            }
+            "RSET" | "NOOP" => b"250 OK\r\n",
+            "QUIT" => {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                return;
+            }
+            _ => b"502 command not implemented\r\n",
+        };
+        if write.write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A port on which nothing listens (bound, then released).
+pub async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Test settings: the production parser fed with a test environment, so tests run the
+/// same configuration code as the service. Delays are zero and payments always pass.
+pub fn test_environment(database_url: &str, smtp_port: u16) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", database_url.to_string()),
+        ("BIND_ADDR", "127.0.0.1:0".to_string()),
+        ("JWT_SECRET", JWT_SECRET.to_string()),
+        ("ADMIN_EMAIL", ADMIN_EMAIL.to_string()),
+        ("ADMIN_PASSWORD", ADMIN_PASSWORD.to_string()),
+        ("SMTP_HOST", "127.0.0.1".to_string()),
+        ("SMTP_PORT", smtp_port.to_string()),
+        ("SMTP_TIMEOUT_MS", "3000".to_string()),
+        ("PAYMENT_DELAY_MS", "0".to_string()),
+        ("PAYMENT_SUCCESS_RATE", "1".to_string()),
+        ("EMAIL_DELAY_MS", "0".to_string()),
+        ("DB_MAX_CONNECTIONS", "10".to_string()),
+        ("DB_ACQUIRE_TIMEOUT_SECONDS", "10".to_string()),
+        ("OTEL_SDK_DISABLED", "true".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+pub fn settings_from(environment: &[(String, String)]) -> Settings {
+    let pairs: Vec<(&str, &str)> = environment
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    Settings::from_source(&pairs.as_slice()).expect("valid test settings")
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: PgPool,
+    pub smtp: SmtpCapture,
+    _database: TestDatabase,
+}
+
+/// The app with the default test environment.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// The app with some variables of the test environment changed, e.g.
+/// `&[("PAYMENT_SUCCESS_RATE", "0")]`.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let database = TestDatabase::create().await;
+    let smtp = SmtpCapture::start().await;
+    let mut environment = test_environment(&database.url, smtp.port);
+    for (key, value) in overrides {
+        environment.retain(|(k, _)| k != key);
+        environment.push((key.to_string(), value.to_string()));
+    }
+    let settings = settings_from(&environment);
+    let app = Application::build(&settings, None)
+        .await
+        .expect("the app builds");
+    let address = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client"),
+        db: PgPool::connect(&database.url).await.expect("test pool"),
+        smtp,
+        _database: database,
+    }
+}
+
+impl TestApp {
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.request(Method::GET, path, token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        self.request(Method::POST, path, token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        self.request(Method::PATCH, path, token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        self.request(Method::PUT, path, token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
+        self.request(Method::DELETE, path, token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let response = self
+            .post(
+                "/api/auth/login",
+                None,
+                &json!({"email": email, "password": password}),
+            )
+            .await;
+        let body = expect_json(response, StatusCode::OK).await;
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Registers a customer and returns their token.
+    pub async fn customer(&self, email: &str) -> String {
+        let response = self
+            .post(
+                "/api/auth/register",
+                None,
+                &json!({"email": email, "password": PASSWORD, "full_name": "Test Customer"}),
+            )
+            .await;
+        expect_json(response, StatusCode::CREATED).await;
+        self.login(email, PASSWORD).await
+    }
+
+    pub async fn create_category(&self, admin: &str, name: &str) -> i64 {
+        let response = self
+            .post(
+                "/api/products/categories",
+                Some(admin),
+                &json!({"name": name}),
+            )
+            .await;
+        expect_json(response, StatusCode::CREATED).await["id"]
+            .as_i64()
+            .expect("category id")
+    }
+
+    /// A product in a fresh category; returns its id.
+    pub async fn create_product(&self, admin: &str, name: &str, price: &str, stock: i64) -> i64 {
+        let category = self
+            .create_category(admin, &format!("Category of {name}"))
+            .await;
+        let response = self
+            .post(
+                "/api/products",
+                Some(admin),
+                &json!({"name": name, "price": price, "category_id": category, "initial_stock": stock}),
+            )
+            .await;
+        expect_json(response, StatusCode::CREATED).await["id"]
+            .as_i64()
+            .expect("product id")
+    }
+
+    pub async fn add_to_cart(&self, token: &str, product_id: i64, quantity: i64) -> Response {
+        self.post(
+            "/api/cart/items",
+            Some(token),
+            &json!({"product_id": product_id, "quantity": quantity}),
+        )
+        .await
+    }
+
+    pub async fn checkout(&self, token: &str) -> Response {
+        self.post(
+            "/api/orders/checkout",
+            Some(token),
+            &json!({"shipping_address": "1 Test Street\n12345 Testville", "payment_method": "credit_card"}),
+        )
+        .await
+    }
+
+    pub async fn stock_of(&self, product_id: i64) -> (i32, i32) {
+        sqlx::query_as("SELECT quantity, reserved FROM inventory WHERE product_id = $1")
+            .bind(product_id)
+            .fetch_one(&self.db)
+            .await
+            .expect("inventory row")
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.db)
+            .await
+            .expect("count")
+    }
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn expect_json(response: Response, status: StatusCode) -> Value {
+    let actual = response.status();
+    let text = response.text().await.expect("body");
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Asserts a problem-details answer of the given status and type; returns the body.
+pub async fn expect_problem(response: Response, status: StatusCode, kind: &str) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let has_trace_header = response.headers().contains_key("x-trace-id");
+    let body = expect_json(response, status).await;
+    assert_eq!(content_type, "application/problem+json", "body: {body}");
+    assert_eq!(body["type"], format!("/problems/{kind}"), "body: {body}");
+    assert_eq!(body["status"], status.as_u16(), "body: {body}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "body: {body}"
+    );
+    assert!(has_trace_header, "X-Trace-Id missing");
+    assert_eq!(
+        body["trace_id"].as_str().map(str::len),
+        Some(32),
+        "trace_id missing: {body}"
+    );
+    body
+}

@@ -1,0 +1,11 @@
+//! Black-box tests: each drives a freshly spawned app over HTTP, as an API client would.
+
+mod auth;
+mod cart;
+mod checkout;
+mod errors;
+mod helpers;
+mod lifecycle;
+mod ops;
+mod products;
+mod reviews_and_notifications;
