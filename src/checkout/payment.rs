@@ -4,9 +4,11 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use opentelemetry::trace::Status;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::ToSchema;
 
 use super::faults::Faults;
@@ -85,6 +87,7 @@ impl PaymentGateway for SimulatedGateway {
                     amount,
                 })
             } else {
+                tracing::Span::current().set_status(Status::error("declined"));
                 Err(PaymentError::Declined)
             }
         };

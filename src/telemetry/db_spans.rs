@@ -18,6 +18,9 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
+/// Where sqlx logs its statements.
+pub const SQLX_TARGET: &str = "sqlx::query";
+
 pub struct DbStatementSpans {
     tracer: SdkTracer,
 }
@@ -33,6 +36,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if event.metadata().target() != SQLX_TARGET {
+            return;
+        }
         // Statements outside any span (migrations at start-up) are not traced.
         let Some(parent) = ctx.event_span(event) else {
             return;

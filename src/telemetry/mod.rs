@@ -23,7 +23,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
 };
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -35,8 +35,6 @@ use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings, TraceSampler};
 /// The crate's own spans are the only ones exported: the exporter's HTTP/gRPC
 /// clients must never trace themselves.
 const OWN_TARGET: &str = env!("CARGO_CRATE_NAME");
-/// Spans kept in memory while the collector is slow or down; beyond that they are dropped.
-const MAX_QUEUED_SPANS: usize = 8192;
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -86,12 +84,17 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
         let tracer = provider.tracer(OWN_TARGET);
         let spans = tracing_opentelemetry::layer()
             .with_tracer(tracer.clone())
-            // Business failures (a declined card) are logged at WARN and marked on
-            // their span explicitly; only ERROR events mark a span as failed here.
+            // An ERROR event inside a span (a 500, an orphaned payment) marks it failed;
+            // business failures (a declined card) are marked explicitly by the checkout.
             .with_error_events_to_status(true)
             .with_filter(Targets::new().with_target(OWN_TARGET, Level::TRACE));
-        let statements = db_spans::DbStatementSpans::new(tracer)
-            .with_filter(Targets::new().with_target("sqlx::query", Level::TRACE));
+        // The layer must also see the crate's own spans: a per-layer filter hides
+        // disabled spans from its context, and they are the statements' parents.
+        let statements = db_spans::DbStatementSpans::new(tracer).with_filter(
+            Targets::new()
+                .with_target(db_spans::SQLX_TARGET, Level::TRACE)
+                .with_target(OWN_TARGET, Level::TRACE),
+        );
         spans.and_then(statements)
     });
 
@@ -139,14 +142,10 @@ pub fn build_tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<Sdk
     }
     .context("building the OTLP span exporter")?;
 
-    let processor = BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint))
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_max_queue_size(MAX_QUEUED_SPANS)
-                .with_scheduled_delay(Duration::from_millis(500))
-                .build(),
-        )
-        .build();
+    // Queue size, batch size and delay come from the standard OTEL_BSP_* variables
+    // (defaults: 2048 spans queued, export every 5 s); beyond the queue, spans are dropped.
+    let processor =
+        BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint)).build();
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(settings.service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))

@@ -209,6 +209,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: PgPool,
     pub smtp: SmtpCapture,
+    /// Set for apps started as a separate process.
+    process: Option<Process>,
     _database: TestDatabase,
 }
 
@@ -242,6 +244,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
             .expect("client"),
         db: PgPool::connect(&database.url).await.expect("test pool"),
         smtp,
+        process: None,
         _database: database,
     }
 }
@@ -423,4 +426,145 @@ pub async fn expect_problem(response: Response, status: StatusCode, kind: &str) 
         "trace_id missing: {body}"
     );
     body
+}
+
+/// The binary's process, for tests that start the real executable.
+pub struct Process {
+    child: std::process::Child,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+/// The real binary, started as a separate process: the only way to observe its global
+/// telemetry (tracing subscriber, metrics recorder) in isolation from other tests.
+/// Its log output is JSON, collected line by line.
+pub async fn spawn_process(overrides: &[(&str, &str)]) -> TestApp {
+    let database = TestDatabase::create().await;
+    let smtp = SmtpCapture::start().await;
+    let mut environment = test_environment(&database.url, smtp.port);
+    environment.push(("LOG_FORMAT".into(), "json".into()));
+    for (key, value) in overrides {
+        environment.retain(|(k, _)| k != key);
+        environment.push((key.to_string(), value.to_string()));
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ecommerce-monolith"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(environment)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the binary");
+
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let output = output.clone();
+        let address_tx = address_tx.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(entry) = serde_json::from_str::<Value>(&line)
+                    && entry["fields"]["message"] == "listening"
+                    && let Some(address) = entry["fields"]["address"].as_str()
+                {
+                    let _ = address_tx.send(address.to_string());
+                }
+                output.lock().expect("output lock").push(line);
+            }
+        });
+    }
+    let address =
+        tokio::task::spawn_blocking(move || address_rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .expect("join");
+    let Ok(address) = address else {
+        let _ = child.kill();
+        panic!(
+            "the app did not start:\n{}",
+            output.lock().expect("output lock").join("\n")
+        );
+    };
+
+    TestApp {
+        address: format!("http://{address}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client"),
+        db: PgPool::connect(&database.url).await.expect("test pool"),
+        smtp,
+        process: Some(Process { child, output }),
+        _database: database,
+    }
+}
+
+impl TestApp {
+    fn process(&mut self) -> &mut Process {
+        self.process
+            .as_mut()
+            .expect("only for apps started with spawn_process")
+    }
+
+    /// Every line the process printed so far.
+    pub fn output(&mut self) -> Vec<String> {
+        self.process().output.lock().expect("output lock").clone()
+    }
+
+    /// Sends SIGTERM (what `docker stop` sends) and waits for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.process().child.id();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        for _ in 0..300 {
+            if let Some(exit) = self.process().child.try_wait().expect("wait") {
+                return exit;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the app did not exit within 15 s of SIGTERM");
+    }
+
+    pub async fn metrics(&self) -> String {
+        let response = self.get("/metrics", None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("metrics body")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of one series in Prometheus text format, e.g.
+/// `sample(&text, "checkouts_total", &[("outcome", "success")])`.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let matches = series_name == name
+                && labels.iter().all(|(k, v)| {
+                    series_labels
+                        .split(',')
+                        .any(|l| l == format!("{k}=\"{v}\""))
+                });
+            matches.then(|| value.parse().ok()).flatten()
+        })
 }

@@ -1,0 +1,157 @@
+//! A real OTLP/HTTP receiver: accepts `POST /v1/traces` with a protobuf
+//! `ExportTraceServiceRequest`, as a collector would, and keeps the spans.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use prost::Message;
+
+/// One received span, flattened for assertions.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: String,
+    pub name: String,
+    /// 1 internal, 2 server, 3 client (OTLP `SpanKind`).
+    pub kind: i32,
+    pub start: u64,
+    pub end: u64,
+    /// 0 unset, 1 ok, 2 error (OTLP `StatusCode`).
+    pub status: i32,
+    pub attributes: HashMap<String, String>,
+    pub resource: HashMap<String, String>,
+}
+
+impl ReceivedSpan {
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct OtlpReceiver {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    pub port: u16,
+}
+
+impl OtlpReceiver {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let receiver = OtlpReceiver {
+            spans: Arc::default(),
+            port: listener.local_addr().expect("addr").port(),
+        };
+        let app = Router::new()
+            .route("/v1/traces", post(export))
+            .with_state(receiver.spans.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        receiver
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.spans.lock().expect("lock").clone()
+    }
+
+    /// The spans of one trace, once a span named `name` has arrived in it.
+    pub async fn wait_for_trace(&self, trace_id: &str, name: &str) -> Vec<ReceivedSpan> {
+        for _ in 0..200 {
+            let spans: Vec<ReceivedSpan> = self
+                .spans()
+                .into_iter()
+                .filter(|span| span.trace_id == trace_id)
+                .collect();
+            if spans.iter().any(|span| span.name == name) {
+                // Give late batches of the same trace a moment to land.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return self
+                    .spans()
+                    .into_iter()
+                    .filter(|span| span.trace_id == trace_id)
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no span {name} of trace {trace_id} arrived; got: {:?}",
+            self.spans().iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+    }
+}
+
+async fn export(
+    State(store): State<Arc<Mutex<Vec<ReceivedSpan>>>>,
+    body: Bytes,
+) -> impl IntoResponse {
+    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+        return (StatusCode::BAD_REQUEST, Vec::new()).into_response();
+    };
+    let mut received = Vec::new();
+    for resource_spans in request.resource_spans {
+        let resource = resource_spans
+            .resource
+            .map(|r| flatten(&r.attributes))
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                received.push(ReceivedSpan {
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    name: span.name,
+                    kind: span.kind,
+                    start: span.start_time_unix_nano,
+                    end: span.end_time_unix_nano,
+                    status: span.status.map_or(0, |s| s.code),
+                    attributes: flatten(&span.attributes),
+                    resource: resource.clone(),
+                });
+            }
+        }
+    }
+    store.lock().expect("lock").extend(received);
+    (
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+        .into_response()
+}
+
+fn flatten(
+    attributes: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+) -> HashMap<String, String> {
+    attributes
+        .iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                Some(Value::IntValue(i)) => i.to_string(),
+                Some(Value::BoolValue(b)) => b.to_string(),
+                Some(Value::DoubleValue(d)) => d.to_string(),
+                other => format!("{other:?}"),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,371 @@
+//! Traces and logs, observed from the outside: the real binary exports to a real OTLP
+//! receiver, and its log lines are read from its output.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, closed_port, expect_json, spawn_process};
+use crate::otlp::{OtlpReceiver, ReceivedSpan};
+
+const STEPS: [&str; 12] = [
+    "checkout.validate_cart",
+    "checkout.check_inventory",
+    "checkout.reserve_inventory",
+    "checkout.create_order",
+    "checkout.create_order_items",
+    "checkout.process_payment",
+    "checkout.record_payment",
+    "checkout.reduce_inventory",
+    "checkout.send_email",
+    "checkout.create_notification",
+    "checkout.clear_cart",
+    "checkout.commit",
+];
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+const ERROR: i32 = 2;
+
+async fn traced_app(receiver: &OtlpReceiver, overrides: &[(&str, &str)]) -> TestApp {
+    let endpoint = receiver.endpoint();
+    let mut environment = vec![
+        ("OTEL_SDK_DISABLED", "false"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    environment.extend_from_slice(overrides);
+    spawn_process(&environment).await
+}
+
+/// A customer with one product in the cart; returns the token.
+async fn customer_with_cart(app: &TestApp) -> String {
+    let admin = app.admin_token().await;
+    let alice = app.customer("alice@example.com").await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 5).await;
+    expect_json(
+        app.add_to_cart(&alice, kettle, 2).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    alice
+}
+
+fn trace_id_of(response: &reqwest::Response) -> String {
+    response.headers()["x-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn one<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one span {name}, got {}",
+        found.len()
+    );
+    found[0]
+}
+
+fn children<'a>(spans: &'a [ReceivedSpan], parent: &ReceivedSpan) -> Vec<&'a ReceivedSpan> {
+    let mut children: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == parent.span_id)
+        .collect();
+    children.sort_by_key(|s| s.start);
+    children
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkout_is_one_trace_with_a_span_per_step_in_order() {
+    let receiver = OtlpReceiver::start().await;
+    let app = traced_app(
+        &receiver,
+        &[("PAYMENT_DELAY_MS", "50"), ("EMAIL_DELAY_MS", "80")],
+    )
+    .await;
+    let alice = customer_with_cart(&app).await;
+    let response = app.checkout(&alice).await;
+    let trace_id = trace_id_of(&response);
+    let order = expect_json(response, StatusCode::CREATED).await;
+
+    let spans = receiver
+        .wait_for_trace(&trace_id, "POST /api/orders/checkout")
+        .await;
+    assert!(spans.iter().all(|s| s.trace_id == trace_id));
+
+    // The server span, with the HTTP semantic conventions.
+    let server = one(&spans, "POST /api/orders/checkout");
+    assert_eq!(server.kind, SERVER);
+    assert!(server.parent_span_id.is_empty(), "a root span");
+    assert_eq!(server.attribute("http.request.method"), Some("POST"));
+    assert_eq!(server.attribute("http.route"), Some("/api/orders/checkout"));
+    assert_eq!(server.attribute("url.path"), Some("/api/orders/checkout"));
+    assert_eq!(server.attribute("http.response.status_code"), Some("201"));
+    assert_eq!(
+        server.resource.get("service.name").map(String::as_str),
+        Some("ecommerce-monolith")
+    );
+    assert_eq!(
+        server.resource.get("service.version").map(String::as_str),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+
+    // The checkout span and its eleven steps plus the commit, in order.
+    let checkout = one(&spans, "checkout");
+    assert_eq!(checkout.parent_span_id, server.span_id);
+    assert_eq!(
+        checkout.attribute("order.id"),
+        Some(order["id"].to_string().as_str())
+    );
+    assert_eq!(checkout.attribute("checkout.outcome"), Some("success"));
+    let steps: Vec<&str> = children(&spans, checkout)
+        .into_iter()
+        .map(|s| s.name.as_str())
+        .filter(|name| name.starts_with("checkout."))
+        .collect();
+    assert_eq!(steps, STEPS);
+    let step_spans: Vec<&ReceivedSpan> = STEPS.iter().map(|name| one(&spans, name)).collect();
+    for pair in step_spans.windows(2) {
+        assert!(
+            pair[0].end <= pair[1].start,
+            "{} overlaps {}",
+            pair[0].name,
+            pair[1].name
+        );
+    }
+    assert_eq!(
+        one(&spans, "checkout.validate_cart").attribute("checkout.item_count"),
+        Some("1")
+    );
+    assert_eq!(
+        one(&spans, "checkout.process_payment").attribute("payment.outcome"),
+        Some("approved")
+    );
+
+    // The gateway call and the SMTP send, as client spans under their steps.
+    let gateway = one(&spans, "payment_gateway.charge");
+    assert_eq!(
+        gateway.parent_span_id,
+        one(&spans, "checkout.process_payment").span_id
+    );
+    assert_eq!(gateway.kind, CLIENT);
+    assert!(
+        gateway.end - gateway.start >= 50_000_000,
+        "the 50 ms gateway delay is inside"
+    );
+    let smtp = one(&spans, "smtp.send");
+    assert_eq!(
+        smtp.parent_span_id,
+        one(&spans, "checkout.send_email").span_id
+    );
+    assert_eq!(smtp.kind, CLIENT);
+    assert!(
+        smtp.end - smtp.start >= 80_000_000,
+        "the 80 ms mail delay is inside"
+    );
+
+    // Database statements as client spans, with placeholders instead of values.
+    let statements: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.attribute("db.system.name") == Some("postgresql"))
+        .collect();
+    assert!(
+        statements.len() >= 12,
+        "got {} statements",
+        statements.len()
+    );
+    for statement in &statements {
+        assert_eq!(statement.kind, CLIENT);
+        let text = statement.attribute("db.query.text").unwrap();
+        assert!(
+            !text.contains("alice@example.com") && !text.contains("Test Street"),
+            "{text}"
+        );
+    }
+    let lock = statements
+        .iter()
+        .find(|s| {
+            s.attribute("db.query.text").unwrap().contains("FOR UPDATE")
+                && s.name == "SELECT inventory"
+        })
+        .expect("the row-lock statement");
+    assert_eq!(
+        lock.parent_span_id,
+        one(&spans, "checkout.check_inventory").span_id
+    );
+    assert!(lock.attribute("db.query.text").unwrap().contains("$1"));
+    let commit = one(&spans, "checkout.commit");
+    assert!(
+        children(&spans, commit).iter().any(|s| s.name == "COMMIT"),
+        "the COMMIT statement is under the commit step"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declined_payment_marks_its_spans_as_errors() {
+    let receiver = OtlpReceiver::start().await;
+    let app = traced_app(&receiver, &[("PAYMENT_SUCCESS_RATE", "0")]).await;
+    let alice = customer_with_cart(&app).await;
+    let response = app.checkout(&alice).await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let spans = receiver
+        .wait_for_trace(&trace_id_of(&response), "POST /api/orders/checkout")
+        .await;
+
+    assert_eq!(one(&spans, "payment_gateway.charge").status, ERROR);
+    assert_eq!(one(&spans, "checkout.process_payment").status, ERROR);
+    let checkout = one(&spans, "checkout");
+    assert_eq!(checkout.status, ERROR);
+    assert_eq!(
+        checkout.attribute("checkout.outcome"),
+        Some("payment_declined")
+    );
+    // The steps after the payment never ran; the rollback did.
+    assert!(spans.iter().all(|s| s.name != "checkout.record_payment"));
+    one(&spans, "checkout.rollback");
+    // A 4xx is the client's problem: the server span is not an error.
+    assert_ne!(one(&spans, "POST /api/orders/checkout").status, ERROR);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incoming_traceparent_is_continued() {
+    let receiver = OtlpReceiver::start().await;
+    let app = traced_app(&receiver, &[]).await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let parent = "b7ad6b7169203331";
+    let response = app
+        .request(reqwest::Method::GET, "/api/products/42", None)
+        .header("traceparent", format!("00-{trace_id}-{parent}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(trace_id_of(&response), trace_id);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["trace_id"], trace_id);
+
+    let spans = receiver
+        .wait_for_trace(trace_id, "GET /api/products/{id}")
+        .await;
+    let server = one(&spans, "GET /api/products/{id}");
+    assert_eq!(server.parent_span_id, parent);
+    assert_eq!(server.attribute("http.response.status_code"), Some("404"));
+    assert_eq!(server.attribute("url.path"), Some("/api/products/42"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_inside_a_request_carry_its_trace_and_span_ids() {
+    let receiver = OtlpReceiver::start().await;
+    let mut app = traced_app(&receiver, &[]).await;
+    let response = app
+        .post(
+            "/api/auth/register",
+            None,
+            &serde_json::json!({"email": "logs@example.com", "password": "long enough", "full_name": "L"}),
+        )
+        .await;
+    let trace_id = trace_id_of(&response);
+    assert_eq!(response.status(), StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let line = app
+        .output()
+        .into_iter()
+        .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+        .find(|entry| entry["fields"]["message"] == "user registered")
+        .expect("the registration is logged as JSON");
+    assert_eq!(line["trace_id"], trace_id.as_str());
+    assert_eq!(line["span_id"].as_str().map(str::len), Some(16));
+    assert_eq!(line["level"], "INFO");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_tracing_off_responses_and_logs_still_carry_a_trace_id() {
+    let mut app = spawn_process(&[("OTEL_SDK_DISABLED", "true")]).await;
+    let response = app
+        .post(
+            "/api/auth/register",
+            None,
+            &serde_json::json!({"email": "off@example.com", "password": "long enough", "full_name": "O"}),
+        )
+        .await;
+    let trace_id = trace_id_of(&response);
+    assert_eq!(trace_id.len(), 32);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let line = app
+        .output()
+        .into_iter()
+        .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+        .find(|entry| entry["fields"]["message"] == "user registered")
+        .expect("logged");
+    assert_eq!(line["trace_id"], trace_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_collector_is_reported_once_and_slows_nothing() {
+    let dead = format!("http://127.0.0.1:{}", closed_port().await);
+    let mut app = spawn_process(&[
+        ("OTEL_SDK_DISABLED", "false"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", dead.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ])
+    .await;
+    // A blocking exporter would cost seconds per request here; these take milliseconds.
+    let started = Instant::now();
+    for _ in 0..40 {
+        assert_eq!(
+            app.get("/api/products", None).await.status(),
+            StatusCode::OK
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "40 requests took {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let warnings = app
+        .output()
+        .iter()
+        .filter(|line| line.contains("cannot export traces"))
+        .count();
+    assert_eq!(
+        warnings,
+        1,
+        "reported once, not per batch:\n{}",
+        app.output().join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_are_flushed_on_sigterm() {
+    let receiver = OtlpReceiver::start().await;
+    // No periodic export: only the shutdown flush can deliver the span.
+    let mut app = traced_app(&receiver, &[("OTEL_BSP_SCHEDULE_DELAY", "600000")]).await;
+    let response = app.get("/health", None).await;
+    let trace_id = trace_id_of(&response);
+    assert!(receiver.spans().iter().all(|s| s.trace_id != trace_id));
+    let exit = app.terminate().await;
+    assert!(exit.success(), "exit status {exit:?}");
+    receiver.wait_for_trace(&trace_id, "GET /health").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_checkout_in_flight_finish() {
+    let mut app = spawn_process(&[("PAYMENT_DELAY_MS", "1500")]).await;
+    let alice = customer_with_cart(&app).await;
+    let request = app
+        .request(reqwest::Method::POST, "/api/orders/checkout", Some(&alice))
+        .json(&serde_json::json!({"shipping_address": "1 Road", "payment_method": "paypal"}));
+    let in_flight = tokio::spawn(request.send());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let exit = app.terminate().await;
+    let response = in_flight.await.unwrap().expect("answered before exit");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert!(exit.success(), "exit status {exit:?}");
+}
