@@ -217,6 +217,12 @@ impl<'a> Reader<'a> {
 /// The OpenTelemetry SDK logs its own housekeeping at INFO; keep that out of the way.
 pub const DEFAULT_LOG_FILTER: &str = "info,opentelemetry=warn,opentelemetry_sdk=warn";
 
+/// Log format of the short-lived commands (`migrate`, `seed`).
+pub const DEFAULT_LOG_FORMAT_CLI: LogFormat = LogFormat::Pretty;
+
+/// The service name in traces, unless `OTEL_SERVICE_NAME` says otherwise.
+pub const SERVICE_NAME: &str = "ecommerce-monolith";
+
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/ecommerce";
 
 impl DatabaseSettings {
@@ -264,6 +270,18 @@ fn redact_url_password(url: &str) -> String {
     }
 }
 
+impl TelemetrySettings {
+    /// Telemetry alone, for the tools that are not the service (`loadgen`).
+    pub fn from_source(
+        source: &dyn Source,
+        default_service_name: &str,
+    ) -> Result<Self, ConfigError> {
+        let mut reader = Reader::new(source);
+        let settings = read_telemetry(&mut reader, default_service_name);
+        reader.finish(settings)
+    }
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_source(&ProcessEnv)
@@ -303,7 +321,7 @@ impl Settings {
         let http = HttpSettings {
             body_limit_bytes: r.parse("HTTP_BODY_LIMIT_BYTES", 64 * 1024, "a number of bytes"),
         };
-        let telemetry = read_telemetry(&mut r);
+        let telemetry = read_telemetry(&mut r, SERVICE_NAME);
 
         r.finish(Settings {
             bind_addr,
@@ -377,7 +395,7 @@ fn read_auth(r: &mut Reader) -> AuthSettings {
     }
 }
 
-fn read_telemetry(r: &mut Reader) -> TelemetrySettings {
+fn read_telemetry(r: &mut Reader, default_service_name: &str) -> TelemetrySettings {
     let log_format = match r
         .string("LOG_FORMAT", "pretty")
         .to_ascii_lowercase()
@@ -421,7 +439,7 @@ fn read_telemetry(r: &mut Reader) -> TelemetrySettings {
     TelemetrySettings {
         log_format,
         log_filter: r.string("RUST_LOG", DEFAULT_LOG_FILTER),
-        service_name: r.string("OTEL_SERVICE_NAME", "ecommerce-monolith"),
+        service_name: r.string("OTEL_SERVICE_NAME", default_service_name),
         traces_enabled: !r.bool("OTEL_SDK_DISABLED", false),
         otlp_endpoint,
         otlp_protocol,

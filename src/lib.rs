@@ -3,10 +3,14 @@
 
 pub mod auth;
 pub mod checkout;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod faults_cli;
 pub mod http;
+pub mod loadgen;
 pub mod orders;
+pub mod seed;
 pub mod startup;
 pub mod telemetry;

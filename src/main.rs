@@ -1,11 +1,18 @@
-//! The command line: `serve`, `migrate` (and more to come).
+//! The command line: `serve`, `migrate`, `seed`, `loadgen`, `faults`, `healthcheck`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ecommerce_monolith::config::{DatabaseSettings, LogFormat, ProcessEnv, Settings};
+use ecommerce_monolith::config::{
+    DEFAULT_LOG_FORMAT_CLI, DatabaseSettings, ProcessEnv, Settings, TelemetrySettings,
+};
+use ecommerce_monolith::faults_cli::FaultsArgs;
+use ecommerce_monolith::loadgen::LoadgenArgs;
 use ecommerce_monolith::startup::{Application, shutdown_signal};
-use ecommerce_monolith::{db, telemetry};
+use ecommerce_monolith::{db, seed, telemetry};
+use secrecy::ExposeSecret;
+use sqlx::Connection;
 
 #[derive(Parser)]
 #[command(
@@ -20,9 +27,28 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP server (migrates the database first).
-    Serve,
+    Serve {
+        /// Also create the demo catalog (idempotent) before serving.
+        #[arg(long)]
+        seed: bool,
+    },
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate,
+    /// Create the demo catalog (idempotent; migrates first).
+    Seed {
+        /// Put the seeded stock levels back (after a load test sold things out).
+        #[arg(long)]
+        restock: bool,
+    },
+    /// Simulate shoppers against a running service and report latencies and outcomes.
+    Loadgen(LoadgenArgs),
+    /// Show or change the live fault injection of a running service.
+    Faults(FaultsArgs),
+    /// Exit 0 if the service answers `/health` (for container health checks).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8000/health")]
+        url: String,
+    },
 }
 
 #[tokio::main]
@@ -31,8 +57,12 @@ async fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve => serve().await,
+        Command::Serve { seed } => serve(seed).await,
         Command::Migrate => migrate().await,
+        Command::Seed { restock } => seed_catalog(restock).await,
+        Command::Loadgen(args) => loadgen(args).await,
+        Command::Faults(args) => faults(args).await,
+        Command::Healthcheck { url } => healthcheck(&url).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,7 +74,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve() -> anyhow::Result<()> {
+async fn serve(with_seed: bool) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let telemetry = telemetry::init(&settings.telemetry)?;
     let metrics = if settings.telemetry.metrics_enabled {
@@ -55,6 +85,9 @@ async fn serve() -> anyhow::Result<()> {
         None
     };
     let app = Application::build(&settings, metrics).await?;
+    if with_seed {
+        seed_database(&settings.database, false).await?;
+    }
     tracing::info!(address = %app.local_addr(), "listening");
     let served = app.run_until_stopped(shutdown_signal()).await;
     telemetry.shutdown().await;
@@ -64,6 +97,58 @@ async fn serve() -> anyhow::Result<()> {
 
 async fn migrate() -> anyhow::Result<()> {
     let settings = DatabaseSettings::from_source(&ProcessEnv)?;
-    telemetry::init_cli_logging(LogFormat::Pretty, "info")?;
+    telemetry::init_cli_logging(DEFAULT_LOG_FORMAT_CLI, "info")?;
     db::create_and_migrate(&settings).await
+}
+
+async fn seed_catalog(restock: bool) -> anyhow::Result<()> {
+    let settings = DatabaseSettings::from_source(&ProcessEnv)?;
+    telemetry::init_cli_logging(DEFAULT_LOG_FORMAT_CLI, "info")?;
+    db::create_and_migrate(&settings).await?;
+    seed_database(&settings, restock).await
+}
+
+async fn seed_database(settings: &DatabaseSettings, restock: bool) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect(settings.url.expose_secret()).await?;
+    let report = seed::seed_demo_catalog(&mut conn, restock).await?;
+    tracing::info!(
+        categories_created = report.categories_created,
+        products_created = report.products_created,
+        products_restocked = report.products_restocked,
+        "demo catalog ready"
+    );
+    Ok(())
+}
+
+async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
+    let mut settings = TelemetrySettings::from_source(&ProcessEnv, "loadgen")?;
+    // The report is the output; logs only say what goes wrong.
+    if std::env::var_os("RUST_LOG").is_none() {
+        settings.log_filter = "warn".to_string();
+    }
+    let telemetry = telemetry::init_for_tool(&settings)?;
+    let result = ecommerce_monolith::loadgen::run(args).await;
+    telemetry.shutdown().await;
+    result.map(|_| ())
+}
+
+async fn faults(args: FaultsArgs) -> anyhow::Result<()> {
+    let settings = ecommerce_monolith::faults_cli::run(args).await?;
+    println!("{}", serde_json::to_string_pretty(&settings)?);
+    Ok(())
+}
+
+async fn healthcheck(url: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?
+        .get(url)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
 }

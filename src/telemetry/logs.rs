@@ -10,6 +10,7 @@ use tracing::dispatcher::WeakDispatch;
 use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, fmt as tfmt};
 
@@ -26,12 +27,31 @@ pub(crate) fn otel_context_of(span: &tracing::span::Id) -> Option<opentelemetry:
     tracing_opentelemetry::get_otel_context(span, &dispatch)
 }
 
-pub fn layer<S>(log_format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+/// Where log lines go: the service logs to stdout (12-factor); the command-line tools
+/// log to stderr, because their stdout is their output (a report, JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    Stdout,
+    Stderr,
+}
+
+pub fn layer<S>(log_format: LogFormat, output: LogOutput) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    let (writer, is_terminal) = match output {
+        LogOutput::Stdout => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+        LogOutput::Stderr => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+    };
     match log_format {
         LogFormat::Json => tfmt::layer()
+            .with_writer(writer)
             .event_format(WithTraceIds {
                 inner: tfmt::format()
                     .json()
@@ -42,7 +62,8 @@ where
             .fmt_fields(format::JsonFields::new())
             .boxed(),
         LogFormat::Pretty => tfmt::layer()
-            .with_ansi(std::io::stdout().is_terminal())
+            .with_writer(writer)
+            .with_ansi(is_terminal)
             .event_format(WithTraceIds {
                 inner: tfmt::format().with_target(true),
                 json: false,

@@ -30,6 +30,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use self::logs::LogOutput;
 use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings, TraceSampler};
 
 /// The crate's own spans are the only ones exported: the exporter's HTTP/gRPC
@@ -67,13 +68,22 @@ impl Telemetry {
 ///
 /// Must run inside a tokio runtime (the gRPC exporter needs one).
 pub fn init(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
+    init_with_logs_to(settings, LogOutput::Stdout)
+}
+
+/// [`init`] for a command-line tool: logs go to stderr, stdout is the tool's output.
+pub fn init_for_tool(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
+    init_with_logs_to(settings, LogOutput::Stderr)
+}
+
+fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
 
     let log_filter = EnvFilter::try_new(&settings.log_filter)
         .with_context(|| format!("RUST_LOG: cannot parse {:?}", settings.log_filter))?;
-    let log_layer = logs::layer(settings.log_format).with_filter(log_filter);
+    let log_layer = logs::layer(settings.log_format, output).with_filter(log_filter);
 
     let tracer_provider = if settings.traces_enabled {
         Some(build_tracer_provider(settings)?)
@@ -116,11 +126,12 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
     Ok(Telemetry { tracer_provider })
 }
 
-/// Logs only, for the short-lived commands (`migrate`, `seed`, `faults`).
+/// Logs only (to stderr), for the short-lived commands (`migrate`, `seed`).
 pub fn init_cli_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_new(filter).with_context(|| format!("RUST_LOG: cannot parse {filter:?}"))?;
-    let subscriber = tracing_subscriber::registry().with(logs::layer(format).with_filter(filter));
+    let subscriber = tracing_subscriber::registry()
+        .with(logs::layer(format, LogOutput::Stderr).with_filter(filter));
     logs::install_global(subscriber)
 }
 

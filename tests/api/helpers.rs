@@ -206,6 +206,7 @@ pub fn settings_from(environment: &[(String, String)]) -> Settings {
 
 pub struct TestApp {
     pub address: String,
+    pub database_url: String,
     pub client: reqwest::Client,
     pub db: PgPool,
     pub smtp: SmtpCapture,
@@ -238,6 +239,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 
     TestApp {
         address,
+        database_url: database.url.clone(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -494,6 +496,7 @@ pub async fn spawn_process(overrides: &[(&str, &str)]) -> TestApp {
 
     TestApp {
         address: format!("http://{address}"),
+        database_url: database.url.clone(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -567,4 +570,43 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
                 });
             matches.then(|| value.parse().ok()).flatten()
         })
+}
+
+/// Runs the binary as a command-line tool and returns its output; fails the test if it
+/// cannot start.
+pub async fn run_tool(args: &[&str], environment: &[(&str, &str)]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ecommerce-monolith"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("OTEL_SDK_DISABLED", "true")
+        .envs(environment.iter().copied())
+        .output()
+        .await
+        .expect("run the binary")
+}
+
+impl TestApp {
+    /// The demo catalog, created with `ecommerce-monolith seed` like a user would.
+    pub async fn seed(&self) {
+        let output = run_tool(&["seed"], &[("DATABASE_URL", &self.database_url)]).await;
+        assert!(output.status.success(), "seed failed: {output:?}");
+    }
+
+    /// `ecommerce-monolith faults …` against this app, as the admin.
+    pub async fn faults(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["faults"];
+        all.extend_from_slice(args);
+        let output = run_tool(
+            &all,
+            &[
+                ("BASE_URL", &self.address),
+                ("ADMIN_EMAIL", ADMIN_EMAIL),
+                ("ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ],
+        )
+        .await;
+        assert!(output.status.success(), "faults failed: {output:?}");
+        serde_json::from_slice(&output.stdout).expect("faults prints JSON")
+    }
 }

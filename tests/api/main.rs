@@ -12,3 +12,5 @@ mod otlp;
 mod products;
 mod reviews_and_notifications;
 mod telemetry;
+mod tools;
+mod tour;

@@ -1,0 +1,108 @@
+//! A small HTTP client for the service's own API, used by the command-line tools
+//! (`loadgen`, `faults`, `healthcheck`). Each request is a client span whose context
+//! travels in a W3C `traceparent`, so the service's spans hang under it in Jaeger.
+
+use std::time::Duration;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_http::HeaderInjector;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+/// A response: its status and its body as JSON (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl ApiClient {
+    pub fn new(base_url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .pool_max_idle_per_host(64)
+                .build()?,
+            base_url: base_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Sends one request; `route` names it in the span (`POST /api/cart/items`).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Result<ApiResponse> {
+        let span = tracing::info_span!(
+            "client.request",
+            otel.name = %format!("{method} {}", path.split('?').next().unwrap_or(path)),
+            otel.kind = "client",
+            http.request.method = %method,
+            url.full = %format!("{}{path}", self.base_url),
+            http.response.status_code = Empty,
+        );
+        let mut headers = HeaderMap::new();
+        TraceContextPropagator::new()
+            .inject_context(&span.context(), &mut HeaderInjector(&mut headers));
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .headers(headers);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        async {
+            let response = request.send().await?;
+            let status = response.status();
+            tracing::Span::current().record("http.response.status_code", status.as_u16());
+            let bytes = response.bytes().await?;
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            Ok(ApiResponse { status, body })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Logs in and returns the access token.
+    pub async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let response = self
+            .send(
+                Method::POST,
+                "/api/auth/login",
+                None,
+                Some(&serde_json::json!({"email": email, "password": password})),
+            )
+            .await?;
+        if response.status != StatusCode::OK {
+            anyhow::bail!(
+                "login as {email} failed ({}): {}",
+                response.status,
+                response.body["detail"].as_str().unwrap_or("no detail")
+            );
+        }
+        response.body["access_token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("the login answer has no access_token"))
+    }
+}

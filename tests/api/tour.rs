@@ -1,0 +1,197 @@
+//! The README's "Break it" tour, one test per scenario: each does what the tour says and
+//! checks that the metric the tour points at moves.
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+
+use crate::helpers::{TestApp, expect_json, sample, spawn_process};
+
+/// `count` customers, each with `quantity` of `product` in the cart.
+async fn buyers(app: &TestApp, count: usize, product: i64, tag: &str) -> Vec<String> {
+    join_all((0..count).map(|i| async move {
+        let token = app.customer(&format!("{tag}{i}@example.com")).await;
+        expect_json(
+            app.add_to_cart(&token, product, 1).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        token
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tour_1_the_payment_and_the_email_are_where_the_time_goes() {
+    let app = spawn_process(&[("PAYMENT_DELAY_MS", "100"), ("EMAIL_DELAY_MS", "200")]).await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 10).await;
+    for token in buyers(&app, 2, kettle, "tour1-").await {
+        expect_json(app.checkout(&token).await, StatusCode::CREATED).await;
+    }
+    let metrics = app.metrics().await;
+    let step = |name: &str| {
+        sample(
+            &metrics,
+            "checkout_step_duration_seconds_sum",
+            &[("step", name)],
+        )
+        .unwrap()
+    };
+    let payment = step("process_payment");
+    let email = step("send_email");
+    assert!(
+        payment >= 0.2 && email >= 0.4,
+        "payment {payment}, email {email}"
+    );
+    for other in [
+        "validate_cart",
+        "check_inventory",
+        "reserve_inventory",
+        "create_order",
+        "create_order_items",
+        "record_payment",
+        "reduce_inventory",
+        "create_notification",
+        "clear_cart",
+        "commit",
+    ] {
+        assert!(
+            step(other) < payment,
+            "{other} took longer than the payment"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tour_2_buyers_of_one_scarce_product_wait_on_its_row_lock() {
+    let app = spawn_process(&[("PAYMENT_DELAY_MS", "200")]).await;
+    let admin = app.admin_token().await;
+    let scarce = app.create_product(&admin, "Last few", "99.00", 2).await;
+    let tokens = buyers(&app, 4, scarce, "tour2-").await;
+    let statuses: Vec<StatusCode> = join_all(
+        tokens
+            .iter()
+            .map(|t| async { app.checkout(t).await.status() }),
+    )
+    .await;
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        2
+    );
+    let metrics = app.metrics().await;
+    let waited = sample(&metrics, "checkout_inventory_lock_wait_seconds_sum", &[]).unwrap();
+    assert!(
+        waited >= 0.2,
+        "the buyers behind the first one waited {waited} s in total"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "checkouts_total",
+            &[("outcome", "insufficient_stock")]
+        ),
+        Some(2.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tour_3_checkouts_exhaust_the_pool_and_catalog_reads_wait_too() {
+    let app = spawn_process(&[("DB_MAX_CONNECTIONS", "2"), ("PAYMENT_DELAY_MS", "300")]).await;
+    let admin = app.admin_token().await;
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let product = app
+            .create_product(&admin, &format!("Item {i}"), "5.00", 10)
+            .await;
+        tokens.extend(buyers(&app, 1, product, &format!("tour3-{i}-")).await);
+    }
+    let checkouts = join_all(
+        tokens
+            .iter()
+            .map(|t| async { app.checkout(t).await.status() }),
+    );
+    let browse = async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        app.get("/api/products", None).await.status()
+    };
+    let (statuses, browsed) = tokio::join!(checkouts, browse);
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    assert_eq!(browsed, StatusCode::OK);
+
+    let metrics = app.metrics().await;
+    let waited = sample(&metrics, "db_pool_acquire_duration_seconds_sum", &[]).unwrap();
+    assert!(waited >= 0.3, "requests waited {waited} s for a connection");
+    // The catalog read queued behind the checkouts for a connection.
+    let fast_reads = sample(
+        &metrics,
+        "http_server_request_duration_seconds_bucket",
+        &[
+            ("method", "GET"),
+            ("route", "/api/products"),
+            ("status", "200"),
+            ("le", "0.25"),
+        ],
+    );
+    assert_eq!(fast_reads, Some(0.0), "the catalog read took over 250 ms");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tour_4_half_the_payments_fail() {
+    let app = spawn_process(&[]).await;
+    app.faults(&["set", "--payment-success-rate", "0.5"]).await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 100).await;
+    let tokens = buyers(&app, 16, kettle, "tour4-").await;
+    for token in &tokens {
+        let status = app.checkout(token).await.status();
+        assert!(
+            matches!(status, StatusCode::CREATED | StatusCode::PAYMENT_REQUIRED),
+            "{status}"
+        );
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(
+        sample(&metrics, "fault_payment_success_ratio", &[]),
+        Some(0.5)
+    );
+    let declined = sample(
+        &metrics,
+        "checkouts_total",
+        &[("outcome", "payment_declined")],
+    )
+    .unwrap();
+    assert!(declined >= 1.0, "16 checkouts at 50 % and none declined");
+    assert_eq!(
+        sample(
+            &metrics,
+            "payment_gateway_duration_seconds_count",
+            &[("outcome", "declined")]
+        ),
+        Some(declined)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tour_5_a_mail_outage_orphans_payments() {
+    let app = spawn_process(&[]).await;
+    app.faults(&["set", "--email-outage", "true"]).await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 10).await;
+    for token in buyers(&app, 2, kettle, "tour5-").await {
+        assert_eq!(app.checkout(&token).await.status(), StatusCode::BAD_GATEWAY);
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(sample(&metrics, "fault_email_outage", &[]), Some(1.0));
+    assert_eq!(sample(&metrics, "payments_orphaned_total", &[]), Some(2.0));
+    assert_eq!(
+        sample(&metrics, "payments_orphaned_amount_cents_total", &[]),
+        Some(3998.0)
+    );
+    assert_eq!(app.count("orders").await, 0, "no order survived");
+}
