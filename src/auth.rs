@@ -11,6 +11,7 @@ use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use crate::domain::Password;
 
@@ -38,16 +39,34 @@ impl Role {
     }
 }
 
+/// Argon2id needs 19 MiB and a core's worth of CPU per hash. More hashes at once than
+/// there are cores would not finish sooner, only use more memory: a burst of logins
+/// queues here instead.
+static HASHING_SLOTS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+/// Runs one argon2 computation on the blocking pool, within the hashing slots.
+async fn with_hashing_slot<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let _slot = HASHING_SLOTS
+        .acquire()
+        .await
+        .context("the hashing semaphore is closed")?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .context("password hashing task panicked")
+}
+
 /// Hashes a password with argon2id and a fresh random salt, as a PHC string.
 pub async fn hash_password(password: Password) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
+    with_hashing_slot(move || {
         Argon2::default()
             .hash_password(password.expose().as_bytes())
             .map(|hash| hash.to_string())
             .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))
     })
-    .await
-    .context("password hashing task panicked")?
+    .await?
 }
 
 /// A hash of a password nobody knows. Verifying against it when the e-mail is unknown
@@ -63,7 +82,7 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
 /// Whether `candidate` matches `stored_hash`; `None` verifies against a dummy hash
 /// and always answers `false`.
 pub async fn verify_password(candidate: String, stored_hash: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
+    with_hashing_slot(move || {
         let known = stored_hash.is_some();
         let hash = stored_hash.unwrap_or_else(|| DUMMY_HASH.clone());
         let matches = PasswordHash::new(&hash)

@@ -11,6 +11,7 @@ mod ops;
 mod otlp;
 mod products;
 mod reviews_and_notifications;
+mod stack;
 mod telemetry;
 mod tools;
 mod tour;

@@ -1,0 +1,738 @@
+//! The observability stack, proven with the files the compose stack uses: the compose
+//! file validates, promtool accepts the config, rules and their unit tests, the
+//! dashboards are well formed, and — against a real Prometheus scraping the real
+//! binary — every dashboard query returns data and every alert fires when provoked.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use yaml_serde::Value as Yaml;
+
+use crate::helpers::{TestApp, closed_port, expect_json, spawn_process};
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read_yaml(path: &str) -> Yaml {
+    let text = std::fs::read_to_string(repo_file(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
+}
+
+fn dashboards() -> Vec<(String, Value)> {
+    let mut found: Vec<(String, Value)> = std::fs::read_dir(repo_file("grafana/dashboards"))
+        .expect("grafana/dashboards")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("read dashboard");
+            let json = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+            (path.display().to_string(), json)
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// Every panel, including those nested in rows.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    let mut all = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        all.push(panel);
+        all.extend(panel["panels"].as_array().into_iter().flatten());
+    }
+    all
+}
+
+/// Every PromQL expression of a dashboard (panel targets and annotation queries),
+/// with a description of where it is.
+fn expressions(dashboard: &Value) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for panel in panels(dashboard) {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = target["expr"].as_str() {
+                found.push((format!("panel {:?}", panel["title"]), expr.to_string()));
+            }
+        }
+    }
+    for annotation in dashboard["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let expr = annotation["expr"]
+            .as_str()
+            .or_else(|| annotation["target"]["expr"].as_str());
+        if let Some(expr) = expr {
+            found.push((
+                format!("annotation {:?}", annotation["name"]),
+                expr.to_string(),
+            ));
+        }
+    }
+    found
+}
+
+/// Grafana's interval macros, as Grafana would expand them for a short time range.
+fn expand_macros(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$__interval", "15s")
+        .replace("$__range", "5m")
+}
+
+#[tokio::test]
+async fn the_compose_file_validates_and_the_stack_is_light() {
+    let output = tokio::process::Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .await
+        .expect("docker-compose (Debian package) must be installed; .ci/run installs it");
+    assert!(output.status.success(), "docker-compose config: {output:?}");
+
+    let compose = read_yaml("docker-compose.yml");
+    let services = compose["services"].as_mapping().expect("services");
+    let names: BTreeSet<&str> = services.keys().filter_map(Yaml::as_str).collect();
+    for required in [
+        "postgres",
+        "mailhog",
+        "jaeger",
+        "app",
+        "prometheus",
+        "grafana",
+        "loadgen",
+    ] {
+        assert!(names.contains(required), "service {required} missing");
+    }
+    let mut memory_mib = 0.0;
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        if let Some(image) = service["image"].as_str()
+            && service.get("build").is_none()
+        {
+            let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+            assert!(
+                !tag.is_empty() && tag != "latest",
+                "{name}: image {image} is not pinned"
+            );
+        }
+        let limit = service["deploy"]["resources"]["limits"]["memory"]
+            .as_str()
+            .or_else(|| service["mem_limit"].as_str())
+            .unwrap_or_else(|| panic!("{name} has no memory limit"));
+        memory_mib += mebibytes(limit);
+    }
+    assert!(
+        memory_mib <= 1024.0,
+        "memory limits add up to {memory_mib} MiB"
+    );
+
+    assert_eq!(
+        compose["services"]["mailhog"]["platform"].as_str(),
+        Some("linux/amd64")
+    );
+    assert!(compose["services"]["loadgen"]["profiles"].is_sequence());
+    let app = &compose["services"]["app"];
+    assert!(
+        app["healthcheck"]["test"].is_sequence(),
+        "the app has a health check"
+    );
+    assert_eq!(
+        app["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    let app_command: Vec<&str> = app["command"]
+        .as_sequence()
+        .expect("app command")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(
+        app_command,
+        ["serve", "--seed"],
+        "the demo catalog is seeded at start"
+    );
+    // Everything the stack mounts from the repository exists.
+    for service in services.values() {
+        for volume in service["volumes"].as_sequence().into_iter().flatten() {
+            if let Some(source) = volume.as_str().and_then(|v| v.split(':').next())
+                && source.starts_with("./")
+            {
+                assert!(
+                    repo_file(source).exists(),
+                    "{source} is mounted but missing"
+                );
+            }
+        }
+    }
+}
+
+fn mebibytes(limit: &str) -> f64 {
+    let limit = limit.trim().to_ascii_lowercase();
+    let digits: String = limit
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let number: f64 = digits
+        .parse()
+        .unwrap_or_else(|_| panic!("memory limit {limit:?}"));
+    match limit
+        .trim_start_matches(&digits)
+        .trim_end_matches(['b', 'i'])
+    {
+        "g" => number * 1024.0,
+        "m" => number,
+        "k" => number / 1024.0,
+        other => panic!("unknown unit {other:?} in {limit:?}"),
+    }
+}
+
+#[tokio::test]
+async fn promtool_accepts_the_config_the_rules_and_their_unit_tests() {
+    for args in [
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let output = tokio::process::Command::new("promtool")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .await
+            .expect("promtool (Debian package `prometheus`) must be installed");
+        assert!(
+            output.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_alert_rules_tell_what_is_wrong_and_where_to_look() {
+    let rules = alert_rules();
+    assert!(
+        rules.len() >= 7,
+        "slow checkouts, declines, e-mail, orphans, 5xx, pool, down"
+    );
+    for rule in &rules {
+        let name = rule["alert"].as_str().unwrap_or_default();
+        let severity = rule["labels"]["severity"].as_str();
+        assert!(
+            matches!(severity, Some("warning" | "critical")),
+            "{name}: severity"
+        );
+        let summary = rule["annotations"]["summary"].as_str().unwrap_or_default();
+        let description = rule["annotations"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(!summary.is_empty(), "{name}: summary");
+        assert!(
+            description.contains("localhost:3000/d/") || description.contains("localhost:16686"),
+            "{name}: the description names a dashboard or a Jaeger search"
+        );
+    }
+    let every_expr: String = rules
+        .iter()
+        .filter_map(|rule| rule["expr"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for series in [
+        "checkout_duration_seconds",
+        "payment_declined",
+        "email_failed",
+        "payments_orphaned_total",
+        "status=~\"5..\"",
+        "db_pool_",
+        "up{",
+    ] {
+        assert!(every_expr.contains(series), "no alert looks at {series}");
+    }
+}
+
+fn alert_rules() -> Vec<Yaml> {
+    let alerts = read_yaml("alerts.yml");
+    alerts["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_sequence().cloned().unwrap_or_default())
+        .filter(|rule| rule.get("alert").is_some())
+        .collect()
+}
+
+#[test]
+fn dashboards_are_well_formed_and_use_the_provisioned_datasources() {
+    let datasources = read_yaml("grafana/provisioning/datasources/datasources.yml");
+    let provisioned: HashSet<String> = datasources["datasources"]
+        .as_sequence()
+        .expect("datasources")
+        .iter()
+        .filter_map(|ds| ds["uid"].as_str().map(str::to_string))
+        .collect();
+    assert!(provisioned.contains("prometheus") && provisioned.contains("jaeger"));
+    let provider = read_yaml("grafana/provisioning/dashboards/dashboards.yml");
+    assert!(
+        provider["providers"]
+            .as_sequence()
+            .is_some_and(|p| !p.is_empty())
+    );
+
+    let dashboards = dashboards();
+    let uids: Vec<&str> = dashboards
+        .iter()
+        .filter_map(|(_, d)| d["uid"].as_str())
+        .collect();
+    assert_eq!(uids.len(), dashboards.len(), "every dashboard has a uid");
+    assert_eq!(
+        uids.iter().collect::<HashSet<_>>().len(),
+        uids.len(),
+        "uids are unique"
+    );
+    assert!(uids.contains(&"checkout-anatomy") && uids.contains(&"http-red"));
+
+    for (path, dashboard) in &dashboards {
+        let mut ids = HashSet::new();
+        for panel in panels(dashboard) {
+            let id = panel["id"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{path}: panel without id"));
+            assert!(ids.insert(id), "{path}: panel id {id} twice");
+            if panel["type"] == "row" {
+                continue;
+            }
+            let mut used = vec![&panel["datasource"]];
+            used.extend(
+                panel["targets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| &t["datasource"]),
+            );
+            for datasource in used.into_iter().filter(|d| !d.is_null()) {
+                let uid = datasource["uid"].as_str().unwrap_or_default();
+                assert!(
+                    provisioned.contains(uid) || uid.starts_with("-- "),
+                    "{path}: panel {:?} uses datasource {uid:?}",
+                    panel["title"]
+                );
+            }
+        }
+        assert!(!expressions(dashboard).is_empty(), "{path} has queries");
+        let text = dashboard.to_string();
+        assert!(
+            text.contains("16686/search"),
+            "{path} links latency to a Jaeger search"
+        );
+        assert!(text.contains("fault_"), "{path} draws the fault settings");
+    }
+    let checkout = &dashboards
+        .iter()
+        .find(|(_, d)| d["uid"] == "checkout-anatomy")
+        .expect("checkout dashboard")
+        .1;
+    let exprs: String = expressions(checkout).into_iter().map(|(_, e)| e).collect();
+    for series in [
+        "checkouts_total",
+        "checkout_duration_seconds_bucket",
+        "checkout_step_duration_seconds",
+        "payment_gateway_duration_seconds",
+        "email_send_duration_seconds",
+        "payments_orphaned",
+        "db_pool_connections_in_use",
+        "db_pool_connections_max",
+        "db_pool_acquire_duration_seconds",
+        "checkout_inventory_lock_wait_seconds",
+    ] {
+        assert!(
+            exprs.contains(series),
+            "the checkout dashboard does not chart {series}"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_builds_a_small_non_root_image() {
+    let dockerfile = std::fs::read_to_string(repo_file("Dockerfile")).expect("Dockerfile");
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM "))
+        .collect();
+    assert!(stages.len() >= 2, "multi-stage");
+    for stage in &stages {
+        let image = stage.split_whitespace().nth(1).unwrap_or_default();
+        assert!(
+            image.contains(':') && !image.ends_with(":latest"),
+            "{stage} is not pinned"
+        );
+    }
+    let upper = dockerfile.to_ascii_uppercase();
+    assert!(
+        upper.contains("\nUSER ") && !upper.contains("\nUSER ROOT"),
+        "non-root user"
+    );
+    assert!(upper.contains("HEALTHCHECK"), "health check");
+    assert!(dockerfile.contains("--locked"), "builds from Cargo.lock");
+    let ignore = std::fs::read_to_string(repo_file(".dockerignore")).expect(".dockerignore");
+    assert!(ignore.lines().any(|l| l.trim_matches('/') == "target"));
+}
+
+/// A real Prometheus (Debian's package) with the repository's config and rules, scraping
+/// one address every second. Killed when dropped.
+struct Prometheus {
+    url: String,
+    _child: tokio::process::Child,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Prometheus {
+    async fn start(target: &str) -> Self {
+        let dir = TempDir(std::env::temp_dir().join(format!("prom-{}", uuid::Uuid::new_v4())));
+        std::fs::create_dir_all(&dir.0).expect("temp dir");
+        let mut config = read_yaml("prometheus.yml");
+        config["global"]["scrape_interval"] = Yaml::from("1s");
+        config["global"]["evaluation_interval"] = Yaml::from("1s");
+        config["rule_files"] = Yaml::Sequence(vec![Yaml::from(
+            repo_file("alerts.yml").display().to_string(),
+        )]);
+        let jobs = config["scrape_configs"]
+            .as_sequence_mut()
+            .expect("scrape_configs");
+        assert_eq!(jobs.len(), 1, "one scrape job");
+        assert_eq!(jobs[0]["job_name"].as_str(), Some("ecommerce-monolith"));
+        jobs[0]["static_configs"][0]["targets"] = Yaml::Sequence(vec![Yaml::from(target)]);
+        let config_path = dir.0.join("prometheus.yml");
+        std::fs::write(&config_path, yaml_serde::to_string(&config).expect("yaml")).unwrap();
+
+        let port = closed_port().await;
+        let child = tokio::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("prometheus (Debian package) must be installed");
+        let prometheus = Prometheus {
+            url: format!("http://127.0.0.1:{port}"),
+            _child: child,
+            _dir: dir,
+        };
+        // Ready is not enough: Prometheus applies new targets on a 5 s tick, and the
+        // counters' starting values must be scraped before the test moves them.
+        for _ in 0..150 {
+            if reqwest::get(format!("{}/-/ready", prometheus.url))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                let up = prometheus
+                    .query("up{job=\"ecommerce-monolith\"} == 1")
+                    .await;
+                if up["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty())
+                {
+                    return prometheus;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("prometheus did not start scraping the app");
+    }
+
+    async fn query(&self, expr: &str) -> Value {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("query", expr)
+            .finish();
+        let response = reqwest::get(format!("{}/api/v1/query?{query}", self.url))
+            .await
+            .expect("query prometheus");
+        response.json().await.expect("prometheus answers JSON")
+    }
+
+    /// Alerts pending or firing now, by name.
+    async fn active_alerts(&self) -> BTreeSet<String> {
+        let alerts: Value = reqwest::get(format!("{}/api/v1/alerts", self.url))
+            .await
+            .expect("alerts")
+            .json()
+            .await
+            .expect("alerts JSON");
+        alerts["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Waits until the scrape of the app has happened `scrapes` more times.
+    async fn wait_for_scrapes(&self, scrapes: usize) {
+        tokio::time::sleep(Duration::from_millis(1100 * scrapes as u64)).await;
+    }
+
+    /// Until `condition` holds for the active alerts (or 30 s pass).
+    async fn wait_for_alerts(
+        &self,
+        what: &str,
+        condition: impl Fn(&BTreeSet<String>) -> bool,
+    ) -> BTreeSet<String> {
+        for _ in 0..60 {
+            let active = self.active_alerts().await;
+            if condition(&active) {
+                return active;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut values = String::new();
+        for rule in alert_rules() {
+            let expr = rule["expr"].as_str().unwrap_or_default();
+            let answer = self.query(expr).await;
+            values.push_str(&format!(
+                "\n  {}: {}",
+                rule["alert"].as_str().unwrap_or_default(),
+                answer["data"]["result"]
+            ));
+        }
+        panic!(
+            "{what}: alerts active: {:?}; rule expressions now:{values}",
+            self.active_alerts().await
+        );
+    }
+}
+
+/// The alert whose expression mentions `series`.
+fn alert_on(series: &str) -> String {
+    let names: Vec<String> = alert_rules()
+        .iter()
+        .filter(|rule| rule["expr"].as_str().is_some_and(|e| e.contains(series)))
+        .filter_map(|rule| rule["alert"].as_str().map(str::to_string))
+        .collect();
+    assert!(!names.is_empty(), "no alert on {series}");
+    names[0].clone()
+}
+
+async fn set_faults(app: &TestApp, admin: &str, faults: Value) {
+    expect_json(
+        app.put("/api/admin/faults", Some(admin), &faults).await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked() {
+    let mut app = spawn_process(&[
+        ("PAYMENT_DELAY_MS", "20"),
+        ("EMAIL_DELAY_MS", "20"),
+        ("DB_MAX_CONNECTIONS", "2"),
+        ("DB_ACQUIRE_TIMEOUT_SECONDS", "1"),
+    ])
+    .await;
+    let prometheus = Prometheus::start(app.address.trim_start_matches("http://")).await;
+    app.seed().await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 1000).await;
+    let scarce = app.create_product(&admin, "Scarce", "5.00", 1).await;
+    let customers: Vec<String> = join_all((0..6).map(|i| {
+        let app = &app;
+        async move { app.customer(&format!("stack{i}@example.com")).await }
+    }))
+    .await;
+    let buy = |token: &str, product: i64| {
+        let app = &app;
+        let token = token.to_string();
+        async move {
+            let added = app.add_to_cart(&token, product, 1).await.status();
+            let status = app.checkout(&token).await.status();
+            (added, status)
+        }
+    };
+
+    // Successful checkouts, then declined ones (enough gateway calls for the ratio alert).
+    for token in &customers {
+        assert_eq!(buy(token, kettle).await.1, StatusCode::CREATED);
+    }
+    set_faults(
+        &app,
+        &admin,
+        json!({"payment_success_rate": 0.0, "payment_delay_ms": 30}),
+    )
+    .await;
+    for token in customers.iter().chain(&customers) {
+        assert_eq!(buy(token, kettle).await.1, StatusCode::PAYMENT_REQUIRED);
+    }
+    // A mail outage: the payment is taken and orphaned.
+    set_faults(
+        &app,
+        &admin,
+        json!({"payment_success_rate": 1.0, "email_outage": true, "email_delay_ms": 30}),
+    )
+    .await;
+    assert_eq!(buy(&customers[0], kettle).await.1, StatusCode::BAD_GATEWAY);
+    set_faults(&app, &admin, json!({"email_outage": false})).await;
+    // Empty carts, a sold-out product, a missing one.
+    let window_shopper = app.customer("window-shopper@example.com").await;
+    assert_eq!(
+        app.checkout(&window_shopper).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let (_, first) = buy(&customers[2], scarce).await;
+    assert_eq!(first, StatusCode::CREATED);
+    sqlx::query("UPDATE inventory SET quantity = 1 WHERE product_id = $1")
+        .bind(scarce)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    expect_json(
+        app.add_to_cart(&customers[3], scarce, 1).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    sqlx::query("UPDATE inventory SET quantity = 0 WHERE product_id = $1")
+        .bind(scarce)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.checkout(&customers[3]).await.status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        app.get("/api/products/999999", None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    prometheus.wait_for_scrapes(3).await;
+
+    // Saturate the pool of two: slow checkouts (over 5 s: the slow-checkout alert) hold
+    // both connections, and catalog reads time out with 503 — in two waves, because a
+    // new series' first value does not count towards rate().
+    set_faults(&app, &admin, json!({"payment_delay_ms": 5000})).await;
+    let long = join_all(customers[4..6].iter().map(|t| buy(t, kettle)));
+    let read_wave = |delay_ms: u64, reads: usize| {
+        let app = &app;
+        async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            join_all((0..reads).map(|_| async { app.get("/api/products", None).await.status() }))
+                .await
+        }
+    };
+    let saturated = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        prometheus
+            .wait_for_alerts("pool saturation", |active| {
+                active.contains(&alert_on("db_pool_"))
+            })
+            .await
+    };
+    let (long, first_wave, second_wave, _) =
+        tokio::join!(long, read_wave(300, 3), read_wave(3000, 20), saturated);
+    assert!(
+        long.iter().all(|(_, s)| *s == StatusCode::CREATED),
+        "{long:?}"
+    );
+    for wave in [first_wave, second_wave] {
+        assert!(
+            wave.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+            "{wave:?}"
+        );
+    }
+
+    // Turn every fault knob once more, and keep the mail outage on while the dashboards
+    // are read: their annotations mark fault changes of the last minute and the outage.
+    set_faults(
+        &app,
+        &admin,
+        json!({"payment_delay_ms": 25, "email_delay_ms": 25, "payment_success_rate": 0.9, "email_outage": true}),
+    )
+    .await;
+    prometheus.wait_for_scrapes(3).await;
+
+    // Every dashboard query returns data.
+    let mut failures = Vec::new();
+    for (path, dashboard) in dashboards() {
+        for (place, expr) in expressions(&dashboard) {
+            let answer = prometheus.query(&expand_macros(&expr)).await;
+            if answer["status"] != "success" {
+                failures.push(format!(
+                    "{path} {place}: invalid: {}\n    {expr}",
+                    answer["error"]
+                ));
+            } else if answer["data"]["result"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            {
+                failures.push(format!("{path} {place}: no data\n    {expr}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "dashboard queries failing:\n{}",
+        failures.join("\n")
+    );
+
+    // Every rule evaluates cleanly, and the provoked alerts are pending or firing.
+    let rules: Value = reqwest::get(format!("{}/api/v1/rules", prometheus.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut health = BTreeMap::new();
+    for group in rules["data"]["groups"].as_array().into_iter().flatten() {
+        for rule in group["rules"].as_array().into_iter().flatten() {
+            health.insert(rule["name"].to_string(), rule["health"].to_string());
+        }
+    }
+    assert!(
+        health.len() >= alert_rules().len(),
+        "every rule is loaded: {health:?}"
+    );
+    assert!(
+        health.values().all(|h| h == "\"ok\""),
+        "rule health: {health:?}"
+    );
+    let provoked = [
+        alert_on("payments_orphaned_total"),
+        alert_on("email_failed"),
+        alert_on("payment_declined"),
+        alert_on("status=~\"5..\""),
+        alert_on("checkout_duration_seconds_bucket"),
+        alert_on("db_pool_acquire_duration_seconds"),
+    ];
+    prometheus
+        .wait_for_alerts(
+            "orphans, e-mail, declines, 5xx, slow checkouts, slow pool",
+            |active| provoked.iter().all(|alert| active.contains(alert)),
+        )
+        .await;
+
+    // The app goes away: the down alert follows.
+    let down = alert_on("up{");
+    assert!(!prometheus.active_alerts().await.contains(&down));
+    app.terminate().await;
+    prometheus
+        .wait_for_alerts("app down", |active| active.contains(&down))
+        .await;
+}
