@@ -9,10 +9,14 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
-use tracing::Instrument;
 
 use crate::config::DatabaseSettings;
 use crate::telemetry::metrics::DB_POOL_ACQUIRE_DURATION;
+
+/// Waits for a pooled connection at least this long are traced.
+pub const NOTABLE_POOL_WAIT: Duration = Duration::from_millis(1);
+/// The target of the event that reports such a wait.
+pub const POOL_WAIT_TARGET: &str = "ecommerce_monolith::db::pool_wait";
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -47,16 +51,22 @@ impl Database {
         self.max_connections
     }
 
-    /// A connection from the pool; the wait is a span and a histogram sample, so a
-    /// saturated pool shows up in every trace that suffers from it.
+    /// A connection from the pool. The wait is a histogram sample; a wait longer than
+    /// [`NOTABLE_POOL_WAIT`] also becomes a `db.pool.acquire` span (see
+    /// `telemetry::db_spans`), so a saturated pool shows up in every trace that suffers
+    /// from it while the usual microsecond wait costs no span at all.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
         let started = Instant::now();
-        let connection = self
-            .pool
-            .acquire()
-            .instrument(tracing::info_span!("db.pool.acquire"))
-            .await;
-        metrics::histogram!(DB_POOL_ACQUIRE_DURATION).record(started.elapsed().as_secs_f64());
+        let connection = self.pool.acquire().await;
+        let waited = started.elapsed();
+        metrics::histogram!(DB_POOL_ACQUIRE_DURATION).record(waited.as_secs_f64());
+        if waited >= NOTABLE_POOL_WAIT {
+            tracing::debug!(
+                target: POOL_WAIT_TARGET,
+                elapsed_secs = waited.as_secs_f64(),
+                "waited for a pooled connection"
+            );
+        }
         connection
     }
 

@@ -19,8 +19,24 @@ use self::shopper::Shop;
 use crate::client::ApiClient;
 use crate::startup::shutdown_signal;
 
+/// What the shoppers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Browse, look at products, fill a cart, then check out or abandon it.
+    Browse,
+    /// Only add to cart and check out, in a loop; each shopper buys its own product
+    /// (the best-stocked ones), so shoppers never wait on each other's row locks.
+    Checkout,
+    /// Every shopper fills a cart with its own product, then all check out at the same
+    /// moment, once; the run ends when the last checkout answers.
+    Burst,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct LoadgenArgs {
+    /// What the shoppers do.
+    #[arg(long, value_enum, default_value_t = Scenario::Browse)]
+    pub scenario: Scenario,
     /// The service to load.
     #[arg(long, env = "BASE_URL", default_value = "http://localhost:8000")]
     pub base_url: String,
@@ -59,12 +75,15 @@ fn ratio(text: &str) -> Result<f64, String> {
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
     let client = ApiClient::new(&args.base_url, Duration::from_secs(120))?;
     let recorder = Arc::new(Recorder::new());
-    let (product_ids, hot_product) = load_catalog(&client, &recorder).await?;
+    let catalog = load_catalog(&client, &recorder).await?;
+    let users = usize::from(args.users);
     let shop = Arc::new(Shop {
         client,
         recorder: recorder.clone(),
-        product_ids,
-        hot_product,
+        hot_product: catalog.scarcest,
+        product_ids: catalog.by_stock_descending,
+        scenario: args.scenario,
+        all_ready: tokio::sync::Barrier::new(users),
         run_id: format!("{:08x}", rand::random::<u32>()),
         checkout_ratio: args.checkout_ratio,
         hot_product_share: args.hot_product_share,
@@ -73,14 +92,25 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
 
     let (stop, stopped) = watch::channel(false);
     let started = Instant::now();
-    let shoppers: Vec<_> = (0..usize::from(args.users))
+    let mut shoppers: Vec<_> = (0..users)
         .map(|number| tokio::spawn(shopper::run(shop.clone(), number, stopped.clone())))
         .collect();
     let progress = progress_bar(args.duration);
     let ticker = tokio::spawn(update_progress(progress.clone(), recorder.clone(), started));
 
+    let finished = async {
+        match args.scenario {
+            // A burst ends when every shopper has checked out once.
+            Scenario::Burst => {
+                for shopper in &mut shoppers {
+                    let _ = shopper.await;
+                }
+            }
+            Scenario::Browse | Scenario::Checkout => tokio::time::sleep(args.duration).await,
+        }
+    };
     let interrupted = tokio::select! {
-        () = tokio::time::sleep(args.duration) => false,
+        () = finished => false,
         () = shutdown_signal() => true,
     };
     let _ = stop.send(true);
@@ -89,17 +119,16 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
         shoppers.iter().for_each(tokio::task::JoinHandle::abort);
     }
     for shopper in shoppers {
-        let _ = shopper.await;
+        // A burst's shoppers were awaited already; awaiting a finished task again is
+        // not possible, so only the unfinished ones are awaited here.
+        if !shopper.is_finished() {
+            let _ = shopper.await;
+        }
     }
     ticker.abort();
     progress.finish_and_clear();
 
-    let report = recorder.report(
-        &args.base_url,
-        usize::from(args.users),
-        started.elapsed(),
-        interrupted,
-    );
+    let report = recorder.report(&args.base_url, users, started.elapsed(), interrupted);
     let mut stdout = std::io::stdout();
     let _ = stdout.write_all(report.render().as_bytes());
     if let Some(path) = &args.json {
@@ -115,8 +144,15 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The product ids on sale and the scarcest of them (the "hot" product).
-async fn load_catalog(client: &ApiClient, recorder: &Recorder) -> anyhow::Result<(Vec<i64>, i64)> {
+/// The products on sale, as the shoppers need them.
+struct Catalog {
+    /// Best-stocked first: the checkout and burst scenarios give shopper i product i.
+    by_stock_descending: Vec<i64>,
+    /// The scarcest product still in stock: where buyers collide.
+    scarcest: i64,
+}
+
+async fn load_catalog(client: &ApiClient, recorder: &Recorder) -> anyhow::Result<Catalog> {
     let mut products: Vec<(i64, i64)> = Vec::new();
     let mut offset = 0;
     loop {
@@ -145,7 +181,7 @@ async fn load_catalog(client: &ApiClient, recorder: &Recorder) -> anyhow::Result
             break;
         }
     }
-    let hot_product = products
+    let scarcest = products
         .iter()
         .filter(|(_, stock)| *stock > 0)
         .min_by_key(|(_, stock)| *stock)
@@ -157,10 +193,11 @@ async fn load_catalog(client: &ApiClient, recorder: &Recorder) -> anyhow::Result
                 client.base_url()
             )
         })?;
-    Ok((
-        products.into_iter().map(|(id, _)| id).collect(),
-        hot_product,
-    ))
+    products.sort_by_key(|(id, stock)| (std::cmp::Reverse(*stock), *id));
+    Ok(Catalog {
+        by_stock_descending: products.into_iter().map(|(id, _)| id).collect(),
+        scarcest,
+    })
 }
 
 fn progress_bar(duration: Duration) -> ProgressBar {

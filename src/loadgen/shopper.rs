@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{Barrier, watch};
 
+use super::Scenario;
 use super::report::Recorder;
 use crate::client::{ApiClient, ApiResponse};
 
@@ -16,6 +17,7 @@ use crate::client::{ApiClient, ApiResponse};
 pub struct Shop {
     pub client: ApiClient,
     pub recorder: Arc<Recorder>,
+    /// Best-stocked first.
     pub product_ids: Vec<i64>,
     /// The scarcest product: buyers collide on its inventory row.
     pub hot_product: i64,
@@ -23,6 +25,9 @@ pub struct Shop {
     pub checkout_ratio: f64,
     pub hot_product_share: f64,
     pub think_time: Duration,
+    pub scenario: Scenario,
+    /// Where burst shoppers wait for each other before checking out together.
+    pub all_ready: Barrier,
 }
 
 /// Runs until `stop` turns true. A request under way is finished and recorded first,
@@ -30,10 +35,29 @@ pub struct Shop {
 pub async fn run(shop: Arc<Shop>, number: usize, stop: watch::Receiver<bool>) {
     let shopper = Shopper { shop, number, stop };
     let Some(token) = shopper.sign_up().await else {
+        if shopper.shop.scenario == Scenario::Burst {
+            // Still show up at the barrier, or everybody else would wait forever.
+            shopper.shop.all_ready.wait().await;
+        }
         return;
     };
-    while !shopper.stopped() {
-        shopper.visit(&token).await;
+    match shopper.shop.scenario {
+        Scenario::Browse => {
+            while !shopper.stopped() {
+                shopper.visit(&token).await;
+            }
+        }
+        Scenario::Checkout => {
+            while !shopper.stopped() {
+                shopper.buy_own_product(&token).await;
+                shopper.think().await;
+            }
+        }
+        Scenario::Burst => {
+            shopper.fill_cart_with_own_product(&token).await;
+            shopper.shop.all_ready.wait().await;
+            shopper.check_out(&token).await;
+        }
     }
 }
 
@@ -167,6 +191,40 @@ impl Shopper {
             .await;
         }
         self.think().await;
+    }
+
+    async fn check_out(&self, token: &str) {
+        let body = json!({
+            "shipping_address": format!("{} Load Street, Testville", self.number),
+            "payment_method": "credit_card",
+        });
+        self.call(
+            "checkout",
+            Method::POST,
+            "/api/orders/checkout",
+            Some(token),
+            Some(&body),
+        )
+        .await;
+    }
+
+    /// Shopper i's own product: nobody else buys it, so no row-lock waits.
+    async fn fill_cart_with_own_product(&self, token: &str) {
+        let product = self.shop.product_ids[self.number % self.shop.product_ids.len()];
+        let body = json!({"product_id": product, "quantity": 1});
+        self.call(
+            "add_to_cart",
+            Method::POST,
+            "/api/cart/items",
+            Some(token),
+            Some(&body),
+        )
+        .await;
+    }
+
+    async fn buy_own_product(&self, token: &str) {
+        self.fill_cart_with_own_product(token).await;
+        self.check_out(token).await;
     }
 
     fn pick_product(&self) -> i64 {

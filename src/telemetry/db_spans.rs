@@ -1,12 +1,15 @@
-//! Database statements as OpenTelemetry client spans.
+//! Database statements (and long waits for a pooled connection) as OpenTelemetry spans.
 //!
 //! sqlx logs every statement it runs as a `sqlx::query` event, after the fact, with
 //! the SQL text (placeholders such as `$1`, never the bound values) and the elapsed
-//! time. This layer turns each such event into a span under the span that ran the
-//! statement, back-dated to when the statement started — so no query in the code
+//! time. This layer turns each such event into a client span under the span that ran
+//! the statement, back-dated to when the statement started — so no query in the code
 //! base has to be wrapped by hand, and the waits inside a checkout step (a row lock,
-//! say) show up in Jaeger as the statement that waited.
+//! say) show up in Jaeger as the statement that waited. `Database::acquire` reports a
+//! notable wait for a connection the same way, as a `db.pool.acquire` span.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
@@ -17,6 +20,8 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::db::POOL_WAIT_TARGET;
 
 /// Where sqlx logs its statements.
 pub const SQLX_TARGET: &str = "sqlx::query";
@@ -36,7 +41,8 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if event.metadata().target() != SQLX_TARGET {
+        let target = event.metadata().target();
+        if target != SQLX_TARGET && target != POOL_WAIT_TARGET {
             return;
         }
         // Statements outside any span (migrations at start-up) are not traced.
@@ -52,36 +58,87 @@ where
 
         let mut fields = StatementFields::default();
         event.record(&mut fields);
-        let statement = if fields.statement.trim().is_empty() {
-            fields.summary.trim().to_string()
-        } else {
-            fields.statement.trim().to_string()
-        };
         let end = SystemTime::now();
         let start = end
             .checked_sub(Duration::from_secs_f64(fields.elapsed_secs.max(0.0)))
             .unwrap_or(end);
-        let summary = StatementSummary::of(&statement);
-
-        let mut attributes = vec![
-            KeyValue::new("db.system.name", "postgresql"),
-            KeyValue::new("db.operation.name", summary.operation.clone()),
-            KeyValue::new("db.response.returned_rows", fields.rows_returned as i64),
-            KeyValue::new("db.response.affected_rows", fields.rows_affected as i64),
-        ];
-        if let Some(table) = &summary.table {
-            attributes.push(KeyValue::new("db.collection.name", table.clone()));
-        }
-        attributes.push(KeyValue::new("db.query.text", statement));
-
+        let (name, kind, attributes) = if target == POOL_WAIT_TARGET {
+            let attributes = vec![KeyValue::new("db.system.name", "postgresql")];
+            (
+                "db.pool.acquire".to_string(),
+                SpanKind::Internal,
+                attributes,
+            )
+        } else {
+            statement_span(fields)
+        };
         let mut span = self
             .tracer
-            .span_builder(summary.span_name())
-            .with_kind(SpanKind::Client)
+            .span_builder(name)
+            .with_kind(kind)
             .with_start_time(start)
             .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent_cx);
         span.end_with_timestamp(end);
+    }
+}
+
+/// Name, kind and attributes of a statement's span, per the database conventions.
+fn statement_span(fields: StatementFields) -> (String, SpanKind, Vec<KeyValue>) {
+    let text = if fields.statement.trim().is_empty() {
+        fields.summary.trim()
+    } else {
+        fields.statement.trim()
+    };
+    let statement = KnownStatement::of(text);
+    let mut attributes = vec![
+        KeyValue::new("db.system.name", "postgresql"),
+        KeyValue::new("db.operation.name", statement.operation.clone()),
+        KeyValue::new("db.response.returned_rows", fields.rows_returned as i64),
+        KeyValue::new("db.response.affected_rows", fields.rows_affected as i64),
+        KeyValue::new("db.query.text", statement.text.clone()),
+    ];
+    if let Some(table) = &statement.table {
+        attributes.push(KeyValue::new("db.collection.name", table.clone()));
+    }
+    (statement.span_name.clone(), SpanKind::Client, attributes)
+}
+
+/// A statement's text and what its span is named after, worked out once per distinct
+/// statement: the application runs a few dozen statements over and over, and copying
+/// and parsing their text for every span showed up in the benchmark's profile.
+struct KnownStatement {
+    text: Arc<str>,
+    operation: Arc<str>,
+    table: Option<Arc<str>>,
+    span_name: String,
+}
+
+/// Beyond this many distinct statements (a bug, or ad-hoc SQL), nothing more is kept.
+const MAX_KNOWN_STATEMENTS: usize = 512;
+
+static KNOWN_STATEMENTS: LazyLock<RwLock<HashMap<Box<str>, Arc<KnownStatement>>>> =
+    LazyLock::new(RwLock::default);
+
+impl KnownStatement {
+    fn of(text: &str) -> Arc<KnownStatement> {
+        let known = KNOWN_STATEMENTS.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(statement) = known.get(text) {
+            return statement.clone();
+        }
+        drop(known);
+        let summary = StatementSummary::of(text);
+        let statement = Arc::new(KnownStatement {
+            text: text.into(),
+            span_name: summary.span_name(),
+            operation: summary.operation.into(),
+            table: summary.table.map(Into::into),
+        });
+        let mut known = KNOWN_STATEMENTS.write().unwrap_or_else(|p| p.into_inner());
+        if known.len() < MAX_KNOWN_STATEMENTS {
+            known.insert(text.into(), statement.clone());
+        }
+        statement
     }
 }
 

@@ -127,14 +127,7 @@ async fn insufficient_stock_is_a_409_naming_the_products() {
 #[tokio::test]
 async fn a_declined_payment_is_a_402_and_leaves_nothing() {
     let app = spawn_app_with(&[("PAYMENT_SUCCESS_RATE", "0")]).await;
-    let admin = app.admin_token().await;
-    let alice = app.customer("alice@example.com").await;
-    let kettle = app.create_product(&admin, "Kettle", "19.99", 5).await;
-    expect_json(
-        app.add_to_cart(&alice, kettle, 2).await,
-        StatusCode::CREATED,
-    )
-    .await;
+    let (alice, kettle) = app.alice_with_two_kettles().await;
     expect_problem(
         app.checkout(&alice).await,
         StatusCode::PAYMENT_REQUIRED,
@@ -149,14 +142,7 @@ async fn a_declined_payment_is_a_402_and_leaves_nothing() {
 async fn a_dead_mail_server_is_a_502_and_rolls_everything_back() {
     let port = closed_port().await;
     let app = spawn_app_with(&[("SMTP_PORT", &port.to_string())]).await;
-    let admin = app.admin_token().await;
-    let alice = app.customer("alice@example.com").await;
-    let kettle = app.create_product(&admin, "Kettle", "19.99", 5).await;
-    expect_json(
-        app.add_to_cart(&alice, kettle, 2).await,
-        StatusCode::CREATED,
-    )
-    .await;
+    let (alice, kettle) = app.alice_with_two_kettles().await;
     let problem = expect_problem(
         app.checkout(&alice).await,
         StatusCode::BAD_GATEWAY,

@@ -237,21 +237,44 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let address = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
-    TestApp {
-        address,
-        database_url: database.url.clone(),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client"),
-        db: PgPool::connect(&database.url).await.expect("test pool"),
-        smtp,
-        process: None,
-        _database: database,
-    }
+    TestApp::new(address, database, smtp, None).await
 }
 
 impl TestApp {
+    async fn new(
+        address: String,
+        database: TestDatabase,
+        smtp: SmtpCapture,
+        process: Option<Process>,
+    ) -> Self {
+        TestApp {
+            address,
+            database_url: database.url.clone(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            db: PgPool::connect(&database.url).await.expect("test pool"),
+            smtp,
+            process,
+            _database: database,
+        }
+    }
+
+    /// The most common start of a checkout test: Alice, with two of a kettle (five in
+    /// stock, 19.99 each) in her cart. Returns her token and the kettle's id.
+    pub async fn alice_with_two_kettles(&self) -> (String, i64) {
+        let admin = self.admin_token().await;
+        let alice = self.customer("alice@example.com").await;
+        let kettle = self.create_product(&admin, "Kettle", "19.99", 5).await;
+        expect_json(
+            self.add_to_cart(&alice, kettle, 2).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        (alice, kettle)
+    }
+
     pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
         let request = self
             .client
@@ -494,18 +517,13 @@ pub async fn spawn_process(overrides: &[(&str, &str)]) -> TestApp {
         );
     };
 
-    TestApp {
-        address: format!("http://{address}"),
-        database_url: database.url.clone(),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client"),
-        db: PgPool::connect(&database.url).await.expect("test pool"),
+    TestApp::new(
+        format!("http://{address}"),
+        database,
         smtp,
-        process: Some(Process { child, output }),
-        _database: database,
-    }
+        Some(Process { child, output }),
+    )
+    .await
 }
 
 impl TestApp {

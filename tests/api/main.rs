@@ -1,6 +1,7 @@
 //! Black-box tests: each drives a freshly spawned app over HTTP, as an API client would.
 
 mod auth;
+mod bench_smoke;
 mod cart;
 mod checkout;
 mod errors;

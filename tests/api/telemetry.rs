@@ -39,17 +39,9 @@ async fn traced_app(receiver: &OtlpReceiver, overrides: &[(&str, &str)]) -> Test
     spawn_process(&environment).await
 }
 
-/// A customer with one product in the cart; returns the token.
+/// A customer with a product in the cart; returns the token.
 async fn customer_with_cart(app: &TestApp) -> String {
-    let admin = app.admin_token().await;
-    let alice = app.customer("alice@example.com").await;
-    let kettle = app.create_product(&admin, "Kettle", "19.99", 5).await;
-    expect_json(
-        app.add_to_cart(&alice, kettle, 2).await,
-        StatusCode::CREATED,
-    )
-    .await;
-    alice
+    app.alice_with_two_kettles().await.0
 }
 
 fn trace_id_of(response: &reqwest::Response) -> String {

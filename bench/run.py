@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+"""The benchmark: the monolith's speed and memory against its physical limits.
+
+One command:   python3 bench/run.py            (a full run takes ~10 minutes)
+Quick check:   python3 bench/run.py --smoke    (seconds; what the test suite runs)
+
+It builds the release binary, starts the app against a fresh database on the local
+Postgres, and measures with public tools — wrk (HTTP), pgbench (the database alone, same
+SQL) and the project's own loadgen — printing one table of figures and ratios. Every
+ratio compares two things measured side by side in the same run, alternating, and takes
+medians over rounds: these machines are noisy, so absolute figures are for orientation.
+See BENCHMARKS.md for what each line means.
+"""
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+JWT_SECRET = "benchmark-only-secret-0123456789abcdef-0123456789"
+ADMIN = ("admin@bench.example", "bench admin password")
+BENCH_PRODUCTS = 150
+PGBENCH_USERS = 32
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def log(message):
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+class App:
+    """The release binary serving on a free port; remembers its peak RSS per phase."""
+
+    peak_rss_kib = {}
+
+    def __init__(self, binary, database_url, sinks, extra_env, phase):
+        self.phase = phase
+        self.port = free_port()
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "DATABASE_URL": database_url,
+            "BIND_ADDR": f"127.0.0.1:{self.port}",
+            "JWT_SECRET": JWT_SECRET,
+            "ADMIN_EMAIL": ADMIN[0],
+            "ADMIN_PASSWORD": ADMIN[1],
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(sinks.smtp_port),
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sinks.otlp_port}",
+            "LOG_FORMAT": "json",
+            "RUST_LOG": "warn",
+            "DB_ACQUIRE_TIMEOUT_SECONDS": "300",
+        }
+        env.update(extra_env)
+        self.process = subprocess.Popen(
+            [binary, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        for _ in range(300):
+            if self.process.poll() is not None:
+                raise SystemExit(f"the app did not start:\n{self.process.stderr.read()}")
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit("the app did not answer /health within 30 s")
+
+    def rss_peak_kib(self):
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+            return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+        except (OSError, AttributeError):
+            return 0
+
+    def stop(self):
+        App.peak_rss_kib[self.phase] = max(App.peak_rss_kib.get(self.phase, 0), self.rss_peak_kib())
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Sinks:
+    def __init__(self):
+        self.otlp_port, self.smtp_port = free_port(), free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, str(BENCH / "sinks.py"), str(self.otlp_port), str(self.smtp_port)]
+        )
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit("the OTLP/SMTP sinks did not start")
+
+    def stop(self):
+        self.process.terminate()
+
+
+def start_wrk(url, path, seconds, connections, product_ids=None):
+    """wrk in the background; its summary comes from `finish_wrk`."""
+    env = dict(os.environ)
+    if product_ids:
+        env["PRODUCT_IDS"] = f"{product_ids[0]}-{product_ids[1]}"
+    return subprocess.Popen(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout=120s",
+         "-s", str(BENCH / "wrk_report.lua"), url, "--", path],
+        env=env, stdout=subprocess.PIPE, text=True)
+
+
+def finish_wrk(process, interrupt=False):
+    """wrk's JSON summary; `interrupt` stops it now (SIGINT: wrk reports what finished)."""
+    if interrupt:
+        process.send_signal(signal.SIGINT)
+    out, _ = process.communicate()
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def wrk(url, path, seconds, connections, product_ids=None):
+    return finish_wrk(start_wrk(url, path, seconds, connections, product_ids))
+
+
+def pgbench(database_url, script, clients, seconds, variables):
+    args = ["pgbench", "-n", "-M", "prepared", f"-c{clients}", f"-j{min(clients, 2)}",
+            f"-T{seconds}", "-f", str(BENCH / "sql" / script)]
+    for name, value in variables.items():
+        args += ["-D", f"{name}={value}"]
+    out = run(args + [database_url]).stdout
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+    latency = re.search(r"latency average = ([\d.]+) ms", out)
+    return {"tps": tps, "latency_ms": float(latency.group(1)) if latency else None}
+
+
+def loadgen(binary, url, *args):
+    report = Path(tempfile.mkstemp(suffix=".json")[1])
+    try:
+        run([binary, "loadgen", "--base-url", url, "--json", str(report), *args],
+            env={"PATH": os.environ.get("PATH", ""), "OTEL_SDK_DISABLED": "true", "RUST_LOG": "error"})
+        return json.loads(report.read_text())
+    finally:
+        report.unlink(missing_ok=True)
+
+
+def psql(server_url, database, sql, variables=None):
+    args = ["psql", "-v", "ON_ERROR_STOP=1", "-qAt", f"{server_url}/{database}"]
+    for name, value in (variables or {}).items():
+        args += ["-v", f"{name}={value}"]
+    return run(args, input=sql).stdout.strip()
+
+
+def wait_for_checkouts(url):
+    """Until the app reports checkouts in flight (the burst has begun)."""
+    for _ in range(600):
+        metrics = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+        match = re.search(r"^checkouts_in_flight (\S+)$", metrics, re.MULTILINE)
+        if match and float(match.group(1)) > 0:
+            return
+        time.sleep(0.1)
+    raise SystemExit("the burst of checkouts never started")
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run that only proves the harness works")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per comparison (medians)")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each throughput measurement")
+    parser.add_argument("--binary", help="use this binary instead of building the release one")
+    parser.add_argument("--server", default=os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432"),
+                        help="the Postgres server (no database name); a fresh database is created on it")
+    parser.add_argument("--json", help="also write the results as JSON to this file")
+    opts = parser.parse_args()
+    if opts.smoke:
+        opts.rounds, opts.seconds = 1, 1
+
+    for tool in ("wrk", "pgbench", "psql"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install wrk postgresql-client")
+    binary = opts.binary
+    if not binary:
+        log("building the release binary (cargo build --release --locked)")
+        subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)
+        target = os.environ.get("CARGO_TARGET_DIR", REPO / "target")
+        binary = str(Path(target) / "release" / "ecommerce-monolith")
+
+    server = opts.server.rstrip("/")
+    database = f"bench_{uuid.uuid4().hex[:12]}"
+    database_url = f"{server}/{database}"
+    max_connections = int(psql(server, "postgres", "SHOW max_connections"))
+    sinks = Sinks()
+    results = {}
+    try:
+        run([binary, "migrate"], env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url})
+        run([binary, "seed"], env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url})
+        psql(server, database, (BENCH / "sql" / "setup.sql").read_text(),
+             {"products": BENCH_PRODUCTS, "pgbench_users": PGBENCH_USERS})
+        first_product, last_product = map(int, psql(
+            server, database, "SELECT min(id), max(id) FROM products WHERE name LIKE 'Bench product %'"
+        ).split("|"))
+        first_user = int(psql(server, database, "SELECT min(id) FROM users WHERE email LIKE 'pgbench-%'"))
+        ids = (first_product, last_product)
+        telemetry_on = {}
+        telemetry_off = {"OTEL_SDK_DISABLED": "true", "METRICS_ENABLED": "false"}
+
+        # 1 + 2: catalog reads, the database alone, telemetry on and off, alternating.
+        log("1-2: catalog reads at 32 connections (pgbench, app with and without telemetry)")
+        reads = {"pgbench": [], "on_id": [], "off_id": [], "on_list": [], "off_list": []}
+        for _ in range(opts.rounds):
+            reads["pgbench"].append(pgbench(database_url, "product_by_id.sql", 32, opts.seconds,
+                                            {"lo": ids[0], "hi": ids[1]}))
+            for label, env in (("on", telemetry_on), ("off", telemetry_off)):
+                with App(binary, database_url, sinks, env, "reads") as app:
+                    reads[f"{label}_id"].append(wrk(app.url, "/", opts.seconds, 32, product_ids=ids))
+                    reads[f"{label}_list"].append(wrk(app.url, "/api/products?limit=20", opts.seconds, 32))
+        for key, runs in reads.items():
+            field = "tps" if key == "pgbench" else "rps"
+            results[key] = {"rps": median([r[field] for r in runs])}
+            if key != "pgbench":
+                results[key]["p99_ms"] = median([r["p99_ms"] for r in runs])
+                results[key]["errors"] = sum(r["errors"] for r in runs)
+
+        # 3: checkout work with the deliberate waits at zero.
+        log("3: checkouts/s with zero delays (loadgen vs pgbench running the same SQL)")
+        fast = {"PAYMENT_DELAY_MS": "0", "EMAIL_DELAY_MS": "0", "PAYMENT_SUCCESS_RATE": "1"}
+        app_rates, pg_rates, checkout_errors = [], [], 0
+        for _ in range(opts.rounds):
+            pg_rates.append(pgbench(database_url, "checkout.sql", 10, opts.seconds,
+                                    {"first_user": first_user, "first_product": first_product})["tps"])
+            with App(binary, database_url, sinks, fast, "checkouts") as app:
+                report = loadgen(binary, app.url, "--scenario", "checkout", "--users", "16",
+                                 "--think-time", "0s", "--duration", f"{opts.seconds}s")
+                checkouts = report["operations"].get("checkout", {"count": 0})
+                app_rates.append(report["checkouts"]["success"] / report["duration_seconds"])
+                checkout_errors += checkouts["count"] - report["checkouts"]["success"]
+        results["checkout_rate"] = {"app": median(app_rates), "pgbench": median(pg_rates),
+                                    "errors": checkout_errors}
+
+        # 4: the checkout's own cost at the default delays (1 s + 2 s of waiting).
+        log("4: checkout latency at the default delays")
+        slow = {"PAYMENT_SUCCESS_RATE": "1"}
+        if opts.smoke:
+            slow.update({"PAYMENT_DELAY_MS": "100", "EMAIL_DELAY_MS": "200"})
+        waiting_ms = 300 if opts.smoke else 3000
+        with App(binary, database_url, sinks, slow, "slow checkouts") as app:
+            report = loadgen(binary, app.url, "--scenario", "checkout", "--users", "8",
+                             "--think-time", "0s", "--duration", f"{max(opts.seconds * 4, 2)}s")
+        latency = report["operations"]["checkout"]["latency_ms"]
+        results["checkout_overhead"] = {
+            "count": report["operations"]["checkout"]["count"],
+            "p50_ms": latency["p50"] - waiting_ms, "p99_ms": latency["p99"] - waiting_ms,
+            "waiting_ms": waiting_ms,
+        }
+
+        # 5: a burst of simultaneous checkouts on distinct products, small then large pool.
+        burst_users = 10 if opts.smoke else 100
+        big_pool = min(burst_users + 5, max_connections - 10)
+        storm = []
+        for pool in (2 if opts.smoke else 10, big_pool):
+            log(f"5: {burst_users} simultaneous checkouts with a pool of {pool}")
+            phase = f"burst, pool {pool}"
+            with App(binary, database_url, sinks, {**slow, "DB_MAX_CONNECTIONS": str(pool)}, phase) as app:
+                at_rest = wrk(app.url, "/", max(opts.seconds // 2, 1), 4, product_ids=ids)
+                burst = subprocess.Popen(
+                    [binary, "loadgen", "--base-url", app.url, "--scenario", "burst",
+                     "--users", str(burst_users), "--json", "-"],
+                    env={"PATH": os.environ.get("PATH", ""), "OTEL_SDK_DISABLED": "true", "RUST_LOG": "error"},
+                    stdout=subprocess.PIPE, text=True)
+                # Catalog reads while the checkouts hold the pool: the shared-pool lesson.
+                # wrk stops when the last checkout answers, so it reports storm reads only.
+                rounds_needed = math.ceil(burst_users / pool)
+                wait_for_checkouts(app.url)
+                reads = start_wrk(app.url, "/", 600, 4, product_ids=ids)
+                out, _ = burst.communicate()
+                during = finish_wrk(reads, interrupt=True)
+                report = json.loads(out[out.index("{"):])
+            checkout = report["operations"]["checkout"]
+            storm.append({
+                "pool": pool, "users": burst_users,
+                "wall_s": checkout["latency_ms"]["max"] / 1000,
+                "expected_s": rounds_needed * waiting_ms / 1000,
+                "errors": checkout["count"] - report["checkouts"]["success"],
+                "catalog_p99_rest_ms": at_rest["p99_ms"], "catalog_p99_storm_ms": during["p99_ms"],
+                "catalog_reads_storm": during["requests"],
+            })
+        results["burst"] = storm
+        results["peak_rss_mib"] = {phase: kib / 1024 for phase, kib in App.peak_rss_kib.items()}
+        results["max_connections"] = max_connections
+    finally:
+        sinks.stop()
+        try:
+            psql(server, "postgres", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        except subprocess.CalledProcessError as error:
+            log(f"could not drop {database}: {error.stderr}")
+
+    print_table(results, opts)
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(results, indent=2))
+
+
+def print_table(r, opts):
+    rows = []
+
+    def row(measure, figure, reference, ratio, target, ok):
+        rows.append((measure, figure, reference, ratio, target, "ok" if ok else "MISSED"))
+
+    by_id = r["on_id"]["rps"] / r["pgbench"]["rps"]
+    row("1 GET /api/products/{id} @32", f"{r['on_id']['rps']:,.0f} req/s, p99 {r['on_id']['p99_ms']:.1f} ms",
+        f"pgbench {r['pgbench']['rps']:,.0f} tps", f"{by_id:.2f}", ">= 0.50", by_id >= 0.5)
+    row("1 GET /api/products (20) @32", f"{r['on_list']['rps']:,.0f} req/s, p99 {r['on_list']['p99_ms']:.1f} ms",
+        "", "", "", True)
+    overhead_id = r["on_id"]["rps"] / r["off_id"]["rps"]
+    overhead_list = r["on_list"]["rps"] / r["off_list"]["rps"]
+    row("2 telemetry on/off, /{id}", f"{r['on_id']['rps']:,.0f} / {r['off_id']['rps']:,.0f} req/s", "",
+        f"{overhead_id:.2f}", ">= 0.95", overhead_id >= 0.95)
+    row("2 telemetry on/off, list", f"{r['on_list']['rps']:,.0f} / {r['off_list']['rps']:,.0f} req/s", "",
+        f"{overhead_list:.2f}", ">= 0.95", overhead_list >= 0.95)
+    c = r["checkout_rate"]
+    ratio = c["app"] / c["pgbench"]
+    row("3 checkouts/s, delays 0", f"{c['app']:,.0f}/s ({c['errors']} errors)", f"pgbench {c['pgbench']:,.0f} tps",
+        f"{ratio:.2f}", ">= 0.70", ratio >= 0.7 and c["errors"] == 0)
+    o = r["checkout_overhead"]
+    row("4 checkout overhead p50/p99", f"{o['p50_ms']:.1f} / {o['p99_ms']:.1f} ms",
+        f"latency - {o['waiting_ms']} ms, n={o['count']}", "", "p50 <= 15 ms", o["p50_ms"] <= 15)
+    for b in r["burst"]:
+        ratio = b["wall_s"] / b["expected_s"]
+        row(f"5 {b['users']} at once, pool {b['pool']}", f"{b['wall_s']:.2f} s, {b['errors']} errors",
+            f"expected {b['expected_s']:.1f} s", f"{ratio:.2f}", "1.0 ±25 %, 0 errors",
+            b["errors"] == 0 and 0.75 <= ratio <= 1.25)
+        row(f"5 catalog p99, pool {b['pool']}",
+            f"{b['catalog_p99_storm_ms']:,.1f} ms in the storm ({b['catalog_reads_storm']} reads)",
+            f"{b['catalog_p99_rest_ms']:.1f} ms at rest", "", "", True)
+    peak = max(r["peak_rss_mib"].values())
+    row("6 peak RSS of the app", f"{peak:.1f} MiB", "", "", "<= 30 MiB", peak <= 30)
+    for phase, mib in r["peak_rss_mib"].items():
+        row(f"6   during {phase}", f"{mib:.1f} MiB", "", "", "", True)
+
+    widths = [max(len(str(x[i])) for x in rows + [HEADER]) for i in range(6)]
+    for line in [HEADER] + rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip())
+    if opts.smoke:
+        print("(smoke run: tiny durations and scaled-down delays; the figures mean nothing)")
+
+
+HEADER = ("measure", "figure", "reference", "ratio", "target", "verdict")
+
+if __name__ == "__main__":
+    main()

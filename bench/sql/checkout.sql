@@ -1,0 +1,50 @@
+-- One "add to cart" and one checkout, with the same statements the app runs
+-- (src/http/cart.rs add_item, then the eleven steps of src/checkout/mod.rs), minus the
+-- gateway and the e-mail. Client n is user :first_user + n buying product :first_product + n.
+\set uid :first_user + :client_id
+\set pid :first_product + :client_id
+BEGIN;
+INSERT INTO carts (user_id) VALUES (:uid)
+  ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING id AS cart_id \gset
+SELECT COALESCE(SUM(quantity), 0)::int FROM cart_items WHERE cart_id = :cart_id AND product_id = :pid;
+SELECT p.name, i.quantity - i.reserved FROM products p JOIN inventory i ON i.product_id = p.id
+  WHERE p.id = :pid AND p.is_active;
+INSERT INTO cart_items (cart_id, product_id, quantity) VALUES (:cart_id, :pid, 1)
+  ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity
+  RETURNING id AS item_id \gset
+SELECT ci.id, ci.product_id, p.name AS product_name, p.price AS unit_price, ci.quantity,
+       p.price * ci.quantity AS subtotal
+  FROM cart_items ci JOIN carts c ON c.id = ci.cart_id JOIN products p ON p.id = ci.product_id
+  WHERE c.user_id = :uid AND ci.id = :item_id;
+COMMIT;
+BEGIN;
+SELECT c.id, u.email, u.full_name FROM carts c JOIN users u ON u.id = c.user_id
+  WHERE c.user_id = :uid FOR UPDATE OF c;
+SELECT ci.product_id, p.name AS product_name, p.price AS unit_price, ci.quantity, p.is_active
+  FROM cart_items ci JOIN products p ON p.id = ci.product_id
+  WHERE ci.cart_id = :cart_id ORDER BY ci.product_id;
+SELECT product_id, quantity, reserved FROM inventory
+  WHERE product_id = ANY(ARRAY[:pid]::bigint[]) ORDER BY product_id FOR UPDATE;
+UPDATE inventory SET reserved = inventory.reserved + wanted.quantity, updated_at = now()
+  FROM UNNEST(ARRAY[:pid]::bigint[], ARRAY[1]::int[]) AS wanted(product_id, quantity)
+  WHERE inventory.product_id = wanted.product_id;
+INSERT INTO orders (user_id, status, total, shipping_address)
+  SELECT user_id, 'pending', 9.99, '1 Bench Street' FROM carts WHERE id = :cart_id
+  RETURNING id AS order_id, user_id, created_at \gset
+INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity)
+  SELECT :order_id, * FROM UNNEST(ARRAY[:pid]::bigint[], ARRAY['Bench item']::text[],
+                                  ARRAY[9.99]::numeric[], ARRAY[1]::int[]);
+INSERT INTO payments (order_id, amount, method, status, transaction_id)
+  VALUES (:order_id, 9.99, 'credit_card', 'completed', 'txn_' || md5(random()::text || clock_timestamp()::text))
+  RETURNING id, created_at;
+UPDATE orders SET status = 'paid', updated_at = now() WHERE id = :order_id;
+UPDATE inventory SET quantity = inventory.quantity - sold.quantity,
+                     reserved = inventory.reserved - sold.quantity, updated_at = now()
+  FROM UNNEST(ARRAY[:pid]::bigint[], ARRAY[1]::int[]) AS sold(product_id, quantity)
+  WHERE inventory.product_id = sold.product_id;
+INSERT INTO notifications (user_id, kind, message)
+  SELECT user_id, 'order_confirmed', 'Your order is confirmed.' FROM carts WHERE id = :cart_id;
+DELETE FROM cart_items WHERE cart_id = :cart_id;
+UPDATE orders SET status = 'confirmed', processing_time_ms = 1, updated_at = now()
+  WHERE id = :order_id RETURNING updated_at;
+COMMIT;

@@ -1,0 +1,40 @@
+//! The benchmark harness still works: a tiny run of `bench/run.py` against the debug
+//! binary. The figures of a smoke run mean nothing; the table must be complete.
+
+use crate::helpers::server_url;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_benchmark_script_runs_end_to_end() {
+    let output = tokio::process::Command::new("python3")
+        .arg("bench/run.py")
+        .arg("--smoke")
+        .args(["--binary", env!("CARGO_BIN_EXE_ecommerce-monolith")])
+        .args(["--server", &server_url()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .await
+        .expect("python3 must be installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench/run.py --smoke failed:\n{stdout}\n{stderr}"
+    );
+    for measure in [
+        "1 GET /api/products/{id} @32",
+        "1 GET /api/products (20) @32",
+        "2 telemetry on/off",
+        "3 checkouts/s, delays 0",
+        "4 checkout overhead p50/p99",
+        "5 10 at once, pool 2",
+        "5 catalog p99, pool 2",
+        "6 peak RSS of the app",
+    ] {
+        assert!(
+            stdout.contains(measure),
+            "{measure:?} missing from:\n{stdout}"
+        );
+    }
+    // Every burst checkout must have succeeded, even in a smoke run.
+    assert!(stdout.contains(", 0 errors"), "{stdout}");
+}
