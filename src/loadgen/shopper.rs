@@ -155,15 +155,7 @@ impl Shopper {
         }
 
         for _ in 0..additions {
-            let body = json!({"product_id": self.pick_product(), "quantity": 1});
-            self.call(
-                "add_to_cart",
-                Method::POST,
-                "/api/cart/items",
-                Some(token),
-                Some(&body),
-            )
-            .await;
+            self.add_to_cart(token, self.pick_product()).await;
             if self.think().await {
                 return;
             }
@@ -208,9 +200,7 @@ impl Shopper {
         .await;
     }
 
-    /// Shopper i's own product: nobody else buys it, so no row-lock waits.
-    async fn fill_cart_with_own_product(&self, token: &str) {
-        let product = self.shop.product_ids[self.number % self.shop.product_ids.len()];
+    async fn add_to_cart(&self, token: &str, product: i64) {
         let body = json!({"product_id": product, "quantity": 1});
         self.call(
             "add_to_cart",
@@ -220,6 +210,12 @@ impl Shopper {
             Some(&body),
         )
         .await;
+    }
+
+    /// Shopper i's own product: nobody else buys it, so no row-lock waits.
+    async fn fill_cart_with_own_product(&self, token: &str) {
+        let product = self.shop.product_ids[self.number % self.shop.product_ids.len()];
+        self.add_to_cart(token, product).await;
     }
 
     async fn buy_own_product(&self, token: &str) {
