@@ -98,14 +98,7 @@ async fn an_empty_cart_is_a_400() {
 #[tokio::test]
 async fn insufficient_stock_is_a_409_naming_the_products() {
     let app = spawn_app().await;
-    let admin = app.admin_token().await;
-    let alice = app.customer("alice@example.com").await;
-    let kettle = app.create_product(&admin, "Kettle", "19.99", 5).await;
-    expect_json(
-        app.add_to_cart(&alice, kettle, 4).await,
-        StatusCode::CREATED,
-    )
-    .await;
+    let (alice, kettle) = app.alice_with_kettles(4).await;
     // Someone else bought most of it meanwhile.
     sqlx::query("UPDATE inventory SET quantity = 2 WHERE product_id = $1")
         .bind(kettle)
@@ -127,7 +120,7 @@ async fn insufficient_stock_is_a_409_naming_the_products() {
 #[tokio::test]
 async fn a_declined_payment_is_a_402_and_leaves_nothing() {
     let app = spawn_app_with(&[("PAYMENT_SUCCESS_RATE", "0")]).await;
-    let (alice, kettle) = app.alice_with_two_kettles().await;
+    let (alice, kettle) = app.alice_with_kettles(2).await;
     expect_problem(
         app.checkout(&alice).await,
         StatusCode::PAYMENT_REQUIRED,
@@ -142,7 +135,7 @@ async fn a_declined_payment_is_a_402_and_leaves_nothing() {
 async fn a_dead_mail_server_is_a_502_and_rolls_everything_back() {
     let port = closed_port().await;
     let app = spawn_app_with(&[("SMTP_PORT", &port.to_string())]).await;
-    let (alice, kettle) = app.alice_with_two_kettles().await;
+    let (alice, kettle) = app.alice_with_kettles(2).await;
     let problem = expect_problem(
         app.checkout(&alice).await,
         StatusCode::BAD_GATEWAY,
@@ -165,14 +158,7 @@ async fn a_stuck_mail_server_times_out_and_releases_the_locks() {
         }
     });
     let app = spawn_app_with(&[("SMTP_PORT", &port.to_string()), ("SMTP_TIMEOUT_MS", "300")]).await;
-    let admin = app.admin_token().await;
-    let alice = app.customer("alice@example.com").await;
-    let kettle = app.create_product(&admin, "Kettle", "19.99", 5).await;
-    expect_json(
-        app.add_to_cart(&alice, kettle, 1).await,
-        StatusCode::CREATED,
-    )
-    .await;
+    let (alice, kettle) = app.alice_with_kettles(1).await;
     let checkout = tokio::time::timeout(Duration::from_secs(20), app.checkout(&alice))
         .await
         .expect("the SMTP timeout ends the checkout");
@@ -277,14 +263,7 @@ async fn carts_sharing_products_in_opposite_order_do_not_deadlock() {
 #[tokio::test]
 async fn a_double_clicked_checkout_orders_once() {
     let app = spawn_app_with(&[("PAYMENT_DELAY_MS", "100")]).await;
-    let admin = app.admin_token().await;
-    let alice = app.customer("alice@example.com").await;
-    let kettle = app.create_product(&admin, "Kettle", "19.99", 5).await;
-    expect_json(
-        app.add_to_cart(&alice, kettle, 1).await,
-        StatusCode::CREATED,
-    )
-    .await;
+    let (alice, _) = app.alice_with_kettles(1).await;
     let (a, b) = tokio::join!(app.checkout(&alice), app.checkout(&alice));
     let mut statuses = [a.status(), b.status()];
     statuses.sort();
@@ -399,14 +378,7 @@ async fn fault_injection_changes_the_next_checkout() {
 #[tokio::test]
 async fn invalid_checkout_requests_are_422() {
     let app = spawn_app().await;
-    let admin = app.admin_token().await;
-    let alice = app.customer("alice@example.com").await;
-    let kettle = app.create_product(&admin, "Kettle", "19.99", 5).await;
-    expect_json(
-        app.add_to_cart(&alice, kettle, 1).await,
-        StatusCode::CREATED,
-    )
-    .await;
+    let (alice, _) = app.alice_with_kettles(1).await;
     for (body, field) in [
         (
             json!({"shipping_address": "", "payment_method": "credit_card"}),

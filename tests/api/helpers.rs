@@ -261,14 +261,14 @@ impl TestApp {
         }
     }
 
-    /// The most common start of a checkout test: Alice, with two of a kettle (five in
-    /// stock, 19.99 each) in her cart. Returns her token and the kettle's id.
-    pub async fn alice_with_two_kettles(&self) -> (String, i64) {
+    /// The most common start of a checkout test: Alice, with `quantity` of a kettle
+    /// (five in stock, 19.99 each) in her cart. Returns her token and the kettle's id.
+    pub async fn alice_with_kettles(&self, quantity: i64) -> (String, i64) {
         let admin = self.admin_token().await;
         let alice = self.customer("alice@example.com").await;
         let kettle = self.create_product(&admin, "Kettle", "19.99", 5).await;
         expect_json(
-            self.add_to_cart(&alice, kettle, 2).await,
+            self.add_to_cart(&alice, kettle, quantity).await,
             StatusCode::CREATED,
         )
         .await;

@@ -27,7 +27,7 @@ const STEPS: [&str; 12] = [
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkout_shows_up_in_every_series() {
     let app = spawn_process(&[("PAYMENT_DELAY_MS", "150"), ("EMAIL_DELAY_MS", "300")]).await;
-    let (alice, kettle) = app.alice_with_two_kettles().await;
+    let (alice, kettle) = app.alice_with_kettles(2).await;
     expect_json(app.checkout(&alice).await, StatusCode::CREATED).await;
     assert_eq!(app.checkout(&alice).await.status(), StatusCode::BAD_REQUEST);
     assert_eq!(

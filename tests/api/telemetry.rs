@@ -41,7 +41,7 @@ async fn traced_app(receiver: &OtlpReceiver, overrides: &[(&str, &str)]) -> Test
 
 /// A customer with a product in the cart; returns the token.
 async fn customer_with_cart(app: &TestApp) -> String {
-    app.alice_with_two_kettles().await.0
+    app.alice_with_kettles(2).await.0
 }
 
 fn trace_id_of(response: &reqwest::Response) -> String {
