@@ -1,6 +1,7 @@
-//! Password hashing (argon2id) and access tokens (HS256 JWTs).
+//! Who may do what: password hashing (argon2id), access tokens (HS256 JWTs), roles,
+//! and the admin account named in the configuration.
 //!
-//! Both are CPU-bound; hashing runs on the blocking pool so one login does not stall
+//! Hashing is CPU-bound; it runs on a thread of its own so one login does not stall
 //! the other requests on its worker thread.
 
 use std::sync::LazyLock;
@@ -13,30 +14,18 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::config::AdminAccount;
+use crate::db::Database;
 use crate::domain::Password;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::Type,
+)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Role {
     Customer,
     Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Customer => "customer",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn from_db(value: &str) -> Self {
-        if value == "admin" {
-            Role::Admin
-        } else {
-            Role::Customer
-        }
-    }
 }
 
 /// Argon2id with OWASP's low-memory profile (7 MiB, 5 passes, 1 lane), which resists
@@ -238,6 +227,37 @@ impl JwtKeys {
         let user_id = data.claims.sub.parse().map_err(|_| TokenError::Invalid)?;
         Ok((user_id, data.claims.role))
     }
+}
+
+/// Creates the admin account named in the configuration, or makes sure the existing
+/// account has the admin role and the configured password.
+pub async fn ensure_admin(db: &Database, admin: &AdminAccount) -> anyhow::Result<()> {
+    let mut conn = db.acquire().await?;
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1")
+            .bind(admin.email.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    let password_matches = match existing.clone() {
+        Some(hash) => verify_password(admin.password.expose().to_string(), Some(hash)).await,
+        None => false,
+    };
+    let password_hash = match (&existing, password_matches) {
+        (Some(hash), true) => hash.clone(),
+        _ => hash_password(admin.password.clone()).await?,
+    };
+    sqlx::query(
+        "INSERT INTO users (email, password_hash, full_name, role) \
+         VALUES ($1, $2, 'Administrator', $3) \
+         ON CONFLICT (email) DO UPDATE SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash",
+    )
+    .bind(admin.email.as_str())
+    .bind(password_hash)
+    .bind(Role::Admin)
+    .execute(&mut *conn)
+    .await?;
+    tracing::info!(email = %admin.email, "admin account ready");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! A small HTTP client for the service's own API, used by the command-line tools
-//! (`loadgen`, `faults`, `healthcheck`). Each request is a client span whose context
-//! travels in a W3C `traceparent`, so the service's spans hang under it in Jaeger.
+//! `loadgen` and `faults`. Each request is a client span whose context travels in a W3C
+//! `traceparent`, so the service's spans hang under it in Jaeger.
 
 use std::time::Duration;
 
@@ -42,7 +42,8 @@ impl ApiClient {
         &self.base_url
     }
 
-    /// Sends one request; `route` names it in the span (`POST /api/cart/items`).
+    /// Sends one request; its span is named after the method and the path without the
+    /// query string (`GET /api/products`).
     pub async fn send(
         &self,
         method: Method,

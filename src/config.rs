@@ -309,15 +309,7 @@ impl Settings {
                 smtp.from
             ));
         }
-        let faults = FaultSettings {
-            payment_delay: r.millis("PAYMENT_DELAY_MS", 1000),
-            payment_success_rate: r.parse("PAYMENT_SUCCESS_RATE", 0.95, "a number from 0 to 1"),
-            email_delay: r.millis("EMAIL_DELAY_MS", 2000),
-            email_outage: r.bool("EMAIL_OUTAGE", false),
-        };
-        if let Err(problem) = faults.validate() {
-            r.problem(problem);
-        }
+        let faults = read_faults(&mut r);
         let http = HttpSettings {
             body_limit_bytes: r.parse("HTTP_BODY_LIMIT_BYTES", 64 * 1024, "a number of bytes"),
         };
@@ -333,6 +325,31 @@ impl Settings {
             telemetry,
         })
     }
+}
+
+/// The fault settings a service starts with; each variable is the admin API's field
+/// name in capitals, and both are checked by the same rules.
+fn read_faults(r: &mut Reader) -> FaultSettings {
+    let default = FaultSettings::DEFAULT;
+    let default_ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let faults = FaultSettings {
+        payment_delay: r.millis("PAYMENT_DELAY_MS", default_ms(default.payment_delay)),
+        payment_success_rate: r.parse(
+            "PAYMENT_SUCCESS_RATE",
+            default.payment_success_rate,
+            "a number from 0 to 1",
+        ),
+        email_delay: r.millis("EMAIL_DELAY_MS", default_ms(default.email_delay)),
+        email_outage: r.bool("EMAIL_OUTAGE", default.email_outage),
+    };
+    for problem in faults.problems() {
+        r.problem(format!(
+            "{}: {}",
+            problem.field.to_ascii_uppercase(),
+            problem.message
+        ));
+    }
+    faults
 }
 
 fn read_auth(r: &mut Reader) -> AuthSettings {

@@ -11,12 +11,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
 
 use crate::config::DatabaseSettings;
+use crate::telemetry::db_spans::POOL_WAIT_TARGET;
 use crate::telemetry::metrics::DB_POOL_ACQUIRE_DURATION;
 
 /// Waits for a pooled connection at least this long are traced.
 pub const NOTABLE_POOL_WAIT: Duration = Duration::from_millis(1);
-/// The target of the event that reports such a wait.
-pub const POOL_WAIT_TARGET: &str = "ecommerce_monolith::db::pool_wait";
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

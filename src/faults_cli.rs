@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
-use crate::checkout::faults::FaultsUpdate;
+use crate::checkout::faults::{FaultSettings, FaultsUpdate};
 use crate::client::ApiClient;
 
 #[derive(Debug, clap::Args)]
@@ -72,12 +72,7 @@ pub async fn run(args: FaultsArgs) -> anyhow::Result<serde_json::Value> {
             email_delay_ms,
             email_outage,
         }),
-        FaultsCommand::Reset => Some(FaultsUpdate {
-            payment_delay_ms: Some(1000),
-            payment_success_rate: Some(0.95),
-            email_delay_ms: Some(2000),
-            email_outage: Some(false),
-        }),
+        FaultsCommand::Reset => Some(FaultsUpdate::from(FaultSettings::DEFAULT)),
     };
     let response = match &update {
         None => {

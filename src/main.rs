@@ -10,7 +10,7 @@ use ecommerce_monolith::config::{
 use ecommerce_monolith::faults_cli::FaultsArgs;
 use ecommerce_monolith::loadgen::LoadgenArgs;
 use ecommerce_monolith::startup::{Application, shutdown_signal};
-use ecommerce_monolith::{db, seed, telemetry};
+use ecommerce_monolith::{checkout, db, seed, telemetry};
 use secrecy::ExposeSecret;
 use sqlx::Connection;
 
@@ -79,6 +79,7 @@ async fn serve(with_seed: bool) -> anyhow::Result<()> {
     let telemetry = telemetry::init(&settings.telemetry)?;
     let metrics = if settings.telemetry.metrics_enabled {
         let handle = telemetry::metrics::install_recorder()?;
+        checkout::start_metrics_at_zero();
         telemetry::metrics::spawn_upkeep(handle.clone());
         Some(handle)
     } else {

@@ -1,4 +1,5 @@
-//! Wiring: the shared state, the router, the listener and graceful shutdown.
+//! Wiring: builds the parts from the settings, hands them to the router, listens, and
+//! shuts down gracefully.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -6,36 +7,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::auth::JwtKeys;
+use crate::auth::{self, JwtKeys};
 use crate::checkout::Checkout;
 use crate::checkout::email::Mailer;
 use crate::checkout::faults::Faults;
 use crate::checkout::payment::SimulatedGateway;
 use crate::config::Settings;
 use crate::db::{self, Database};
-use crate::http;
-
-/// What every handler can reach. Cheap to clone: everything inside is shared.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Database,
-    pub jwt: Arc<JwtKeys>,
-    pub checkout: Checkout,
-    pub faults: Faults,
-    /// `None` when metrics are switched off (or in tests that run several apps in
-    /// one process, where the global recorder cannot tell them apart).
-    pub metrics: Option<PrometheusHandle>,
-}
-
-impl FromRef<AppState> for Arc<JwtKeys> {
-    fn from_ref(state: &AppState) -> Self {
-        state.jwt.clone()
-    }
-}
+use crate::http::{self, AppState};
 
 pub struct Application {
     listener: TcpListener,
@@ -52,7 +34,7 @@ impl Application {
         db::create_and_migrate(&settings.database).await?;
         let db = Database::connect_lazy(&settings.database)?;
         if let Some(admin) = &settings.auth.admin {
-            http::auth::ensure_admin(&db, admin)
+            auth::ensure_admin(&db, admin)
                 .await
                 .context("creating the admin account")?;
         }

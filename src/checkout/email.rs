@@ -12,19 +12,22 @@
 //! checked with a NOOP before reuse, as lettre's own pool would.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lettre::Message;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
+use metrics::histogram;
 use rust_decimal::Decimal;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use super::faults::Faults;
 use crate::config::SmtpSettings;
+use crate::domain::LineItem;
+use crate::telemetry::metrics::EMAIL_SEND_DURATION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmailError {
@@ -45,14 +48,8 @@ pub struct Confirmation<'a> {
     pub to: &'a str,
     pub name: &'a str,
     pub order_id: i64,
-    pub lines: Vec<ConfirmationLine>,
+    pub items: Vec<LineItem>,
     pub total: Decimal,
-}
-
-pub struct ConfirmationLine {
-    pub product_name: String,
-    pub quantity: i32,
-    pub unit_price: Decimal,
 }
 
 /// Idle SMTP connections kept for reuse; beyond this many, a finished one is closed.
@@ -97,7 +94,8 @@ impl Mailer {
             server.port = self.port,
             messaging.message.id = confirmation.order_id,
         );
-        async {
+        let started = Instant::now();
+        let result = async {
             let settings = self.faults.current();
             // The slow mail server of the lesson.
             tokio::time::sleep(settings.email_delay).await;
@@ -110,7 +108,11 @@ impl Mailer {
                 .map_err(|_| EmailError::Timeout(self.timeout))?
         }
         .instrument(span)
-        .await
+        .await;
+        let outcome = if result.is_ok() { "sent" } else { "failed" };
+        histogram!(EMAIL_SEND_DURATION, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// MAIL, RCPT, DATA on an idle connection that still answers, or on a new one.
@@ -166,13 +168,10 @@ impl Mailer {
             "Hello {},\n\nthank you for your order #{}. We have received your payment.\n\n",
             c.name, c.order_id
         );
-        for line in &c.lines {
+        for item in &c.items {
             body.push_str(&format!(
                 "  {} x {} at {:.2} = {:.2}\n",
-                line.quantity,
-                line.product_name,
-                line.unit_price,
-                line.unit_price * Decimal::from(line.quantity)
+                item.quantity, item.product_name, item.unit_price, item.subtotal
             ));
         }
         body.push_str(&format!(

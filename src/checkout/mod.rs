@@ -5,15 +5,19 @@
 //! Read [`Checkout::eleven_steps`] top to bottom: it is the list from the design. Each
 //! step is a small function below it; the [`step!`] macro gives each one its span
 //! `checkout.<step>` and its sample in `checkout_step_duration_seconds{step}`, so the
-//! steps themselves contain no telemetry plumbing.
+//! steps hold only their own logic. The gateway and the mailer measure their own calls.
 //!
 //! Concurrency: the inventory rows are locked with `SELECT … FOR UPDATE` in product-id
 //! order, and stock is compared only after the locks are held. Racing buyers queue on
 //! the row locks (visible as a long `checkout.check_inventory` span); the locking order
 //! rules out deadlocks between carts that share products.
+//!
+//! The module knows nothing of HTTP: it returns an [`OrderView`] or a [`CheckoutError`],
+//! and the handler turns either into a response.
 
 pub mod email;
 pub mod faults;
+mod outcome;
 pub mod payment;
 
 use std::fmt::Display;
@@ -21,7 +25,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
 use metrics::{counter, gauge, histogram};
 use opentelemetry::trace::Status;
 use rust_decimal::Decimal;
@@ -33,16 +36,18 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::ToSchema;
 
-use self::email::{Confirmation, ConfirmationLine, EmailError, Mailer};
-use self::payment::{Charge, PaymentError, PaymentGateway, PaymentMethod};
+use self::email::{Confirmation, EmailError, Mailer};
+pub use self::outcome::CheckoutOutcome;
+use self::payment::{Charge, PaymentError, PaymentGateway};
 use crate::db::Database;
-use crate::domain::ShippingAddress;
-use crate::http::error::{ApiError, StockShortage};
-use crate::orders::{OrderItemView, OrderStatus, OrderView, PaymentView};
+use crate::domain::{LineItem, ShippingAddress, StockShortage};
+use crate::inventory::{self, Units};
+use crate::notifications::{NotificationKind, notify};
+use crate::orders::store::{self, OrderRow};
+use crate::orders::{OrderStatus, OrderView, PaymentMethod, PaymentView};
 use crate::telemetry::metrics::{
-    CHECKOUT_DURATION, CHECKOUT_STEP_DURATION, CHECKOUTS, CHECKOUTS_IN_FLIGHT, EMAIL_SEND_DURATION,
-    INVENTORY_LOCK_WAIT, ORDERS_REVENUE, PAYMENT_GATEWAY_DURATION, PAYMENTS_ORPHANED,
-    PAYMENTS_ORPHANED_AMOUNT,
+    CHECKOUT_DURATION, CHECKOUT_STEP_DURATION, CHECKOUTS, CHECKOUTS_IN_FLIGHT, INVENTORY_LOCK_WAIT,
+    ORDERS_REVENUE, PAYMENTS_ORPHANED, PAYMENTS_ORPHANED_AMOUNT,
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -56,7 +61,7 @@ pub struct CheckoutRequest {
 pub enum CheckoutError {
     #[error("the cart is empty")]
     EmptyCart,
-    #[error("not enough stock")]
+    #[error("not enough stock for {}", StockShortage::describe(.0))]
     InsufficientStock(Vec<StockShortage>),
     #[error("{0}")]
     PaymentDeclined(#[from] PaymentError),
@@ -71,28 +76,27 @@ pub enum CheckoutError {
 }
 
 impl CheckoutError {
-    /// The `outcome` label of `checkouts_total` and `checkout_duration_seconds`.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> CheckoutOutcome {
         match self {
-            Self::EmptyCart => "empty_cart",
-            Self::InsufficientStock(_) => "insufficient_stock",
-            Self::PaymentDeclined(_) => "payment_declined",
-            Self::EmailFailed { .. } => "email_failed",
-            Self::Database(_) => "error",
+            Self::EmptyCart => CheckoutOutcome::EmptyCart,
+            Self::InsufficientStock(_) => CheckoutOutcome::InsufficientStock,
+            Self::PaymentDeclined(_) => CheckoutOutcome::PaymentDeclined,
+            Self::EmailFailed { .. } => CheckoutOutcome::EmailFailed,
+            Self::Database(_) => CheckoutOutcome::Error,
         }
     }
 }
 
-impl From<CheckoutError> for ApiError {
-    fn from(error: CheckoutError) -> Self {
-        match error {
-            CheckoutError::EmptyCart => ApiError::EmptyCart,
-            CheckoutError::InsufficientStock(shortages) => ApiError::InsufficientStock(shortages),
-            CheckoutError::PaymentDeclined(e) => ApiError::PaymentDeclined(e.to_string()),
-            e @ CheckoutError::EmailFailed { .. } => ApiError::EmailFailed(e.to_string()),
-            CheckoutError::Database(e) => ApiError::from(e),
-        }
+/// Counters exist from the start, at zero: `rate()` and `increase()` then see the first
+/// event, and dashboards show 0 rather than "no data" on a quiet service.
+pub fn start_metrics_at_zero() {
+    for outcome in CheckoutOutcome::ALL {
+        counter!(CHECKOUTS, "outcome" => outcome.as_str()).absolute(0);
     }
+    for name in [PAYMENTS_ORPHANED, PAYMENTS_ORPHANED_AMOUNT, ORDERS_REVENUE] {
+        counter!(name).absolute(0);
+    }
+    gauge!(CHECKOUTS_IN_FLIGHT).set(0.0);
 }
 
 /// Runs one step in its own span `checkout.<step>` and records its duration.
@@ -163,16 +167,17 @@ impl Checkout {
             Ok(order) => {
                 span.record("order.id", order.id);
                 counter!(ORDERS_REVENUE).increment(cents(order.total));
-                "success"
+                CheckoutOutcome::Success
             }
             Err(error) => {
                 span.set_status(Status::error(error.to_string()));
                 error.outcome()
             }
         };
-        span.record("checkout.outcome", outcome);
-        counter!(CHECKOUTS, "outcome" => outcome).increment(1);
-        histogram!(CHECKOUT_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
+        span.record("checkout.outcome", outcome.as_str());
+        counter!(CHECKOUTS, "outcome" => outcome.as_str()).increment(1);
+        histogram!(CHECKOUT_DURATION, "outcome" => outcome.as_str())
+            .record(started.elapsed().as_secs_f64());
         result
     }
 
@@ -192,7 +197,7 @@ impl Checkout {
         }
     }
 
-    /// The seed's checkout, step by step, all inside the caller's transaction.
+    /// The original system's checkout, step by step, all inside the caller's transaction.
     async fn eleven_steps(
         &self,
         tx: &mut PgConnection,
@@ -221,6 +226,7 @@ impl Checkout {
 
 struct Cart {
     id: i64,
+    user_id: i64,
     customer_email: String,
     customer_name: String,
     lines: Vec<CartLine>,
@@ -236,12 +242,25 @@ struct CartLine {
 }
 
 impl Cart {
-    fn product_ids(&self) -> Vec<i64> {
-        self.lines.iter().map(|line| line.product_id).collect()
+    fn units(&self) -> Units {
+        self.lines
+            .iter()
+            .map(|line| (line.product_id, line.quantity))
+            .collect()
     }
 
-    fn quantities(&self) -> Vec<i32> {
-        self.lines.iter().map(|line| line.quantity).collect()
+    fn items(&self) -> Vec<LineItem> {
+        self.lines
+            .iter()
+            .map(|line| {
+                LineItem::new(
+                    line.product_id,
+                    line.product_name.clone(),
+                    line.unit_price,
+                    line.quantity,
+                )
+            })
+            .collect()
     }
 
     fn total(&self) -> Decimal {
@@ -252,18 +271,10 @@ impl Cart {
     }
 }
 
-struct NewOrder {
-    id: i64,
-    user_id: i64,
-    total: Decimal,
-    shipping_address: String,
-    created_at: DateTime<Utc>,
-}
-
 /// Everything the steps wrote, for the response.
 struct Placed {
-    order: NewOrder,
-    items: Vec<OrderItemView>,
+    order: OrderRow,
+    items: Vec<LineItem>,
     payment: PaymentView,
 }
 
@@ -296,6 +307,7 @@ async fn validate_cart(tx: &mut PgConnection, user_id: i64) -> Result<Cart, Chec
     }
     Ok(Cart {
         id: cart_id,
+        user_id,
         customer_email,
         customer_name,
         lines,
@@ -306,13 +318,7 @@ async fn validate_cart(tx: &mut PgConnection, user_id: i64) -> Result<Cart, Chec
 /// A second buyer of the same product waits here until the first one commits.
 async fn check_inventory(tx: &mut PgConnection, cart: &Cart) -> Result<(), CheckoutError> {
     let waiting = Instant::now();
-    let stock: Vec<(i64, i32, i32)> = sqlx::query_as(
-        "SELECT product_id, quantity, reserved FROM inventory \
-         WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
-    )
-    .bind(cart.product_ids())
-    .fetch_all(&mut *tx)
-    .await?;
+    let stock = inventory::lock(tx, &cart.units().product_ids).await?;
     histogram!(INVENTORY_LOCK_WAIT).record(waiting.elapsed().as_secs_f64());
 
     let shortages: Vec<StockShortage> = cart
@@ -321,10 +327,9 @@ async fn check_inventory(tx: &mut PgConnection, cart: &Cart) -> Result<(), Check
         .filter_map(|line| {
             let available = stock
                 .iter()
-                .find(|(product_id, _, _)| *product_id == line.product_id)
+                .find(|s| s.product_id == line.product_id)
                 .filter(|_| line.is_active)
-                .map(|(_, quantity, reserved)| quantity - reserved)
-                .unwrap_or(0);
+                .map_or(0, inventory::Stock::available);
             (line.quantity > available).then(|| StockShortage {
                 product_id: line.product_id,
                 product_name: line.product_name.clone(),
@@ -342,16 +347,7 @@ async fn check_inventory(tx: &mut PgConnection, cart: &Cart) -> Result<(), Check
 
 /// Step 3: hold the units for this checkout.
 async fn reserve_inventory(tx: &mut PgConnection, cart: &Cart) -> Result<(), CheckoutError> {
-    sqlx::query(
-        "UPDATE inventory SET reserved = inventory.reserved + wanted.quantity, updated_at = now() \
-         FROM UNNEST($1::bigint[], $2::int[]) AS wanted(product_id, quantity) \
-         WHERE inventory.product_id = wanted.product_id",
-    )
-    .bind(cart.product_ids())
-    .bind(cart.quantities())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    Ok(inventory::reserve(tx, &cart.units()).await?)
 }
 
 /// Step 4: the order row, status `pending`.
@@ -359,67 +355,35 @@ async fn create_order(
     tx: &mut PgConnection,
     cart: &Cart,
     request: &CheckoutRequest,
-) -> Result<NewOrder, CheckoutError> {
-    let total = cart.total();
-    let (id, user_id, created_at): (i64, i64, DateTime<Utc>) = sqlx::query_as(
-        "INSERT INTO orders (user_id, status, total, shipping_address) \
-         SELECT user_id, 'pending', $2, $3 FROM carts WHERE id = $1 \
-         RETURNING id, user_id, created_at",
+) -> Result<OrderRow, CheckoutError> {
+    let order = store::insert_pending(
+        tx,
+        cart.user_id,
+        cart.total(),
+        request.shipping_address.as_str(),
     )
-    .bind(cart.id)
-    .bind(total)
-    .bind(request.shipping_address.as_str())
-    .fetch_one(&mut *tx)
     .await?;
-    Span::current().set_attribute("order.id", id);
-    Ok(NewOrder {
-        id,
-        user_id,
-        total,
-        shipping_address: request.shipping_address.as_str().to_string(),
-        created_at,
-    })
+    Span::current().set_attribute("order.id", order.id);
+    Ok(order)
 }
 
 /// Step 5: one row per product, with the name and price as they are now.
 async fn create_order_items(
     tx: &mut PgConnection,
-    order: &NewOrder,
+    order: &OrderRow,
     cart: &Cart,
-) -> Result<Vec<OrderItemView>, CheckoutError> {
-    let names: Vec<&str> = cart.lines.iter().map(|l| l.product_name.as_str()).collect();
-    let prices: Vec<Decimal> = cart.lines.iter().map(|l| l.unit_price).collect();
-    sqlx::query(
-        "INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity) \
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::numeric[], $5::int[])",
-    )
-    .bind(order.id)
-    .bind(cart.product_ids())
-    .bind(names)
-    .bind(prices)
-    .bind(cart.quantities())
-    .execute(&mut *tx)
-    .await?;
-    Ok(cart
-        .lines
-        .iter()
-        .map(|line| OrderItemView {
-            product_id: line.product_id,
-            product_name: line.product_name.clone(),
-            unit_price: line.unit_price,
-            quantity: line.quantity,
-            subtotal: line.unit_price * Decimal::from(line.quantity),
-        })
-        .collect())
+) -> Result<Vec<LineItem>, CheckoutError> {
+    let items = cart.items();
+    store::insert_items(tx, order.id, &items).await?;
+    Ok(items)
 }
 
 /// Step 6: charge the customer through the (slow) gateway.
 async fn process_payment(
     gateway: &dyn PaymentGateway,
-    order: &NewOrder,
+    order: &OrderRow,
     request: &CheckoutRequest,
 ) -> Result<Charge, CheckoutError> {
-    let started = Instant::now();
     let result = gateway
         .charge(order.id, order.total, request.payment_method)
         .await;
@@ -428,8 +392,6 @@ async fn process_payment(
     } else {
         "declined"
     };
-    histogram!(PAYMENT_GATEWAY_DURATION, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
     Span::current().set_attribute("payment.outcome", outcome);
     Ok(result?)
 }
@@ -437,92 +399,50 @@ async fn process_payment(
 /// Step 7: the payment row; the order becomes `paid`.
 async fn record_payment(
     tx: &mut PgConnection,
-    order: &NewOrder,
+    order: &OrderRow,
     charge: &Charge,
     request: &CheckoutRequest,
 ) -> Result<PaymentView, CheckoutError> {
-    let (id, created_at): (i64, DateTime<Utc>) = sqlx::query_as(
-        "INSERT INTO payments (order_id, amount, method, status, transaction_id) \
-         VALUES ($1, $2, $3, 'completed', $4) RETURNING id, created_at",
+    let payment = store::insert_payment(
+        tx,
+        order.id,
+        charge.amount,
+        request.payment_method,
+        &charge.transaction_id,
     )
-    .bind(order.id)
-    .bind(charge.amount)
-    .bind(request.payment_method.as_str())
-    .bind(&charge.transaction_id)
-    .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("UPDATE orders SET status = 'paid', updated_at = now() WHERE id = $1")
-        .bind(order.id)
-        .execute(&mut *tx)
-        .await?;
-    Ok(PaymentView {
-        id,
-        amount: charge.amount,
-        method: request.payment_method.as_str().to_string(),
-        status: "completed".to_string(),
-        transaction_id: charge.transaction_id.clone(),
-        created_at,
-    })
+    store::set_status(tx, order.id, OrderStatus::Paid).await?;
+    Ok(payment)
 }
 
 /// Step 8: take the units out of stock and release the reservation.
 async fn reduce_inventory(tx: &mut PgConnection, cart: &Cart) -> Result<(), CheckoutError> {
-    sqlx::query(
-        "UPDATE inventory SET quantity = inventory.quantity - sold.quantity, \
-                              reserved = inventory.reserved - sold.quantity, \
-                              updated_at = now() \
-         FROM UNNEST($1::bigint[], $2::int[]) AS sold(product_id, quantity) \
-         WHERE inventory.product_id = sold.product_id",
-    )
-    .bind(cart.product_ids())
-    .bind(cart.quantities())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    Ok(inventory::reduce(tx, &cart.units()).await?)
 }
 
 /// Step 9: the confirmation e-mail, through the slow SMTP server, still inside the transaction.
-async fn send_email(mailer: &Mailer, cart: &Cart, order: &NewOrder) -> Result<(), EmailError> {
-    let started = Instant::now();
+async fn send_email(mailer: &Mailer, cart: &Cart, order: &OrderRow) -> Result<(), EmailError> {
     let confirmation = Confirmation {
         to: &cart.customer_email,
         name: &cart.customer_name,
         order_id: order.id,
-        lines: cart
-            .lines
-            .iter()
-            .map(|line| ConfirmationLine {
-                product_name: line.product_name.clone(),
-                quantity: line.quantity,
-                unit_price: line.unit_price,
-            })
-            .collect(),
+        items: cart.items(),
         total: order.total,
     };
-    let result = mailer.send_confirmation(&confirmation).await;
-    let outcome = if result.is_ok() { "sent" } else { "failed" };
-    histogram!(EMAIL_SEND_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
-    result
+    mailer.send_confirmation(&confirmation).await
 }
 
 /// Step 10: a notification for the customer's inbox in the app.
 async fn create_notification(
     tx: &mut PgConnection,
     cart: &Cart,
-    order: &NewOrder,
+    order: &OrderRow,
 ) -> Result<(), CheckoutError> {
-    sqlx::query(
-        "INSERT INTO notifications (user_id, kind, message) \
-         SELECT user_id, 'order_confirmed', $2 FROM carts WHERE id = $1",
-    )
-    .bind(cart.id)
-    .bind(format!(
+    let message = format!(
         "Your order #{} over {:.2} is confirmed.",
         order.id, order.total
-    ))
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    );
+    Ok(notify(tx, cart.user_id, NotificationKind::OrderConfirmed, &message).await?)
 }
 
 /// Step 11: empty the cart.
@@ -541,28 +461,15 @@ async fn commit(
     started: Instant,
 ) -> Result<OrderView, CheckoutError> {
     let processing_time_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
-    let updated_at: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE orders SET status = 'confirmed', processing_time_ms = $2, updated_at = now() \
-         WHERE id = $1 RETURNING updated_at",
-    )
-    .bind(placed.order.id)
-    .bind(processing_time_ms)
-    .fetch_one(&mut *tx)
-    .await?;
+    let updated_at = store::confirm(&mut tx, placed.order.id, processing_time_ms).await?;
     tx.commit().await?;
-    let order = placed.order;
-    Ok(OrderView {
-        id: order.id,
-        user_id: order.user_id,
+    let order = OrderRow {
         status: OrderStatus::Confirmed,
-        total: order.total,
-        shipping_address: order.shipping_address,
         processing_time_ms: Some(processing_time_ms),
-        created_at: order.created_at,
         updated_at,
-        items: placed.items,
-        payment: Some(placed.payment),
-    })
+        ..placed.order
+    };
+    Ok(order.into_view(placed.items, Some(placed.payment)))
 }
 
 /// Undo everything the steps wrote; the span shows that it happened and how long it took.
@@ -575,9 +482,9 @@ async fn rollback(tx: Transaction<'static, Postgres>) {
 }
 
 /// The gateway charged the customer, but the e-mail failed and the order is rolled
-/// back: the money is taken for an order that does not exist. The seed's
+/// back: the money is taken for an order that does not exist. The original system's
 /// all-or-nothing design causes this; the counters make the damage visible.
-fn orphaned_payment(error: EmailError, order: &NewOrder, charge: &Charge) -> CheckoutError {
+fn orphaned_payment(error: EmailError, order: &OrderRow, charge: &Charge) -> CheckoutError {
     counter!(PAYMENTS_ORPHANED).increment(1);
     counter!(PAYMENTS_ORPHANED_AMOUNT).increment(cents(charge.amount));
     tracing::error!(
@@ -594,7 +501,7 @@ fn orphaned_payment(error: EmailError, order: &NewOrder, charge: &Charge) -> Che
 }
 
 /// Money counters count whole cents: counters are integers, and money is never a float.
-fn cents(amount: Decimal) -> u64 {
+pub fn cents(amount: Decimal) -> u64 {
     (amount * Decimal::ONE_HUNDRED)
         .round()
         .to_u64()

@@ -5,33 +5,16 @@ use std::future::Future;
 use std::pin::Pin;
 
 use opentelemetry::trace::Status;
+use std::time::Instant;
+
+use metrics::histogram;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use utoipa::ToSchema;
 
 use super::faults::Faults;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentMethod {
-    CreditCard,
-    DebitCard,
-    Paypal,
-    BankTransfer,
-}
-
-impl PaymentMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CreditCard => "credit_card",
-            Self::DebitCard => "debit_card",
-            Self::Paypal => "paypal",
-            Self::BankTransfer => "bank_transfer",
-        }
-    }
-}
+use crate::orders::PaymentMethod;
+use crate::telemetry::metrics::PAYMENT_GATEWAY_DURATION;
 
 /// A successful charge.
 #[derive(Debug, Clone)]
@@ -78,9 +61,13 @@ impl PaymentGateway for SimulatedGateway {
             payment.approved = tracing::field::Empty,
         );
         let call = async move {
+            let started = Instant::now();
             tokio::time::sleep(settings.payment_delay).await;
             let approved = rand::random::<f64>() < settings.payment_success_rate;
             tracing::Span::current().record("payment.approved", approved);
+            let outcome = if approved { "approved" } else { "declined" };
+            histogram!(PAYMENT_GATEWAY_DURATION, "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
             if approved {
                 Ok(Charge {
                     transaction_id: format!("txn_{}", uuid::Uuid::new_v4().simple()),

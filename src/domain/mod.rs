@@ -5,6 +5,7 @@
 //! becomes a 422 naming that field (see `http::extract`).
 
 mod email;
+mod line_item;
 mod money;
 mod password;
 mod quantity;
@@ -13,11 +14,12 @@ mod stock;
 mod text;
 
 pub use email::Email;
+pub use line_item::LineItem;
 pub use money::Money;
 pub use password::Password;
 pub use quantity::Quantity;
 pub use rating::Rating;
-pub use stock::StockLevel;
+pub use stock::{StockLevel, StockShortage};
 pub use text::{
     BoundedText, CategoryName, Description, FullName, ProductName, ReviewComment, ShippingAddress,
 };

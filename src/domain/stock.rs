@@ -21,6 +21,32 @@ impl StockLevel {
     }
 }
 
+/// A product a cart wants more of than is available: the reason for a 409, from the
+/// cart or from the checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StockShortage {
+    pub product_id: i64,
+    pub product_name: String,
+    pub requested: i32,
+    pub available: i32,
+}
+
+impl StockShortage {
+    /// "Kettle (#7: 3 requested, 1 available), …" for error messages.
+    pub fn describe(shortages: &[StockShortage]) -> String {
+        shortages
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} (#{}: {} requested, {} available)",
+                    s.product_name, s.product_id, s.requested, s.available
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl TryFrom<i64> for StockLevel {
     type Error = String;
     fn try_from(value: i64) -> Result<Self, Self::Error> {

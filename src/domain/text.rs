@@ -12,8 +12,8 @@ pub trait TextRule: Clone {
     const ALLOW_EMPTY: bool = false;
 }
 
-/// Trimmed, non-blank text of bounded length, without control characters
-/// (line breaks are allowed where `MULTILINE` says so).
+/// Trimmed text of bounded length (non-blank unless the rule allows empty text),
+/// without control characters other than line breaks and tabs.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 #[serde(bound(serialize = "", deserialize = ""))]

@@ -5,10 +5,10 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, FieldError, Problem};
+use super::AppState;
+use super::error::{ApiError, FieldError};
 use super::extract::{AdminUser, Json};
 use crate::checkout::faults::{FaultsUpdate, FaultsView};
-use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_faults, update_faults))
@@ -17,12 +17,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The fault settings in force now (admin).
 #[utoipa::path(
     get, path = "/api/admin/faults", tag = "admin",
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Current settings", body = FaultsView),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-    )
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "Current settings", body = FaultsView))
 )]
 async fn get_faults(State(state): State<AppState>, _admin: AdminUser) -> Json<FaultsView> {
     Json(state.faults.current().into())
@@ -34,14 +30,9 @@ async fn get_faults(State(state): State<AppState>, _admin: AdminUser) -> Json<Fa
 /// (`fault_*`), so dashboards show when a fault was switched on.
 #[utoipa::path(
     put, path = "/api/admin/faults", tag = "admin",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     request_body = FaultsUpdate,
-    responses(
-        (status = 200, description = "The settings now in force", body = FaultsView),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A value out of range; nothing was changed", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 200, description = "The settings now in force", body = FaultsView))
 )]
 async fn update_faults(
     State(state): State<AppState>,
@@ -56,7 +47,10 @@ async fn update_faults(
             ApiError::Validation(
                 problems
                     .into_iter()
-                    .map(|(field, message)| FieldError { field, message })
+                    .map(|problem| FieldError {
+                        field: problem.field.to_string(),
+                        message: problem.message,
+                    })
                     .collect(),
             )
         })

@@ -8,11 +8,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, OnConstraint, Problem};
+use super::AppState;
+use super::error::{ApiError, OnConstraint};
 use super::extract::{AuthUser, Json};
+use super::openapi::Conflict;
 use crate::auth::{Role, hash_password, verify_password};
 use crate::domain::{Email, FullName, Password};
-use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -56,8 +57,7 @@ pub struct UserView {
     pub email: String,
     #[schema(example = "Ada Lovelace")]
     pub full_name: String,
-    #[schema(value_type = Role)]
-    pub role: String,
+    pub role: Role,
     pub created_at: DateTime<Utc>,
 }
 
@@ -67,9 +67,7 @@ pub struct UserView {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created", body = UserView),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "E-mail address already registered", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 409, response = Conflict),
     )
 )]
 async fn register(
@@ -79,12 +77,13 @@ async fn register(
     let password_hash = hash_password(request.password).await?;
     let mut conn = state.db.acquire().await?;
     let user: UserView = sqlx::query_as(
-        "INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, 'customer') \
+        "INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, $4) \
          RETURNING id, email, full_name, role, created_at",
     )
     .bind(request.email.as_str())
     .bind(password_hash)
     .bind(request.full_name.as_str())
+    .bind(Role::Customer)
     .fetch_one(&mut *conn)
     .await
     .on_constraint("users_email_key", || {
@@ -100,18 +99,14 @@ async fn register(
 #[utoipa::path(
     post, path = "/api/auth/login", tag = "auth",
     request_body = LoginRequest,
-    responses(
-        (status = 200, description = "Logged in", body = TokenResponse),
-        (status = 401, description = "Wrong e-mail or password", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 200, description = "Logged in", body = TokenResponse))
 )]
 async fn login(
     State(state): State<AppState>,
     Json(request): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let email = Email::parse(&request.email).ok();
-    let account: Option<(i64, String, String)> = match &email {
+    let account: Option<(i64, String, Role)> = match &email {
         Some(email) => {
             let mut conn = state.db.acquire().await?;
             sqlx::query_as("SELECT id, password_hash, role FROM users WHERE email = $1")
@@ -122,7 +117,7 @@ async fn login(
         None => None,
     };
     let (user_id, stored_hash, role) = match account {
-        Some((id, hash, role)) => (Some(id), Some(hash), Role::from_db(&role)),
+        Some((id, hash, role)) => (Some(id), Some(hash), role),
         None => (None, None, Role::Customer),
     };
     let verified = verify_password(request.password, stored_hash).await;
@@ -143,10 +138,7 @@ async fn login(
 #[utoipa::path(
     get, path = "/api/auth/me", tag = "auth",
     security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The current user", body = UserView),
-        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 200, description = "The current user", body = UserView))
 )]
 async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserView>, ApiError> {
     let mut conn = state.db.acquire().await?;
@@ -159,37 +151,4 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserVi
     found
         .map(Json)
         .ok_or_else(|| ApiError::Unauthorized("the account no longer exists".to_string()))
-}
-
-/// Creates the admin account named in the configuration, or makes sure the existing
-/// account has the admin role and the configured password.
-pub async fn ensure_admin(
-    db: &crate::db::Database,
-    admin: &crate::config::AdminAccount,
-) -> anyhow::Result<()> {
-    let mut conn = db.acquire().await?;
-    let existing: Option<String> =
-        sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1")
-            .bind(admin.email.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-    let password_matches = match existing.clone() {
-        Some(hash) => verify_password(admin.password.expose().to_string(), Some(hash)).await,
-        None => false,
-    };
-    let password_hash = match (&existing, password_matches) {
-        (Some(hash), true) => hash.clone(),
-        _ => hash_password(admin.password.clone()).await?,
-    };
-    sqlx::query(
-        "INSERT INTO users (email, password_hash, full_name, role) \
-         VALUES ($1, $2, 'Administrator', 'admin') \
-         ON CONFLICT (email) DO UPDATE SET role = 'admin', password_hash = EXCLUDED.password_hash",
-    )
-    .bind(admin.email.as_str())
-    .bind(password_hash)
-    .execute(&mut *conn)
-    .await?;
-    tracing::info!(email = %admin.email, "admin account ready");
-    Ok(())
 }

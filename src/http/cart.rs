@@ -9,10 +9,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, Problem, StockShortage};
+use super::AppState;
+use super::error::ApiError;
 use super::extract::{AuthUser, Json, Path};
-use crate::domain::Quantity;
-use crate::startup::AppState;
+use super::openapi::{Conflict, NotFound};
+use crate::domain::{LineItem, Quantity, StockShortage};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -21,18 +22,14 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(update_item, remove_item))
 }
 
+/// A line of the cart, at the product's price as it is now.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct CartItemView {
+    /// The cart item's id, for changing or removing it.
     pub id: i64,
-    pub product_id: i64,
-    pub product_name: String,
-    #[schema(value_type = String, example = "19.99")]
-    #[serde(with = "rust_decimal::serde::str")]
-    pub unit_price: Decimal,
-    pub quantity: i32,
-    #[schema(value_type = String, example = "39.98")]
-    #[serde(with = "rust_decimal::serde::str")]
-    pub subtotal: Decimal,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub line: LineItem,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -73,10 +70,7 @@ macro_rules! item_select {
 #[utoipa::path(
     get, path = "/api/cart", tag = "cart",
     security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The cart (empty if never used)", body = CartView),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 200, description = "The cart (empty if never used)", body = CartView))
 )]
 async fn get_cart(
     State(state): State<AppState>,
@@ -87,7 +81,7 @@ async fn get_cart(
         .bind(user.id)
         .fetch_all(&mut *conn)
         .await?;
-    let mut total: Decimal = items.iter().map(|item| item.subtotal).sum();
+    let mut total: Decimal = items.iter().map(|item| item.line.subtotal).sum();
     total.rescale(2);
     Ok(Json(CartView { items, total }))
 }
@@ -99,10 +93,8 @@ async fn get_cart(
     request_body = AddItem,
     responses(
         (status = 201, description = "The cart item after the addition", body = CartItemView),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "More than in stock", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Quantity below 1", body = Problem, content_type = "application/problem+json"),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
     )
 )]
 async fn add_item(
@@ -153,10 +145,7 @@ async fn add_item(
     request_body = UpdateItem,
     responses(
         (status = 200, description = "The updated item", body = CartItemView),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such item in your cart", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "More than in stock", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Quantity below 1", body = Problem, content_type = "application/problem+json"),
+        (status = 409, response = Conflict),
     )
 )]
 async fn update_item(
@@ -169,7 +158,12 @@ async fn update_item(
     let item = fetch_item(&mut tx, user.id, item_id)
         .await?
         .ok_or_else(|| item_not_found(item_id))?;
-    ensure_in_stock(&mut tx, item.product_id, i64::from(update.quantity.get())).await?;
+    ensure_in_stock(
+        &mut tx,
+        item.line.product_id,
+        i64::from(update.quantity.get()),
+    )
+    .await?;
     sqlx::query("UPDATE cart_items SET quantity = $2 WHERE id = $1")
         .bind(item_id)
         .bind(update.quantity.get())
@@ -187,11 +181,7 @@ async fn update_item(
     delete, path = "/api/cart/items/{id}", tag = "cart",
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "Cart item id")),
-    responses(
-        (status = 204, description = "Removed"),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such item in your cart", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 204, description = "Removed"))
 )]
 async fn remove_item(
     State(state): State<AppState>,
@@ -218,10 +208,7 @@ async fn remove_item(
 #[utoipa::path(
     delete, path = "/api/cart", tag = "cart",
     security(("bearer" = [])),
-    responses(
-        (status = 204, description = "Emptied"),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 204, description = "Emptied"))
 )]
 async fn clear_cart(State(state): State<AppState>, user: AuthUser) -> Result<StatusCode, ApiError> {
     let mut conn = state.db.acquire().await?;

@@ -2,14 +2,18 @@
 //! (`application/problem+json`) with the request's `trace_id`.
 //!
 //! Each kind has a stable `type` URI and `title`; `detail` explains this occurrence.
-//! The list of types is in `docs/problems.md`.
+//! The list of types is in `docs/problems.md`. Errors are not logged here: the response
+//! carries a `FailureLog` that the request middleware logs inside the request's span.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::telemetry::http::current_trace_id;
+use crate::checkout::CheckoutError;
+use crate::domain::StockShortage;
+use crate::orders::lifecycle::LifecycleError;
+use crate::telemetry::http::{FailureLog, Severity, current_trace_id};
 
 /// A request field that failed to parse, for 422 answers.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -17,15 +21,6 @@ pub struct FieldError {
     /// Where the problem is: a JSON path such as `items[0].quantity`, or a query parameter.
     pub field: String,
     pub message: String,
-}
-
-/// A product the cart wants more of than is available.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct StockShortage {
-    pub product_id: i64,
-    pub product_name: String,
-    pub requested: i32,
-    pub available: i32,
 }
 
 /// RFC 9457 problem details.
@@ -56,8 +51,6 @@ pub struct Problem {
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("the cart is empty")]
-    EmptyCart,
     #[error("{0}")]
     Unauthorized(String),
     #[error("this needs the admin role")]
@@ -66,12 +59,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
-    #[error("not enough stock for {}", describe_shortages(.0))]
+    #[error("not enough stock for {}", StockShortage::describe(.0))]
     InsufficientStock(Vec<StockShortage>),
     #[error("{0}")]
     InvalidTransition(String),
-    #[error("{0}")]
-    PaymentDeclined(String),
     #[error("the request body is larger than this server accepts (HTTP_BODY_LIMIT_BYTES)")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -80,25 +71,13 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{}", describe_fields(.0))]
     Validation(Vec<FieldError>),
-    #[error("{0}")]
-    EmailFailed(String),
+    /// What the checkout refused or lost; its statuses are chosen in [`ApiError::kind`].
+    #[error(transparent)]
+    Checkout(CheckoutError),
     #[error("{0}")]
     ServiceUnavailable(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
-}
-
-fn describe_shortages(items: &[StockShortage]) -> String {
-    items
-        .iter()
-        .map(|s| {
-            format!(
-                "{} (#{}: {} requested, {} available)",
-                s.product_name, s.product_id, s.requested, s.available
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn describe_fields(errors: &[FieldError]) -> String {
@@ -125,7 +104,6 @@ impl ApiError {
     fn kind(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad Request"),
-            Self::EmptyCart => (StatusCode::BAD_REQUEST, "empty-cart", "Cart Is Empty"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not Found"),
@@ -139,11 +117,6 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "invalid-transition",
                 "Invalid Status Transition",
-            ),
-            Self::PaymentDeclined(_) => (
-                StatusCode::PAYMENT_REQUIRED,
-                "payment-declined",
-                "Payment Declined",
             ),
             Self::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -165,7 +138,7 @@ impl ApiError {
                 "validation-error",
                 "Validation Failed",
             ),
-            Self::EmailFailed(_) => (StatusCode::BAD_GATEWAY, "email-failed", "E-mail Failed"),
+            Self::Checkout(error) => checkout_kind(error),
             Self::ServiceUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service-unavailable",
@@ -187,7 +160,7 @@ impl ApiError {
         let (status, slug, title) = self.kind();
         let detail = match self {
             // Never leak internals (SQL, hostnames) to the client; the log has them.
-            Self::Internal(_) => {
+            Self::Internal(_) | Self::Checkout(CheckoutError::Database(_)) => {
                 "something went wrong on our side; quote the trace_id when reporting it".to_string()
             }
             other => other.to_string(),
@@ -203,24 +176,77 @@ impl ApiError {
                 _ => None,
             },
             products: match self {
-                Self::InsufficientStock(items) => Some(items.clone()),
+                Self::InsufficientStock(items)
+                | Self::Checkout(CheckoutError::InsufficientStock(items)) => Some(items.clone()),
                 _ => None,
             },
+        }
+    }
+
+    /// What the request middleware should log about this error, if anything.
+    fn failure_log(&self) -> Option<FailureLog> {
+        let (severity, cause) = match self {
+            Self::Internal(error) => (Severity::Error, format!("{error:#}")),
+            Self::Checkout(error @ CheckoutError::Database(_)) => {
+                (Severity::Error, error.to_string())
+            }
+            Self::ServiceUnavailable(detail) => (Severity::Warning, detail.clone()),
+            Self::Checkout(error @ CheckoutError::EmailFailed { .. }) => {
+                (Severity::Warning, error.to_string())
+            }
+            _ => return None,
+        };
+        Some(FailureLog { severity, cause })
+    }
+}
+
+/// The checkout's refusals and failures as HTTP sees them.
+fn checkout_kind(error: &CheckoutError) -> (StatusCode, &'static str, &'static str) {
+    match error {
+        CheckoutError::EmptyCart => (StatusCode::BAD_REQUEST, "empty-cart", "Cart Is Empty"),
+        CheckoutError::PaymentDeclined(_) => (
+            StatusCode::PAYMENT_REQUIRED,
+            "payment-declined",
+            "Payment Declined",
+        ),
+        CheckoutError::EmailFailed { .. } => {
+            (StatusCode::BAD_GATEWAY, "email-failed", "E-mail Failed")
+        }
+        CheckoutError::InsufficientStock(_) => (
+            StatusCode::CONFLICT,
+            "insufficient-stock",
+            "Insufficient Stock",
+        ),
+        // `From<CheckoutError>` classifies database errors like any other request's.
+        CheckoutError::Database(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal-error",
+            "Internal Server Error",
+        ),
+    }
+}
+
+impl From<CheckoutError> for ApiError {
+    fn from(error: CheckoutError) -> Self {
+        match error {
+            CheckoutError::Database(error) => Self::from(error),
+            other => Self::Checkout(other),
+        }
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(error: LifecycleError) -> Self {
+        match error {
+            LifecycleError::NotFound(id) => Self::not_found(format!("order {id}")),
+            e @ LifecycleError::InvalidTransition { .. } => Self::InvalidTransition(e.to_string()),
+            LifecycleError::Database(error) => Self::from(error),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match &self {
-            Self::Internal(error) => {
-                tracing::error!(error = format!("{error:#}"), "request failed")
-            }
-            Self::ServiceUnavailable(detail) | Self::EmailFailed(detail) => {
-                tracing::warn!(detail = %detail, "request failed")
-            }
-            _ => {}
-        }
         let problem = self.to_problem();
         let status = self.status();
         let mut response = (status, axum::Json(problem)).into_response();
@@ -232,6 +258,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(log) = self.failure_log() {
+            response.extensions_mut().insert(log);
         }
         response
     }
@@ -255,29 +284,16 @@ pub trait OnConstraint<T> {
     fn on_constraint(self, name: &str, to_error: impl FnOnce() -> ApiError) -> Result<T, ApiError>;
 }
 
-impl<T, E: Into<ApiError>> OnConstraint<T> for Result<T, E>
-where
-    E: AsDatabaseError,
-{
+impl<T> OnConstraint<T> for Result<T, sqlx::Error> {
     fn on_constraint(self, name: &str, to_error: impl FnOnce() -> ApiError) -> Result<T, ApiError> {
         self.map_err(|error| {
-            if error.constraint_name() == Some(name) {
+            let violated = error.as_database_error().and_then(|e| e.constraint());
+            if violated == Some(name) {
                 to_error()
             } else {
                 error.into()
             }
         })
-    }
-}
-
-/// Errors that may carry the name of a violated database constraint.
-pub trait AsDatabaseError {
-    fn constraint_name(&self) -> Option<&str>;
-}
-
-impl AsDatabaseError for sqlx::Error {
-    fn constraint_name(&self) -> Option<&str> {
-        self.as_database_error().and_then(|e| e.constraint())
     }
 }
 
@@ -291,6 +307,11 @@ mod tests {
         let problem = error.to_problem();
         assert_eq!(problem.status, 500);
         assert!(!problem.detail.contains("hunter2"));
+        assert!(
+            error
+                .failure_log()
+                .is_some_and(|log| log.cause.contains("hunter2"))
+        );
     }
 
     #[test]
@@ -303,13 +324,28 @@ mod tests {
 
     #[test]
     fn stock_shortages_name_the_products() {
-        let error = ApiError::InsufficientStock(vec![StockShortage {
+        let error = ApiError::from(CheckoutError::InsufficientStock(vec![StockShortage {
             product_id: 7,
             product_name: "Kettle".into(),
             requested: 3,
             available: 1,
-        }]);
+        }]));
         assert!(error.to_string().contains("Kettle"));
         assert_eq!(error.to_problem().products.unwrap()[0].available, 1);
+    }
+
+    #[test]
+    fn checkout_refusals_keep_their_problem_types() {
+        let empty = ApiError::from(CheckoutError::EmptyCart).to_problem();
+        assert_eq!(
+            (empty.status, empty.kind.as_str()),
+            (400, "/problems/empty-cart")
+        );
+        let lost = ApiError::from(CheckoutError::EmailFailed {
+            reason: "down".into(),
+            transaction_id: "txn_1".into(),
+        });
+        assert_eq!(lost.status(), StatusCode::BAD_GATEWAY);
+        assert!(lost.failure_log().is_some());
     }
 }

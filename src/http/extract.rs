@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody, PathRejection};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, FieldError};
 use crate::auth::{JwtKeys, Role, TokenError};
@@ -56,15 +58,13 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 
 fn body_rejection(rejection: BytesRejection) -> ApiError {
     match rejection {
-        BytesRejection::FailedToBufferBody(failed) => {
-            let text = failed.body_text();
-            if text.contains("length limit") {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest(format!("could not read the request body: {text}"))
-            }
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            ApiError::PayloadTooLarge
         }
-        other => ApiError::BadRequest(other.body_text()),
+        other => ApiError::BadRequest(format!(
+            "could not read the request body: {}",
+            other.body_text()
+        )),
     }
 }
 
@@ -129,6 +129,50 @@ where
                 ApiError::Validation(vec![field_error(path, &error.into_inner().to_string())])
             })
     }
+}
+
+/// Which page of a list: `limit` and `offset` in the query string, the same rules for
+/// every list. Read next to the list's own filters, from the same query string.
+#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Page {
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+impl Page {
+    pub const DEFAULT_LIMIT: i64 = 20;
+    pub const MAX_LIMIT: i64 = 100;
+
+    /// The limit and offset to use, or a 422 naming the parameter out of range.
+    pub fn bounds(self) -> Result<(i64, i64), ApiError> {
+        let limit = self.limit.unwrap_or(Self::DEFAULT_LIMIT);
+        let offset = self.offset.unwrap_or(0);
+        if !(1..=Self::MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::validation(
+                "limit",
+                format!("must be from 1 to {}", Self::MAX_LIMIT),
+            ));
+        }
+        if offset < 0 {
+            return Err(ApiError::validation("offset", "must not be negative"));
+        }
+        Ok((limit, offset))
+    }
+}
+
+/// A page of a list, with how many items there are on all pages.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Paged<T: ToSchema> {
+    pub items: Vec<T>,
+    /// How many items match the filters, on all pages.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
 }
 
 /// A path parameter such as `{id}`; a non-numeric id is a 400, not a 500.

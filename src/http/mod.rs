@@ -1,5 +1,5 @@
 //! The HTTP API: one module per resource, each exposing `router()`, assembled here with
-//! the OpenAPI document, Swagger UI and the cross-cutting layers.
+//! the state they share, the OpenAPI document, Swagger UI and the cross-cutting layers.
 
 pub mod admin;
 pub mod auth;
@@ -13,20 +13,47 @@ pub mod orders;
 pub mod products;
 pub mod reviews;
 
+use std::any::Any;
+use std::sync::Arc;
+
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{Method, Uri};
 use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use self::error::ApiError;
-use crate::startup::AppState;
+use crate::auth::JwtKeys;
+use crate::checkout::Checkout;
+use crate::checkout::faults::Faults;
+use crate::db::Database;
 use crate::telemetry;
 
+/// What every handler can reach. Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Database,
+    pub jwt: Arc<JwtKeys>,
+    pub checkout: Checkout,
+    pub faults: Faults,
+    /// `None` when metrics are switched off (or in tests that run several apps in
+    /// one process, where the global recorder cannot tell them apart).
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
+}
+
 pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
-    let (api, openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (api, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(auth::router())
         .merge(products::router())
         .merge(reviews::router())
@@ -36,13 +63,26 @@ pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
         .merge(admin::router())
         .merge(ops::router())
         .split_for_parts();
+    openapi::add_common_responses(&mut openapi);
 
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit_bytes))
+        // A bug must still answer with a problem (and be logged with its trace id),
+        // not drop the connection.
+        .layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(middleware::from_fn(telemetry::http::instrument_request))
         .with_state(state)
+}
+
+fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
 }
 
 async fn not_found(uri: Uri) -> ApiError {

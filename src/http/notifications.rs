@@ -7,9 +7,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, Problem};
+use super::AppState;
+use super::error::ApiError;
 use super::extract::{AuthUser, Json, Path, Query};
-use crate::startup::AppState;
+use crate::notifications::NotificationKind;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -20,9 +21,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct NotificationView {
     pub id: i64,
-    /// What happened, e.g. `order_confirmed`.
-    #[schema(example = "order_confirmed")]
-    pub kind: String,
+    /// What happened.
+    pub kind: NotificationKind,
     pub message: String,
     pub is_read: bool,
     pub created_at: DateTime<Utc>,
@@ -41,11 +41,7 @@ pub struct NotificationFilter {
     get, path = "/api/notifications", tag = "notifications",
     security(("bearer" = [])),
     params(NotificationFilter),
-    responses(
-        (status = 200, description = "Notifications, newest first", body = Vec<NotificationView>),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 200, description = "Notifications, newest first", body = Vec<NotificationView>))
 )]
 async fn list_notifications(
     State(state): State<AppState>,
@@ -70,11 +66,7 @@ async fn list_notifications(
     post, path = "/api/notifications/{id}/read", tag = "notifications",
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "Notification id")),
-    responses(
-        (status = 200, description = "The notification, now read", body = NotificationView),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such notification of yours", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 200, description = "The notification, now read", body = NotificationView))
 )]
 async fn mark_read(
     State(state): State<AppState>,

@@ -1,10 +1,56 @@
-//! The OpenAPI document's frame: title, security scheme, tags. The paths and schemas
-//! come from the `#[utoipa::path]` annotations on the handlers.
+//! The OpenAPI document's frame: title, security scheme, tags, and the problem
+//! responses. Paths and schemas come from the `#[utoipa::path]` annotations on the
+//! handlers.
+//!
+//! Every problem response is defined once here, as a component, and referenced: a
+//! handler names only the statuses of its own (`(status = 404, response = NotFound)`),
+//! and [`add_common_responses`] adds what any operation of its shape can answer.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{Modify, OpenApi, ToResponse};
 
-use super::error::{FieldError, Problem, StockShortage};
+use super::error::{FieldError, Problem};
+use crate::domain::StockShortage;
+
+/// One reusable problem response per status; the doc comment is its description.
+macro_rules! problem_responses {
+    ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
+        $(
+            $(#[doc = $doc])+
+            #[derive(ToResponse)]
+            #[response(content_type = "application/problem+json")]
+            #[allow(dead_code)]
+            pub struct $name(Problem);
+        )+
+    };
+}
+
+problem_responses! {
+    /// Malformed request: the body is not JSON, or a path parameter is not a number.
+    BadRequest,
+    /// Missing, invalid or expired bearer token.
+    Unauthorized,
+    /// The payment was declined.
+    PaymentRequired,
+    /// The token is valid but lacks the admin role.
+    Forbidden,
+    /// No such resource (someone else's looks the same: ids reveal nothing).
+    NotFound,
+    /// A conflict with the current state: a duplicate, a transition not allowed, or not enough stock (`products` lists what is short).
+    Conflict,
+    /// The request body is larger than `HTTP_BODY_LIMIT_BYTES`.
+    PayloadTooLarge,
+    /// The body must be JSON with `Content-Type: application/json`.
+    UnsupportedMediaType,
+    /// A field or parameter is invalid; `errors` names each one.
+    UnprocessableEntity,
+    /// A dependency failed: the confirmation e-mail could not be sent.
+    BadGateway,
+    /// The database is unreachable or no connection became free in time; retry later.
+    ServiceUnavailable,
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,7 +62,14 @@ use super::error::{FieldError, Problem, StockShortage};
                        as \"19.99\".",
     ),
     modifiers(&BearerAuth),
-    components(schemas(Problem, FieldError, StockShortage)),
+    components(
+        schemas(Problem, FieldError, StockShortage),
+        responses(
+            BadRequest, Unauthorized, PaymentRequired, Forbidden, NotFound, Conflict,
+            PayloadTooLarge, UnsupportedMediaType, UnprocessableEntity, BadGateway,
+            ServiceUnavailable,
+        ),
+    ),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "catalog", description = "Categories and products"),
@@ -46,4 +99,66 @@ impl Modify for BearerAuth {
             ),
         );
     }
+}
+
+/// Adds the answers an operation can give because of its shape rather than its purpose,
+/// once the handlers' paths are in the document: a protected operation can answer 401,
+/// an admin-only one (security scope `admin`) 403; one with a JSON body 400, 413, 415
+/// and 422; one with a path parameter 400 and 404; one with query parameters 422; and
+/// everything under `/api/` needs the database, so 503.
+pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for (status, name) in common_responses(path, operation) {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+            }
+        }
+    }
+}
+
+fn common_responses(path: &str, operation: &Operation) -> Vec<(&'static str, &'static str)> {
+    let has_parameter_in = |place: ParameterIn| {
+        operation
+            .parameters
+            .iter()
+            .flatten()
+            .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == place))
+    };
+    let security = operation.security.as_deref().unwrap_or_default();
+    let mut common = Vec::new();
+    if !security.is_empty() {
+        common.push(("401", "Unauthorized"));
+    }
+    if security.contains(&SecurityRequirement::new("bearer", ["admin"])) {
+        common.push(("403", "Forbidden"));
+    }
+    if operation.request_body.is_some() {
+        common.extend([
+            ("400", "BadRequest"),
+            ("413", "PayloadTooLarge"),
+            ("415", "UnsupportedMediaType"),
+            ("422", "UnprocessableEntity"),
+        ]);
+    }
+    if has_parameter_in(ParameterIn::Path) {
+        common.extend([("400", "BadRequest"), ("404", "NotFound")]);
+    }
+    if has_parameter_in(ParameterIn::Query) {
+        common.push(("422", "UnprocessableEntity"));
+    }
+    if path.starts_with("/api/") {
+        common.push(("503", "ServiceUnavailable"));
+    }
+    common
 }

@@ -8,9 +8,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, Problem};
+use super::AppState;
+use super::error::ApiError;
 use super::extract::Json;
-use crate::startup::AppState;
+use super::openapi::ServiceUnavailable;
 use crate::telemetry::metrics::sample_gauges;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -46,7 +47,7 @@ async fn health() -> Json<HealthView> {
     get, path = "/ready", tag = "ops",
     responses(
         (status = 200, description = "Ready to serve", body = HealthView),
-        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 async fn ready(State(state): State<AppState>) -> Result<Json<HealthView>, ApiError> {

@@ -11,10 +11,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, OnConstraint, Problem};
-use super::extract::{AdminUser, Json, Path, Query};
+use super::AppState;
+use super::error::{ApiError, OnConstraint};
+use super::extract::{AdminUser, Json, Page, Paged, Path, Query};
+use super::openapi::Conflict;
 use crate::domain::{CategoryName, Description, Money, ProductName, Quantity, StockLevel};
-use crate::startup::AppState;
+use crate::inventory;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -94,13 +96,7 @@ pub struct Restock {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ProductQuery {
-    /// Page size, 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<i64>,
-    /// Items to skip (default 0).
-    #[param(minimum = 0)]
-    pub offset: Option<i64>,
+pub struct ProductFilter {
     pub category_id: Option<i64>,
     /// Words to look for in the name or description (case-insensitive).
     pub q: Option<String>,
@@ -108,15 +104,6 @@ pub struct ProductQuery {
     pub min_price: Option<Decimal>,
     #[param(value_type = Option<String>, example = "100.00")]
     pub max_price: Option<Decimal>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProductPage {
-    pub items: Vec<ProductView>,
-    /// How many products match the filters, on all pages.
-    pub total: i64,
-    pub limit: i64,
-    pub offset: i64,
 }
 
 /// The columns of [`ProductView`], shared by the single and the list query.
@@ -180,14 +167,11 @@ async fn list_categories(
 /// Create a category (admin).
 #[utoipa::path(
     post, path = "/api/products/categories", tag = "catalog",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     request_body = NewCategory,
     responses(
         (status = 201, description = "Created", body = CategoryView),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A category with this name exists", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 409, response = Conflict),
     )
 )]
 async fn create_category(
@@ -213,24 +197,15 @@ async fn create_category(
 /// Browse the catalog, a page at a time, with optional filters.
 #[utoipa::path(
     get, path = "/api/products", tag = "catalog",
-    params(ProductQuery),
-    responses(
-        (status = 200, description = "A page of products", body = ProductPage),
-        (status = 422, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-    )
+    params(Page, ProductFilter),
+    responses((status = 200, description = "A page of products", body = Paged<ProductView>))
 )]
 async fn list_products(
     State(state): State<AppState>,
-    Query(query): Query<ProductQuery>,
-) -> Result<Json<ProductPage>, ApiError> {
-    let limit = query.limit.unwrap_or(20);
-    let offset = query.offset.unwrap_or(0);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::validation("limit", "must be from 1 to 100"));
-    }
-    if offset < 0 {
-        return Err(ApiError::validation("offset", "must not be negative"));
-    }
+    Query(page): Query<Page>,
+    Query(query): Query<ProductFilter>,
+) -> Result<Json<Paged<ProductView>>, ApiError> {
+    let (limit, offset) = page.bounds()?;
     for (field, price) in [
         ("min_price", query.min_price),
         ("max_price", query.max_price),
@@ -278,7 +253,7 @@ async fn list_products(
     .bind(query.max_price)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(Json(ProductPage {
+    Ok(Json(Paged {
         items,
         total,
         limit,
@@ -296,14 +271,9 @@ fn escape_like(text: &str) -> String {
 /// Create a product with its initial stock (admin).
 #[utoipa::path(
     post, path = "/api/products", tag = "catalog",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     request_body = NewProduct,
-    responses(
-        (status = 201, description = "Created, with its stock", body = ProductView),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field or unknown category", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 201, description = "Created, with its stock", body = ProductView))
 )]
 async fn create_product(
     State(state): State<AppState>,
@@ -344,10 +314,7 @@ fn unknown_category(id: i64) -> ApiError {
 #[utoipa::path(
     get, path = "/api/products/{id}", tag = "catalog",
     params(("id" = i64, Path, description = "Product id")),
-    responses(
-        (status = 200, description = "The product", body = ProductView),
-        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 200, description = "The product", body = ProductView))
 )]
 async fn get_product(
     State(state): State<AppState>,
@@ -365,16 +332,10 @@ async fn get_product(
 /// Orders already placed keep the name and price they were placed with.
 #[utoipa::path(
     patch, path = "/api/products/{id}", tag = "catalog",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("id" = i64, Path, description = "Product id")),
     request_body = ProductUpdate,
-    responses(
-        (status = 200, description = "Updated", body = ProductView),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field or unknown category", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 200, description = "Updated", body = ProductView))
 )]
 async fn update_product(
     State(state): State<AppState>,
@@ -413,14 +374,9 @@ async fn update_product(
 /// The product disappears from listings and carts; orders that contain it keep it.
 #[utoipa::path(
     delete, path = "/api/products/{id}", tag = "catalog",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("id" = i64, Path, description = "Product id")),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 204, description = "Deleted"))
 )]
 async fn delete_product(
     State(state): State<AppState>,
@@ -448,16 +404,10 @@ async fn delete_product(
 /// Add units to a product's stock (admin).
 #[utoipa::path(
     post, path = "/api/products/{id}/restock", tag = "catalog",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("id" = i64, Path, description = "Product id")),
     request_body = Restock,
-    responses(
-        (status = 200, description = "The product with its new stock", body = ProductView),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid quantity", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 200, description = "The product with its new stock", body = ProductView))
 )]
 async fn restock_product(
     State(state): State<AppState>,
@@ -466,16 +416,7 @@ async fn restock_product(
     Json(restock): Json<Restock>,
 ) -> Result<Json<ProductView>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let restocked = sqlx::query(
-        "UPDATE inventory SET quantity = quantity + $2, updated_at = now() \
-         FROM products p WHERE p.id = inventory.product_id AND p.is_active \
-           AND inventory.product_id = $1",
-    )
-    .bind(id)
-    .bind(restock.quantity.get())
-    .execute(&mut *conn)
-    .await?;
-    if restocked.rows_affected() == 0 {
+    if !inventory::restock(&mut conn, id, restock.quantity.get()).await? {
         return Err(product_not_found(id));
     }
     fetch_product(&mut conn, id)

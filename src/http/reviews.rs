@@ -8,10 +8,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, OnConstraint, Problem};
+use super::AppState;
+use super::error::{ApiError, OnConstraint};
 use super::extract::{AuthUser, Json, Path};
+use super::openapi::Conflict;
 use crate::domain::{Rating, ReviewComment};
-use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_reviews, create_review))
@@ -41,10 +42,7 @@ pub struct NewReview {
 #[utoipa::path(
     get, path = "/api/products/{id}/reviews", tag = "reviews",
     params(("id" = i64, Path, description = "Product id")),
-    responses(
-        (status = 200, description = "Reviews, newest first", body = Vec<ReviewView>),
-        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
-    )
+    responses((status = 200, description = "Reviews, newest first", body = Vec<ReviewView>))
 )]
 async fn list_reviews(
     State(state): State<AppState>,
@@ -79,10 +77,7 @@ async fn list_reviews(
     request_body = NewReview,
     responses(
         (status = 201, description = "Review created", body = ReviewView),
-        (status = 401, description = "Not logged in", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "You already reviewed this product", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Rating outside 1–5", body = Problem, content_type = "application/problem+json"),
+        (status = 409, response = Conflict),
     )
 )]
 async fn create_review(

@@ -11,24 +11,25 @@ use hdrhistogram::Histogram;
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use crate::telemetry::metrics::CHECKOUT_OUTCOMES;
+use crate::checkout::CheckoutOutcome;
 
-/// The checkout outcomes, named as the service's `checkouts_total{outcome}` names them.
-pub fn checkout_outcome(status: Option<StatusCode>) -> &'static str {
+/// A checkout's outcome as the service's `checkouts_total{outcome}` names it, told
+/// from the status of its answer.
+pub fn checkout_outcome(status: Option<StatusCode>) -> CheckoutOutcome {
     match status.map(|s| s.as_u16()) {
-        Some(201) => "success",
-        Some(400) => "empty_cart",
-        Some(402) => "payment_declined",
-        Some(409) => "insufficient_stock",
-        Some(502) => "email_failed",
-        _ => "error",
+        Some(201) => CheckoutOutcome::Success,
+        Some(400) => CheckoutOutcome::EmptyCart,
+        Some(402) => CheckoutOutcome::PaymentDeclined,
+        Some(409) => CheckoutOutcome::InsufficientStock,
+        Some(502) => CheckoutOutcome::EmailFailed,
+        _ => CheckoutOutcome::Error,
     }
 }
 
 /// Collects measurements from all shoppers; cheap enough to call per request.
 pub struct Recorder {
     operations: Mutex<BTreeMap<&'static str, OperationStats>>,
-    checkouts: Mutex<BTreeMap<&'static str, u64>>,
+    checkouts: Mutex<BTreeMap<CheckoutOutcome, u64>>,
     requests: AtomicU64,
     errors: AtomicU64,
 }
@@ -128,11 +129,11 @@ impl Recorder {
                     )
                 })
                 .collect(),
-            checkouts: CHECKOUT_OUTCOMES
+            checkouts: CheckoutOutcome::ALL
                 .iter()
                 .map(|outcome| {
                     (
-                        (*outcome).to_string(),
+                        outcome.as_str().to_string(),
                         checkouts.get(outcome).copied().unwrap_or(0),
                     )
                 })
@@ -239,28 +240,17 @@ mod tests {
 
     #[test]
     fn outcomes_follow_the_service_statuses() {
-        assert_eq!(checkout_outcome(Some(StatusCode::CREATED)), "success");
+        let outcome = |status| checkout_outcome(status).as_str();
+        assert_eq!(outcome(Some(StatusCode::CREATED)), "success");
         assert_eq!(
-            checkout_outcome(Some(StatusCode::PAYMENT_REQUIRED)),
+            outcome(Some(StatusCode::PAYMENT_REQUIRED)),
             "payment_declined"
         );
-        assert_eq!(
-            checkout_outcome(Some(StatusCode::CONFLICT)),
-            "insufficient_stock"
-        );
-        assert_eq!(
-            checkout_outcome(Some(StatusCode::BAD_GATEWAY)),
-            "email_failed"
-        );
-        assert_eq!(
-            checkout_outcome(Some(StatusCode::BAD_REQUEST)),
-            "empty_cart"
-        );
-        assert_eq!(
-            checkout_outcome(Some(StatusCode::SERVICE_UNAVAILABLE)),
-            "error"
-        );
-        assert_eq!(checkout_outcome(None), "error");
+        assert_eq!(outcome(Some(StatusCode::CONFLICT)), "insufficient_stock");
+        assert_eq!(outcome(Some(StatusCode::BAD_GATEWAY)), "email_failed");
+        assert_eq!(outcome(Some(StatusCode::BAD_REQUEST)), "empty_cart");
+        assert_eq!(outcome(Some(StatusCode::SERVICE_UNAVAILABLE)), "error");
+        assert_eq!(outcome(None), "error");
     }
 
     #[test]

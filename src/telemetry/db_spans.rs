@@ -21,10 +21,10 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::db::POOL_WAIT_TARGET;
-
 /// Where sqlx logs its statements.
 pub const SQLX_TARGET: &str = "sqlx::query";
+/// Where `Database::acquire` reports a long wait for a pooled connection.
+pub const POOL_WAIT_TARGET: &str = "ecommerce_monolith::db::pool_wait";
 
 pub struct DbStatementSpans {
     tracer: SdkTracer,

@@ -23,6 +23,24 @@ pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
 /// label's cardinality unbounded.
 const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// How loudly a failed request is logged by the request middleware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Something the service should not have done: a 500.
+    Error,
+    /// The service could not do its job for a reason outside it (database, mail server).
+    Warning,
+}
+
+/// Attached to an error response (as a response extension), so that this middleware
+/// logs the cause inside the request's span, with its trace id, while the client sees
+/// only the problem.
+#[derive(Debug, Clone)]
+pub struct FailureLog {
+    pub severity: Severity,
+    pub cause: String,
+}
+
 tokio::task_local! {
     static TRACE_ID: String;
 }
@@ -81,6 +99,9 @@ pub async fn instrument_request(request: Request, next: Next) -> Response {
 
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
+    if let Some(failure) = response.extensions().get::<FailureLog>() {
+        span.in_scope(|| log_failure(failure));
+    }
     // Per the HTTP conventions a server span fails on 5xx only; a 4xx is the client's.
     if status.is_server_error() {
         span.set_status(Status::error(status.to_string()));
@@ -97,6 +118,15 @@ pub async fn instrument_request(request: Request, next: Next) -> Response {
         response.headers_mut().insert(TRACE_ID_HEADER, value);
     }
     response
+}
+
+/// The cause of a failed request, logged inside its span so the line carries the trace
+/// id; an ERROR event also marks the span failed.
+fn log_failure(failure: &FailureLog) {
+    match failure.severity {
+        Severity::Error => tracing::error!(error = %failure.cause, "request failed"),
+        Severity::Warning => tracing::warn!(detail = %failure.cause, "request failed"),
+    }
 }
 
 /// The span's own trace id when spans are exported; otherwise the caller's, or a fresh

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
@@ -43,6 +43,7 @@ pub const DURATION_BUCKETS: &[f64] = &[
 ];
 
 /// Installs the global recorder. Call once per process; the handle renders `/metrics`.
+/// Each module then starts its own counters at zero (e.g. `checkout::start_metrics_at_zero`).
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets(DURATION_BUCKETS)
@@ -50,31 +51,8 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()
         .context("installing the Prometheus recorder")?;
     describe_all();
-    start_counters_at_zero();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
-}
-
-/// The outcomes a checkout can have, as labels of `checkouts_total`.
-pub const CHECKOUT_OUTCOMES: &[&str] = &[
-    "success",
-    "empty_cart",
-    "insufficient_stock",
-    "payment_declined",
-    "email_failed",
-    "error",
-];
-
-/// Counters exist from the start, at zero: `rate()` and `increase()` then see the first
-/// event, and dashboards show 0 rather than "no data" on a quiet service.
-fn start_counters_at_zero() {
-    for outcome in CHECKOUT_OUTCOMES {
-        counter!(CHECKOUTS, "outcome" => *outcome).absolute(0);
-    }
-    for name in [PAYMENTS_ORPHANED, PAYMENTS_ORPHANED_AMOUNT, ORDERS_REVENUE] {
-        counter!(name).absolute(0);
-    }
-    gauge!(CHECKOUTS_IN_FLIGHT).set(0.0);
 }
 
 /// Drains histogram samples into their buckets periodically, so memory stays flat

@@ -64,7 +64,7 @@ impl Telemetry {
     }
 }
 
-/// Installs the global subscriber (logs + spans) and the W3C trace-context propagator.
+/// Installs the global subscriber: logs, and spans exported over OTLP.
 ///
 /// Must run inside a tokio runtime (the gRPC exporter needs one).
 pub fn init(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
@@ -77,10 +77,6 @@ pub fn init_for_tool(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> 
 }
 
 fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow::Result<Telemetry> {
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-    );
-
     let log_filter = EnvFilter::try_new(&settings.log_filter)
         .with_context(|| format!("RUST_LOG: cannot parse {:?}", settings.log_filter))?;
     let log_layer = logs::layer(settings.log_format, output).with_filter(log_filter);

@@ -178,3 +178,26 @@ async fn cancelling_before_shipping_puts_the_stock_back() {
     assert_eq!(cancelled["payment"]["status"], "refunded");
     assert_eq!(app.stock_of(kettle).await, (10, 0));
 }
+
+#[tokio::test]
+async fn statuses_read_from_the_database_are_checked_not_defaulted() {
+    let app = crate::helpers::spawn_app().await;
+    let known: ecommerce_monolith::orders::OrderStatus = sqlx::query_scalar("SELECT 'shipped'")
+        .fetch_one(&app.db)
+        .await
+        .expect("a known status decodes");
+    assert_eq!(known, ecommerce_monolith::orders::OrderStatus::Shipped);
+    let unknown = sqlx::query_scalar::<_, ecommerce_monolith::orders::OrderStatus>(
+        "SELECT 'lost_in_transit'",
+    )
+    .fetch_one(&app.db)
+    .await;
+    assert!(unknown.is_err(), "an unknown status must be an error");
+    let role = sqlx::query_scalar::<_, ecommerce_monolith::auth::Role>("SELECT 'superuser'")
+        .fetch_one(&app.db)
+        .await;
+    assert!(
+        role.is_err(),
+        "an unknown role must be an error, not a customer"
+    );
+}

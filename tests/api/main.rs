@@ -1,7 +1,7 @@
 //! Black-box tests: each drives a freshly spawned app over HTTP, as an API client would.
+//! They need only a Postgres; tests that need other tools are in `tests/external/`.
 
 mod auth;
-mod bench_smoke;
 mod cart;
 mod checkout;
 mod errors;
@@ -12,7 +12,6 @@ mod ops;
 mod otlp;
 mod products;
 mod reviews_and_notifications;
-mod stack;
 mod telemetry;
 mod tools;
 mod tour;

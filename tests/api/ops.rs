@@ -1,4 +1,5 @@
 use reqwest::StatusCode;
+use serde_json::Value;
 
 use sqlx::{Connection, PgConnection};
 
@@ -92,6 +93,17 @@ async fn swagger_ui_is_served_from_the_binary() {
     assert!(response.text().await.unwrap().contains("swagger"));
 }
 
+/// The object a `$ref` points at (responses are defined once, as components).
+fn resolve<'a>(doc: &'a Value, object: &'a Value) -> &'a Value {
+    match object["$ref"].as_str() {
+        Some(reference) => reference
+            .trim_start_matches("#/")
+            .split('/')
+            .fold(doc, |node, key| &node[key]),
+        None => object,
+    }
+}
+
 #[tokio::test]
 async fn openapi_document_describes_every_route_with_errors_and_security() {
     let app = spawn_app().await;
@@ -139,10 +151,13 @@ async fn openapi_document_describes_every_route_with_errors_and_security() {
         );
         let protected = operation["security"].is_array();
         if protected {
-            let unauthorized = &responses
-                .get("401")
-                .unwrap_or_else(|| panic!("{method} {path} lacks its 401"))["content"];
-            assert!(unauthorized["application/problem+json"]["schema"].is_object());
+            let unauthorized = resolve(
+                &doc,
+                responses
+                    .get("401")
+                    .unwrap_or_else(|| panic!("{method} {path} lacks its 401")),
+            );
+            assert!(unauthorized["content"]["application/problem+json"]["schema"].is_object());
         }
     }
     assert_eq!(

@@ -2,9 +2,21 @@
 //! binary. The figures of a smoke run mean nothing; the table must be complete.
 
 use crate::helpers::server_url;
+use crate::require::tool_available;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_benchmark_script_runs_end_to_end() {
+    let tools = [
+        ("python3", "apt-get install python3"),
+        ("wrk", "apt-get install wrk"),
+        ("pgbench", "apt-get install postgresql-client"),
+    ];
+    if !tools
+        .iter()
+        .all(|(tool, install)| tool_available(tool, install))
+    {
+        return;
+    }
     let output = tokio::process::Command::new("python3")
         .arg("bench/run.py")
         .arg("--smoke")

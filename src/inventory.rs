@@ -1,0 +1,111 @@
+//! Stock: units on hand (`quantity`) and units held by checkouts in flight (`reserved`).
+//!
+//! Every statement that locks inventory rows takes the locks in product-id order, so two
+//! transactions that touch the same products can never deadlock.
+
+use sqlx::PgConnection;
+
+/// Units of some products, one entry per product, sorted by product id.
+#[derive(Debug, Clone, Default)]
+pub struct Units {
+    pub product_ids: Vec<i64>,
+    pub quantities: Vec<i32>,
+}
+
+impl FromIterator<(i64, i32)> for Units {
+    fn from_iter<I: IntoIterator<Item = (i64, i32)>>(iter: I) -> Self {
+        let mut pairs: Vec<(i64, i32)> = iter.into_iter().collect();
+        pairs.sort_by_key(|(product_id, _)| *product_id);
+        let (product_ids, quantities) = pairs.into_iter().unzip();
+        Self {
+            product_ids,
+            quantities,
+        }
+    }
+}
+
+/// The stock of one product as it is under the lock.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Stock {
+    pub product_id: i64,
+    pub quantity: i32,
+    pub reserved: i32,
+}
+
+impl Stock {
+    pub fn available(&self) -> i32 {
+        self.quantity - self.reserved
+    }
+}
+
+/// Locks the products' inventory rows (`SELECT … FOR UPDATE`, in product-id order)
+/// and returns their stock. A second buyer of the same product waits here.
+pub async fn lock(conn: &mut PgConnection, product_ids: &[i64]) -> sqlx::Result<Vec<Stock>> {
+    sqlx::query_as(
+        "SELECT product_id, quantity, reserved FROM inventory \
+         WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
+    )
+    .bind(product_ids)
+    .fetch_all(conn)
+    .await
+}
+
+/// Holds units for a checkout: reserved += n.
+pub async fn reserve(conn: &mut PgConnection, units: &Units) -> sqlx::Result<()> {
+    adjust(conn, units, "reserved = inventory.reserved + n.quantity").await
+}
+
+/// The units leave the warehouse: quantity −= n and the reservation is released.
+pub async fn reduce(conn: &mut PgConnection, units: &Units) -> sqlx::Result<()> {
+    adjust(
+        conn,
+        units,
+        "quantity = inventory.quantity - n.quantity, reserved = inventory.reserved - n.quantity",
+    )
+    .await
+}
+
+async fn adjust(conn: &mut PgConnection, units: &Units, assignment: &str) -> sqlx::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE inventory SET {assignment}, updated_at = now() \
+         FROM UNNEST($1::bigint[], $2::int[]) AS n(product_id, quantity) \
+         WHERE inventory.product_id = n.product_id"
+    )))
+    .bind(&units.product_ids)
+    .bind(&units.quantities)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A cancelled order's units go back on the shelf.
+pub async fn put_back_order(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<()> {
+    let units: Vec<(i64, i32)> = sqlx::query_as(
+        "SELECT product_id, SUM(quantity)::int FROM order_items WHERE order_id = $1 \
+         GROUP BY product_id",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let units: Units = units.into_iter().collect();
+    lock(conn, &units.product_ids).await?;
+    adjust(conn, &units, "quantity = inventory.quantity + n.quantity").await
+}
+
+/// Adds units to one active product's stock; false if there is no such product.
+pub async fn restock(
+    conn: &mut PgConnection,
+    product_id: i64,
+    quantity: i32,
+) -> sqlx::Result<bool> {
+    let restocked = sqlx::query(
+        "UPDATE inventory SET quantity = quantity + $2, updated_at = now() \
+         FROM products p WHERE p.id = inventory.product_id AND p.is_active \
+           AND inventory.product_id = $1",
+    )
+    .bind(product_id)
+    .bind(quantity)
+    .execute(conn)
+    .await?;
+    Ok(restocked.rows_affected() > 0)
+}

@@ -1,0 +1,86 @@
+//! What may happen to an order after the checkout: shipped, delivered, or cancelled
+//! while nothing has shipped (the stock goes back and the payment is refunded).
+
+use super::model::{OrderStatus, OrderView, PaymentStatus};
+use super::store;
+use crate::db::Database;
+use crate::inventory;
+
+impl OrderStatus {
+    /// The transitions an admin may make: confirmed → shipped → delivered, and
+    /// cancellation as long as nothing has shipped.
+    pub fn can_become(self, next: OrderStatus) -> bool {
+        matches!(
+            (self, next),
+            (Self::Confirmed, Self::Shipped)
+                | (Self::Shipped, Self::Delivered)
+                | (Self::Confirmed, Self::Cancelled)
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("order {0} not found")]
+    NotFound(i64),
+    #[error("order {id} is {} and cannot become {}", .from.as_str(), .to.as_str())]
+    InvalidTransition {
+        id: i64,
+        from: OrderStatus,
+        to: OrderStatus,
+    },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Moves an order to `next`, with the effects that belong to it, in one transaction.
+pub async fn change_status(
+    db: &Database,
+    order_id: i64,
+    next: OrderStatus,
+) -> Result<OrderView, LifecycleError> {
+    let mut tx = db.begin().await?;
+    let current = store::lock_status(&mut tx, order_id)
+        .await?
+        .ok_or(LifecycleError::NotFound(order_id))?;
+    if !current.can_become(next) {
+        return Err(LifecycleError::InvalidTransition {
+            id: order_id,
+            from: current,
+            to: next,
+        });
+    }
+    store::set_status(&mut tx, order_id, next).await?;
+    if next == OrderStatus::Cancelled {
+        inventory::put_back_order(&mut tx, order_id).await?;
+        store::mark_payment(&mut tx, order_id, PaymentStatus::Refunded).await?;
+    }
+    let order = store::fetch(&mut tx, order_id)
+        .await?
+        .ok_or(LifecycleError::NotFound(order_id))?;
+    tx.commit().await?;
+    tracing::info!(
+        order.id = order_id,
+        from = current.as_str(),
+        to = next.as_str(),
+        "order status changed"
+    );
+    Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OrderStatus::*;
+
+    #[test]
+    fn lifecycle_moves_forward_only() {
+        assert!(Confirmed.can_become(Shipped));
+        assert!(Shipped.can_become(Delivered));
+        assert!(Confirmed.can_become(Cancelled));
+        assert!(!Shipped.can_become(Cancelled));
+        assert!(!Delivered.can_become(Shipped));
+        assert!(!Cancelled.can_become(Confirmed));
+        assert!(!Confirmed.can_become(Delivered));
+        assert!(!Confirmed.can_become(Confirmed));
+    }
+}

@@ -1,0 +1,10 @@
+//! Orders have one home: the model the API shows ([`model`]), how orders are written
+//! and read back ([`store`]), and what may happen to them afterwards ([`lifecycle`]).
+//!
+//! The checkout creates orders through [`store`]; the HTTP handlers only call in here.
+
+pub mod lifecycle;
+mod model;
+pub mod store;
+
+pub use model::{OrderStatus, OrderView, PaymentMethod, PaymentStatus, PaymentView};

@@ -1,0 +1,99 @@
+//! Orders and payments as the API shows them, and the closed sets of values they take.
+//!
+//! Status, payment status and payment method are enums stored as text: an unknown
+//! value in the database is a decoding error, never a silent default.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::LineItem;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Inside a checkout's transaction only: never visible after commit.
+    Pending,
+    /// Inside a checkout's transaction only: charged, not yet confirmed.
+    Paid,
+    Confirmed,
+    Shipped,
+    Delivered,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Paid => "paid",
+            Self::Confirmed => "confirmed",
+            Self::Shipped => "shipped",
+            Self::Delivered => "delivered",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Completed,
+    /// After a cancellation.
+    Refunded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum PaymentMethod {
+    CreditCard,
+    DebitCard,
+    Paypal,
+    BankTransfer,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreditCard => "credit_card",
+            Self::DebitCard => "debit_card",
+            Self::Paypal => "paypal",
+            Self::BankTransfer => "bank_transfer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct PaymentView {
+    pub id: i64,
+    #[schema(value_type = String, example = "39.98")]
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    pub method: PaymentMethod,
+    pub status: PaymentStatus,
+    #[schema(example = "txn_3f2a9c0e5b7d4e1f8a6b2c9d0e1f2a3b")]
+    pub transaction_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrderView {
+    pub id: i64,
+    pub user_id: i64,
+    pub status: OrderStatus,
+    #[schema(value_type = String, example = "39.98")]
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total: Decimal,
+    pub shipping_address: String,
+    /// How long the checkout that created this order took, in milliseconds.
+    pub processing_time_ms: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// With the product names and prices as they were when the order was placed.
+    pub items: Vec<LineItem>,
+    pub payment: Option<PaymentView>,
+}

@@ -1,0 +1,268 @@
+//! Every statement that writes or reads orders, their items and their payments.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+
+use super::model::{OrderStatus, OrderView, PaymentMethod, PaymentStatus, PaymentView};
+use crate::domain::LineItem;
+
+/// Whose orders to list.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    Customer(i64),
+    Everyone,
+}
+
+/// An order row as the checkout created it, before items and payment are attached.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub status: OrderStatus,
+    pub total: Decimal,
+    pub shipping_address: String,
+    pub processing_time_ms: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl OrderRow {
+    pub fn into_view(self, items: Vec<LineItem>, payment: Option<PaymentView>) -> OrderView {
+        OrderView {
+            id: self.id,
+            user_id: self.user_id,
+            status: self.status,
+            total: self.total,
+            shipping_address: self.shipping_address,
+            processing_time_ms: self.processing_time_ms,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            items,
+            payment,
+        }
+    }
+}
+
+const ORDER_COLUMNS: &str = "id, user_id, status, total, shipping_address, processing_time_ms, \
+                             created_at, updated_at";
+
+/// A new order of `user_id`, in status `pending`.
+pub async fn insert_pending(
+    conn: &mut PgConnection,
+    user_id: i64,
+    total: Decimal,
+    shipping_address: &str,
+) -> sqlx::Result<OrderRow> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO orders (user_id, status, total, shipping_address) VALUES ($1, $2, $3, $4) \
+         RETURNING {ORDER_COLUMNS}"
+    )))
+    .bind(user_id)
+    .bind(OrderStatus::Pending)
+    .bind(total)
+    .bind(shipping_address)
+    .fetch_one(conn)
+    .await
+}
+
+/// The order's lines, with the product names and prices as they are now.
+pub async fn insert_items(
+    conn: &mut PgConnection,
+    order_id: i64,
+    items: &[LineItem],
+) -> sqlx::Result<()> {
+    let product_ids: Vec<i64> = items.iter().map(|i| i.product_id).collect();
+    let names: Vec<&str> = items.iter().map(|i| i.product_name.as_str()).collect();
+    let prices: Vec<Decimal> = items.iter().map(|i| i.unit_price).collect();
+    let quantities: Vec<i32> = items.iter().map(|i| i.quantity).collect();
+    sqlx::query(
+        "INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity) \
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::numeric[], $5::int[])",
+    )
+    .bind(order_id)
+    .bind(product_ids)
+    .bind(names)
+    .bind(prices)
+    .bind(quantities)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The payment of an order, as the gateway approved it.
+pub async fn insert_payment(
+    conn: &mut PgConnection,
+    order_id: i64,
+    amount: Decimal,
+    method: PaymentMethod,
+    transaction_id: &str,
+) -> sqlx::Result<PaymentView> {
+    sqlx::query_as(
+        "INSERT INTO payments (order_id, amount, method, status, transaction_id) \
+         VALUES ($1, $2, $3, $4, $5) \
+         RETURNING id, amount, method, status, transaction_id, created_at",
+    )
+    .bind(order_id)
+    .bind(amount)
+    .bind(method)
+    .bind(PaymentStatus::Completed)
+    .bind(transaction_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Moves an order to `status`; returns when it happened.
+pub async fn set_status(
+    conn: &mut PgConnection,
+    order_id: i64,
+    status: OrderStatus,
+) -> sqlx::Result<DateTime<Utc>> {
+    sqlx::query_scalar(
+        "UPDATE orders SET status = $2, updated_at = now() WHERE id = $1 RETURNING updated_at",
+    )
+    .bind(order_id)
+    .bind(status)
+    .fetch_one(conn)
+    .await
+}
+
+/// The end of a checkout: `confirmed`, with how long the checkout took.
+pub async fn confirm(
+    conn: &mut PgConnection,
+    order_id: i64,
+    processing_time_ms: i32,
+) -> sqlx::Result<DateTime<Utc>> {
+    sqlx::query_scalar(
+        "UPDATE orders SET status = $2, processing_time_ms = $3, updated_at = now() \
+         WHERE id = $1 RETURNING updated_at",
+    )
+    .bind(order_id)
+    .bind(OrderStatus::Confirmed)
+    .bind(processing_time_ms)
+    .fetch_one(conn)
+    .await
+}
+
+/// The order's status, with the row locked until the transaction ends.
+pub async fn lock_status(
+    conn: &mut PgConnection,
+    order_id: i64,
+) -> sqlx::Result<Option<OrderStatus>> {
+    sqlx::query_scalar("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
+        .bind(order_id)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn mark_payment(
+    conn: &mut PgConnection,
+    order_id: i64,
+    status: PaymentStatus,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE payments SET status = $2 WHERE order_id = $1")
+        .bind(order_id)
+        .bind(status)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn fetch(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Option<OrderView>> {
+    let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
+    )))
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) => Ok(attach_details(conn, vec![row]).await?.pop()),
+        None => Ok(None),
+    }
+}
+
+/// Newest first. Items and payments are loaded with one query each for the whole page.
+pub async fn list(
+    conn: &mut PgConnection,
+    scope: Scope,
+    status: Option<OrderStatus>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<OrderView>, i64)> {
+    let user_id = match scope {
+        Scope::Customer(id) => Some(id),
+        Scope::Everyone => None,
+    };
+    const FILTER: &str =
+        "WHERE ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR status = $2)";
+    let rows: Vec<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders {FILTER} \
+         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+    )))
+    .bind(user_id)
+    .bind(status)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM orders {FILTER}"
+    )))
+    .bind(user_id)
+    .bind(status)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((attach_details(conn, rows).await?, total))
+}
+
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    order_id: i64,
+    #[sqlx(flatten)]
+    item: LineItem,
+}
+
+#[derive(sqlx::FromRow)]
+struct PaymentRow {
+    order_id: i64,
+    #[sqlx(flatten)]
+    payment: PaymentView,
+}
+
+async fn attach_details(
+    conn: &mut PgConnection,
+    rows: Vec<OrderRow>,
+) -> sqlx::Result<Vec<OrderView>> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let items: Vec<ItemRow> = sqlx::query_as(
+        "SELECT order_id, product_id, product_name, unit_price, quantity, \
+                unit_price * quantity AS subtotal \
+         FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, id",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let payments: Vec<PaymentRow> = sqlx::query_as(
+        "SELECT order_id, id, amount, method, status, transaction_id, created_at \
+         FROM payments WHERE order_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let order_items = items
+                .iter()
+                .filter(|i| i.order_id == row.id)
+                .map(|i| i.item.clone())
+                .collect();
+            let payment = payments
+                .iter()
+                .find(|p| p.order_id == row.id)
+                .map(|p| p.payment.clone());
+            row.into_view(order_items, payment)
+        })
+        .collect())
+}

@@ -1,0 +1,13 @@
+//! Tests that need tools beyond Postgres: Prometheus and promtool (the dashboards and
+//! alerts proved against the real thing), docker-compose (the compose file), and the
+//! benchmark harness (python3, wrk, pgbench). Without a tool its tests are skipped with
+//! a note; with `CI=true` a missing tool fails them.
+
+#[path = "../api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+mod bench_smoke;
+mod promtool;
+mod require;
+mod stack;
