@@ -29,6 +29,9 @@ const MIN_JWT_SECRET_BYTES: usize = 32;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bind_addr: SocketAddr,
+    /// After SIGTERM, requests in flight get this long; what still runs then is rolled
+    /// back and counted.
+    pub shutdown_timeout: Duration,
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub smtp: SmtpSettings,
@@ -50,6 +53,14 @@ pub struct AuthSettings {
     pub jwt_secret: SecretString,
     pub jwt_ttl: Duration,
     pub admin: Option<AdminAccount>,
+    pub login_throttle: LoginThrottleSettings,
+}
+
+/// Login attempts allowed per minute (bursts included); `None` switches a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottleSettings {
+    pub per_account: Option<std::num::NonZeroU32>,
+    pub per_address: Option<std::num::NonZeroU32>,
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +306,8 @@ impl Settings {
             SocketAddr::from(([0, 0, 0, 0], 8000)),
             "host:port such as 0.0.0.0:8000",
         );
+        let shutdown_timeout =
+            Duration::from_secs(r.parse("SHUTDOWN_TIMEOUT_SECONDS", 20u64, "whole seconds"));
         let database = DatabaseSettings::read(&mut r);
         let auth = read_auth(&mut r);
         let smtp = SmtpSettings {
@@ -317,6 +330,7 @@ impl Settings {
 
         r.finish(Settings {
             bind_addr,
+            shutdown_timeout,
             database,
             auth,
             smtp,
@@ -405,10 +419,24 @@ fn read_auth(r: &mut Reader) -> AuthSettings {
         }
     };
 
+    let login_throttle = LoginThrottleSettings {
+        per_account: std::num::NonZeroU32::new(r.parse(
+            "LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE",
+            10u32,
+            "a whole number (0 switches the limit off)",
+        )),
+        per_address: std::num::NonZeroU32::new(r.parse(
+            "LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+            100u32,
+            "a whole number (0 switches the limit off)",
+        )),
+    };
+
     AuthSettings {
         jwt_secret: SecretString::from(secret),
         jwt_ttl: Duration::from_secs(ttl_seconds),
         admin,
+        login_throttle,
     }
 }
 

@@ -8,7 +8,8 @@ use secrecy::ExposeSecret;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
+use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::watch;
 
 use crate::config::DatabaseSettings;
 use crate::telemetry::db_spans::POOL_WAIT_TARGET;
@@ -19,27 +20,59 @@ pub const NOTABLE_POOL_WAIT: Duration = Duration::from_millis(1);
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// How often a probe asks the database whether it answers, while it does and while it
+/// does not, and how long one probe may take: together they bound how long requests
+/// wait before an outage turns into quick 503s (≈1.5 s) and how soon they stop after
+/// the database is back (≈1.25 s).
+const PROBE_WHILE_UP: Duration = Duration::from_millis(500);
+const PROBE_WHILE_DOWN: Duration = Duration::from_millis(250);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The shared connection pool. All requests draw from it — including the checkouts that
 /// hold a connection for seconds, which is one of the lessons of this service.
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: PgPool,
     max_connections: u32,
+    /// Whether the last probe reached the server (see [`Database::connect`]).
+    reachable: watch::Receiver<bool>,
 }
 
 impl Database {
-    /// Connects lazily: the service starts even if Postgres is not up yet, and
-    /// `/ready` says so.
-    pub fn connect_lazy(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+    /// A pool that connects lazily (the service starts even if Postgres is not up yet),
+    /// and a background probe on a connection of its own that tells whether the server
+    /// answers. While it does not, [`Database::acquire`] fails at once instead of
+    /// waiting `DB_ACQUIRE_TIMEOUT_SECONDS` for a connection that cannot come.
+    pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
         let options = connect_options(settings)?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
+        let (reachable_tx, reachable) = watch::channel(true);
+        tokio::spawn(watch_reachability(
+            options.disable_statement_logging(),
+            reachable_tx,
+        ));
         Ok(Self {
             pool,
             max_connections: settings.max_connections,
+            reachable,
         })
+    }
+
+    /// A small pool of its own, for a part that stands for an external system (the
+    /// payment gateway): it must not wait behind the shop's own connections.
+    pub fn separate_pool(settings: &DatabaseSettings, size: u32) -> anyhow::Result<PgPool> {
+        Ok(PgPoolOptions::new()
+            .max_connections(size)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(connect_options(settings)?))
+    }
+
+    /// Whether the database answered its last probe.
+    pub fn is_reachable(&self) -> bool {
+        *self.reachable.borrow()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -54,9 +87,25 @@ impl Database {
     /// [`NOTABLE_POOL_WAIT`] also becomes a `db.pool.acquire` span (see
     /// `telemetry::db_spans`), so a saturated pool shows up in every trace that suffers
     /// from it while the usual microsecond wait costs no span at all.
+    ///
+    /// While the database is unreachable it fails at once with an I/O error (a 503 for
+    /// the client), and a wait under way ends as soon as the probe notices an outage.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        if !self.is_reachable() {
+            return Err(unreachable());
+        }
+        let mut reachable = self.reachable.clone();
+        let outage = async move {
+            if reachable.wait_for(|up| !*up).await.is_err() {
+                // The probe has stopped (the runtime is shutting down): wait on the pool.
+                std::future::pending::<()>().await;
+            }
+        };
         let started = Instant::now();
-        let connection = self.pool.acquire().await;
+        let connection = tokio::select! {
+            connection = self.pool.acquire() => connection,
+            () = outage => Err(unreachable()),
+        };
         let waited = started.elapsed();
         metrics::histogram!(DB_POOL_ACQUIRE_DURATION).record(waited.as_secs_f64());
         if waited >= NOTABLE_POOL_WAIT {
@@ -77,6 +126,9 @@ impl Database {
 
     /// Whether the database answers, for `/ready`.
     pub async fn ping(&self) -> bool {
+        if !self.is_reachable() {
+            return false;
+        }
         let check = async {
             let mut connection = self.pool.acquire().await?;
             sqlx::query("SELECT 1").execute(&mut *connection).await
@@ -86,6 +138,73 @@ impl Database {
             Ok(Ok(_))
         )
     }
+}
+
+/// The error of a request that needs the database while it is unreachable.
+fn unreachable() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the database is unreachable",
+    ))
+}
+
+/// Whether `error` means the database could not be reached or went away (the client
+/// should retry later: 503), rather than a fault of the request or of this service.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exception; 57P01-57P03: the server is shutting
+            // down or starting; 53300: too many connections.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
+/// Probes the server on a connection of its own and publishes whether it answered.
+/// Ends when nobody listens any more (every `Database` clone dropped).
+async fn watch_reachability(options: PgConnectOptions, reachable: watch::Sender<bool>) {
+    let mut connection: Option<PgConnection> = None;
+    while !reachable.is_closed() {
+        let up = probe(&mut connection, &options).await;
+        let was_up = reachable.send_replace(up);
+        if was_up && !up {
+            tracing::warn!(
+                "the database does not answer: requests that need it get 503 until it does"
+            );
+        } else if up && !was_up {
+            tracing::info!("the database answers again");
+        }
+        tokio::time::sleep(if up { PROBE_WHILE_UP } else { PROBE_WHILE_DOWN }).await;
+    }
+}
+
+/// `SELECT 1` on the probe's connection, reconnecting once if it was lost.
+async fn probe(connection: &mut Option<PgConnection>, options: &PgConnectOptions) -> bool {
+    for _attempt in 0..2 {
+        if connection.is_none() {
+            *connection = tokio::time::timeout(PROBE_TIMEOUT, options.connect())
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        let Some(conn) = connection.as_mut() else {
+            return false;
+        };
+        let answered = tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(conn))
+            .await
+            .is_ok_and(|result| result.is_ok());
+        if answered {
+            return true;
+        }
+        *connection = None;
+    }
+    false
 }
 
 fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {

@@ -1,28 +1,45 @@
 //! Wiring: builds the parts from the settings, hands them to the router, listens, and
 //! shuts down gracefully.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::auth::{self, JwtKeys};
+use crate::auth::{self, JwtKeys, LoginThrottle};
 use crate::checkout::Checkout;
 use crate::checkout::email::Mailer;
 use crate::checkout::faults::Faults;
-use crate::checkout::payment::SimulatedGateway;
+use crate::checkout::payment::{self, PaymentGateway, SimulatedGateway};
 use crate::config::Settings;
 use crate::db::{self, Database};
 use crate::http::{self, AppState};
+use crate::{idempotency, reconciliation};
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    shutdown_timeout: Duration,
+    /// Work that outlives its request (checkouts whose client left).
+    in_flight: TaskTracker,
+    /// Cancelled at the shutdown deadline: checkouts still running roll back.
+    stopping: CancellationToken,
 }
+
+/// After the deadline, how long the interrupted work gets to roll back and count
+/// itself (a payment under way finishes first).
+const AFTER_DEADLINE: Duration = Duration::from_secs(5);
+/// How often the ledger is reconciled for the `payments_without_order` gauges.
+const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// How often idle housekeeping runs (login throttle memory, expired idempotency keys).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
 impl Application {
     /// Migrates the database, makes sure the admin exists, and binds the listener
@@ -32,31 +49,50 @@ impl Application {
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<Self> {
         db::create_and_migrate(&settings.database).await?;
-        let db = Database::connect_lazy(&settings.database)?;
+        let db = Database::connect(&settings.database)?;
         if let Some(admin) = &settings.auth.admin {
             auth::ensure_admin(&db, admin)
                 .await
                 .context("creating the admin account")?;
         }
 
+        let stopping = CancellationToken::new();
+        let in_flight = TaskTracker::new();
         let faults = Faults::new(settings.faults);
         let mailer = Mailer::new(&settings.smtp, faults.clone())?;
-        let gateway = Arc::new(SimulatedGateway::new(faults.clone()));
+        let ledger = Database::separate_pool(&settings.database, payment::LEDGER_CONNECTIONS)?;
+        tokio::spawn(reconciliation::export_periodically(
+            ledger.clone(),
+            RECONCILE_EVERY,
+        ));
+        let gateway: Arc<dyn PaymentGateway> =
+            Arc::new(SimulatedGateway::new(faults.clone(), ledger));
+        let login_throttle = Arc::new(LoginThrottle::new(settings.auth.login_throttle));
         let state = AppState {
-            checkout: Checkout::new(db.clone(), gateway, mailer),
-            db,
+            checkout: Checkout::new(db.clone(), gateway.clone(), mailer, stopping.clone()),
+            gateway,
+            db: db.clone(),
             jwt: Arc::new(JwtKeys::new(
                 &settings.auth.jwt_secret,
                 settings.auth.jwt_ttl,
             )),
+            login_throttle: login_throttle.clone(),
             faults,
+            in_flight: in_flight.clone(),
             metrics,
         };
+        tokio::spawn(housekeeping(db, login_throttle));
         let router = http::router(state, settings.http.body_limit_bytes);
         let listener = TcpListener::bind(settings.bind_addr)
             .await
             .with_context(|| format!("BIND_ADDR: cannot listen on {}", settings.bind_addr))?;
-        Ok(Self { listener, router })
+        Ok(Self {
+            listener,
+            router,
+            shutdown_timeout: settings.shutdown_timeout,
+            in_flight,
+            stopping,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -65,15 +101,73 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets the requests
-    /// in flight finish (a checkout in its 3 s included).
+    /// Serves until `shutdown` completes, then stops accepting and gives the requests in
+    /// flight — and checkouts whose client left — until `SHUTDOWN_TIMEOUT_SECONDS`.
+    /// Whatever still runs then is rolled back and counted (an order lost after its
+    /// payment as an orphaned payment), and the server stops.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let requested = CancellationToken::new();
+        let serve = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(requested.clone().cancelled_owned());
+        let mut server = tokio::spawn(serve.into_future());
+        tokio::select! {
+            finished = &mut server => return finished.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            () = shutdown => requested.cancel(),
+        }
+
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let in_flight = self.in_flight.clone();
+        in_flight.close();
+        let drained = async {
+            let served = (&mut server).await;
+            in_flight.wait().await;
+            served
+        };
+        let served = match tokio::time::timeout_at(deadline, drained).await {
+            Ok(served) => served,
+            Err(_) => {
+                tracing::warn!(
+                    deadline_seconds = self.shutdown_timeout.as_secs(),
+                    "shutdown deadline reached: rolling back what still runs"
+                );
+                self.stopping.cancel();
+                let rolled_back = async {
+                    let served = (&mut server).await;
+                    in_flight.wait().await;
+                    served
+                };
+                match tokio::time::timeout(AFTER_DEADLINE, rolled_back).await {
+                    Ok(served) => served,
+                    Err(_) => {
+                        server.abort();
+                        tracing::warn!("requests still open after the deadline were dropped");
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        served.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Periodic upkeep: the login throttle forgets idle keys, expired idempotency keys go.
+async fn housekeeping(db: Database, login_throttle: Arc<LoginThrottle>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    loop {
+        tick.tick().await;
+        login_throttle.forget_idle();
+        if db.is_reachable()
+            && let Err(error) = idempotency::purge_expired(&db).await
+        {
+            tracing::warn!(%error, "could not delete expired idempotency keys");
+        }
     }
 }
 
@@ -103,5 +197,5 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing the requests in flight");
+    tracing::info!("shutting down: finishing the requests in flight until the deadline");
 }

@@ -9,6 +9,8 @@ use metrics::gauge;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::optional_whole;
+
 use crate::telemetry::metrics::{
     FAULT_EMAIL_DELAY, FAULT_EMAIL_OUTAGE, FAULT_PAYMENT_DELAY, FAULT_PAYMENT_SUCCESS_RATE,
 };
@@ -113,10 +115,12 @@ pub struct FaultsView {
 #[serde(deny_unknown_fields)]
 pub struct FaultsUpdate {
     #[schema(maximum = 60000)]
+    #[serde(default, deserialize_with = "optional_whole")]
     pub payment_delay_ms: Option<u64>,
     #[schema(minimum = 0, maximum = 1)]
     pub payment_success_rate: Option<f64>,
     #[schema(maximum = 60000)]
+    #[serde(default, deserialize_with = "optional_whole")]
     pub email_delay_ms: Option<u64>,
     pub email_outage: Option<bool>,
 }

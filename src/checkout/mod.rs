@@ -29,8 +29,9 @@ use metrics::{counter, gauge, histogram};
 use opentelemetry::trace::Status;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
+use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -38,7 +39,7 @@ use utoipa::ToSchema;
 
 use self::email::{Confirmation, EmailError, Mailer};
 pub use self::outcome::CheckoutOutcome;
-use self::payment::{Charge, PaymentError, PaymentGateway};
+use self::payment::{Charge, ChargeRequest, PaymentError, PaymentGateway};
 use crate::db::Database;
 use crate::domain::{LineItem, ShippingAddress, StockShortage};
 use crate::inventory::{self, Units};
@@ -50,7 +51,7 @@ use crate::telemetry::metrics::{
     ORDERS_REVENUE, PAYMENTS_ORPHANED, PAYMENTS_ORPHANED_AMOUNT,
 };
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
     pub shipping_address: ShippingAddress,
@@ -64,15 +65,15 @@ pub enum CheckoutError {
     #[error("not enough stock for {}", StockShortage::describe(.0))]
     InsufficientStock(Vec<StockShortage>),
     #[error("{0}")]
-    PaymentDeclined(#[from] PaymentError),
-    /// The customer was charged, then the order was rolled back: an orphaned payment.
-    #[error("the confirmation e-mail could not be sent ({reason}); the order was rolled back")]
-    EmailFailed {
-        reason: String,
-        transaction_id: String,
-    },
+    Payment(#[from] PaymentError),
+    /// Only after the charge: the order was rolled back, the payment orphaned.
+    #[error("the confirmation e-mail could not be sent ({0}); the order was rolled back")]
+    EmailFailed(#[from] EmailError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The shutdown deadline came first; everything was rolled back.
+    #[error("the service is shutting down; the checkout was rolled back, retry shortly")]
+    Interrupted,
 }
 
 impl CheckoutError {
@@ -80,12 +81,27 @@ impl CheckoutError {
         match self {
             Self::EmptyCart => CheckoutOutcome::EmptyCart,
             Self::InsufficientStock(_) => CheckoutOutcome::InsufficientStock,
-            Self::PaymentDeclined(_) => CheckoutOutcome::PaymentDeclined,
-            Self::EmailFailed { .. } => CheckoutOutcome::EmailFailed,
-            Self::Database(_) => CheckoutOutcome::Error,
+            Self::Payment(PaymentError::Declined) => CheckoutOutcome::PaymentDeclined,
+            Self::Payment(PaymentError::Unavailable(_)) | Self::Database(_) => {
+                CheckoutOutcome::Error
+            }
+            Self::EmailFailed(_) => CheckoutOutcome::EmailFailed,
+            Self::Interrupted => CheckoutOutcome::Shutdown,
+        }
+    }
+
+    /// Why an order was lost after its payment, as `payments_orphaned_total{reason}`.
+    fn orphan_reason(&self) -> &'static str {
+        match self {
+            Self::EmailFailed(_) => "email_failed",
+            Self::Interrupted => "shutdown",
+            _ => "database_error",
         }
     }
 }
+
+/// The reasons an order can be lost after its payment.
+pub const ORPHAN_REASONS: [&str; 3] = ["email_failed", "database_error", "shutdown"];
 
 /// Counters exist from the start, at zero: `rate()` and `increase()` then see the first
 /// event, and dashboards show 0 rather than "no data" on a quiet service.
@@ -93,9 +109,11 @@ pub fn start_metrics_at_zero() {
     for outcome in CheckoutOutcome::ALL {
         counter!(CHECKOUTS, "outcome" => outcome.as_str()).absolute(0);
     }
-    for name in [PAYMENTS_ORPHANED, PAYMENTS_ORPHANED_AMOUNT, ORDERS_REVENUE] {
-        counter!(name).absolute(0);
+    for reason in ORPHAN_REASONS {
+        counter!(PAYMENTS_ORPHANED, "reason" => reason).absolute(0);
+        counter!(PAYMENTS_ORPHANED_AMOUNT, "reason" => reason).absolute(0);
     }
+    counter!(ORDERS_REVENUE).absolute(0);
     gauge!(CHECKOUTS_IN_FLIGHT).set(0.0);
 }
 
@@ -131,14 +149,22 @@ pub struct Checkout {
     db: Database,
     gateway: Arc<dyn PaymentGateway>,
     mailer: Mailer,
+    /// Cancelled when the shutdown deadline passes: checkouts still running roll back.
+    stopping: CancellationToken,
 }
 
 impl Checkout {
-    pub fn new(db: Database, gateway: Arc<dyn PaymentGateway>, mailer: Mailer) -> Self {
+    pub fn new(
+        db: Database,
+        gateway: Arc<dyn PaymentGateway>,
+        mailer: Mailer,
+        stopping: CancellationToken,
+    ) -> Self {
         Self {
             db,
             gateway,
             mailer,
+            stopping,
         }
     }
 
@@ -187,9 +213,15 @@ impl Checkout {
         request: &CheckoutRequest,
         started: Instant,
     ) -> Result<OrderView, CheckoutError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self
+            .unless_stopped(async { Ok(self.db.begin().await?) })
+            .await?;
         match self.eleven_steps(&mut tx, user_id, request).await {
-            Ok(placed) => step!(commit(tx, placed, started)),
+            Ok(placed) => {
+                let (order_id, charge) = (placed.order.id, placed.charge.clone());
+                step!(commit(tx, placed, started))
+                    .map_err(|error| orphaned_payment(error, order_id, &charge))
+            }
             Err(error) => {
                 rollback(tx).await;
                 Err(error)
@@ -198,29 +230,57 @@ impl Checkout {
     }
 
     /// The original system's checkout, step by step, all inside the caller's transaction.
+    ///
+    /// The shutdown deadline interrupts it anywhere but in the payment: the gateway
+    /// takes the money whether we wait or not, and only its answer tells whether
+    /// losing the order afterwards orphans a payment.
     async fn eleven_steps(
         &self,
         tx: &mut PgConnection,
         user_id: i64,
         request: &CheckoutRequest,
     ) -> Result<Placed, CheckoutError> {
-        let cart = step!(validate_cart(tx, user_id))?;
-        step!(check_inventory(tx, &cart))?;
-        step!(reserve_inventory(tx, &cart))?;
-        let order = step!(create_order(tx, &cart, request))?;
-        let items = step!(create_order_items(tx, &order, &cart))?;
+        let (cart, order, items) = self
+            .unless_stopped(async {
+                let cart = step!(validate_cart(tx, user_id))?;
+                step!(check_inventory(tx, &cart))?;
+                step!(reserve_inventory(tx, &cart))?;
+                let order = step!(create_order(tx, &cart, request))?;
+                let items = step!(create_order_items(tx, &order, &cart))?;
+                Ok((cart, order, items))
+            })
+            .await?;
         let charge = step!(process_payment(self.gateway.as_ref(), &order, request))?;
-        let payment = step!(record_payment(tx, &order, &charge, request))?;
-        step!(reduce_inventory(tx, &cart))?;
-        step!(send_email(&self.mailer, &cart, &order))
-            .map_err(|error| orphaned_payment(error, &order, &charge))?;
-        step!(create_notification(tx, &cart, &order))?;
-        step!(clear_cart(tx, &cart))?;
+        // From here on, losing the order orphans the payment.
+        let payment = self
+            .unless_stopped(async {
+                let payment = step!(record_payment(tx, &order, &charge, request))?;
+                step!(reduce_inventory(tx, &cart))?;
+                step!(send_email(&self.mailer, &cart, &order))?;
+                step!(create_notification(tx, &cart, &order))?;
+                step!(clear_cart(tx, &cart))?;
+                Ok(payment)
+            })
+            .await
+            .map_err(|error| orphaned_payment(error, order.id, &charge))?;
         Ok(Placed {
             order,
             items,
             payment,
+            charge,
         })
+    }
+
+    /// Runs `work` unless the shutdown deadline passes first.
+    async fn unless_stopped<T>(
+        &self,
+        work: impl Future<Output = Result<T, CheckoutError>>,
+    ) -> Result<T, CheckoutError> {
+        tokio::select! {
+            biased;
+            result = work => result,
+            () = self.stopping.cancelled() => Err(CheckoutError::Interrupted),
+        }
     }
 }
 
@@ -276,6 +336,7 @@ struct Placed {
     order: OrderRow,
     items: Vec<LineItem>,
     payment: PaymentView,
+    charge: Charge,
 }
 
 /// Step 1: load the cart (locking it, so a double-clicked checkout cannot order it twice).
@@ -385,7 +446,11 @@ async fn process_payment(
     request: &CheckoutRequest,
 ) -> Result<Charge, CheckoutError> {
     let result = gateway
-        .charge(order.id, order.total, request.payment_method)
+        .charge(ChargeRequest::for_order(
+            order.id,
+            order.total,
+            request.payment_method,
+        ))
         .await;
     let outcome = if result.is_ok() {
         "approved"
@@ -481,23 +546,23 @@ async fn rollback(tx: Transaction<'static, Postgres>) {
     }
 }
 
-/// The gateway charged the customer, but the e-mail failed and the order is rolled
-/// back: the money is taken for an order that does not exist. The original system's
-/// all-or-nothing design causes this; the counters make the damage visible.
-fn orphaned_payment(error: EmailError, order: &OrderRow, charge: &Charge) -> CheckoutError {
-    counter!(PAYMENTS_ORPHANED).increment(1);
-    counter!(PAYMENTS_ORPHANED_AMOUNT).increment(cents(charge.amount));
+/// The gateway charged the customer, but the order is rolled back (the e-mail failed,
+/// the database failed, or the shutdown deadline came): the money is taken for an
+/// order that does not exist. The original system's all-or-nothing design causes
+/// this; the counters and the reconciliation make the damage visible.
+fn orphaned_payment(error: CheckoutError, order_id: i64, charge: &Charge) -> CheckoutError {
+    let reason = error.orphan_reason();
+    counter!(PAYMENTS_ORPHANED, "reason" => reason).increment(1);
+    counter!(PAYMENTS_ORPHANED_AMOUNT, "reason" => reason).increment(cents(charge.amount));
     tracing::error!(
-        order.id = order.id,
+        order.id = order_id,
         transaction_id = %charge.transaction_id,
         amount = %charge.amount,
+        reason,
         %error,
         "orphaned payment: the customer was charged but the order is rolled back; refund by hand"
     );
-    CheckoutError::EmailFailed {
-        reason: error.to_string(),
-        transaction_id: charge.transaction_id.clone(),
-    }
+    error
 }
 
 /// Money counters count whole cents: counters are integers, and money is never a float.

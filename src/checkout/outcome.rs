@@ -8,18 +8,21 @@ pub enum CheckoutOutcome {
     InsufficientStock,
     PaymentDeclined,
     EmailFailed,
-    /// Anything else: the database failed, or no answer came.
+    /// Anything else: the database or the gateway could not be reached.
     Error,
+    /// Still running at the shutdown deadline: rolled back.
+    Shutdown,
 }
 
 impl CheckoutOutcome {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Success,
         Self::EmptyCart,
         Self::InsufficientStock,
         Self::PaymentDeclined,
         Self::EmailFailed,
         Self::Error,
+        Self::Shutdown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -30,6 +33,7 @@ impl CheckoutOutcome {
             Self::PaymentDeclined => "payment_declined",
             Self::EmailFailed => "email_failed",
             Self::Error => "error",
+            Self::Shutdown => "shutdown",
         }
     }
 }

@@ -12,6 +12,7 @@ mod quantity;
 mod rating;
 mod stock;
 mod text;
+mod whole_number;
 
 pub use email::Email;
 pub use line_item::LineItem;
@@ -21,5 +22,7 @@ pub use quantity::Quantity;
 pub use rating::Rating;
 pub use stock::{StockLevel, StockShortage};
 pub use text::{
-    BoundedText, CategoryName, Description, FullName, ProductName, ReviewComment, ShippingAddress,
+    BoundedText, CategoryName, Description, FullName, ProductName, ReviewComment, SearchText,
+    ShippingAddress,
 };
+pub use whole_number::{WholeNumber, optional_whole, whole};

@@ -1,9 +1,11 @@
 use serde::{Deserialize, Serialize};
 
+use super::WholeNumber;
+
 /// How many units of a product: at least 1. The upper bound keeps totals far from
 /// overflow and is far beyond any stock in the demo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(try_from = "i64", into = "i32")]
+#[serde(try_from = "WholeNumber", into = "i32")]
 #[schema(value_type = i32, minimum = 1, maximum = 10000, example = 2)]
 pub struct Quantity(i32);
 
@@ -25,10 +27,10 @@ impl Quantity {
     }
 }
 
-impl TryFrom<i64> for Quantity {
+impl TryFrom<WholeNumber> for Quantity {
     type Error = String;
-    fn try_from(value: i64) -> Result<Self, Self::Error> {
-        Self::parse(value)
+    fn try_from(value: WholeNumber) -> Result<Self, Self::Error> {
+        Self::parse(value.0)
     }
 }
 

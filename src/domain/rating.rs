@@ -1,8 +1,10 @@
 use serde::{Deserialize, Serialize};
 
+use super::WholeNumber;
+
 /// A review's star rating, 1 to 5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(try_from = "i64", into = "i16")]
+#[serde(try_from = "WholeNumber", into = "i16")]
 #[schema(value_type = i16, minimum = 1, maximum = 5, example = 4)]
 pub struct Rating(i16);
 
@@ -20,10 +22,10 @@ impl Rating {
     }
 }
 
-impl TryFrom<i64> for Rating {
+impl TryFrom<WholeNumber> for Rating {
     type Error = String;
-    fn try_from(value: i64) -> Result<Self, Self::Error> {
-        Self::parse(value)
+    fn try_from(value: WholeNumber) -> Result<Self, Self::Error> {
+        Self::parse(value.0)
     }
 }
 

@@ -1,8 +1,10 @@
 use serde::{Deserialize, Serialize};
 
+use super::WholeNumber;
+
 /// Units on hand for a new product: zero or more.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(try_from = "i64", into = "i32")]
+#[serde(try_from = "WholeNumber", into = "i32")]
 #[schema(value_type = i32, minimum = 0, maximum = 1000000, example = 25)]
 pub struct StockLevel(i32);
 
@@ -47,10 +49,10 @@ impl StockShortage {
     }
 }
 
-impl TryFrom<i64> for StockLevel {
+impl TryFrom<WholeNumber> for StockLevel {
     type Error = String;
-    fn try_from(value: i64) -> Result<Self, Self::Error> {
-        Self::parse(value)
+    fn try_from(value: WholeNumber) -> Result<Self, Self::Error> {
+        Self::parse(value.0)
     }
 }
 

@@ -124,6 +124,10 @@ text_kind!(
     ReviewComment, ReviewCommentRule, "a comment", 2000, allow_empty = true
 );
 text_kind!(
+    /// Words to look for in the catalog; may be empty.
+    SearchText, SearchTextRule, "a search", 200, allow_empty = true
+);
+text_kind!(
     /// Where an order is shipped: free text, several lines allowed.
     ShippingAddress, ShippingAddressRule, "a shipping address", 500
 );

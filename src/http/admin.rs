@@ -9,9 +9,32 @@ use super::AppState;
 use super::error::{ApiError, FieldError};
 use super::extract::{AdminUser, Json};
 use crate::checkout::faults::{FaultsUpdate, FaultsView};
+use crate::reconciliation::{self, Reconciliation};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_faults, update_faults))
+    OpenApiRouter::new()
+        .routes(routes!(get_faults, update_faults))
+        .routes(routes!(reconciliation))
+}
+
+/// Every approved charge of the payment gateway against the orders (admin).
+///
+/// Each approved charge pays for an order, was refunded, or has no order: an orphaned
+/// payment (the money the all-or-nothing checkout takes for orders it then loses).
+/// Also exported as `payments_without_order`.
+#[utoipa::path(
+    get, path = "/api/admin/reconciliation", tag = "admin",
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The ledger against the orders", body = Reconciliation))
+)]
+async fn reconciliation(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Result<Json<Reconciliation>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let reconciliation = reconciliation::reconcile(&mut conn).await?;
+    reconciliation::export_gauges(&reconciliation);
+    Ok(Json(reconciliation))
 }
 
 /// The fault settings in force now (admin).

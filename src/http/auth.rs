@@ -1,8 +1,11 @@
 //! Registration, login and the current user.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use metrics::counter;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -11,9 +14,10 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, OnConstraint};
 use super::extract::{AuthUser, Json};
-use super::openapi::Conflict;
+use super::openapi::{Conflict, TooManyRequests, Unauthorized};
 use crate::auth::{Role, hash_password, verify_password};
 use crate::domain::{Email, FullName, Password};
+use crate::telemetry::metrics::LOGIN_THROTTLED;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -96,15 +100,27 @@ async fn register(
 /// Exchange e-mail and password for a bearer token.
 ///
 /// An unknown e-mail and a wrong password get the same answer, in the same time.
+/// Attempts are limited per account and per client address
+/// (`LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE`, `LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE`);
+/// beyond that the answer is 429 with `Retry-After`.
 #[utoipa::path(
     post, path = "/api/auth/login", tag = "auth",
     request_body = LoginRequest,
-    responses((status = 200, description = "Logged in", body = TokenResponse))
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = TooManyRequests),
+    )
 )]
 async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(request): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    if let Err(wait) = state.login_throttle.attempt(&request.email, peer.ip()) {
+        counter!(LOGIN_THROTTLED).increment(1);
+        return Err(ApiError::TooManyRequests(wait));
+    }
     let email = Email::parse(&request.email).ok();
     let account: Option<(i64, String, Role)> = match &email {
         Some(email) => {

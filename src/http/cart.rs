@@ -13,7 +13,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{AuthUser, Json, Path};
 use super::openapi::{Conflict, NotFound};
-use crate::domain::{LineItem, Quantity, StockShortage};
+use crate::domain::{LineItem, Quantity, StockShortage, whole};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -43,6 +43,7 @@ pub struct CartView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddItem {
+    #[serde(deserialize_with = "whole")]
     pub product_id: i64,
     pub quantity: Quantity,
 }

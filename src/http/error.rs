@@ -10,7 +10,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use std::time::Duration;
+
 use crate::checkout::CheckoutError;
+use crate::checkout::payment::{PaymentError, RefundError};
+use crate::db;
 use crate::domain::StockShortage;
 use crate::orders::lifecycle::LifecycleError;
 use crate::telemetry::http::{FailureLog, Severity, current_trace_id};
@@ -74,11 +78,29 @@ pub enum ApiError {
     /// What the checkout refused or lost; its statuses are chosen in [`ApiError::kind`].
     #[error(transparent)]
     Checkout(CheckoutError),
+    #[error("a request with this Idempotency-Key is still being processed; retry later")]
+    RequestInProgress,
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("too many attempts; retry in {} s", retry_after_seconds(.0))]
+    TooManyRequests(Duration),
+    /// Every pooled connection stayed busy (long checkouts hold them); logged.
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// The database does not answer; the probe logs that once, not per request.
+    #[error("the database is unreachable; retry shortly")]
+    DatabaseUnreachable,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
+
+/// Whole seconds, rounded up: a client that waits this long is let through.
+fn retry_after_seconds(wait: &Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+/// What a 503 asks the client to wait before retrying.
+const RETRY_UNAVAILABLE_AFTER: &str = "2";
 
 fn describe_fields(errors: &[FieldError]) -> String {
     errors
@@ -101,7 +123,7 @@ impl ApiError {
     }
 
     /// Status code, the `type` slug and the title of each kind.
-    fn kind(&self) -> (StatusCode, &'static str, &'static str) {
+    fn kind(&self) -> Kind {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad Request"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
@@ -139,11 +161,22 @@ impl ApiError {
                 "Validation Failed",
             ),
             Self::Checkout(error) => checkout_kind(error),
-            Self::ServiceUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service-unavailable",
-                "Service Unavailable",
+            Self::RequestInProgress => (
+                StatusCode::CONFLICT,
+                "request-in-progress",
+                "Request In Progress",
             ),
+            Self::IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency Key Reused",
+            ),
+            Self::TooManyRequests(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too Many Requests",
+            ),
+            Self::ServiceUnavailable(_) | Self::DatabaseUnreachable => SERVICE_UNAVAILABLE,
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal-error",
@@ -191,27 +224,37 @@ impl ApiError {
                 (Severity::Error, error.to_string())
             }
             Self::ServiceUnavailable(detail) => (Severity::Warning, detail.clone()),
-            Self::Checkout(error @ CheckoutError::EmailFailed { .. }) => {
-                (Severity::Warning, error.to_string())
-            }
+            Self::Checkout(
+                error @ (CheckoutError::EmailFailed(_)
+                | CheckoutError::Payment(PaymentError::Unavailable(_))),
+            ) => (Severity::Warning, error.to_string()),
             _ => return None,
         };
         Some(FailureLog { severity, cause })
     }
 }
 
+type Kind = (StatusCode, &'static str, &'static str);
+
+const SERVICE_UNAVAILABLE: Kind = (
+    StatusCode::SERVICE_UNAVAILABLE,
+    "service-unavailable",
+    "Service Unavailable",
+);
+
 /// The checkout's refusals and failures as HTTP sees them.
-fn checkout_kind(error: &CheckoutError) -> (StatusCode, &'static str, &'static str) {
+fn checkout_kind(error: &CheckoutError) -> Kind {
     match error {
         CheckoutError::EmptyCart => (StatusCode::BAD_REQUEST, "empty-cart", "Cart Is Empty"),
-        CheckoutError::PaymentDeclined(_) => (
+        CheckoutError::Payment(PaymentError::Declined) => (
             StatusCode::PAYMENT_REQUIRED,
             "payment-declined",
             "Payment Declined",
         ),
-        CheckoutError::EmailFailed { .. } => {
-            (StatusCode::BAD_GATEWAY, "email-failed", "E-mail Failed")
+        CheckoutError::Payment(PaymentError::Unavailable(_)) | CheckoutError::Interrupted => {
+            SERVICE_UNAVAILABLE
         }
+        CheckoutError::EmailFailed(_) => (StatusCode::BAD_GATEWAY, "email-failed", "E-mail Failed"),
         CheckoutError::InsufficientStock(_) => (
             StatusCode::CONFLICT,
             "insufficient-stock",
@@ -240,6 +283,12 @@ impl From<LifecycleError> for ApiError {
         match error {
             LifecycleError::NotFound(id) => Self::not_found(format!("order {id}")),
             e @ LifecycleError::InvalidTransition { .. } => Self::InvalidTransition(e.to_string()),
+            LifecycleError::Refund(RefundError::Unavailable(detail)) => {
+                Self::ServiceUnavailable(format!("the payment gateway is unavailable: {detail}"))
+            }
+            e @ LifecycleError::Refund(RefundError::UnknownCharge(_)) => {
+                Self::Internal(anyhow::Error::new(e))
+            }
             LifecycleError::Database(error) => Self::from(error),
         }
     }
@@ -254,10 +303,24 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::TooManyRequests(wait) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_seconds(wait)),
+                );
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_UNAVAILABLE_AFTER),
+                );
+            }
+            _ => {}
         }
         if let Some(log) = self.failure_log() {
             response.extensions_mut().insert(log);
@@ -273,6 +336,7 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut => Self::ServiceUnavailable(
                 "no database connection became free in time; retry shortly".to_string(),
             ),
+            other if db::is_unavailable(&other) => Self::DatabaseUnreachable,
             other => Self::Internal(anyhow::Error::new(other).context("database error")),
         }
     }
@@ -341,10 +405,9 @@ mod tests {
             (empty.status, empty.kind.as_str()),
             (400, "/problems/empty-cart")
         );
-        let lost = ApiError::from(CheckoutError::EmailFailed {
-            reason: "down".into(),
-            transaction_id: "txn_1".into(),
-        });
+        let lost = ApiError::from(CheckoutError::EmailFailed(
+            crate::checkout::email::EmailError::InjectedOutage,
+        ));
         assert_eq!(lost.status(), StatusCode::BAD_GATEWAY);
         assert!(lost.failure_log().is_some());
     }

@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, FieldError};
 use crate::auth::{JwtKeys, Role, TokenError};
+use crate::idempotency::IdempotencyKey;
 
 /// A JSON request body. Malformed JSON is a 400; a well-formed body with a missing,
 /// mistyped or invalid field is a 422 whose `errors` name the field.
@@ -68,8 +69,17 @@ fn body_rejection(rejection: BytesRejection) -> ApiError {
     }
 }
 
-/// Deserializes a JSON body, naming the field that failed.
+/// Deserializes a JSON body, naming the field that failed. The body must be an object:
+/// serde would otherwise also fill a struct from an array of its fields in order.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_slice(bytes);
+        return Err(match parsed {
+            Ok(_) => ApiError::validation("body", "must be a JSON object"),
+            Err(error) => ApiError::BadRequest(format!("the body is not valid JSON: {error}")),
+        });
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -173,6 +183,27 @@ pub struct Paged<T: ToSchema> {
     pub total: i64,
     pub limit: i64,
     pub offset: i64,
+}
+
+/// The `Idempotency-Key` header, if the client sent one (see `crate::idempotency`).
+pub struct IdempotencyHeader(pub Option<IdempotencyKey>);
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else {
+            return Ok(Self(None));
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+        IdempotencyKey::parse(text)
+            .map(|key| Self(Some(key)))
+            .map_err(|problem| ApiError::BadRequest(format!("Idempotency-Key {problem}")))
+    }
 }
 
 /// A path parameter such as `{id}`; a non-numeric id is a 400, not a 500.

@@ -22,15 +22,17 @@ use axum::http::{Method, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use self::error::ApiError;
-use crate::auth::JwtKeys;
+use crate::auth::{JwtKeys, LoginThrottle};
 use crate::checkout::Checkout;
 use crate::checkout::faults::Faults;
+use crate::checkout::payment::PaymentGateway;
 use crate::db::Database;
 use crate::telemetry;
 
@@ -39,8 +41,13 @@ use crate::telemetry;
 pub struct AppState {
     pub db: Database,
     pub jwt: Arc<JwtKeys>,
+    pub login_throttle: Arc<LoginThrottle>,
     pub checkout: Checkout,
+    pub gateway: Arc<dyn PaymentGateway>,
     pub faults: Faults,
+    /// Work that must finish even if its client goes away (a checkout); shutdown waits
+    /// for it until the deadline.
+    pub in_flight: TaskTracker,
     /// `None` when metrics are switched off (or in tests that run several apps in
     /// one process, where the global recorder cannot tell them apart).
     pub metrics: Option<PrometheusHandle>,

@@ -38,14 +38,16 @@ problem_responses! {
     Forbidden,
     /// No such resource (someone else's looks the same: ids reveal nothing).
     NotFound,
-    /// A conflict with the current state: a duplicate, a transition not allowed, or not enough stock (`products` lists what is short).
+    /// A conflict with the current state: a duplicate, a transition not allowed, not enough stock (`products` lists what is short), or a request with the same `Idempotency-Key` still running.
     Conflict,
     /// The request body is larger than `HTTP_BODY_LIMIT_BYTES`.
     PayloadTooLarge,
     /// The body must be JSON with `Content-Type: application/json`.
     UnsupportedMediaType,
-    /// A field or parameter is invalid; `errors` names each one.
+    /// A field or parameter is invalid (`errors` names each one), or an `Idempotency-Key` was used with another request.
     UnprocessableEntity,
+    /// Too many attempts: wait the seconds in `Retry-After`.
+    TooManyRequests,
     /// A dependency failed: the confirmation e-mail could not be sent.
     BadGateway,
     /// The database is unreachable or no connection became free in time; retry later.
@@ -66,7 +68,7 @@ problem_responses! {
         schemas(Problem, FieldError, StockShortage),
         responses(
             BadRequest, Unauthorized, PaymentRequired, Forbidden, NotFound, Conflict,
-            PayloadTooLarge, UnsupportedMediaType, UnprocessableEntity, BadGateway,
+            PayloadTooLarge, UnsupportedMediaType, UnprocessableEntity, TooManyRequests, BadGateway,
             ServiceUnavailable,
         ),
     ),
@@ -77,7 +79,7 @@ problem_responses! {
         (name = "cart", description = "The shopping cart"),
         (name = "orders", description = "Checkout and orders"),
         (name = "notifications", description = "The in-app inbox"),
-        (name = "admin", description = "Fault injection"),
+        (name = "admin", description = "Fault injection and reconciliation"),
         (name = "ops", description = "Health and readiness"),
     )
 )]

@@ -1,7 +1,9 @@
 //! Checkout, the customer's orders, and the admin's order desk.
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -9,11 +11,13 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{AdminUser, AuthUser, Json, Page, Paged, Path, Query};
+use super::extract::{AdminUser, AuthUser, IdempotencyHeader, Json, Page, Paged, Path, Query};
 use super::openapi::{BadGateway, Conflict, PaymentRequired};
-use crate::checkout::CheckoutRequest;
+use crate::checkout::{CheckoutError, CheckoutRequest};
+use crate::idempotency::{self, Claim, IdempotencyKey, StoredAnswer};
 use crate::orders::store::{self, Scope};
 use crate::orders::{OrderStatus, OrderView, lifecycle};
+use crate::telemetry::http::in_request_context;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -28,10 +32,19 @@ pub fn router() -> OpenApiRouter<AppState> {
 ///
 /// Takes about three seconds by design (a 1 s payment gateway and a 2 s mail server run
 /// inside the database transaction). All or nothing: on any failure no order exists,
-/// stock is untouched and the cart is kept.
+/// stock is untouched and the cart is kept. A client that gives up does not cancel it.
+///
+/// With an `Idempotency-Key`, a repeated request (same user, key and body) gets the
+/// first answer again, with `Idempotent-Replayed: true`, and nothing is charged twice;
+/// the same key with another body is a 422, and a repeat while the first request still
+/// runs a 409. Keys are kept for 24 hours.
 #[utoipa::path(
     post, path = "/api/orders/checkout", tag = "orders",
     security(("bearer" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "1 to 255 visible ASCII characters, unique per intended checkout (a UUID)"),
+    ),
     request_body = CheckoutRequest,
     responses(
         (status = 201, description = "Order confirmed", body = OrderView),
@@ -43,11 +56,93 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn checkout(
     State(state): State<AppState>,
     user: AuthUser,
+    IdempotencyHeader(key): IdempotencyHeader,
     Json(request): Json<CheckoutRequest>,
-) -> Result<(StatusCode, Json<OrderView>), ApiError> {
-    let order = state.checkout.place_order(user.id, request).await?;
-    Ok((StatusCode::CREATED, Json(order)))
+) -> Result<Response, ApiError> {
+    // Spawned, so that a client that disconnects does not cancel a checkout halfway
+    // (after the charge, say); shutdown waits for it until its deadline.
+    let work = checkout_once(state.clone(), user.id, key, request);
+    state
+        .in_flight
+        .spawn(in_request_context(work))
+        .await
+        .map_err(|error| anyhow::anyhow!("the checkout task failed: {error}"))?
 }
+
+async fn checkout_once(
+    state: AppState,
+    user_id: i64,
+    key: Option<IdempotencyKey>,
+    request: CheckoutRequest,
+) -> Result<Response, ApiError> {
+    let Some(key) = key else {
+        return Ok(answer(state.checkout.place_order(user_id, request).await));
+    };
+    let fingerprint = serde_json::to_string(&request).map_err(anyhow::Error::new)?;
+    match idempotency::claim(&state.db, user_id, &key, &fingerprint).await? {
+        Claim::Replay(earlier) => Ok(replay(earlier)),
+        Claim::InProgress => Err(ApiError::RequestInProgress),
+        Claim::Mismatch => Err(ApiError::IdempotencyKeyReused),
+        Claim::First => {
+            let (response, kept) =
+                keep(answer(state.checkout.place_order(user_id, request).await)).await;
+            // A 503 did nothing (shutting down, database away): the client may retry.
+            let stored = if kept.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() as i16 {
+                idempotency::release(&state.db, user_id, &key).await
+            } else {
+                idempotency::complete(&state.db, user_id, &key, &kept).await
+            };
+            if let Err(error) = stored {
+                tracing::warn!(%error, "could not store the answer of an idempotent checkout");
+            }
+            Ok(response)
+        }
+    }
+}
+
+fn answer(placed: Result<OrderView, CheckoutError>) -> Response {
+    match placed {
+        Ok(order) => (StatusCode::CREATED, Json(order)).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// The response, and a copy of it to keep for replays.
+async fn keep(response: Response) -> (Response, StoredAnswer) {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let kept = StoredAnswer {
+        status: parts.status.as_u16() as i16,
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string(),
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    (Response::from_parts(parts, Body::from(bytes)), kept)
+}
+
+fn replay(earlier: StoredAnswer) -> Response {
+    let status = u16::try_from(earlier.status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, earlier.content_type),
+            (IDEMPOTENT_REPLAYED, "true".to_string()),
+        ],
+        earlier.body,
+    )
+        .into_response()
+}
+
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// The caller's orders, newest first.
 #[utoipa::path(
@@ -149,7 +244,7 @@ async fn change_status(
     Path(id): Path<i64>,
     Json(change): Json<StatusChange>,
 ) -> Result<Json<OrderView>, ApiError> {
-    Ok(Json(
-        lifecycle::change_status(&state.db, id, change.status).await?,
-    ))
+    let order =
+        lifecycle::change_status(&state.db, state.gateway.as_ref(), id, change.status).await?;
+    Ok(Json(order))
 }

@@ -15,7 +15,10 @@ use super::AppState;
 use super::error::{ApiError, OnConstraint};
 use super::extract::{AdminUser, Json, Page, Paged, Path, Query};
 use super::openapi::Conflict;
-use crate::domain::{CategoryName, Description, Money, ProductName, Quantity, StockLevel};
+use crate::domain::{
+    CategoryName, Description, Money, ProductName, Quantity, SearchText, StockLevel,
+    optional_whole, whole,
+};
 use crate::inventory;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -71,6 +74,7 @@ pub struct NewProduct {
     pub name: ProductName,
     pub description: Option<Description>,
     pub price: Money,
+    #[serde(deserialize_with = "whole")]
     pub category_id: i64,
     /// Units on hand to start with (default 0).
     #[serde(default)]
@@ -84,6 +88,7 @@ pub struct ProductUpdate {
     pub name: Option<ProductName>,
     pub description: Option<Description>,
     pub price: Option<Money>,
+    #[serde(default, deserialize_with = "optional_whole")]
     pub category_id: Option<i64>,
 }
 
@@ -99,10 +104,13 @@ pub struct Restock {
 pub struct ProductFilter {
     pub category_id: Option<i64>,
     /// Words to look for in the name or description (case-insensitive).
-    pub q: Option<String>,
-    #[param(value_type = Option<String>, example = "10.00")]
+    #[param(value_type = Option<String>, max_length = 200)]
+    pub q: Option<SearchText>,
+    /// The lowest price, a decimal such as `10.00`.
+    #[param(value_type = Option<String>, pattern = r"^[0-9]{1,8}(\.[0-9]{1,2})?$", example = "10.00")]
     pub min_price: Option<Decimal>,
-    #[param(value_type = Option<String>, example = "100.00")]
+    /// The highest price, a decimal such as `100.00`.
+    #[param(value_type = Option<String>, pattern = r"^[0-9]{1,8}(\.[0-9]{1,2})?$", example = "100.00")]
     pub max_price: Option<Decimal>,
 }
 
@@ -224,8 +232,8 @@ async fn list_products(
     }
     let pattern = query
         .q
-        .as_deref()
-        .map(str::trim)
+        .as_ref()
+        .map(SearchText::as_str)
         .filter(|q| !q.is_empty())
         .map(|q| format!("%{}%", escape_like(q)));
 

@@ -3,6 +3,7 @@
 
 use super::model::{OrderStatus, OrderView, PaymentStatus};
 use super::store;
+use crate::checkout::payment::{PaymentGateway, RefundError};
 use crate::db::Database;
 use crate::inventory;
 
@@ -29,13 +30,18 @@ pub enum LifecycleError {
         from: OrderStatus,
         to: OrderStatus,
     },
+    #[error("the refund failed: {0}")]
+    Refund(#[from] RefundError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
 /// Moves an order to `next`, with the effects that belong to it, in one transaction.
+/// A cancellation refunds through the gateway before it commits: if the commit then
+/// fails, the cancellation can be repeated, and the gateway refunds only once.
 pub async fn change_status(
     db: &Database,
+    gateway: &dyn PaymentGateway,
     order_id: i64,
     next: OrderStatus,
 ) -> Result<OrderView, LifecycleError> {
@@ -53,7 +59,10 @@ pub async fn change_status(
     store::set_status(&mut tx, order_id, next).await?;
     if next == OrderStatus::Cancelled {
         inventory::put_back_order(&mut tx, order_id).await?;
-        store::mark_payment(&mut tx, order_id, PaymentStatus::Refunded).await?;
+        if let Some(transaction_id) = store::payment_transaction(&mut tx, order_id).await? {
+            gateway.refund(&transaction_id).await?;
+            store::mark_payment(&mut tx, order_id, PaymentStatus::Refunded).await?;
+        }
     }
     let order = store::fetch(&mut tx, order_id)
         .await?

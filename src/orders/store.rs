@@ -155,6 +155,17 @@ pub async fn lock_status(
         .await
 }
 
+/// The gateway's transaction id of the order's payment, if it has one.
+pub async fn payment_transaction(
+    conn: &mut PgConnection,
+    order_id: i64,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT transaction_id FROM payments WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(conn)
+        .await
+}
+
 pub async fn mark_payment(
     conn: &mut PgConnection,
     order_id: i64,

@@ -1,6 +1,7 @@
 //! The HTTP server span, the `X-Trace-Id` header and the request metrics, as one
 //! middleware around every route.
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -48,6 +49,13 @@ tokio::task_local! {
 /// The trace id of the request being served by this task, for problem bodies and logs.
 pub fn current_trace_id() -> Option<String> {
     TRACE_ID.try_with(Clone::clone).ok()
+}
+
+/// `work` with the request's span and trace id, for a task spawned on the request's
+/// behalf: its spans stay in the request's trace, its problems carry the trace id.
+pub fn in_request_context<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    let trace_id = current_trace_id().unwrap_or_default();
+    TRACE_ID.scope(trace_id, work.instrument(tracing::Span::current()))
 }
 
 /// Wraps a request in a server span named `{METHOD} {route}` that continues an incoming

@@ -22,6 +22,9 @@ pub const PAYMENT_GATEWAY_DURATION: &str = "payment_gateway_duration_seconds";
 pub const EMAIL_SEND_DURATION: &str = "email_send_duration_seconds";
 pub const PAYMENTS_ORPHANED: &str = "payments_orphaned_total";
 pub const PAYMENTS_ORPHANED_AMOUNT: &str = "payments_orphaned_amount_cents_total";
+pub const PAYMENTS_WITHOUT_ORDER: &str = "payments_without_order";
+pub const PAYMENTS_WITHOUT_ORDER_AMOUNT: &str = "payments_without_order_amount_cents";
+pub const LOGIN_THROTTLED: &str = "login_attempts_throttled_total";
 /// Money is counted in whole cents: counters are integers, and money is never a float.
 pub const ORDERS_REVENUE: &str = "orders_revenue_cents_total";
 pub const DB_POOL_SIZE: &str = "db_pool_connections_size";
@@ -99,7 +102,10 @@ fn describe_all() {
         Unit::Seconds,
         "Time spent in each of the checkout's steps (and the commit)."
     );
-    describe_counter!(CHECKOUTS, "Checkouts by outcome.");
+    describe_counter!(
+        CHECKOUTS,
+        "Checkouts by outcome; every checkout that starts ends in exactly one."
+    );
     describe_gauge!(
         CHECKOUTS_IN_FLIGHT,
         "Checkouts running now; each holds a pooled connection for its whole duration."
@@ -121,11 +127,23 @@ fn describe_all() {
     );
     describe_counter!(
         PAYMENTS_ORPHANED,
-        "Payments charged by the gateway whose order was then rolled back (e-mail failed)."
+        "Payments charged by the gateway whose order was then lost, by reason (email_failed, database_error, shutdown)."
     );
     describe_counter!(
         PAYMENTS_ORPHANED_AMOUNT,
-        "Money charged for orders that were rolled back, in cents."
+        "Money charged for orders that were then lost, in cents, by reason."
+    );
+    describe_gauge!(
+        PAYMENTS_WITHOUT_ORDER,
+        "Approved charges in the gateway's ledger with neither an order nor a refund (read every 5 s; includes checkouts between the charge and the commit)."
+    );
+    describe_gauge!(
+        PAYMENTS_WITHOUT_ORDER_AMOUNT,
+        "Money of the approved charges without an order or a refund, in cents."
+    );
+    describe_counter!(
+        LOGIN_THROTTLED,
+        "Login attempts refused with 429 because an account or an address spent its budget."
     );
     describe_counter!(ORDERS_REVENUE, "Total of confirmed orders, in cents.");
     describe_gauge!(DB_POOL_SIZE, "Open connections in the database pool.");

@@ -179,9 +179,20 @@ async fn a_mail_outage_counts_an_orphaned_payment_and_moves_the_fault_gauge() {
 
     let text = app.metrics().await;
     assert_eq!(sample(&text, "fault_email_outage", &[]), Some(1.0));
-    assert_eq!(sample(&text, "payments_orphaned_total", &[]), Some(1.0));
     assert_eq!(
-        sample(&text, "payments_orphaned_amount_cents_total", &[]),
+        sample(
+            &text,
+            "payments_orphaned_total",
+            &[("reason", "email_failed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "payments_orphaned_amount_cents_total",
+            &[("reason", "email_failed")]
+        ),
         Some(1999.0)
     );
     assert_eq!(

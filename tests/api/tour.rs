@@ -188,9 +188,20 @@ async fn tour_5_a_mail_outage_orphans_payments() {
     }
     let metrics = app.metrics().await;
     assert_eq!(sample(&metrics, "fault_email_outage", &[]), Some(1.0));
-    assert_eq!(sample(&metrics, "payments_orphaned_total", &[]), Some(2.0));
     assert_eq!(
-        sample(&metrics, "payments_orphaned_amount_cents_total", &[]),
+        sample(
+            &metrics,
+            "payments_orphaned_total",
+            &[("reason", "email_failed")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "payments_orphaned_amount_cents_total",
+            &[("reason", "email_failed")]
+        ),
         Some(3998.0)
     );
     assert_eq!(app.count("orders").await, 0, "no order survived");

@@ -1,8 +1,10 @@
 //! Who may do what: password hashing (argon2id), access tokens (HS256 JWTs), roles,
-//! and the admin account named in the configuration.
+//! the admin account named in the configuration, and the login throttle.
 //!
 //! Hashing is CPU-bound; it runs on a thread of its own so one login does not stall
 //! the other requests on its worker thread.
+
+mod throttle;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+pub use self::throttle::LoginThrottle;
 use crate::config::AdminAccount;
 use crate::db::Database;
 use crate::domain::Password;
