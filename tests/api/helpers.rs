@@ -36,12 +36,18 @@ pub fn server_url() -> String {
 pub struct TestDatabase {
     pub name: String,
     pub url: String,
+    server: String,
 }
 
 impl TestDatabase {
     pub async fn create() -> Self {
+        Self::create_on(&server_url()).await
+    }
+
+    /// A database on another server (a Postgres of the test's own, say).
+    pub async fn create_on(server: &str) -> Self {
         let name = format!("emtest_{}", uuid::Uuid::new_v4().simple());
-        let server = server_url();
+        let server = server.to_string();
         let mut admin = PgConnection::connect(&format!("{server}/postgres"))
             .await
             .expect("cannot connect to Postgres: is it running, is DATABASE_URL right?");
@@ -52,6 +58,7 @@ impl TestDatabase {
         Self {
             url: format!("{server}/{name}"),
             name,
+            server,
         }
     }
 }
@@ -59,7 +66,7 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         // Drop runs inside the test's runtime: do the async work on a thread of its own.
-        let server = server_url();
+        let server = self.server.clone();
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -275,6 +282,21 @@ impl TestApp {
         (alice, kettle)
     }
 
+    /// `count` new customers (e-mails `<tag><i>@example.com`), each with one `product`
+    /// in the cart; returns their tokens.
+    pub async fn buyers(&self, count: usize, product: i64, tag: &str) -> Vec<String> {
+        futures::future::join_all((0..count).map(|i| async move {
+            let token = self.customer(&format!("{tag}{i}@example.com")).await;
+            expect_json(
+                self.add_to_cart(&token, product, 1).await,
+                StatusCode::CREATED,
+            )
+            .await;
+            token
+        }))
+        .await
+    }
+
     pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
         let request = self
             .client
@@ -463,7 +485,12 @@ pub struct Process {
 /// telemetry (tracing subscriber, metrics recorder) in isolation from other tests.
 /// Its log output is JSON, collected line by line.
 pub async fn spawn_process(overrides: &[(&str, &str)]) -> TestApp {
-    let database = TestDatabase::create().await;
+    spawn_process_on(&server_url(), overrides).await
+}
+
+/// [`spawn_process`] against another Postgres server.
+pub async fn spawn_process_on(server: &str, overrides: &[(&str, &str)]) -> TestApp {
+    let database = TestDatabase::create_on(server).await;
     let smtp = SmtpCapture::start().await;
     let mut environment = test_environment(&database.url, smtp.port);
     environment.push(("LOG_FORMAT".into(), "json".into()));
@@ -590,6 +617,17 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
+/// The sum of every series of one metric (all label values).
+pub fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// Runs the binary as a command-line tool and returns its output; fails the test if it
 /// cannot start.
 pub async fn run_tool(args: &[&str], environment: &[(&str, &str)]) -> std::process::Output {
@@ -605,6 +643,32 @@ pub async fn run_tool(args: &[&str], environment: &[(&str, &str)]) -> std::proce
 }
 
 impl TestApp {
+    /// Every cent accounted for: each charge the gateway approved (its ledger) is a
+    /// confirmed order, an orphaned payment the service counted, or a refund. Needs an
+    /// app started with `spawn_process` (its own metrics).
+    pub async fn assert_every_cent_accounted(&self) {
+        let (approved, refunded): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status <> 'declined'), \
+                    count(*) FILTER (WHERE status = 'refunded') FROM gateway_charges",
+        )
+        .fetch_one(&self.db)
+        .await
+        .expect("the gateway's ledger");
+        let confirmed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders WHERE status IN ('confirmed', 'shipped', 'delivered')",
+        )
+        .fetch_one(&self.db)
+        .await
+        .expect("orders");
+        let orphans = sum_of(&self.metrics().await, "payments_orphaned_total") as i64;
+        assert_eq!(
+            approved,
+            confirmed + orphans + refunded,
+            "charges approved {approved} != confirmed orders {confirmed} + orphans counted \
+             {orphans} + refunds {refunded}"
+        );
+    }
+
     /// The demo catalog, created with `ecommerce-monolith seed` like a user would.
     pub async fn seed(&self) {
         let output = run_tool(&["seed"], &[("DATABASE_URL", &self.database_url)]).await;

@@ -8,6 +8,7 @@ mod errors;
 mod helpers;
 mod lifecycle;
 mod metrics;
+mod money;
 mod ops;
 mod otlp;
 mod products;

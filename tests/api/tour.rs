@@ -4,28 +4,15 @@
 use futures::future::join_all;
 use reqwest::StatusCode;
 
-use crate::helpers::{TestApp, expect_json, sample, spawn_process};
+use crate::helpers::{expect_json, sample, spawn_process};
 
 /// `count` customers, each with `quantity` of `product` in the cart.
-async fn buyers(app: &TestApp, count: usize, product: i64, tag: &str) -> Vec<String> {
-    join_all((0..count).map(|i| async move {
-        let token = app.customer(&format!("{tag}{i}@example.com")).await;
-        expect_json(
-            app.add_to_cart(&token, product, 1).await,
-            StatusCode::CREATED,
-        )
-        .await;
-        token
-    }))
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn tour_1_the_payment_and_the_email_are_where_the_time_goes() {
     let app = spawn_process(&[("PAYMENT_DELAY_MS", "100"), ("EMAIL_DELAY_MS", "200")]).await;
     let admin = app.admin_token().await;
     let kettle = app.create_product(&admin, "Kettle", "19.99", 10).await;
-    for token in buyers(&app, 2, kettle, "tour1-").await {
+    for token in app.buyers(2, kettle, "tour1-").await {
         expect_json(app.checkout(&token).await, StatusCode::CREATED).await;
     }
     let metrics = app.metrics().await;
@@ -67,7 +54,7 @@ async fn tour_2_buyers_of_one_scarce_product_wait_on_its_row_lock() {
     let app = spawn_process(&[("PAYMENT_DELAY_MS", "200")]).await;
     let admin = app.admin_token().await;
     let scarce = app.create_product(&admin, "Last few", "99.00", 2).await;
-    let tokens = buyers(&app, 4, scarce, "tour2-").await;
+    let tokens = app.buyers(4, scarce, "tour2-").await;
     let statuses: Vec<StatusCode> = join_all(
         tokens
             .iter()
@@ -106,7 +93,7 @@ async fn tour_3_checkouts_exhaust_the_pool_and_catalog_reads_wait_too() {
         let product = app
             .create_product(&admin, &format!("Item {i}"), "5.00", 10)
             .await;
-        tokens.extend(buyers(&app, 1, product, &format!("tour3-{i}-")).await);
+        tokens.extend(app.buyers(1, product, &format!("tour3-{i}-")).await);
     }
     let checkouts = join_all(
         tokens
@@ -147,7 +134,7 @@ async fn tour_4_half_the_payments_fail() {
     app.faults(&["set", "--payment-success-rate", "0.5"]).await;
     let admin = app.admin_token().await;
     let kettle = app.create_product(&admin, "Kettle", "19.99", 100).await;
-    let tokens = buyers(&app, 16, kettle, "tour4-").await;
+    let tokens = app.buyers(16, kettle, "tour4-").await;
     for token in &tokens {
         let status = app.checkout(token).await.status();
         assert!(
@@ -183,7 +170,7 @@ async fn tour_5_a_mail_outage_orphans_payments() {
     app.faults(&["set", "--email-outage", "true"]).await;
     let admin = app.admin_token().await;
     let kettle = app.create_product(&admin, "Kettle", "19.99", 10).await;
-    for token in buyers(&app, 2, kettle, "tour5-").await {
+    for token in app.buyers(2, kettle, "tour5-").await {
         assert_eq!(app.checkout(&token).await.status(), StatusCode::BAD_GATEWAY);
     }
     let metrics = app.metrics().await;

@@ -1,6 +1,7 @@
 //! Tests that need tools beyond Postgres: Prometheus and promtool (the dashboards and
 //! alerts proved against the real thing), docker-compose (the compose file), and the
-//! benchmark harness (python3, wrk, pgbench). Without a tool its tests are skipped with
+//! benchmark harness (python3, wrk, pgbench), and a Postgres server of their own to
+//! stop and start (initdb, pg_ctl). Without a tool its tests are skipped with
 //! a note; with `CI=true` a missing tool fails them.
 
 #[path = "../api/helpers.rs"]
@@ -8,6 +9,8 @@
 mod helpers;
 
 mod bench_smoke;
+mod outage;
+mod postgres_cluster;
 mod promtool;
 mod require;
 mod stack;
