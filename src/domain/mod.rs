@@ -16,7 +16,7 @@ mod whole_number;
 
 pub use email::Email;
 pub use line_item::LineItem;
-pub use money::Money;
+pub use money::{AMOUNT_PATTERN, Amount, MONEY_PATTERN, Money};
 pub use password::Password;
 pub use quantity::Quantity;
 pub use rating::Rating;

@@ -25,6 +25,11 @@ pub struct BoundedText<R: TextRule> {
 
 impl<R: TextRule> BoundedText<R> {
     pub fn parse(raw: &str) -> Result<Self, String> {
+        // Checked before trimming, as the OpenAPI pattern does: Postgres refuses NUL,
+        // and no name or comment needs the others.
+        if raw.chars().any(is_forbidden_control) {
+            return Err(format!("{} contains control characters", R::WHAT));
+        }
         let text = raw.trim();
         if text.is_empty() && !R::ALLOW_EMPTY {
             return Err(format!("{} must not be blank", R::WHAT));
@@ -35,12 +40,6 @@ impl<R: TextRule> BoundedText<R> {
                 R::WHAT,
                 R::MAX_CHARS
             ));
-        }
-        if text
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
-        {
-            return Err(format!("{} contains control characters", R::WHAT));
         }
         Ok(Self {
             text: text.to_string(),
@@ -72,12 +71,33 @@ impl<R: TextRule> std::fmt::Debug for BoundedText<R> {
     }
 }
 
+/// Control characters other than tab, line feed and carriage return.
+fn is_forbidden_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// [`is_forbidden_control`] as a regular-expression class body.
+const FORBIDDEN_CONTROLS: &str = r"\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F";
+/// What `str::trim` removes (Unicode White_Space) that is not a forbidden control.
+const WHITE_SPACE: &str = r"\t\n\r \xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+
 impl<R: TextRule> utoipa::PartialSchema for BoundedText<R> {
+    /// The same rules as [`BoundedText::parse`], so that a client generating data from
+    /// the OpenAPI document produces what the service accepts: no control characters,
+    /// and at least one character that is not white space unless empty is allowed.
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let pattern = if R::ALLOW_EMPTY {
+            format!("^[^{FORBIDDEN_CONTROLS}]*$")
+        } else {
+            format!(
+                "^[^{FORBIDDEN_CONTROLS}]*[^{FORBIDDEN_CONTROLS}{WHITE_SPACE}][^{FORBIDDEN_CONTROLS}]*$"
+            )
+        };
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
             .min_length(Some(usize::from(!R::ALLOW_EMPTY)))
             .max_length(Some(R::MAX_CHARS))
+            .pattern(Some(pattern))
             .into()
     }
 }
@@ -145,8 +165,52 @@ mod tests {
         assert!(FullName::parse("   ").is_err());
         assert!(FullName::parse(&"x".repeat(101)).is_err());
         assert!(FullName::parse("bell\u{7}").is_err());
+        assert!(FullName::parse("\u{b}Vertical tab").is_err());
         assert!(ShippingAddress::parse("1 Main St\nSpringfield").is_ok());
         assert_eq!(Description::parse("  ").unwrap().as_str(), "");
+    }
+
+    /// The schema's pattern says yes exactly when the parser does (within the length
+    /// bounds, which the schema states separately).
+    #[test]
+    fn the_openapi_pattern_agrees_with_the_parser() {
+        use utoipa::PartialSchema;
+        let pattern = |schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>| {
+            let json = serde_json::to_value(schema).unwrap();
+            regex::Regex::new(json["pattern"].as_str().unwrap()).unwrap()
+        };
+        let name = pattern(FullName::schema());
+        let comment = pattern(ReviewComment::schema());
+        for text in [
+            "Ada",
+            " Ada ",
+            "\tAda\n",
+            "A\u{3000}B",
+            "\u{3000}",
+            "   ",
+            "",
+            "\u{a0}x",
+            "a\u{0}b",
+            "\u{b}x",
+            "x\u{85}",
+            "\u{85}",
+            "line\r\nbreak",
+            "\u{9f}",
+            "\u{feff}",
+            "\u{2028}",
+            "emoji 🦀",
+        ] {
+            assert_eq!(
+                name.is_match(text),
+                FullName::parse(text).is_ok(),
+                "name {text:?}"
+            );
+            assert_eq!(
+                comment.is_match(text),
+                ReviewComment::parse(text).is_ok(),
+                "comment {text:?}"
+            );
+        }
     }
 
     #[test]

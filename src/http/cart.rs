@@ -93,7 +93,12 @@ async fn get_cart(
     security(("bearer" = [])),
     request_body = AddItem,
     responses(
-        (status = 201, description = "The cart item after the addition", body = CartItemView),
+        (status = 201, description = "The cart item after the addition", body = CartItemView,
+            links(
+                ("UpdateCartItem" = (operation_id = "update_item", parameters(("id" = "$response.body#/id")))),
+                ("RemoveCartItem" = (operation_id = "remove_item", parameters(("id" = "$response.body#/id"))))
+            )
+        ),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
     )

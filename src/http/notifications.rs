@@ -41,7 +41,11 @@ pub struct NotificationFilter {
     get, path = "/api/notifications", tag = "notifications",
     security(("bearer" = [])),
     params(NotificationFilter),
-    responses((status = 200, description = "Notifications, newest first", body = Vec<NotificationView>))
+    responses((status = 200, description = "Notifications, newest first", body = Vec<NotificationView>,
+            links(
+                ("MarkRead" = (operation_id = "mark_read", parameters(("id" = "$response.body#/0/id"))))
+            )
+        ))
 )]
 async fn list_notifications(
     State(state): State<AppState>,

@@ -47,7 +47,12 @@ pub fn router() -> OpenApiRouter<AppState> {
     ),
     request_body = CheckoutRequest,
     responses(
-        (status = 201, description = "Order confirmed", body = OrderView),
+        (status = 201, description = "Order confirmed", body = OrderView,
+            links(
+                ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))),
+                ("ChangeOrderStatus" = (operation_id = "change_status", parameters(("id" = "$response.body#/id"))))
+            )
+        ),
         (status = 402, response = PaymentRequired),
         (status = 409, response = Conflict),
         (status = 502, response = BadGateway),
@@ -149,7 +154,12 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
     get, path = "/api/orders/my-orders", tag = "orders",
     security(("bearer" = [])),
     params(Page),
-    responses((status = 200, description = "Orders, newest first", body = Vec<OrderView>))
+    responses((status = 200, description = "Orders, newest first", body = Vec<OrderView>,
+            links(
+                ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/0/id")))),
+                ("ChangeOrderStatus" = (operation_id = "change_status", parameters(("id" = "$response.body#/0/id"))))
+            )
+        ))
 )]
 async fn my_orders(
     State(state): State<AppState>,

@@ -16,7 +16,7 @@ use super::error::{ApiError, OnConstraint};
 use super::extract::{AdminUser, Json, Page, Paged, Path, Query};
 use super::openapi::Conflict;
 use crate::domain::{
-    CategoryName, Description, Money, ProductName, Quantity, SearchText, StockLevel,
+    Amount, CategoryName, Description, Money, ProductName, Quantity, SearchText, StockLevel,
     optional_whole, whole,
 };
 use crate::inventory;
@@ -107,11 +107,11 @@ pub struct ProductFilter {
     #[param(value_type = Option<String>, max_length = 200)]
     pub q: Option<SearchText>,
     /// The lowest price, a decimal such as `10.00`.
-    #[param(value_type = Option<String>, pattern = r"^[0-9]{1,8}(\.[0-9]{1,2})?$", example = "10.00")]
-    pub min_price: Option<Decimal>,
-    /// The highest price, a decimal such as `100.00`.
-    #[param(value_type = Option<String>, pattern = r"^[0-9]{1,8}(\.[0-9]{1,2})?$", example = "100.00")]
-    pub max_price: Option<Decimal>,
+    #[param(value_type = Option<String>, pattern = r"^(0|[1-9][0-9]{0,7})(\.[0-9]{1,2})?$", example = "10.00")]
+    pub min_price: Option<Amount>,
+    /// The highest price, a decimal such as `100.00` (not below `min_price`).
+    #[param(value_type = Option<String>, pattern = r"^(0|[1-9][0-9]{0,7})(\.[0-9]{1,2})?$", example = "100.00")]
+    pub max_price: Option<Amount>,
 }
 
 /// The columns of [`ProductView`], shared by the single and the list query.
@@ -206,7 +206,12 @@ async fn create_category(
 #[utoipa::path(
     get, path = "/api/products", tag = "catalog",
     params(Page, ProductFilter),
-    responses((status = 200, description = "A page of products", body = Paged<ProductView>))
+    responses((status = 200, description = "A page of products", body = Paged<ProductView>,
+            links(
+                ("GetProduct" = (operation_id = "get_product", parameters(("id" = "$response.body#/items/0/id")))),
+                ("CreateReview" = (operation_id = "create_review", parameters(("id" = "$response.body#/items/0/id"))))
+            )
+        ))
 )]
 async fn list_products(
     State(state): State<AppState>,
@@ -214,14 +219,6 @@ async fn list_products(
     Query(query): Query<ProductFilter>,
 ) -> Result<Json<Paged<ProductView>>, ApiError> {
     let (limit, offset) = page.bounds()?;
-    for (field, price) in [
-        ("min_price", query.min_price),
-        ("max_price", query.max_price),
-    ] {
-        if price.is_some_and(|p| p < Decimal::ZERO) {
-            return Err(ApiError::validation(field, "must not be negative"));
-        }
-    }
     if let (Some(min), Some(max)) = (query.min_price, query.max_price)
         && min > max
     {
@@ -245,8 +242,8 @@ async fn list_products(
     ))
     .bind(query.category_id)
     .bind(&pattern)
-    .bind(query.min_price)
-    .bind(query.max_price)
+    .bind(query.min_price.map(Amount::get))
+    .bind(query.max_price.map(Amount::get))
     .bind(limit)
     .bind(offset)
     .fetch_all(&mut *conn)
@@ -257,8 +254,8 @@ async fn list_products(
     ))
     .bind(query.category_id)
     .bind(&pattern)
-    .bind(query.min_price)
-    .bind(query.max_price)
+    .bind(query.min_price.map(Amount::get))
+    .bind(query.max_price.map(Amount::get))
     .fetch_one(&mut *conn)
     .await?;
     Ok(Json(Paged {
@@ -281,7 +278,16 @@ fn escape_like(text: &str) -> String {
     post, path = "/api/products", tag = "catalog",
     security(("bearer" = ["admin"])),
     request_body = NewProduct,
-    responses((status = 201, description = "Created, with its stock", body = ProductView))
+    responses((status = 201, description = "Created, with its stock", body = ProductView,
+            links(
+                ("GetProduct" = (operation_id = "get_product", parameters(("id" = "$response.body#/id")))),
+                ("UpdateProduct" = (operation_id = "update_product", parameters(("id" = "$response.body#/id")))),
+                ("RestockProduct" = (operation_id = "restock_product", parameters(("id" = "$response.body#/id")))),
+                ("ListReviews" = (operation_id = "list_reviews", parameters(("id" = "$response.body#/id")))),
+                ("CreateReview" = (operation_id = "create_review", parameters(("id" = "$response.body#/id")))),
+                ("DeleteProduct" = (operation_id = "delete_product", parameters(("id" = "$response.body#/id"))))
+            )
+        ))
 )]
 async fn create_product(
     State(state): State<AppState>,

@@ -9,6 +9,7 @@
 mod helpers;
 
 mod bench_smoke;
+mod contract;
 mod outage;
 mod postgres_cluster;
 mod promtool;
