@@ -80,6 +80,7 @@ async fn a_checkout_confirms_the_order_and_does_all_eleven_things() {
     assert!(mails[0].data.contains(&format!("Order #{id} confirmed")));
     assert!(mails[0].data.contains("Kettle"));
     assert!(mails[0].data.contains("53.48"));
+    app.assert_charges_reconcile(0).await;
 }
 
 #[tokio::test]
@@ -129,6 +130,7 @@ async fn a_declined_payment_is_a_402_and_leaves_nothing() {
     .await;
     assert_nothing_written(&app, kettle, 5, 2, &alice).await;
     assert!(app.smtp.messages().is_empty());
+    app.assert_charges_reconcile(0).await;
 }
 
 #[tokio::test]
@@ -144,6 +146,8 @@ async fn a_dead_mail_server_is_a_502_and_rolls_everything_back() {
     .await;
     assert!(problem["detail"].as_str().unwrap().contains("rolled back"));
     assert_nothing_written(&app, kettle, 5, 2, &alice).await;
+    // The gateway charged before the mail server failed: one orphaned payment.
+    app.assert_charges_reconcile(1).await;
 }
 
 #[tokio::test]
@@ -179,6 +183,7 @@ async fn a_stuck_mail_server_times_out_and_releases_the_locks() {
         .execute(&mut *conn)
         .await
         .expect("no lock left behind");
+    app.assert_charges_reconcile(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -232,6 +237,7 @@ async fn racing_buyers_never_oversell() {
         .await
         .unwrap();
     assert_eq!(sold, UNITS);
+    app.assert_charges_reconcile(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -258,6 +264,7 @@ async fn carts_sharing_products_in_opposite_order_do_not_deadlock() {
     }
     assert_eq!(app.stock_of(first).await, (90, 0));
     assert_eq!(app.stock_of(second).await, (90, 0));
+    app.assert_charges_reconcile(0).await;
 }
 
 #[tokio::test]
@@ -269,6 +276,7 @@ async fn a_double_clicked_checkout_orders_once() {
     statuses.sort();
     assert_eq!(statuses, [StatusCode::CREATED, StatusCode::BAD_REQUEST]);
     assert_eq!(app.count("orders").await, 1);
+    app.assert_charges_reconcile(0).await;
 }
 
 #[tokio::test]

@@ -177,6 +177,7 @@ async fn cancelling_before_shipping_puts_the_stock_back() {
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["payment"]["status"], "refunded");
     assert_eq!(app.stock_of(kettle).await, (10, 0));
+    app.assert_charges_reconcile(0).await;
 }
 
 #[tokio::test]

@@ -152,6 +152,7 @@ async fn a_checkout_shows_up_in_every_series() {
         ),
         1.0
     );
+    app.assert_every_cent_accounted().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,4 +209,5 @@ async fn a_mail_outage_counts_an_orphaned_payment_and_moves_the_fault_gauge() {
         Some(1.0)
     );
     assert_eq!(sample(&text, "orders_revenue_cents_total", &[]), Some(0.0));
+    app.assert_every_cent_accounted().await;
 }

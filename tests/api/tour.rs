@@ -47,6 +47,7 @@ async fn tour_1_the_payment_and_the_email_are_where_the_time_goes() {
             "{other} took longer than the payment"
         );
     }
+    app.assert_every_cent_accounted().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -82,6 +83,7 @@ async fn tour_2_buyers_of_one_scarce_product_wait_on_its_row_lock() {
         ),
         Some(2.0)
     );
+    app.assert_every_cent_accounted().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -126,6 +128,7 @@ async fn tour_3_checkouts_exhaust_the_pool_and_catalog_reads_wait_too() {
         ],
     );
     assert_eq!(fast_reads, Some(0.0), "the catalog read took over 250 ms");
+    app.assert_every_cent_accounted().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -162,6 +165,7 @@ async fn tour_4_half_the_payments_fail() {
         ),
         Some(declined)
     );
+    app.assert_every_cent_accounted().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -192,4 +196,5 @@ async fn tour_5_a_mail_outage_orphans_payments() {
         Some(3998.0)
     );
     assert_eq!(app.count("orders").await, 0, "no order survived");
+    app.assert_every_cent_accounted().await;
 }
