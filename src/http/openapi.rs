@@ -54,6 +54,12 @@ problem_responses! {
     ServiceUnavailable,
 }
 
+/// The request's headers are too large (answered by the HTTP server itself, without a
+/// body).
+#[derive(ToResponse)]
+#[allow(dead_code)]
+pub struct RequestHeaderFieldsTooLarge;
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -68,7 +74,8 @@ problem_responses! {
         schemas(Problem, FieldError, StockShortage),
         responses(
             BadRequest, Unauthorized, PaymentRequired, Forbidden, NotFound, Conflict,
-            PayloadTooLarge, UnsupportedMediaType, UnprocessableEntity, TooManyRequests, BadGateway,
+            PayloadTooLarge, UnsupportedMediaType, UnprocessableEntity, TooManyRequests,
+            RequestHeaderFieldsTooLarge, BadGateway,
             ServiceUnavailable,
         ),
     ),
@@ -104,10 +111,10 @@ impl Modify for BearerAuth {
 }
 
 /// Adds the answers an operation can give because of its shape rather than its purpose,
-/// once the handlers' paths are in the document: a protected operation can answer 401,
-/// an admin-only one (security scope `admin`) 403; one with a JSON body 400, 413, 415
-/// and 422; one with a path parameter 400 and 404; one with query parameters 422; and
-/// everything under `/api/` needs the database, so 503.
+/// once the handlers' paths are in the document: any operation can answer 431, a
+/// protected one 401, an admin-only one (security scope `admin`) 403; one with a JSON
+/// body 400, 413, 415 and 422; one with a path parameter 400 and 404; one with query
+/// parameters 422; and everything under `/api/` needs the database, so 503.
 pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
     for (path, item) in openapi.paths.paths.iter_mut() {
         let operations = [
@@ -138,7 +145,7 @@ fn common_responses(path: &str, operation: &Operation) -> Vec<(&'static str, &'s
             .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == place))
     };
     let security = operation.security.as_deref().unwrap_or_default();
-    let mut common = Vec::new();
+    let mut common = vec![("431", "RequestHeaderFieldsTooLarge")];
     if !security.is_empty() {
         common.push(("401", "Unauthorized"));
     }
