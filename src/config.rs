@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::checkout::CheckoutMode;
 use crate::checkout::faults::FaultSettings;
 use crate::domain::{Email, Password};
 
@@ -36,6 +37,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub smtp: SmtpSettings,
     pub faults: FaultSettings,
+    /// The checkout a fresh database starts with (then switched live by an admin).
+    pub checkout_mode: CheckoutMode,
+    pub workers: WorkerSettings,
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
 }
@@ -77,6 +81,20 @@ pub struct SmtpSettings {
     /// Upper bound for one SMTP conversation, so a stuck server cannot hold a
     /// checkout's transaction and row locks forever.
     pub timeout: Duration,
+}
+
+/// The workers of the asynchronous checkout and their outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    /// Jobs processed at once (in this process).
+    pub count: usize,
+    /// How long a claimed job is a worker's own; after that another may take it. Must
+    /// exceed the slowest job (the payment delay; the e-mail delay plus the SMTP timeout).
+    pub lease: Duration,
+    /// Attempts before a job is dead-lettered.
+    pub max_attempts: u32,
+    /// How often idle workers look for jobs when no notification woke them.
+    pub poll_every: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +341,19 @@ impl Settings {
             ));
         }
         let faults = read_faults(&mut r);
+        let checkout_mode = r.parse("CHECKOUT_MODE", CheckoutMode::Blocking, "blocking or async");
+        let workers = WorkerSettings {
+            count: r.parse("CHECKOUT_WORKERS", 4usize, "a whole number of workers"),
+            lease: Duration::from_secs(r.parse("OUTBOX_LEASE_SECONDS", 60u64, "whole seconds")),
+            max_attempts: r.parse("OUTBOX_MAX_ATTEMPTS", 10u32, "a whole number"),
+            poll_every: r.millis("OUTBOX_POLL_MS", 1000),
+        };
+        if workers.count == 0 {
+            r.problem("CHECKOUT_WORKERS: at least 1 (the outbox must drain)".to_string());
+        }
+        if workers.max_attempts == 0 {
+            r.problem("OUTBOX_MAX_ATTEMPTS: at least 1".to_string());
+        }
         let http = HttpSettings {
             body_limit_bytes: r.parse("HTTP_BODY_LIMIT_BYTES", 64 * 1024, "a number of bytes"),
         };
@@ -335,6 +366,8 @@ impl Settings {
             auth,
             smtp,
             faults,
+            checkout_mode,
+            workers,
             http,
             telemetry,
         })

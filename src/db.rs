@@ -7,7 +7,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 
@@ -140,6 +140,32 @@ impl Database {
     }
 }
 
+/// Listens on `channels` (LISTEN/NOTIFY) on a connection of its own and calls `notified`
+/// with the channel of every notification, reconnecting after a failure. Runs until the
+/// runtime stops; whoever relies on it also polls, since a notification sent while the
+/// connection was down is lost.
+pub async fn follow_notifications(
+    db: Database,
+    channels: &'static [&'static str],
+    notified: impl Fn(&str) + Send + 'static,
+) {
+    loop {
+        let listened = async {
+            let mut listener = PgListener::connect_with(db.pool()).await?;
+            listener.listen_all(channels.iter().copied()).await?;
+            loop {
+                let notification = listener.recv().await?;
+                notified(notification.channel());
+            }
+        };
+        let result: Result<(), sqlx::Error> = listened.await;
+        if let Err(error) = result {
+            tracing::debug!(%error, "notification listener lost its connection; reconnecting");
+        }
+        tokio::time::sleep(PROBE_WHILE_DOWN * 4).await;
+    }
+}
+
 /// The error of a request that needs the database while it is unreachable.
 fn unreachable() -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(
@@ -232,10 +258,16 @@ pub async fn create_and_migrate(settings: &DatabaseSettings) -> anyhow::Result<(
     })?;
     if !exists {
         tracing::info!(database = %settings.redacted_url(), "creating the database");
-        Postgres::create_database(url)
-            .await
-            .context("creating the database")?;
+        if let Err(error) = Postgres::create_database(url).await {
+            // Replicas starting together race to create it: losing that race is fine.
+            let created_by_another = Postgres::database_exists(url).await.unwrap_or(false);
+            if !created_by_another {
+                return Err(anyhow::Error::new(error).context("creating the database"));
+            }
+        }
     }
+    // Migrations take an advisory lock: replicas starting together apply them once,
+    // the others wait and find them applied.
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(connect_options(settings)?)

@@ -78,16 +78,27 @@ async fn adjust(conn: &mut PgConnection, units: &Units, assignment: &str) -> sql
     Ok(())
 }
 
-/// A cancelled order's units go back on the shelf.
-pub async fn put_back_order(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<()> {
+/// An order's units, from its items.
+pub async fn units_of_order(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Units> {
     let units: Vec<(i64, i32)> = sqlx::query_as(
         "SELECT product_id, SUM(quantity)::int FROM order_items WHERE order_id = $1 \
          GROUP BY product_id",
     )
     .bind(order_id)
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?;
-    let units: Units = units.into_iter().collect();
+    Ok(units.into_iter().collect())
+}
+
+/// A reservation given up (the payment was declined): reserved −= n.
+pub async fn release(conn: &mut PgConnection, units: &Units) -> sqlx::Result<()> {
+    lock(conn, &units.product_ids).await?;
+    adjust(conn, units, "reserved = inventory.reserved - n.quantity").await
+}
+
+/// A cancelled order's units go back on the shelf.
+pub async fn put_back_order(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<()> {
+    let units = units_of_order(conn, order_id).await?;
     lock(conn, &units.product_ids).await?;
     adjust(conn, &units, "quantity = inventory.quantity + n.quantity").await
 }

@@ -7,6 +7,8 @@ use sqlx::PgConnection;
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum NotificationKind {
     OrderConfirmed,
+    /// The asynchronous checkout's payment was declined.
+    PaymentFailed,
 }
 
 /// A new, unread notification for `user_id`.

@@ -10,25 +10,30 @@ use anyhow::Context;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, JwtKeys, LoginThrottle};
 use crate::checkout::Checkout;
 use crate::checkout::email::Mailer;
-use crate::checkout::faults::Faults;
 use crate::checkout::payment::{self, PaymentGateway, SimulatedGateway};
+use crate::checkout::workers::Workers;
 use crate::config::Settings;
 use crate::db::{self, Database};
 use crate::http::{self, AppState};
-use crate::{idempotency, reconciliation};
+use crate::live_settings::{self, LiveSettings};
+use crate::{idempotency, outbox, reconciliation};
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
     shutdown_timeout: Duration,
-    /// Work that outlives its request (checkouts whose client left).
+    /// Work that outlives its request (checkouts whose client left) and the outbox
+    /// workers.
     in_flight: TaskTracker,
+    /// Cancelled at SIGTERM: the workers take no new job.
+    draining: CancellationToken,
     /// Cancelled at the shutdown deadline: checkouts still running roll back.
     stopping: CancellationToken,
 }
@@ -38,6 +43,8 @@ pub struct Application {
 const AFTER_DEADLINE: Duration = Duration::from_secs(5);
 /// How often the ledger is reconciled for the `payments_without_order` gauges.
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// How long finished outbox jobs stay in the table (for a person to look at).
+const DONE_JOBS_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
 /// How often idle housekeeping runs (login throttle memory, expired idempotency keys).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
@@ -56,20 +63,61 @@ impl Application {
                 .context("creating the admin account")?;
         }
 
+        let live = LiveSettings::load(
+            db.clone(),
+            live_settings::Settings {
+                faults: settings.faults,
+                checkout_mode: settings.checkout_mode,
+            },
+        )
+        .await
+        .context("loading the live settings")?;
+
+        let draining = CancellationToken::new();
         let stopping = CancellationToken::new();
         let in_flight = TaskTracker::new();
-        let faults = Faults::new(settings.faults);
-        let mailer = Mailer::new(&settings.smtp, faults.clone())?;
+        let mailer = Mailer::new(&settings.smtp, live.clone())?;
         let ledger = Database::separate_pool(&settings.database, payment::LEDGER_CONNECTIONS)?;
         tokio::spawn(reconciliation::export_periodically(
             ledger.clone(),
             RECONCILE_EVERY,
         ));
         let gateway: Arc<dyn PaymentGateway> =
-            Arc::new(SimulatedGateway::new(faults.clone(), ledger));
+            Arc::new(SimulatedGateway::new(live.clone(), ledger));
+
+        let workers = Workers::new(
+            db.clone(),
+            gateway.clone(),
+            mailer.clone(),
+            settings.workers,
+            draining.clone(),
+            stopping.clone(),
+        );
+        let outbox_waiting = workers.waker();
+        workers.spawn(&in_flight);
+        let settings_changed = Arc::new(Notify::new());
+        tokio::spawn(live.clone().follow(settings_changed.clone()));
+        tokio::spawn(db::follow_notifications(
+            db.clone(),
+            &[live_settings::CHANNEL, outbox::CHANNEL],
+            move |channel| {
+                if channel == outbox::CHANNEL {
+                    outbox_waiting.notify_waiters();
+                } else {
+                    settings_changed.notify_one();
+                }
+            },
+        ));
+
         let login_throttle = Arc::new(LoginThrottle::new(settings.auth.login_throttle));
         let state = AppState {
-            checkout: Checkout::new(db.clone(), gateway.clone(), mailer, stopping.clone()),
+            checkout: Checkout::new(
+                db.clone(),
+                gateway.clone(),
+                mailer,
+                live.clone(),
+                stopping.clone(),
+            ),
             gateway,
             db: db.clone(),
             jwt: Arc::new(JwtKeys::new(
@@ -77,7 +125,7 @@ impl Application {
                 settings.auth.jwt_ttl,
             )),
             login_throttle: login_throttle.clone(),
-            faults,
+            live,
             in_flight: in_flight.clone(),
             metrics,
         };
@@ -91,6 +139,7 @@ impl Application {
             router,
             shutdown_timeout: settings.shutdown_timeout,
             in_flight,
+            draining,
             stopping,
         })
     }
@@ -119,7 +168,10 @@ impl Application {
         let mut server = tokio::spawn(serve.into_future());
         tokio::select! {
             finished = &mut server => return finished.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-            () = shutdown => requested.cancel(),
+            () = shutdown => {
+                requested.cancel();
+                self.draining.cancel();
+            }
         }
 
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
@@ -163,10 +215,14 @@ async fn housekeeping(db: Database, login_throttle: Arc<LoginThrottle>) {
     loop {
         tick.tick().await;
         login_throttle.forget_idle();
-        if db.is_reachable()
-            && let Err(error) = idempotency::purge_expired(&db).await
-        {
+        if !db.is_reachable() {
+            continue;
+        }
+        if let Err(error) = idempotency::purge_expired(&db).await {
             tracing::warn!(%error, "could not delete expired idempotency keys");
+        }
+        if let Err(error) = outbox::purge_done(&db, DONE_JOBS_KEPT).await {
+            tracing::warn!(%error, "could not delete finished outbox jobs");
         }
     }
 }

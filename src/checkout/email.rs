@@ -24,9 +24,9 @@ use rust_decimal::Decimal;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use super::faults::Faults;
 use crate::config::SmtpSettings;
 use crate::domain::LineItem;
+use crate::live_settings::LiveSettings;
 use crate::telemetry::metrics::EMAIL_SEND_DURATION;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,11 +63,11 @@ pub struct Mailer {
     host: String,
     port: u16,
     timeout: Duration,
-    faults: Faults,
+    live: LiveSettings,
 }
 
 impl Mailer {
-    pub fn new(settings: &SmtpSettings, faults: Faults) -> anyhow::Result<Self> {
+    pub fn new(settings: &SmtpSettings, live: LiveSettings) -> anyhow::Result<Self> {
         let from = settings
             .from
             .parse()
@@ -79,7 +79,7 @@ impl Mailer {
             host: settings.host.clone(),
             port: settings.port,
             timeout: settings.timeout,
-            faults,
+            live,
         })
     }
 
@@ -96,7 +96,7 @@ impl Mailer {
         );
         let started = Instant::now();
         let result = async {
-            let settings = self.faults.current();
+            let settings = self.live.faults();
             // The slow mail server of the lesson.
             tokio::time::sleep(settings.email_delay).await;
             if settings.email_outage {

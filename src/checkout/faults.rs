@@ -1,8 +1,8 @@
-//! Live fault injection: the slow parts of the checkout can be made slower, or made to
-//! fail, while the service runs — like a feature-flag service in a demo. Every change is
-//! exported as a gauge, so a dashboard shows when a fault was switched on.
+//! Fault injection: the slow parts of the checkout can be made slower, or made to fail,
+//! while the service runs — like a feature-flag service in a demo. These are the values
+//! and their rules; `crate::live_settings` keeps them in force on every replica. Every
+//! change is exported as a gauge, so a dashboard shows when a fault was switched on.
 
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use metrics::gauge;
@@ -106,7 +106,8 @@ pub struct FaultsView {
     /// Simulated SMTP server latency before the confirmation is sent.
     #[schema(example = 2000)]
     pub email_delay_ms: u64,
-    /// While true, every confirmation e-mail fails (and its order with it).
+    /// While true, every confirmation e-mail fails (in the blocking checkout, its order
+    /// with it).
     pub email_outage: bool,
 }
 
@@ -149,43 +150,8 @@ impl From<FaultSettings> for FaultsView {
     }
 }
 
-/// The live settings, shared by the gateway, the mailer and the admin API.
-#[derive(Debug, Clone)]
-pub struct Faults(Arc<RwLock<FaultSettings>>);
-
-impl Faults {
-    pub fn new(initial: FaultSettings) -> Self {
-        export_gauges(&initial);
-        Self(Arc::new(RwLock::new(initial)))
-    }
-
-    pub fn current(&self) -> FaultSettings {
-        // A poisoned lock only means a panic elsewhere; the value itself is plain data.
-        *self
-            .0
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Applies a change atomically, or explains (per field) why it is refused.
-    pub fn update(&self, update: &FaultsUpdate) -> Result<FaultSettings, Vec<FaultProblem>> {
-        let mut settings = self
-            .0
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let candidate = settings.with(update);
-        let problems = candidate.problems();
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        *settings = candidate;
-        export_gauges(&settings);
-        tracing::warn!(settings = ?*settings, "fault injection settings changed");
-        Ok(*settings)
-    }
-}
-
-fn export_gauges(settings: &FaultSettings) {
+/// Sets the `fault_*` gauges, so dashboards show when a fault was switched on.
+pub fn export_gauges(settings: &FaultSettings) {
     gauge!(FAULT_PAYMENT_DELAY).set(settings.payment_delay.as_secs_f64());
     gauge!(FAULT_PAYMENT_SUCCESS_RATE).set(settings.payment_success_rate);
     gauge!(FAULT_EMAIL_DELAY).set(settings.email_delay.as_secs_f64());
@@ -196,37 +162,28 @@ fn export_gauges(settings: &FaultSettings) {
 mod tests {
     use super::*;
 
-    fn faults() -> Faults {
-        Faults::new(FaultSettings::DEFAULT)
-    }
-
     #[test]
     fn partial_updates_keep_the_other_fields() {
-        let faults = faults();
-        let after = faults
-            .update(&FaultsUpdate {
-                payment_success_rate: Some(0.5),
-                ..Default::default()
-            })
-            .unwrap();
+        let after = FaultSettings::DEFAULT.with(&FaultsUpdate {
+            payment_success_rate: Some(0.5),
+            ..Default::default()
+        });
         assert_eq!(after.payment_success_rate, 0.5);
         assert_eq!(after.email_delay, Duration::from_millis(2000));
-        assert_eq!(faults.current(), after);
+        assert!(after.problems().is_empty());
     }
 
     #[test]
-    fn invalid_updates_change_nothing() {
-        let faults = faults();
-        let before = faults.current();
-        let problems = faults
-            .update(&FaultsUpdate {
+    fn every_value_out_of_range_is_named() {
+        let problems = FaultSettings::DEFAULT
+            .with(&FaultsUpdate {
                 payment_success_rate: Some(1.5),
                 email_delay_ms: Some(3_600_000),
                 email_outage: Some(true),
                 ..Default::default()
             })
-            .unwrap_err();
-        assert_eq!(problems.len(), 2);
-        assert_eq!(faults.current(), before);
+            .problems();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["payment_success_rate", "email_delay_ms"]);
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod email;
 pub mod faults;
+mod mode;
 mod outcome;
 pub mod payment;
 
@@ -38,17 +39,20 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::ToSchema;
 
 use self::email::{Confirmation, EmailError, Mailer};
+pub use self::mode::CheckoutMode;
 pub use self::outcome::CheckoutOutcome;
 use self::payment::{Charge, ChargeRequest, PaymentError, PaymentGateway};
 use crate::db::Database;
 use crate::domain::{LineItem, ShippingAddress, StockShortage};
 use crate::inventory::{self, Units};
+use crate::live_settings::LiveSettings;
 use crate::notifications::{NotificationKind, notify};
 use crate::orders::store::{self, OrderRow};
 use crate::orders::{OrderStatus, OrderView, PaymentMethod, PaymentView};
 use crate::telemetry::metrics::{
     CHECKOUT_DURATION, CHECKOUT_STEP_DURATION, CHECKOUTS, CHECKOUTS_IN_FLIGHT, INVENTORY_LOCK_WAIT,
-    ORDERS_REVENUE, PAYMENTS_ORPHANED, PAYMENTS_ORPHANED_AMOUNT,
+    ORDER_TIME_TO_CONFIRMED, ORDERS_REVENUE, ORDERS_SETTLED, PAYMENTS_ORPHANED,
+    PAYMENTS_ORPHANED_AMOUNT,
 };
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -106,8 +110,13 @@ pub const ORPHAN_REASONS: [&str; 3] = ["email_failed", "database_error", "shutdo
 /// Counters exist from the start, at zero: `rate()` and `increase()` then see the first
 /// event, and dashboards show 0 rather than "no data" on a quiet service.
 pub fn start_metrics_at_zero() {
-    for outcome in CheckoutOutcome::ALL {
-        counter!(CHECKOUTS, "outcome" => outcome.as_str()).absolute(0);
+    for mode in CheckoutMode::ALL {
+        for outcome in CheckoutOutcome::ALL {
+            counter!(CHECKOUTS, "mode" => mode.as_str(), "outcome" => outcome.as_str()).absolute(0);
+        }
+        for outcome in SETTLED_OUTCOMES {
+            counter!(ORDERS_SETTLED, "mode" => mode.as_str(), "outcome" => outcome).absolute(0);
+        }
     }
     for reason in ORPHAN_REASONS {
         counter!(PAYMENTS_ORPHANED, "reason" => reason).absolute(0);
@@ -129,6 +138,10 @@ macro_rules! step {
     };
 }
 
+// After the macro: the asynchronous checkout and its workers use it too.
+mod asynchronous;
+pub mod workers;
+
 async fn observe_step<T, E: Display>(
     name: &'static str,
     span: Span,
@@ -143,12 +156,26 @@ async fn observe_step<T, E: Display>(
     result
 }
 
+/// The ends an order reaches after its payment (`orders_settled_total{outcome}`).
+pub const SETTLED_OUTCOMES: [&str; 2] = ["confirmed", "payment_failed"];
+
+/// What a checkout request achieved.
+#[derive(Debug)]
+pub enum Placement {
+    /// The blocking checkout: the order is confirmed (201).
+    Confirmed(OrderView),
+    /// The asynchronous checkout: the order is accepted and `pending`; workers charge
+    /// and confirm it (202).
+    Accepted(OrderView),
+}
+
 /// What the checkout needs from the rest of the service.
 #[derive(Clone)]
 pub struct Checkout {
     db: Database,
     gateway: Arc<dyn PaymentGateway>,
     mailer: Mailer,
+    live: LiveSettings,
     /// Cancelled when the shutdown deadline passes: checkouts still running roll back.
     stopping: CancellationToken,
 }
@@ -158,51 +185,73 @@ impl Checkout {
         db: Database,
         gateway: Arc<dyn PaymentGateway>,
         mailer: Mailer,
+        live: LiveSettings,
         stopping: CancellationToken,
     ) -> Self {
         Self {
             db,
             gateway,
             mailer,
+            live,
             stopping,
         }
     }
 
-    /// Turns the customer's cart into a confirmed order, or changes nothing at all.
+    /// Turns the customer's cart into an order, in the checkout mode in force: a
+    /// confirmed one (blocking), or an accepted one that workers will charge and confirm
+    /// (async). On any refusal or failure nothing at all is changed.
     pub async fn place_order(
         &self,
         user_id: i64,
         request: CheckoutRequest,
-    ) -> Result<OrderView, CheckoutError> {
+    ) -> Result<Placement, CheckoutError> {
         let started = Instant::now();
+        let mode = self.live.checkout_mode();
         let span = tracing::info_span!(
             "checkout",
             enduser.id = user_id,
+            checkout.mode = mode.as_str(),
             order.id = Empty,
             checkout.outcome = Empty,
         );
         let in_flight = gauge!(CHECKOUTS_IN_FLIGHT);
         in_flight.increment(1.0);
-        let result = self
-            .run(user_id, &request, started)
-            .instrument(span.clone())
-            .await;
+        let result = match mode {
+            CheckoutMode::Blocking => self
+                .run(user_id, &request, started)
+                .instrument(span.clone())
+                .await
+                .map(Placement::Confirmed),
+            CheckoutMode::Async => self
+                .accept(user_id, &request)
+                .instrument(span.clone())
+                .await
+                .map(Placement::Accepted),
+        };
         in_flight.decrement(1.0);
 
-        let outcome = match &result {
-            Ok(order) => {
+        let response = match &result {
+            Ok(Placement::Confirmed(order)) => {
                 span.record("order.id", order.id);
-                counter!(ORDERS_REVENUE).increment(cents(order.total));
-                CheckoutOutcome::Success
+                settled(mode, order.total, started.elapsed().as_secs_f64());
+                counter!(CHECKOUTS, "mode" => mode.as_str(), "outcome" => CheckoutOutcome::Success.as_str())
+                    .increment(1);
+                CheckoutOutcome::Success.as_str()
+            }
+            // Its outcome is counted when the payment is settled (see `workers`).
+            Ok(Placement::Accepted(order)) => {
+                span.record("order.id", order.id);
+                asynchronous::ACCEPTED
             }
             Err(error) => {
                 span.set_status(Status::error(error.to_string()));
-                error.outcome()
+                let outcome = error.outcome().as_str();
+                counter!(CHECKOUTS, "mode" => mode.as_str(), "outcome" => outcome).increment(1);
+                outcome
             }
         };
-        span.record("checkout.outcome", outcome.as_str());
-        counter!(CHECKOUTS, "outcome" => outcome.as_str()).increment(1);
-        histogram!(CHECKOUT_DURATION, "outcome" => outcome.as_str())
+        span.record("checkout.outcome", response);
+        histogram!(CHECKOUT_DURATION, "mode" => mode.as_str(), "outcome" => response)
             .record(started.elapsed().as_secs_f64());
         result
     }
@@ -250,14 +299,15 @@ impl Checkout {
                 Ok((cart, order, items))
             })
             .await?;
-        let charge = step!(process_payment(self.gateway.as_ref(), &order, request))?;
+        let method = request.payment_method;
+        let charge = step!(process_payment(self.gateway.as_ref(), &order, method))?;
         // From here on, losing the order orphans the payment.
         let payment = self
             .unless_stopped(async {
-                let payment = step!(record_payment(tx, &order, &charge, request))?;
-                step!(reduce_inventory(tx, &cart))?;
+                let payment = step!(record_payment(tx, &order, &charge, method))?;
+                step!(reduce_inventory(tx, &cart.units()))?;
                 step!(send_email(&self.mailer, &cart, &order))?;
-                step!(create_notification(tx, &cart, &order))?;
+                step!(create_notification(tx, cart.user_id, &order))?;
                 step!(clear_cart(tx, &cart))?;
                 Ok(payment)
             })
@@ -443,19 +493,15 @@ async fn create_order_items(
 async fn process_payment(
     gateway: &dyn PaymentGateway,
     order: &OrderRow,
-    request: &CheckoutRequest,
+    method: PaymentMethod,
 ) -> Result<Charge, CheckoutError> {
     let result = gateway
-        .charge(ChargeRequest::for_order(
-            order.id,
-            order.total,
-            request.payment_method,
-        ))
+        .charge(ChargeRequest::for_order(order.id, order.total, method))
         .await;
-    let outcome = if result.is_ok() {
-        "approved"
-    } else {
-        "declined"
+    let outcome = match &result {
+        Ok(_) => "approved",
+        Err(PaymentError::Declined) => "declined",
+        Err(PaymentError::Unavailable(_)) => "unavailable",
     };
     Span::current().set_attribute("payment.outcome", outcome);
     Ok(result?)
@@ -466,23 +512,17 @@ async fn record_payment(
     tx: &mut PgConnection,
     order: &OrderRow,
     charge: &Charge,
-    request: &CheckoutRequest,
+    method: PaymentMethod,
 ) -> Result<PaymentView, CheckoutError> {
-    let payment = store::insert_payment(
-        tx,
-        order.id,
-        charge.amount,
-        request.payment_method,
-        &charge.transaction_id,
-    )
-    .await?;
+    let payment =
+        store::insert_payment(tx, order.id, charge.amount, method, &charge.transaction_id).await?;
     store::set_status(tx, order.id, OrderStatus::Paid).await?;
     Ok(payment)
 }
 
 /// Step 8: take the units out of stock and release the reservation.
-async fn reduce_inventory(tx: &mut PgConnection, cart: &Cart) -> Result<(), CheckoutError> {
-    Ok(inventory::reduce(tx, &cart.units()).await?)
+async fn reduce_inventory(tx: &mut PgConnection, units: &Units) -> Result<(), CheckoutError> {
+    Ok(inventory::reduce(tx, units).await?)
 }
 
 /// Step 9: the confirmation e-mail, through the slow SMTP server, still inside the transaction.
@@ -500,14 +540,14 @@ async fn send_email(mailer: &Mailer, cart: &Cart, order: &OrderRow) -> Result<()
 /// Step 10: a notification for the customer's inbox in the app.
 async fn create_notification(
     tx: &mut PgConnection,
-    cart: &Cart,
+    user_id: i64,
     order: &OrderRow,
 ) -> Result<(), CheckoutError> {
     let message = format!(
         "Your order #{} over {:.2} is confirmed.",
         order.id, order.total
     );
-    Ok(notify(tx, cart.user_id, NotificationKind::OrderConfirmed, &message).await?)
+    Ok(notify(tx, user_id, NotificationKind::OrderConfirmed, &message).await?)
 }
 
 /// Step 11: empty the cart.
@@ -563,6 +603,13 @@ fn orphaned_payment(error: CheckoutError, order_id: i64, charge: &Charge) -> Che
         "orphaned payment: the customer was charged but the order is rolled back; refund by hand"
     );
     error
+}
+
+/// An order paid and confirmed: its revenue, and how long from request to confirmed.
+fn settled(mode: CheckoutMode, total: Decimal, seconds_since_request: f64) {
+    counter!(ORDERS_REVENUE).increment(cents(total));
+    counter!(ORDERS_SETTLED, "mode" => mode.as_str(), "outcome" => "confirmed").increment(1);
+    histogram!(ORDER_TIME_TO_CONFIRMED, "mode" => mode.as_str()).record(seconds_since_request);
 }
 
 /// Money counters count whole cents: counters are integers, and money is never a float.

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::faults::Faults;
+use crate::live_settings::LiveSettings;
 use crate::orders::PaymentMethod;
 use crate::telemetry::metrics::PAYMENT_GATEWAY_DURATION;
 
@@ -78,9 +78,9 @@ pub trait PaymentGateway: Send + Sync {
 
 /// A gateway that behaves like a slow, occasionally declining provider: it waits the
 /// configured delay, then approves with the configured probability. Both can be
-/// changed at run time through [`Faults`].
+/// changed at run time through [`LiveSettings`].
 pub struct SimulatedGateway {
-    faults: Faults,
+    live: LiveSettings,
     /// The gateway's own connections: an external system does not queue behind the
     /// shop's connection pool.
     ledger: PgPool,
@@ -90,8 +90,8 @@ pub struct SimulatedGateway {
 pub const LEDGER_CONNECTIONS: u32 = 4;
 
 impl SimulatedGateway {
-    pub fn new(faults: Faults, ledger: PgPool) -> Self {
-        Self { faults, ledger }
+    pub fn new(live: LiveSettings, ledger: PgPool) -> Self {
+        Self { live, ledger }
     }
 
     async fn charge_once(&self, request: &ChargeRequest) -> Result<Charge, PaymentError> {
@@ -99,7 +99,7 @@ impl SimulatedGateway {
         if let Some(earlier) = self.recorded(&request.idempotency_key).await? {
             return earlier;
         }
-        let settings = self.faults.current();
+        let settings = self.live.faults();
         tokio::time::sleep(settings.payment_delay).await;
         let approved = rand::random::<f64>() < settings.payment_success_rate;
         let transaction_id = approved.then(|| format!("txn_{}", uuid::Uuid::new_v4().simple()));

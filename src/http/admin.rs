@@ -6,14 +6,19 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, FieldError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
 use super::extract::{AdminUser, Json};
+use crate::checkout::CheckoutMode;
 use crate::checkout::faults::{FaultsUpdate, FaultsView};
 use crate::reconciliation::{self, Reconciliation};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_faults, update_faults))
+        .routes(routes!(get_checkout_mode, set_checkout_mode))
         .routes(routes!(reconciliation))
 }
 
@@ -44,13 +49,13 @@ async fn reconciliation(
     responses((status = 200, description = "Current settings", body = FaultsView))
 )]
 async fn get_faults(State(state): State<AppState>, _admin: AdminUser) -> Json<FaultsView> {
-    Json(state.faults.current().into())
+    Json(state.live.faults().into())
 }
 
 /// Change some fault settings (admin); fields left out keep their value.
 ///
-/// Takes effect with the next checkout. Each value is also exported as a gauge
-/// (`fault_*`), so dashboards show when a fault was switched on.
+/// Takes effect with the next checkout, on every replica within a second. Each value is
+/// also exported as a gauge (`fault_*`), so dashboards show when a fault was switched on.
 #[utoipa::path(
     put, path = "/api/admin/faults", tag = "admin",
     security(("bearer" = ["admin"])),
@@ -62,19 +67,52 @@ async fn update_faults(
     _admin: AdminUser,
     Json(update): Json<FaultsUpdate>,
 ) -> Result<Json<FaultsView>, ApiError> {
-    state
-        .faults
-        .update(&update)
-        .map(|settings| Json(settings.into()))
-        .map_err(|problems| {
-            ApiError::Validation(
-                problems
-                    .into_iter()
-                    .map(|problem| FieldError {
-                        field: problem.field.to_string(),
-                        message: problem.message,
-                    })
-                    .collect(),
-            )
-        })
+    let settings = state.live.update_faults(&update).await?;
+    Ok(Json(settings.faults.into()))
+}
+
+/// The checkout mode.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutModeView {
+    /// `blocking`: eleven steps in one transaction (201 after ~3 s); `async`: one short
+    /// transaction, 202 at once, workers do the rest.
+    pub mode: CheckoutMode,
+}
+
+/// The checkout mode in force (admin).
+#[utoipa::path(
+    get, path = "/api/admin/checkout-mode", tag = "admin",
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The mode in force", body = CheckoutModeView))
+)]
+async fn get_checkout_mode(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Json<CheckoutModeView> {
+    Json(CheckoutModeView {
+        mode: state.live.checkout_mode(),
+    })
+}
+
+/// Switch the checkout mode (admin), on every replica within a second.
+///
+/// Checkouts already running finish in the mode they started in; orders accepted
+/// asynchronously are still charged and confirmed after a switch back to blocking. The
+/// gauge `checkout_mode{mode}` marks the switch on every chart.
+#[utoipa::path(
+    put, path = "/api/admin/checkout-mode", tag = "admin",
+    security(("bearer" = ["admin"])),
+    request_body = CheckoutModeView,
+    responses((status = 200, description = "The mode now in force", body = CheckoutModeView))
+)]
+async fn set_checkout_mode(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Json(change): Json<CheckoutModeView>,
+) -> Result<Json<CheckoutModeView>, ApiError> {
+    let settings = state.live.set_checkout_mode(change.mode).await?;
+    Ok(Json(CheckoutModeView {
+        mode: settings.checkout_mode,
+    }))
 }

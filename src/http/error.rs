@@ -16,6 +16,7 @@ use crate::checkout::CheckoutError;
 use crate::checkout::payment::{PaymentError, RefundError};
 use crate::db;
 use crate::domain::StockShortage;
+use crate::live_settings::SettingsError;
 use crate::orders::lifecycle::LifecycleError;
 use crate::telemetry::http::{FailureLog, Severity, current_trace_id};
 
@@ -274,6 +275,23 @@ impl From<CheckoutError> for ApiError {
         match error {
             CheckoutError::Database(error) => Self::from(error),
             other => Self::Checkout(other),
+        }
+    }
+}
+
+impl From<SettingsError> for ApiError {
+    fn from(error: SettingsError) -> Self {
+        match error {
+            SettingsError::Invalid(problems) => Self::Validation(
+                problems
+                    .into_iter()
+                    .map(|problem| FieldError {
+                        field: problem.field.to_string(),
+                        message: problem.message,
+                    })
+                    .collect(),
+            ),
+            SettingsError::Database(error) => Self::from(error),
         }
     }
 }

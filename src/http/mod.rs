@@ -31,9 +31,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use self::error::ApiError;
 use crate::auth::{JwtKeys, LoginThrottle};
 use crate::checkout::Checkout;
-use crate::checkout::faults::Faults;
 use crate::checkout::payment::PaymentGateway;
 use crate::db::Database;
+use crate::live_settings::LiveSettings;
 use crate::telemetry;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
@@ -44,7 +44,8 @@ pub struct AppState {
     pub login_throttle: Arc<LoginThrottle>,
     pub checkout: Checkout,
     pub gateway: Arc<dyn PaymentGateway>,
-    pub faults: Faults,
+    /// Fault injection and the checkout mode, shared by every replica.
+    pub live: LiveSettings,
     /// Work that must finish even if its client goes away (a checkout); shutdown waits
     /// for it until the deadline.
     pub in_flight: TaskTracker,

@@ -13,7 +13,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminUser, AuthUser, IdempotencyHeader, Json, Page, Paged, Path, Query};
 use super::openapi::{BadGateway, Conflict, PaymentRequired};
-use crate::checkout::{CheckoutError, CheckoutRequest};
+use crate::checkout::{CheckoutError, CheckoutRequest, Placement};
 use crate::idempotency::{self, Claim, IdempotencyKey, StoredAnswer};
 use crate::orders::store::{self, Scope};
 use crate::orders::{OrderStatus, OrderView, lifecycle};
@@ -28,11 +28,14 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(change_status))
 }
 
-/// Buy what is in the cart: the blocking, eleven-step checkout.
+/// Buy what is in the cart, in the checkout mode in force.
 ///
-/// Takes about three seconds by design (a 1 s payment gateway and a 2 s mail server run
-/// inside the database transaction). All or nothing: on any failure no order exists,
-/// stock is untouched and the cart is kept. A client that gives up does not cancel it.
+/// Blocking (the original): about three seconds by design (a 1 s payment gateway and a
+/// 2 s mail server run inside the database transaction), then 201 with the confirmed
+/// order. All or nothing: on any failure no order exists, stock is untouched and the
+/// cart is kept. Asynchronous: 202 in milliseconds with the order `pending` and its
+/// `Location`; follow `GET /api/orders/{id}` until it is `confirmed` or
+/// `payment_failed`. A client that gives up cancels neither.
 ///
 /// With an `Idempotency-Key`, a repeated request (same user, key and body) gets the
 /// first answer again, with `Idempotent-Replayed: true`, and nothing is charged twice;
@@ -47,7 +50,14 @@ pub fn router() -> OpenApiRouter<AppState> {
     ),
     request_body = CheckoutRequest,
     responses(
-        (status = 201, description = "Order confirmed", body = OrderView,
+        (status = 202, description = "Order accepted (asynchronous mode): `pending` until the workers charge and confirm it",
+            body = OrderView,
+            headers(("Location" = String, description = "The order, to follow: /api/orders/{id}")),
+            links(
+                ("GetAcceptedOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id"))))
+            )
+        ),
+        (status = 201, description = "Order confirmed (blocking mode)", body = OrderView,
             links(
                 ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))),
                 ("ChangeOrderStatus" = (operation_id = "change_status", parameters(("id" = "$response.body#/id"))))
@@ -105,9 +115,16 @@ async fn checkout_once(
     }
 }
 
-fn answer(placed: Result<OrderView, CheckoutError>) -> Response {
+/// 201 with the confirmed order; 202 with the accepted one and where to follow it.
+fn answer(placed: Result<Placement, CheckoutError>) -> Response {
     match placed {
-        Ok(order) => (StatusCode::CREATED, Json(order)).into_response(),
+        Ok(Placement::Confirmed(order)) => (StatusCode::CREATED, Json(order)).into_response(),
+        Ok(Placement::Accepted(order)) => (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, format!("/api/orders/{}", order.id))],
+            Json(order),
+        )
+            .into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }
 }

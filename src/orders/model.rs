@@ -14,14 +14,17 @@ use crate::domain::LineItem;
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum OrderStatus {
-    /// Inside a checkout's transaction only: never visible after commit.
+    /// Accepted by the asynchronous checkout, waiting for its payment (the blocking
+    /// checkout's orders pass through it inside their transaction, unseen).
     Pending,
-    /// Inside a checkout's transaction only: charged, not yet confirmed.
+    /// Inside a blocking checkout's transaction only: charged, not yet confirmed.
     Paid,
     Confirmed,
     Shipped,
     Delivered,
     Cancelled,
+    /// The asynchronous checkout's payment was declined; the stock went back.
+    PaymentFailed,
 }
 
 impl OrderStatus {
@@ -33,6 +36,7 @@ impl OrderStatus {
             Self::Shipped => "shipped",
             Self::Delivered => "delivered",
             Self::Cancelled => "cancelled",
+            Self::PaymentFailed => "payment_failed",
         }
     }
 }

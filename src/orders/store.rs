@@ -144,6 +144,30 @@ pub async fn confirm(
     .await
 }
 
+/// The end of an asynchronous checkout: `confirmed`, with the time since the order was
+/// accepted as its processing time; returns that time in seconds.
+pub async fn confirm_since_created(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<f64> {
+    sqlx::query_scalar(
+        "UPDATE orders SET status = $2, updated_at = now(), \
+                processing_time_ms = LEAST(EXTRACT(EPOCH FROM now() - created_at) * 1000, 2147483647)::int \
+         WHERE id = $1 RETURNING EXTRACT(EPOCH FROM now() - created_at)::float8",
+    )
+    .bind(order_id)
+    .bind(OrderStatus::Confirmed)
+    .fetch_one(conn)
+    .await
+}
+
+/// An order without its items and payment.
+pub async fn fetch_row(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Option<OrderRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
+    )))
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await
+}
+
 /// The order's status, with the row locked until the transaction ends.
 pub async fn lock_status(
     conn: &mut PgConnection,
@@ -180,13 +204,7 @@ pub async fn mark_payment(
 }
 
 pub async fn fetch(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Option<OrderView>> {
-    let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
-    )))
-    .bind(order_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match row {
+    match fetch_row(conn, order_id).await? {
         Some(row) => Ok(attach_details(conn, vec![row]).await?.pop()),
         None => Ok(None),
     }

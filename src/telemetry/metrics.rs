@@ -37,6 +37,15 @@ pub const FAULT_PAYMENT_SUCCESS_RATE: &str = "fault_payment_success_ratio";
 pub const FAULT_EMAIL_DELAY: &str = "fault_email_delay_seconds";
 pub const FAULT_EMAIL_OUTAGE: &str = "fault_email_outage";
 pub const BUILD_INFO: &str = "ecommerce_monolith_build_info";
+pub const CHECKOUT_MODE_ACTIVE: &str = "checkout_mode";
+pub const ORDER_TIME_TO_CONFIRMED: &str = "order_time_to_confirmed_seconds";
+pub const ORDERS_SETTLED: &str = "orders_settled_total";
+pub const OUTBOX_PENDING: &str = "outbox_jobs_pending";
+pub const OUTBOX_OLDEST_AGE: &str = "outbox_oldest_job_age_seconds";
+pub const OUTBOX_DEAD: &str = "outbox_jobs_dead";
+pub const OUTBOX_PROCESSED: &str = "outbox_jobs_processed_total";
+pub const OUTBOX_ATTEMPTS: &str = "outbox_job_attempts_total";
+pub const OUTBOX_JOB_DURATION: &str = "outbox_job_duration_seconds";
 
 /// Histogram buckets from 5 ms to 10 s, dense around the 1 s payment, the 2 s e-mail
 /// and the 3–5 s checkout, so each lands in a bucket of its own.
@@ -95,7 +104,43 @@ fn describe_all() {
     describe_histogram!(
         CHECKOUT_DURATION,
         Unit::Seconds,
-        "Wall time of a whole checkout, by outcome."
+        "What the customer waits for: the checkout request, by mode and outcome (accepted: the asynchronous checkout's 202)."
+    );
+    describe_histogram!(
+        ORDER_TIME_TO_CONFIRMED,
+        Unit::Seconds,
+        "From the checkout request to the order confirmed, by mode: when the work is done."
+    );
+    describe_counter!(
+        ORDERS_SETTLED,
+        "Orders that reached their end state after the payment, by mode and outcome (confirmed, payment_failed)."
+    );
+    describe_gauge!(
+        CHECKOUT_MODE_ACTIVE,
+        "1 for the checkout mode in force (blocking or async), 0 for the other."
+    );
+    describe_gauge!(
+        OUTBOX_PENDING,
+        "Outbox jobs waiting or running, by kind (charge_order, send_confirmation)."
+    );
+    describe_gauge!(
+        OUTBOX_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest unfinished outbox job, by kind: the queue's lag."
+    );
+    describe_gauge!(
+        OUTBOX_DEAD,
+        "Outbox jobs given up after OUTBOX_MAX_ATTEMPTS, by kind."
+    );
+    describe_counter!(
+        OUTBOX_PROCESSED,
+        "Outbox job runs by kind and outcome (done, retried, dead_lettered, lease_lost)."
+    );
+    describe_counter!(OUTBOX_ATTEMPTS, "Attempts made at outbox jobs, by kind.");
+    describe_histogram!(
+        OUTBOX_JOB_DURATION,
+        Unit::Seconds,
+        "Time one attempt at an outbox job took, by kind and outcome."
     );
     describe_histogram!(
         CHECKOUT_STEP_DURATION,
@@ -104,7 +149,7 @@ fn describe_all() {
     );
     describe_counter!(
         CHECKOUTS,
-        "Checkouts by outcome; every checkout that starts ends in exactly one."
+        "Checkouts by mode and outcome; every checkout that starts ends in exactly one (an asynchronous one when its payment is settled)."
     );
     describe_gauge!(
         CHECKOUTS_IN_FLIGHT,

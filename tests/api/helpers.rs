@@ -44,6 +44,18 @@ impl TestDatabase {
         Self::create_on(&server_url()).await
     }
 
+    /// The name of a database that does not exist yet: the app creates it. Dropped
+    /// afterwards like the others.
+    pub fn not_yet_created() -> Self {
+        let server = server_url();
+        let name = format!("emtest_{}", uuid::Uuid::new_v4().simple());
+        Self {
+            url: format!("{server}/{name}"),
+            name,
+            server,
+        }
+    }
+
     /// A database on another server (a Postgres of the test's own, say).
     pub async fn create_on(server: &str) -> Self {
         let name = format!("emtest_{}", uuid::Uuid::new_v4().simple());
@@ -216,10 +228,11 @@ pub struct TestApp {
     pub database_url: String,
     pub client: reqwest::Client,
     pub db: PgPool,
-    pub smtp: SmtpCapture,
+    /// Shared by the replicas of an app.
+    pub smtp: Arc<SmtpCapture>,
     /// Set for apps started as a separate process.
     process: Option<Process>,
-    _database: TestDatabase,
+    _database: Arc<TestDatabase>,
 }
 
 /// The app with the default test environment.
@@ -244,14 +257,14 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let address = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
-    TestApp::new(address, database, smtp, None).await
+    TestApp::new(address, Arc::new(database), Arc::new(smtp), None).await
 }
 
 impl TestApp {
     async fn new(
         address: String,
-        database: TestDatabase,
-        smtp: SmtpCapture,
+        database: Arc<TestDatabase>,
+        smtp: Arc<SmtpCapture>,
         process: Option<Process>,
     ) -> Self {
         TestApp {
@@ -479,6 +492,8 @@ pub async fn expect_problem(response: Response, status: StatusCode, kind: &str) 
 pub struct Process {
     child: std::process::Child,
     output: Arc<Mutex<Vec<String>>>,
+    /// What it was started with, to start it again.
+    environment: Vec<(String, String)>,
 }
 
 /// The real binary, started as a separate process: the only way to observe its global
@@ -498,11 +513,38 @@ pub async fn spawn_process_on(server: &str, overrides: &[(&str, &str)]) -> TestA
         environment.retain(|(k, _)| k != key);
         environment.push((key.to_string(), value.to_string()));
     }
+    let (process, address) = start_binary(environment).await;
+    TestApp::new(address, Arc::new(database), Arc::new(smtp), Some(process)).await
+}
+
+/// `count` processes of the real binary started at the same instant on one database
+/// that does not exist yet, as replicas behind a load balancer would be.
+pub async fn spawn_replicas(count: usize, overrides: &[(&str, &str)]) -> Vec<TestApp> {
+    let database = Arc::new(TestDatabase::not_yet_created());
+    let smtp = Arc::new(SmtpCapture::start().await);
+    let mut environment = test_environment(&database.url, smtp.port);
+    environment.push(("LOG_FORMAT".into(), "json".into()));
+    for (key, value) in overrides {
+        environment.retain(|(k, _)| k != key);
+        environment.push((key.to_string(), value.to_string()));
+    }
+    let started =
+        futures::future::join_all((0..count).map(|_| start_binary(environment.clone()))).await;
+    let mut replicas = Vec::new();
+    for (process, address) in started {
+        replicas.push(TestApp::new(address, database.clone(), smtp.clone(), Some(process)).await);
+    }
+    replicas
+}
+
+/// Starts `ecommerce-monolith serve` with exactly `environment`; returns the process and
+/// the address it listens on.
+async fn start_binary(environment: Vec<(String, String)>) -> (Process, String) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ecommerce-monolith"))
         .arg("serve")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(environment)
+        .envs(environment.clone())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -543,14 +585,26 @@ pub async fn spawn_process_on(server: &str, overrides: &[(&str, &str)]) -> TestA
             output.lock().expect("output lock").join("\n")
         );
     };
+    let process = Process {
+        child,
+        output,
+        environment,
+    };
+    (process, format!("http://{address}"))
+}
 
-    TestApp::new(
-        format!("http://{address}"),
-        database,
-        smtp,
-        Some(Process { child, output }),
-    )
-    .await
+impl TestApp {
+    /// SIGKILL — no shutdown, no flush, a worker dropped mid-job — then the same binary
+    /// again on the same database (on a new port).
+    pub async fn kill_and_restart(&mut self) {
+        let environment = self.process().environment.clone();
+        let killed = self.process().child.kill();
+        assert!(killed.is_ok(), "kill: {killed:?}");
+        let _ = self.process().child.wait();
+        let (process, address) = start_binary(environment).await;
+        self.process = Some(process);
+        self.address = address;
+    }
 }
 
 impl TestApp {
@@ -596,12 +650,14 @@ impl Drop for Process {
     }
 }
 
-/// The value of one series in Prometheus text format, e.g.
+/// The value of a metric in Prometheus text format over the series that carry `labels`
+/// (summed, like PromQL's `sum`; `None` if there is no such series), e.g.
 /// `sample(&text, "checkouts_total", &[("outcome", "success")])`.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
+    let values: Vec<f64> = text
+        .lines()
         .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
+        .filter_map(|line| {
             let (series, value) = line.rsplit_once(' ')?;
             let (series_name, series_labels) = match series.split_once('{') {
                 Some((n, rest)) => (n, rest.trim_end_matches('}')),
@@ -613,8 +669,10 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
                         .split(',')
                         .any(|l| l == format!("{k}=\"{v}\""))
                 });
-            matches.then(|| value.parse().ok()).flatten()
+            matches.then(|| value.parse::<f64>().ok()).flatten()
         })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// The sum of every series of one metric (all label values).

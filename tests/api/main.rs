@@ -1,6 +1,7 @@
 //! Black-box tests: each drives a freshly spawned app over HTTP, as an API client would.
 //! They need only a Postgres; tests that need other tools are in `tests/external/`.
 
+mod async_checkout;
 mod auth;
 mod cart;
 mod checkout;
@@ -12,6 +13,7 @@ mod money;
 mod ops;
 mod otlp;
 mod products;
+mod replicas;
 mod reviews_and_notifications;
 mod telemetry;
 mod tools;

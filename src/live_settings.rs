@@ -1,0 +1,234 @@
+//! Settings an admin changes while the service runs — fault injection and the checkout
+//! mode — kept in Postgres (`live_settings`, one row) so that every replica follows the
+//! same values. A change is written and announced (`NOTIFY live_settings`) in one
+//! transaction; every replica listens and also re-reads the row every few seconds, in
+//! case a notification was missed. A replica that cannot reach the database keeps what
+//! it last knew.
+//!
+//! The environment (`PAYMENT_DELAY_MS`, …, `CHECKOUT_MODE`) gives the values the row is
+//! created with on a fresh database; after that the row is the truth.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use metrics::gauge;
+use tokio::sync::Notify;
+
+use crate::checkout::CheckoutMode;
+use crate::checkout::faults::{self, FaultProblem, FaultSettings, FaultsUpdate};
+use crate::db::Database;
+use crate::telemetry::metrics::CHECKOUT_MODE_ACTIVE;
+
+/// The channel that announces a change.
+pub const CHANNEL: &str = "live_settings";
+/// How often a replica re-reads the row without being told to.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub faults: FaultSettings,
+    pub checkout_mode: CheckoutMode,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid settings")]
+    Invalid(Vec<FaultProblem>),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The settings in force on this replica; cheap to clone and to read.
+#[derive(Clone)]
+pub struct LiveSettings {
+    current: Arc<RwLock<Settings>>,
+    db: Database,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    payment_delay_ms: i64,
+    payment_success_rate: f64,
+    email_delay_ms: i64,
+    email_outage: bool,
+    checkout_mode: CheckoutMode,
+}
+
+impl From<Row> for Settings {
+    fn from(row: Row) -> Self {
+        let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        Settings {
+            faults: FaultSettings {
+                payment_delay: millis(row.payment_delay_ms),
+                payment_success_rate: row.payment_success_rate,
+                email_delay: millis(row.email_delay_ms),
+                email_outage: row.email_outage,
+            },
+            checkout_mode: row.checkout_mode,
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "payment_delay_ms, payment_success_rate, email_delay_ms, email_outage, checkout_mode";
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl LiveSettings {
+    /// The shared settings, created from `initial` if this is the first replica to start
+    /// on this database (replicas starting together agree: one insert wins).
+    pub async fn load(db: Database, initial: Settings) -> Result<Self, sqlx::Error> {
+        let mut conn = db.acquire().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO live_settings (id, {COLUMNS}) VALUES (1, $1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO NOTHING"
+        )))
+        .bind(millis(initial.faults.payment_delay))
+        .bind(initial.faults.payment_success_rate)
+        .bind(millis(initial.faults.email_delay))
+        .bind(initial.faults.email_outage)
+        .bind(initial.checkout_mode)
+        .execute(&mut *conn)
+        .await?;
+        let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM live_settings WHERE id = 1"
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
+        let settings = Settings::from(row);
+        export_gauges(&settings);
+        Ok(Self {
+            current: Arc::new(RwLock::new(settings)),
+            db,
+        })
+    }
+
+    pub fn current(&self) -> Settings {
+        // A poisoned lock only means a panic elsewhere; the value itself is plain data.
+        *self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn faults(&self) -> FaultSettings {
+        self.current().faults
+    }
+
+    pub fn checkout_mode(&self) -> CheckoutMode {
+        self.current().checkout_mode
+    }
+
+    /// Changes some fault settings on every replica, or explains per field why not.
+    pub async fn update_faults(&self, update: &FaultsUpdate) -> Result<Settings, SettingsError> {
+        self.change(|settings| {
+            let faults = settings.faults.with(update);
+            let problems = faults.problems();
+            if problems.is_empty() {
+                Ok(Settings { faults, ..settings })
+            } else {
+                Err(problems)
+            }
+        })
+        .await
+    }
+
+    pub async fn set_checkout_mode(&self, mode: CheckoutMode) -> Result<Settings, SettingsError> {
+        self.change(|settings| {
+            Ok(Settings {
+                checkout_mode: mode,
+                ..settings
+            })
+        })
+        .await
+    }
+
+    /// Reads the row, lets `edit` change it, writes and announces it in one transaction.
+    async fn change(
+        &self,
+        edit: impl FnOnce(Settings) -> Result<Settings, Vec<FaultProblem>>,
+    ) -> Result<Settings, SettingsError> {
+        let mut tx = self.db.begin().await?;
+        let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM live_settings WHERE id = 1 FOR UPDATE"
+        )))
+        .fetch_one(&mut *tx)
+        .await?;
+        let changed = edit(Settings::from(row)).map_err(SettingsError::Invalid)?;
+        sqlx::query(
+            "UPDATE live_settings SET payment_delay_ms = $1, payment_success_rate = $2, \
+                    email_delay_ms = $3, email_outage = $4, checkout_mode = $5, \
+                    updated_at = now() \
+             WHERE id = 1",
+        )
+        .bind(millis(changed.faults.payment_delay))
+        .bind(changed.faults.payment_success_rate)
+        .bind(millis(changed.faults.email_delay))
+        .bind(changed.faults.email_outage)
+        .bind(changed.checkout_mode)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.apply(changed);
+        Ok(changed)
+    }
+
+    /// Re-reads the row (on a notification, or every [`REFRESH_EVERY`]); on failure the
+    /// settings in force stay as they are.
+    pub async fn refresh(&self) {
+        let read = async {
+            let mut conn = self.db.acquire().await?;
+            sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM live_settings WHERE id = 1"
+            )))
+            .fetch_one(&mut *conn)
+            .await
+        };
+        if let Ok(row) = read.await {
+            self.apply(Settings::from(row));
+        }
+    }
+
+    /// Follows the shared row: re-reads it when `changed` is notified (a NOTIFY on
+    /// [`CHANNEL`]) and every [`REFRESH_EVERY`] in case a notification was lost.
+    pub async fn follow(self, changed: Arc<Notify>) {
+        loop {
+            tokio::select! {
+                () = changed.notified() => {}
+                () = tokio::time::sleep(REFRESH_EVERY) => {}
+            }
+            self.refresh().await;
+        }
+    }
+
+    /// Puts `settings` in force here, if they differ from what is.
+    fn apply(&self, settings: Settings) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if *current == settings {
+            return;
+        }
+        *current = settings;
+        drop(current);
+        export_gauges(&settings);
+        tracing::warn!(
+            faults = ?settings.faults,
+            checkout_mode = settings.checkout_mode.as_str(),
+            "live settings changed"
+        );
+    }
+}
+
+fn export_gauges(settings: &Settings) {
+    faults::export_gauges(&settings.faults);
+    for mode in CheckoutMode::ALL {
+        let active = if mode == settings.checkout_mode {
+            1.0
+        } else {
+            0.0
+        };
+        gauge!(CHECKOUT_MODE_ACTIVE, "mode" => mode.as_str()).set(active);
+    }
+}

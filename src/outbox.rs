@@ -1,0 +1,224 @@
+//! The transactional outbox of the asynchronous checkout: a Postgres table of jobs.
+//!
+//! A job is written in the same transaction as the order it is about, so it exists
+//! exactly when the order does, and `NOTIFY outbox_jobs` wakes the workers at commit.
+//! A worker claims a job with `FOR UPDATE SKIP LOCKED` (two workers never take the same
+//! one) and a lease: the claim is one statement, so the worker holds no connection
+//! while it waits on the gateway or the mail server. It finishes the job in the same
+//! transaction as the job's effects, fenced by its lease token: if the lease ran out
+//! and another worker took the job, the late one's transaction changes nothing. A
+//! worker that dies loses nothing; its lease runs out and another finishes the job.
+//!
+//! Why not a crate: the job must be enqueued inside the checkout's own sqlx 0.9
+//! transaction, and the Postgres job queues for Rust (underway, apalis, sqlxmq) are
+//! built on sqlx 0.8 or older — a second sqlx, a second pool, no shared transaction.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::db::Database;
+
+/// The channel that tells workers a job is waiting.
+pub const CHANNEL: &str = "outbox_jobs";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum JobKind {
+    /// Charge an accepted order, then confirm it (or fail it).
+    ChargeOrder,
+    /// Send a confirmed order's e-mail.
+    SendConfirmation,
+}
+
+impl JobKind {
+    pub const ALL: [Self; 2] = [Self::ChargeOrder, Self::SendConfirmation];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ChargeOrder => "charge_order",
+            Self::SendConfirmation => "send_confirmation",
+        }
+    }
+}
+
+/// A claimed job.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    pub id: i64,
+    pub kind: JobKind,
+    pub order_id: i64,
+    pub payload: Value,
+    pub traceparent: Option<String>,
+    /// Including this one.
+    pub attempts: i32,
+    pub lease_token: uuid::Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Adds a job in the caller's transaction; workers are woken when it commits.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    kind: JobKind,
+    order_id: i64,
+    payload: &Value,
+    traceparent: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "WITH job AS ( \
+             INSERT INTO outbox_jobs (kind, order_id, payload, traceparent) \
+             VALUES ($1, $2, $3, $4) RETURNING kind) \
+         SELECT pg_notify($5, kind) FROM job",
+    )
+    .bind(kind)
+    .bind(order_id)
+    .bind(payload)
+    .bind(traceparent)
+    .bind(CHANNEL)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes the oldest job that is due and not held by a live lease, for `lease`.
+pub async fn claim(db: &Database, lease: Duration) -> sqlx::Result<Option<Job>> {
+    let mut conn = db.acquire().await?;
+    sqlx::query_as(
+        "UPDATE outbox_jobs \
+         SET attempts = attempts + 1, lease_token = gen_random_uuid(), \
+             locked_until = now() + make_interval(secs => $1) \
+         WHERE id = ( \
+             SELECT id FROM outbox_jobs \
+             WHERE status = 'pending' AND run_after <= now() \
+               AND (locked_until IS NULL OR locked_until < now()) \
+             ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, kind, order_id, payload, traceparent, attempts, lease_token, created_at",
+    )
+    .bind(lease.as_secs_f64())
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// Marks the job done in the caller's transaction, with the job's effects. False if
+/// the job is no longer this worker's (its lease ran out and another took it): the
+/// caller must roll back.
+pub async fn finish(conn: &mut PgConnection, job: &Job) -> sqlx::Result<bool> {
+    let finished = sqlx::query(
+        "UPDATE outbox_jobs SET status = 'done', finished_at = now(), locked_until = NULL \
+         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
+    )
+    .bind(job.id)
+    .bind(job.lease_token)
+    .execute(conn)
+    .await?;
+    Ok(finished.rows_affected() == 1)
+}
+
+/// Gives the job back, to be tried again after `delay`.
+pub async fn retry_later(
+    db: &Database,
+    job: &Job,
+    error: &str,
+    delay: Duration,
+) -> sqlx::Result<()> {
+    let mut conn = db.acquire().await?;
+    sqlx::query(
+        "UPDATE outbox_jobs SET run_after = now() + make_interval(secs => $3), \
+                locked_until = NULL, lease_token = NULL, last_error = $4 \
+         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
+    )
+    .bind(job.id)
+    .bind(job.lease_token)
+    .bind(delay.as_secs_f64())
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives up on the job: it stays in the table as `dead` for a person to look at.
+pub async fn dead_letter(db: &Database, job: &Job, error: &str) -> sqlx::Result<()> {
+    let mut conn = db.acquire().await?;
+    sqlx::query(
+        "UPDATE outbox_jobs SET status = 'dead', finished_at = now(), locked_until = NULL, \
+                last_error = $3 \
+         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
+    )
+    .bind(job.id)
+    .bind(job.lease_token)
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// How long to wait before attempt `attempts + 1`: 1 s, 2 s, 4 s, … at most a minute,
+/// give or take a fifth, so that jobs failed together do not all retry together.
+pub fn backoff(attempts: i32) -> Duration {
+    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 6)).unwrap_or(6);
+    let base = Duration::from_secs(1 << exponent).min(Duration::from_secs(60));
+    base.mul_f64(rand::random_range(0.8..1.2))
+}
+
+/// The queue of one kind of job, for the gauges.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Depth {
+    pub kind: JobKind,
+    pub pending: i64,
+    pub oldest_pending_seconds: f64,
+    pub dead: i64,
+}
+
+pub async fn depth(db: &Database) -> sqlx::Result<Vec<Depth>> {
+    let mut conn = db.acquire().await?;
+    sqlx::query_as(
+        "SELECT kind, \
+                count(*) FILTER (WHERE status = 'pending') AS pending, \
+                COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) \
+                    FILTER (WHERE status = 'pending'))::float8, 0) AS oldest_pending_seconds, \
+                count(*) FILTER (WHERE status = 'dead') AS dead \
+         FROM outbox_jobs WHERE status <> 'done' GROUP BY kind",
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Deletes finished jobs older than `age`; dead ones stay until a person looks.
+pub async fn purge_done(db: &Database, age: Duration) -> sqlx::Result<u64> {
+    let mut conn = db.acquire().await?;
+    let purged = sqlx::query(
+        "DELETE FROM outbox_jobs \
+         WHERE status = 'done' AND finished_at < now() - make_interval(secs => $1)",
+    )
+    .bind(age.as_secs_f64())
+    .execute(&mut *conn)
+    .await?;
+    Ok(purged.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute_with_jitter() {
+        for (attempts, nominal) in [
+            (1, 1.0),
+            (2, 2.0),
+            (3, 4.0),
+            (6, 32.0),
+            (7, 60.0),
+            (30, 60.0),
+        ] {
+            let wait = backoff(attempts).as_secs_f64();
+            assert!(
+                (nominal * 0.8..=nominal * 1.2).contains(&wait),
+                "attempt {attempts}: {wait}"
+            );
+        }
+        assert!(backoff(0) <= Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,401 @@
+//! The "after" picture: the same checkout, asynchronous. 202 at once with a `Location`;
+//! workers charge, confirm and e-mail; a decline fails the order and gives the stock
+//! back; a mail outage delays e-mails and nothing else; a killed worker loses nothing;
+//! switching modes under load loses no checkout.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, expect_json, sample, spawn_app_with, spawn_process};
+
+/// Switches the running service's checkout mode, as an admin would.
+pub async fn set_mode(app: &TestApp, admin: &str, mode: &str) {
+    let answer = expect_json(
+        app.put(
+            "/api/admin/checkout-mode",
+            Some(admin),
+            &json!({"mode": mode}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(answer["mode"], mode);
+}
+
+/// Follows an order until it leaves `pending` (bounded); returns it.
+async fn settled(app: &TestApp, token: &str, location: &str) -> Value {
+    for _ in 0..150 {
+        let order = expect_json(app.get(location, Some(token)).await, StatusCode::OK).await;
+        if order["status"] != "pending" {
+            return order;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{location} still pending after 15 s");
+}
+
+/// The `Location` of a 202, after checking the answer.
+async fn accepted(response: reqwest::Response) -> (String, Value) {
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let order = expect_json(response, StatusCode::ACCEPTED).await;
+    let location = location.expect("a 202 says where to follow the order");
+    assert_eq!(location, format!("/api/orders/{}", order["id"]));
+    assert_eq!(order["status"], "pending");
+    assert!(order["payment"].is_null(), "not charged yet: {order}");
+    (location, order)
+}
+
+/// Checkouts of all `tokens` at once; their statuses.
+async fn wave(app: &TestApp, tokens: &[String]) -> Vec<StatusCode> {
+    join_all(
+        tokens
+            .iter()
+            .map(|token| async move { app.checkout(token).await.status() }),
+    )
+    .await
+}
+
+async fn count_where(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(&app.db)
+        .await
+        .expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accepted_order_is_charged_confirmed_and_emailed_by_the_workers() {
+    let app = spawn_process(&[
+        ("CHECKOUT_MODE", "async"),
+        ("PAYMENT_DELAY_MS", "300"),
+        ("EMAIL_DELAY_MS", "300"),
+    ])
+    .await;
+    let (alice, kettle) = app.alice_with_kettles(2).await;
+
+    let (location, order) = accepted(app.checkout(&alice).await).await;
+    // Reserved at once, the cart emptied, nothing charged yet.
+    assert_eq!(app.stock_of(kettle).await, (5, 2));
+    let cart = expect_json(app.get("/api/cart", Some(&alice)).await, StatusCode::OK).await;
+    assert!(cart["items"].as_array().unwrap().is_empty());
+
+    let confirmed = settled(&app, &alice, &location).await;
+    assert_eq!(confirmed["status"], "confirmed");
+    assert_eq!(confirmed["id"], order["id"]);
+    assert_eq!(confirmed["payment"]["amount"], "39.98");
+    assert!(confirmed["processing_time_ms"].as_i64().unwrap() >= 300);
+    assert_eq!(app.stock_of(kettle).await, (3, 0));
+    // The e-mail follows as a job of its own.
+    for _ in 0..50 {
+        if !app.smtp.messages().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mail = app.smtp.messages();
+    assert_eq!(mail.len(), 1);
+    assert!(
+        mail[0]
+            .data
+            .contains(&format!("Order #{} confirmed", order["id"]))
+    );
+    let notifications = expect_json(
+        app.get("/api/notifications", Some(&alice)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(notifications[0]["kind"], "order_confirmed");
+
+    let metrics = app.metrics().await;
+    let value = |name: &str, labels: &[(&str, &str)]| sample(&metrics, name, labels);
+    assert_eq!(
+        value(
+            "checkout_duration_seconds_count",
+            &[("mode", "async"), ("outcome", "accepted")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "order_time_to_confirmed_seconds_count",
+            &[("mode", "async")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "checkouts_total",
+            &[("mode", "async"), ("outcome", "success")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "outbox_jobs_processed_total",
+            &[("kind", "charge_order"), ("outcome", "done")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value("checkout_mode", &[("mode", "async")]), Some(1.0));
+    app.assert_every_cent_accounted().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_buyers_in_async_mode_get_exactly_the_units_in_stock() {
+    const BUYERS: usize = 30;
+    const UNITS: i64 = 5;
+    let app = spawn_app_with(&[("CHECKOUT_MODE", "async"), ("PAYMENT_DELAY_MS", "20")]).await;
+    let admin = app.admin_token().await;
+    let scarce = app.create_product(&admin, "Last few", "9.99", UNITS).await;
+    let buyers = app.buyers(BUYERS, scarce, "async-race-").await;
+    let answers = join_all(buyers.iter().map(|token| app.checkout(token))).await;
+    let statuses: Vec<StatusCode> = answers.iter().map(reqwest::Response::status).collect();
+    let accepted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::ACCEPTED)
+        .count();
+    let sold_out = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!(accepted as i64, UNITS, "{statuses:?}");
+    assert_eq!(sold_out, BUYERS - UNITS as usize, "clean 409s for the rest");
+    for _ in 0..100 {
+        if count_where(
+            &app,
+            "SELECT count(*) FROM orders WHERE status = 'confirmed'",
+        )
+        .await
+            == UNITS
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        count_where(
+            &app,
+            "SELECT count(*) FROM orders WHERE status = 'confirmed'"
+        )
+        .await,
+        UNITS
+    );
+    assert_eq!(app.stock_of(scarce).await, (0, 0));
+    app.assert_charges_reconcile(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
+    let app = spawn_app_with(&[("CHECKOUT_MODE", "async"), ("PAYMENT_SUCCESS_RATE", "0")]).await;
+    let (alice, kettle) = app.alice_with_kettles(2).await;
+    let (location, _) = accepted(app.checkout(&alice).await).await;
+    let failed = settled(&app, &alice, &location).await;
+    assert_eq!(failed["status"], "payment_failed");
+    assert!(failed["payment"].is_null());
+    assert_eq!(
+        app.stock_of(kettle).await,
+        (5, 0),
+        "the reservation is released"
+    );
+    let notifications = expect_json(
+        app.get("/api/notifications", Some(&alice)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(notifications[0]["kind"], "payment_failed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        app.smtp.messages().is_empty(),
+        "no confirmation for a failed order"
+    );
+    app.assert_charges_reconcile(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mail_outage_delays_emails_and_fails_no_order() {
+    let app = spawn_process(&[("CHECKOUT_MODE", "async"), ("EMAIL_OUTAGE", "true")]).await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 10).await;
+    let buyers = app.buyers(3, kettle, "outage-").await;
+    let mut locations = Vec::new();
+    for token in &buyers {
+        locations.push(accepted(app.checkout(token).await).await.0);
+    }
+    for (token, location) in buyers.iter().zip(&locations) {
+        assert_eq!(settled(&app, token, location).await["status"], "confirmed");
+    }
+    // The e-mails wait and retry while the outage lasts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(app.smtp.messages().is_empty());
+    let retried = count_where(
+        &app,
+        "SELECT count(*) FROM outbox_jobs WHERE kind = 'send_confirmation' \
+         AND status = 'pending' AND attempts >= 1",
+    )
+    .await;
+    assert_eq!(retried, 3, "three e-mails waiting to be retried");
+
+    // The outage ends: every e-mail goes out (within the backoff), none is lost.
+    expect_json(
+        app.put(
+            "/api/admin/faults",
+            Some(&admin),
+            &json!({"email_outage": false}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    for _ in 0..150 {
+        if app.smtp.messages().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.smtp.messages().len(),
+        3,
+        "every e-mail delivered after the outage"
+    );
+    let metrics = app.metrics().await;
+    assert_eq!(sample(&metrics, "payments_orphaned_total", &[]), Some(0.0));
+    assert!(
+        sample(
+            &metrics,
+            "outbox_jobs_processed_total",
+            &[("kind", "send_confirmation"), ("outcome", "retried")]
+        )
+        .unwrap()
+            >= 3.0
+    );
+    app.assert_every_cent_accounted().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_job_loses_nothing_and_charges_once() {
+    let mut app = spawn_process(&[
+        ("CHECKOUT_MODE", "async"),
+        ("PAYMENT_DELAY_MS", "1500"),
+        ("OUTBOX_LEASE_SECONDS", "2"),
+    ])
+    .await;
+    let (alice, kettle) = app.alice_with_kettles(1).await;
+    let (location, order) = accepted(app.checkout(&alice).await).await;
+    // The worker is waiting on the gateway when the process dies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.kill_and_restart().await;
+
+    let confirmed = settled(&app, &alice, &location).await;
+    assert_eq!(confirmed["status"], "confirmed");
+    assert_eq!(app.stock_of(kettle).await, (4, 0));
+    let charges: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM gateway_charges WHERE idempotency_key = $1")
+            .bind(format!("order-{}", order["id"]))
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(charges, 1, "one charge in the gateway's ledger");
+    let attempts: i32 = sqlx::query_scalar(
+        "SELECT attempts FROM outbox_jobs WHERE order_id = $1 AND kind = 'charge_order'",
+    )
+    .bind(order["id"].as_i64().unwrap())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 2, "the killed attempt and the one that finished");
+    app.assert_every_cent_accounted().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_charge_gets_the_gateways_first_answer() {
+    // As if a worker had charged the card and died before confirming: the charge is in
+    // the gateway's ledger, the job is still to do.
+    let app = spawn_app_with(&[("CHECKOUT_MODE", "async"), ("OUTBOX_POLL_MS", "100")]).await;
+    let admin = app.admin_token().await;
+    expect_json(
+        app.put(
+            "/api/admin/faults",
+            Some(&admin),
+            &json!({"payment_delay_ms": 1000}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let (alice, _) = app.alice_with_kettles(1).await;
+    let (location, order) = accepted(app.checkout(&alice).await).await;
+    sqlx::query(
+        "INSERT INTO gateway_charges \
+           (idempotency_key, order_id, amount, method, status, transaction_id) \
+         VALUES ($1, $2, 19.99, 'credit_card', 'approved', 'txn_charged_before_the_crash')",
+    )
+    .bind(format!("order-{}", order["id"]))
+    .bind(order["id"].as_i64().unwrap())
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let confirmed = settled(&app, &alice, &location).await;
+    assert_eq!(
+        confirmed["payment"]["transaction_id"], "txn_charged_before_the_crash",
+        "the retry is answered from the ledger, not charged again"
+    );
+    app.assert_charges_reconcile(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switching_modes_under_load_loses_no_checkout() {
+    let app = spawn_process(&[("PAYMENT_DELAY_MS", "150"), ("EMAIL_DELAY_MS", "150")]).await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 100).await;
+    let buyers = app.buyers(24, kettle, "switch-").await;
+    // Checkouts in three waves; the mode flips while the first two are running.
+    let switching = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        set_mode(&app, &admin, "async").await;
+    };
+    let (first, ()) = tokio::join!(wave(&app, &buyers[..8]), switching);
+    let switching_back = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        set_mode(&app, &admin, "blocking").await;
+    };
+    let (second, ()) = tokio::join!(wave(&app, &buyers[8..16]), switching_back);
+    let third = wave(&app, &buyers[16..]).await;
+    let statuses: Vec<StatusCode> = first.into_iter().chain(second).chain(third).collect();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::ACCEPTED),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&StatusCode::ACCEPTED) && statuses.contains(&StatusCode::CREATED));
+    for _ in 0..150 {
+        if count_where(
+            &app,
+            "SELECT count(*) FROM orders WHERE status = 'confirmed'",
+        )
+        .await
+            == 24
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        count_where(
+            &app,
+            "SELECT count(*) FROM orders WHERE status = 'confirmed'"
+        )
+        .await,
+        24,
+        "every checkout became a confirmed order"
+    );
+    assert_eq!(app.stock_of(kettle).await, (76, 0));
+    app.assert_every_cent_accounted().await;
+}
