@@ -32,6 +32,8 @@ pub struct ReceivedSpan {
     pub status: i32,
     pub attributes: HashMap<String, String>,
     pub resource: HashMap<String, String>,
+    /// (trace id, span id) of each span link.
+    pub links: Vec<(String, String)>,
 }
 
 impl ReceivedSpan {
@@ -122,6 +124,11 @@ async fn export(
                     status: span.status.map_or(0, |s| s.code),
                     attributes: flatten(&span.attributes),
                     resource: resource.clone(),
+                    links: span
+                        .links
+                        .iter()
+                        .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
+                        .collect(),
                 });
             }
         }

@@ -200,6 +200,102 @@ async fn a_checkout_is_one_trace_with_a_span_per_step_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_asynchronous_checkout_and_its_jobs_are_one_trace() {
+    let receiver = OtlpReceiver::start().await;
+    let app = traced_app(
+        &receiver,
+        &[
+            ("CHECKOUT_MODE", "async"),
+            ("PAYMENT_DELAY_MS", "200"),
+            ("EMAIL_DELAY_MS", "100"),
+        ],
+    )
+    .await;
+    let alice = customer_with_cart(&app).await;
+    let response = app.checkout(&alice).await;
+    let trace_id = trace_id_of(&response);
+    expect_json(response, StatusCode::ACCEPTED).await;
+
+    // The 202, then seconds later the payment and the e-mail, in the same trace.
+    let spans = receiver
+        .wait_for_trace(&trace_id, "outbox.send_confirmation")
+        .await;
+    let server = one(&spans, "POST /api/orders/checkout");
+    assert_eq!(server.attribute("http.response.status_code"), Some("202"));
+    let checkout = one(&spans, "checkout");
+    assert_eq!(checkout.attribute("checkout.mode"), Some("async"));
+    assert_eq!(checkout.attribute("checkout.outcome"), Some("accepted"));
+    let request_steps: Vec<&str> = children(&spans, checkout)
+        .into_iter()
+        .map(|s| s.name.as_str())
+        .filter(|name| name.starts_with("checkout."))
+        .collect();
+    assert_eq!(
+        request_steps,
+        [
+            "checkout.validate_cart",
+            "checkout.check_inventory",
+            "checkout.reserve_inventory",
+            "checkout.create_order",
+            "checkout.create_order_items",
+            "checkout.clear_cart",
+            "checkout.enqueue_payment",
+            "checkout.commit",
+        ]
+    );
+
+    // The charge job hangs under the step that enqueued it, and links to it.
+    let enqueue = one(&spans, "checkout.enqueue_payment");
+    let charge = one(&spans, "outbox.charge_order");
+    assert_eq!(charge.parent_span_id, enqueue.span_id);
+    assert!(
+        charge
+            .links
+            .contains(&(trace_id.clone(), enqueue.span_id.clone()))
+    );
+    assert!(
+        charge.start >= server.end,
+        "the work starts after the answer"
+    );
+    let job_steps: Vec<&str> = children(&spans, charge)
+        .into_iter()
+        .map(|s| s.name.as_str())
+        .filter(|name| name.starts_with("checkout."))
+        .collect();
+    assert_eq!(
+        job_steps,
+        [
+            "checkout.process_payment",
+            "checkout.record_payment",
+            "checkout.take_out_of_stock",
+            "checkout.create_notification",
+            "checkout.enqueue_email",
+            "checkout.confirm_order",
+        ]
+    );
+    assert_eq!(
+        one(&spans, "payment_gateway.charge").parent_span_id,
+        one(&spans, "checkout.process_payment").span_id
+    );
+    // The e-mail job follows from the charge job, with the SMTP send inside.
+    let email = one(&spans, "outbox.send_confirmation");
+    assert_eq!(
+        email.parent_span_id,
+        one(&spans, "checkout.enqueue_email").span_id
+    );
+    assert_eq!(
+        one(&spans, "smtp.send").parent_span_id,
+        one(&spans, "checkout.send_email").span_id
+    );
+    let answered_in = server.end - server.start;
+    let confirmed_after = charge.end - server.start;
+    assert!(
+        answered_in < confirmed_after,
+        "answered in {answered_in} ns, confirmed after {confirmed_after} ns"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_declined_payment_marks_its_spans_as_errors() {
     let receiver = OtlpReceiver::start().await;
     let app = traced_app(&receiver, &[("PAYMENT_SUCCESS_RATE", "0")]).await;
