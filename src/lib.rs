@@ -1,13 +1,13 @@
 //! ecommerce-monolith: a deliberately monolithic, thoroughly instrumented e-commerce
 //! backend for learning system design. See `docs/ARCHITECTURE.md` for the tour.
 
+pub mod admin_cli;
 pub mod auth;
 pub mod checkout;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod domain;
-pub mod faults_cli;
 pub mod http;
 pub mod idempotency;
 pub mod inventory;

@@ -1,13 +1,14 @@
-//! The command line: `serve`, `migrate`, `seed`, `loadgen`, `faults`, `healthcheck`.
+//! The command line: `serve`, `migrate`, `seed`, `loadgen`, `faults`, `mode`,
+//! `healthcheck`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ecommerce_monolith::admin_cli::{self, FaultsArgs, ModeArgs};
 use ecommerce_monolith::config::{
     DEFAULT_LOG_FORMAT_CLI, DatabaseSettings, ProcessEnv, Settings, TelemetrySettings,
 };
-use ecommerce_monolith::faults_cli::FaultsArgs;
 use ecommerce_monolith::loadgen::LoadgenArgs;
 use ecommerce_monolith::startup::{Application, shutdown_signal};
 use ecommerce_monolith::{checkout, db, seed, telemetry};
@@ -44,6 +45,8 @@ enum Command {
     Loadgen(LoadgenArgs),
     /// Show or change the live fault injection of a running service.
     Faults(FaultsArgs),
+    /// Show or switch the checkout mode of a running service (blocking or async).
+    Mode(ModeArgs),
     /// Exit 0 if the service answers `/health` (for container health checks).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8000/health")]
@@ -61,7 +64,8 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate().await,
         Command::Seed { restock } => seed_catalog(restock).await,
         Command::Loadgen(args) => loadgen(args).await,
-        Command::Faults(args) => faults(args).await,
+        Command::Faults(args) => print_json(admin_cli::faults(args).await),
+        Command::Mode(args) => print_json(admin_cli::mode(args).await),
         Command::Healthcheck { url } => healthcheck(&url).await,
     };
     match result {
@@ -133,9 +137,9 @@ async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     result.map(|_| ())
 }
 
-async fn faults(args: FaultsArgs) -> anyhow::Result<()> {
-    let settings = ecommerce_monolith::faults_cli::run(args).await?;
-    println!("{}", serde_json::to_string_pretty(&settings)?);
+/// Prints what an admin command answered.
+fn print_json(answer: anyhow::Result<serde_json::Value>) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&answer?)?);
     Ok(())
 }
 

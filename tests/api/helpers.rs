@@ -741,7 +741,12 @@ impl TestApp {
 
     /// `ecommerce-monolith faults …` against this app, as the admin.
     pub async fn faults(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["faults"];
+        self.admin_tool("faults", args).await
+    }
+
+    /// `ecommerce-monolith <command> …` (`faults`, `mode`) against this app, as the admin.
+    pub async fn admin_tool(&self, command: &str, args: &[&str]) -> serde_json::Value {
+        let mut all = vec![command];
         all.extend_from_slice(args);
         let output = run_tool(
             &all,
@@ -752,7 +757,7 @@ impl TestApp {
             ],
         )
         .await;
-        assert!(output.status.success(), "faults failed: {output:?}");
-        serde_json::from_slice(&output.stdout).expect("faults prints JSON")
+        assert!(output.status.success(), "{command} failed: {output:?}");
+        serde_json::from_slice(&output.stdout).expect("the tool prints JSON")
     }
 }

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::{TestDatabase, expect_json, run_tool, sample, spawn_process};
+use crate::helpers::{TestDatabase, expect_json, run_tool, sample, spawn_app, spawn_process};
 
 async fn catalog(db: &PgPool) -> Vec<(String, String, String, i32)> {
     sqlx::query_as(
@@ -231,4 +231,23 @@ async fn the_faults_command_changes_the_running_service() {
     .await;
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("between 0 and 1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mode_command_switches_the_checkout_live() {
+    let app = spawn_app().await;
+    assert_eq!(app.admin_tool("mode", &["show"]).await["mode"], "blocking");
+    assert_eq!(
+        app.admin_tool("mode", &["set", "async"]).await["mode"],
+        "async"
+    );
+    let (alice, _) = app.alice_with_kettles(1).await;
+    assert_eq!(app.checkout(&alice).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        app.admin_tool("mode", &["set", "blocking"]).await["mode"],
+        "blocking"
+    );
+    let refused = run_tool(&["mode", "set", "sideways"], &[]).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("blocking or async"));
 }

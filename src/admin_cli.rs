@@ -1,0 +1,146 @@
+//! `ecommerce-monolith faults …` and `ecommerce-monolith mode …`: the live settings of a
+//! running service from the command line, so a tour can say "type this, then look at
+//! that chart". They log in as an admin and call the admin API.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::checkout::CheckoutMode;
+use crate::checkout::faults::{FaultSettings, FaultsUpdate};
+use crate::client::ApiClient;
+
+/// Which service, as which admin.
+#[derive(Debug, clap::Args)]
+pub struct AdminConnection {
+    /// The service to change.
+    #[arg(
+        long,
+        env = "BASE_URL",
+        default_value = "http://localhost:8000",
+        global = true
+    )]
+    pub base_url: String,
+    /// An admin account (the one from the service's ADMIN_EMAIL by default).
+    #[arg(long, env = "ADMIN_EMAIL", global = true)]
+    pub admin_email: Option<String>,
+    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true, global = true)]
+    pub admin_password: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FaultsArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    #[command(subcommand)]
+    pub command: FaultsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FaultsCommand {
+    /// Print the settings in force.
+    Show,
+    /// Change some settings; the others keep their value.
+    Set {
+        /// Simulated payment gateway latency, in milliseconds.
+        #[arg(long)]
+        payment_delay_ms: Option<u64>,
+        /// Probability that a payment is approved, 0 to 1.
+        #[arg(long)]
+        payment_success_rate: Option<f64>,
+        /// Simulated SMTP server latency, in milliseconds.
+        #[arg(long)]
+        email_delay_ms: Option<u64>,
+        /// `true` makes every confirmation e-mail fail.
+        #[arg(long)]
+        email_outage: Option<bool>,
+    },
+    /// Back to the defaults: 1000 ms, 0.95, 2000 ms, no outage.
+    Reset,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ModeArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    #[command(subcommand)]
+    pub command: ModeCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ModeCommand {
+    /// Print the checkout mode in force.
+    Show,
+    /// Switch the checkout mode (every replica follows within a second).
+    Set {
+        #[arg(value_parser = parse_mode)]
+        mode: CheckoutMode,
+    },
+}
+
+fn parse_mode(text: &str) -> Result<CheckoutMode, String> {
+    text.parse()
+}
+
+/// Runs `faults …`; returns the settings now in force, as the service printed them.
+pub async fn faults(args: FaultsArgs) -> anyhow::Result<Value> {
+    let update = match args.command {
+        FaultsCommand::Show => None,
+        FaultsCommand::Set {
+            payment_delay_ms,
+            payment_success_rate,
+            email_delay_ms,
+            email_outage,
+        } => Some(FaultsUpdate {
+            payment_delay_ms,
+            payment_success_rate,
+            email_delay_ms,
+            email_outage,
+        }),
+        FaultsCommand::Reset => Some(FaultsUpdate::from(FaultSettings::DEFAULT)),
+    };
+    let body = update.map(serde_json::to_value).transpose()?;
+    call(&args.connection, "/api/admin/faults", body).await
+}
+
+/// Runs `mode …`; returns the mode now in force, as the service printed it.
+pub async fn mode(args: ModeArgs) -> anyhow::Result<Value> {
+    let body = match args.command {
+        ModeCommand::Show => None,
+        ModeCommand::Set { mode } => Some(json!({ "mode": mode })),
+    };
+    call(&args.connection, "/api/admin/checkout-mode", body).await
+}
+
+/// Logs in as the admin, then GETs `path` (no body) or PUTs `body` to it.
+async fn call(
+    connection: &AdminConnection,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let (Some(email), Some(password)) = (&connection.admin_email, &connection.admin_password)
+    else {
+        anyhow::bail!(
+            "an admin account is needed: --admin-email/--admin-password or ADMIN_EMAIL/ADMIN_PASSWORD"
+        );
+    };
+    let client = ApiClient::new(&connection.base_url, Duration::from_secs(30))?;
+    let token = client.login(email, password).await?;
+    let response = match &body {
+        None => client.send(Method::GET, path, Some(&token), None).await?,
+        Some(body) => {
+            client
+                .send(Method::PUT, path, Some(&token), Some(body))
+                .await?
+        }
+    };
+    if response.status != StatusCode::OK {
+        anyhow::bail!(
+            "the service refused ({}): {}",
+            response.status,
+            response.body["detail"].as_str().unwrap_or("no detail")
+        );
+    }
+    Ok(response.body)
+}
