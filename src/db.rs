@@ -61,8 +61,9 @@ impl Database {
         })
     }
 
-    /// A small pool of its own, for a part that stands for an external system (the
-    /// payment gateway): it must not wait behind the shop's own connections.
+    /// A small pool of its own, for a part that must not take from or wait behind the
+    /// shop's own connections: the payment gateway (an external system), the
+    /// notification listener (which keeps its connection).
     pub fn separate_pool(settings: &DatabaseSettings, size: u32) -> anyhow::Result<PgPool> {
         Ok(PgPoolOptions::new()
             .max_connections(size)
@@ -140,18 +141,19 @@ impl Database {
     }
 }
 
-/// Listens on `channels` (LISTEN/NOTIFY) on a connection of its own and calls `notified`
-/// with the channel of every notification, reconnecting after a failure. Runs until the
-/// runtime stops; whoever relies on it also polls, since a notification sent while the
-/// connection was down is lost.
+/// Listens on `channels` (LISTEN/NOTIFY) and calls `notified` with the channel of every
+/// notification, reconnecting after a failure. `pool` should be a pool of its own (see
+/// [`Database::separate_pool`]): the listener keeps its connection for good. Runs until
+/// the runtime stops; whoever relies on it also polls, since a notification sent while
+/// the connection was down is lost.
 pub async fn follow_notifications(
-    db: Database,
+    pool: PgPool,
     channels: &'static [&'static str],
     notified: impl Fn(&str) + Send + 'static,
 ) {
     loop {
         let listened = async {
-            let mut listener = PgListener::connect_with(db.pool()).await?;
+            let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen_all(channels.iter().copied()).await?;
             loop {
                 let notification = listener.recv().await?;

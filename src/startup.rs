@@ -98,7 +98,7 @@ impl Application {
         let settings_changed = Arc::new(Notify::new());
         tokio::spawn(live.clone().follow(settings_changed.clone()));
         tokio::spawn(db::follow_notifications(
-            db.clone(),
+            Database::separate_pool(&settings.database, 1)?,
             &[live_settings::CHANNEL, outbox::CHANNEL],
             move |channel| {
                 if channel == outbox::CHANNEL {

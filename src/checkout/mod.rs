@@ -124,6 +124,7 @@ pub fn start_metrics_at_zero() {
     }
     counter!(ORDERS_REVENUE).absolute(0);
     gauge!(CHECKOUTS_IN_FLIGHT).set(0.0);
+    workers::start_metrics_at_zero();
 }
 
 /// Runs one step in its own span `checkout.<step>` and records its duration.

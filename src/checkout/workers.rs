@@ -50,6 +50,19 @@ use crate::telemetry::metrics::{
     OUTBOX_OLDEST_AGE, OUTBOX_PENDING, OUTBOX_PROCESSED,
 };
 
+/// The outcomes of one attempt at a job (`outbox_jobs_processed_total{outcome}`).
+const JOB_OUTCOMES: [&str; 4] = ["done", "retried", "dead_lettered", "lease_lost"];
+
+/// The job counters exist from the start, at zero (see `checkout::start_metrics_at_zero`).
+pub(super) fn start_metrics_at_zero() {
+    for kind in JobKind::ALL {
+        counter!(OUTBOX_ATTEMPTS, "kind" => kind.as_str()).absolute(0);
+        for outcome in JOB_OUTCOMES {
+            counter!(OUTBOX_PROCESSED, "kind" => kind.as_str(), "outcome" => outcome).absolute(0);
+        }
+    }
+}
+
 /// How often the queue's gauges are read.
 const DEPTH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 

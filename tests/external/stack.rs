@@ -303,7 +303,9 @@ fn dashboards_are_well_formed_and_use_the_provisioned_datasources() {
         uids.len(),
         "uids are unique"
     );
-    assert!(uids.contains(&"checkout-anatomy") && uids.contains(&"http-red"));
+    for uid in ["checkout-anatomy", "http-red", "blocking-vs-async"] {
+        assert!(uids.contains(&uid), "dashboard {uid} missing");
+    }
 
     for (path, dashboard) in &dashboards {
         let mut ids = HashSet::new();
@@ -539,6 +541,19 @@ fn alert_on(series: &str) -> String {
     names[0].clone()
 }
 
+async fn set_checkout_mode(app: &TestApp, admin: &str, mode: &str) {
+    expect_json(
+        app.put(
+            "/api/admin/checkout-mode",
+            Some(admin),
+            &json!({"mode": mode}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
 async fn set_faults(app: &TestApp, admin: &str, faults: Value) {
     expect_json(
         app.put("/api/admin/faults", Some(admin), &faults).await,
@@ -557,6 +572,8 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
         ("EMAIL_DELAY_MS", "20"),
         ("DB_MAX_CONNECTIONS", "2"),
         ("DB_ACQUIRE_TIMEOUT_SECONDS", "1"),
+        // One failed e-mail is enough for a dead letter.
+        ("OUTBOX_MAX_ATTEMPTS", "1"),
     ])
     .await;
     let prometheus = Prometheus::start(app.address.trim_start_matches("http://")).await;
@@ -632,6 +649,37 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
         app.get("/api/products/999999", None).await.status(),
         StatusCode::NOT_FOUND
     );
+
+    // The asynchronous checkout: 202s confirmed by the workers, then one e-mail through
+    // an outage (dead-lettered after its single attempt), and a stuck job (the queue
+    // lags).
+    set_checkout_mode(&app, &admin, "async").await;
+    for token in &customers[..2] {
+        assert_eq!(buy(token, kettle).await.1, StatusCode::ACCEPTED);
+    }
+    set_faults(&app, &admin, json!({"email_outage": true})).await;
+    assert_eq!(buy(&customers[2], kettle).await.1, StatusCode::ACCEPTED);
+    for _ in 0..100 {
+        let dead: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox_jobs WHERE status = 'dead'")
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        if dead == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    set_faults(&app, &admin, json!({"email_outage": false})).await;
+    sqlx::query(
+        "INSERT INTO outbox_jobs (kind, order_id, created_at, run_after) \
+         SELECT 'send_confirmation', id, now() - interval '10 minutes', now() + interval '1 hour' \
+         FROM orders LIMIT 1",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    set_checkout_mode(&app, &admin, "blocking").await;
     prometheus.wait_for_scrapes(3).await;
 
     // Saturate the pool of two: slow checkouts (over 5 s: the slow-checkout alert) hold
@@ -730,10 +778,12 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
         alert_on("status=~\"5..\""),
         alert_on("checkout_duration_seconds_bucket"),
         alert_on("db_pool_acquire_duration_seconds"),
+        alert_on("outbox_oldest_job_age_seconds"),
+        alert_on("outbox_jobs_dead"),
     ];
     prometheus
         .wait_for_alerts(
-            "orphans, e-mail, declines, 5xx, slow checkouts, slow pool",
+            "orphans, e-mail, declines, 5xx, slow checkouts, slow pool, outbox lag, dead letters",
             |active| provoked.iter().all(|alert| active.contains(alert)),
         )
         .await;
