@@ -1,5 +1,5 @@
 //! A small HTTP client for the service's own API, used by the command-line tools
-//! `loadgen` and `faults`. Each request is a client span whose context travels in a W3C
+//! `loadgen`, `faults` and `mode`. Each request is a client span whose context travels in a W3C
 //! `traceparent`, so the service's spans hang under it in Jaeger.
 
 use std::time::Duration;
@@ -20,11 +20,13 @@ pub struct ApiClient {
     base_url: String,
 }
 
-/// A response: its status and its body as JSON (`Null` when empty or not JSON).
+/// A response: its status, its body as JSON (`Null` when empty or not JSON), and how
+/// long a 429 or 503 asks to wait.
 #[derive(Debug)]
 pub struct ApiResponse {
     pub status: StatusCode,
     pub body: Value,
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiClient {
@@ -76,9 +78,19 @@ impl ApiClient {
             let response = request.send().await?;
             let status = response.status();
             tracing::Span::current().record("http.response.status_code", status.as_u16());
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             let bytes = response.bytes().await?;
             let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            Ok(ApiResponse { status, body })
+            Ok(ApiResponse {
+                status,
+                body,
+                retry_after,
+            })
         }
         .instrument(span)
         .await

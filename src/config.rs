@@ -343,7 +343,7 @@ impl Settings {
         let faults = read_faults(&mut r);
         let checkout_mode = r.parse("CHECKOUT_MODE", CheckoutMode::Blocking, "blocking or async");
         let workers = WorkerSettings {
-            count: r.parse("CHECKOUT_WORKERS", 4usize, "a whole number of workers"),
+            count: r.parse("CHECKOUT_WORKERS", 16usize, "a whole number of workers"),
             lease: Duration::from_secs(r.parse("OUTBOX_LEASE_SECONDS", 60u64, "whole seconds")),
             max_attempts: r.parse("OUTBOX_MAX_ATTEMPTS", 10u32, "a whole number"),
             poll_every: r.millis("OUTBOX_POLL_MS", 1000),

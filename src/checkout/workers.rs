@@ -134,13 +134,18 @@ impl Workers {
         for _ in 0..workers.settings.count {
             tracker.spawn(workers.clone().work());
         }
+        tokio::spawn(poll(workers.wake.clone(), workers.settings.poll_every));
         tokio::spawn(export_depth(workers.db.clone()));
     }
 
+    /// Idle workers sleep until told: a new job (NOTIFY wakes them all), the poll (one
+    /// of them looks, for retries that fell due and notifications that were lost), or a
+    /// busy worker that found a job and asks for help with the rest.
     async fn work(self: Arc<Self>) {
         while !self.draining.is_cancelled() {
             match outbox::claim(&self.db, self.settings.lease).await {
                 Ok(Some(job)) => {
+                    self.wake.notify_one();
                     tokio::select! {
                         () = self.run(job) => {}
                         () = self.stopping.cancelled() => break,
@@ -152,7 +157,6 @@ impl Workers {
             }
             tokio::select! {
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.settings.poll_every) => {}
                 () = self.draining.cancelled() => break,
             }
         }
@@ -346,6 +350,15 @@ impl Workers {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Wakes one idle worker every `every`: one query per interval while all is quiet.
+async fn poll(wake: Arc<Notify>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        wake.notify_one();
     }
 }
 

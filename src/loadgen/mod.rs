@@ -1,6 +1,10 @@
 //! `ecommerce-monolith loadgen`: simulated shoppers, each in its own task, with a live
-//! progress bar and a latency/outcome report at the end (or on Ctrl-C).
+//! progress bar and a report at the end (or on Ctrl-C): a table, and on request JSON
+//! (`--json`) and a self-contained HTML page with charts (`--html`). `--compare` runs
+//! the same scenario in the blocking and the asynchronous checkout, one after the
+//! other, and puts them side by side.
 
+mod html;
 pub mod report;
 mod shopper;
 
@@ -12,9 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
+use serde_json::json;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
-use self::report::{Recorder, Report};
+use self::report::{Recorder, Report, RunInfo};
 use self::shopper::Shop;
 use crate::client::ApiClient;
 use crate::startup::shutdown_signal;
@@ -28,7 +34,8 @@ pub enum Scenario {
     /// (the best-stocked ones), so shoppers never wait on each other's row locks.
     Checkout,
     /// Every shopper fills a cart with its own product, then all check out at the same
-    /// moment, once; the run ends when the last checkout answers.
+    /// moment, once; the run ends when the last checkout is answered (and, in the
+    /// asynchronous checkout, confirmed).
     Burst,
 }
 
@@ -43,7 +50,7 @@ pub struct LoadgenArgs {
     /// Simultaneous shoppers, each in its own task.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=5000))]
     pub users: u16,
-    /// How long to run, e.g. `30s`, `5m`, `1h`.
+    /// How long to run, e.g. `30s`, `5m`, `1h` (with `--compare`: each of the two runs).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Share of visits that end in a checkout (the rest abandon the cart), 0 to 1.
@@ -56,9 +63,26 @@ pub struct LoadgenArgs {
     /// Mean pause between a shopper's actions, e.g. `500ms`; `0s` for none.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub think_time: Duration,
+    /// Put stock back this often (products below 20 units get 100 more, through the
+    /// admin API), so a long run measures the service, not an empty shop; `0s` for
+    /// never. Needs the admin account.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub restock_every: Duration,
+    /// Run the scenario twice, in the blocking then the asynchronous checkout (switched
+    /// through the admin API and restored afterwards), and report them side by side.
+    #[arg(long)]
+    pub compare: bool,
+    /// The admin account, for restocking and `--compare`.
+    #[arg(long, env = "ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
     /// Also write the report as JSON to this file (`-` for standard output).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write the report as one self-contained HTML page with charts.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 fn ratio(text: &str) -> Result<f64, String> {
@@ -72,13 +96,140 @@ fn ratio(text: &str) -> Result<f64, String> {
     }
 }
 
-pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
+/// How long the run waits, after its end, for accepted orders to be settled.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(65);
+
+/// Runs the load (once, or twice with `--compare`), prints the report and writes the
+/// files asked for; returns the reports.
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<Vec<Report>> {
     let client = ApiClient::new(&args.base_url, Duration::from_secs(120))?;
-    let recorder = Arc::new(Recorder::new());
-    let catalog = load_catalog(&client, &recorder).await?;
+    let admin = admin_token(&client, &args).await?;
+    let reports = if args.compare {
+        let admin = admin.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--compare switches the checkout mode: it needs the admin account \
+                 (--admin-email/--admin-password or ADMIN_EMAIL/ADMIN_PASSWORD)"
+            )
+        })?;
+        compare(&client, admin, &args).await?
+    } else {
+        vec![run_once(&client, admin.as_deref(), &args, None).await?]
+    };
+
+    let mut stdout = std::io::stdout();
+    for report in &reports {
+        let _ = stdout.write_all(report.render().as_bytes());
+    }
+    if let Some(path) = &args.json {
+        let json = if let [only] = reports.as_slice() {
+            serde_json::to_string_pretty(only)?
+        } else {
+            serde_json::to_string_pretty(&json!({"runs": reports}))?
+        };
+        if path.as_os_str() == "-" {
+            let _ = writeln!(stdout, "{json}");
+        } else {
+            std::fs::write(path, json)
+                .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+        }
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, html::render(&reports))
+            .with_context(|| format!("writing the HTML report to {}", path.display()))?;
+    }
+    let _ = stdout.flush();
+    Ok(reports)
+}
+
+/// The same scenario in each checkout mode, the service's mode restored afterwards.
+async fn compare(
+    client: &ApiClient,
+    admin: &str,
+    args: &LoadgenArgs,
+) -> anyhow::Result<Vec<Report>> {
+    let before = mode(client, admin, None).await?;
+    let mut reports = Vec::new();
+    for wanted in ["blocking", "async"] {
+        mode(client, admin, Some(wanted)).await?;
+        let report = run_once(client, Some(admin), args, Some(wanted)).await;
+        match report {
+            Ok(report) => {
+                let interrupted = report.interrupted;
+                reports.push(report);
+                if interrupted {
+                    break;
+                }
+            }
+            Err(error) => {
+                mode(client, admin, Some(&before)).await?;
+                return Err(error);
+            }
+        }
+    }
+    mode(client, admin, Some(&before)).await?;
+    Ok(reports)
+}
+
+/// The checkout mode in force (and sets `wanted` first, if given).
+async fn mode(client: &ApiClient, admin: &str, wanted: Option<&str>) -> anyhow::Result<String> {
+    let answer = match wanted {
+        None => {
+            client
+                .send(Method::GET, "/api/admin/checkout-mode", Some(admin), None)
+                .await?
+        }
+        Some(mode) => {
+            let body = json!({"mode": mode});
+            client
+                .send(
+                    Method::PUT,
+                    "/api/admin/checkout-mode",
+                    Some(admin),
+                    Some(&body),
+                )
+                .await?
+        }
+    };
+    anyhow::ensure!(
+        answer.status == StatusCode::OK,
+        "switching the checkout mode: {}",
+        answer.status
+    );
+    answer.body["mode"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("the service did not say its checkout mode"))
+}
+
+/// An admin token, if the account is configured; `None` (with a note) otherwise.
+async fn admin_token(client: &ApiClient, args: &LoadgenArgs) -> anyhow::Result<Option<String>> {
+    match (&args.admin_email, &args.admin_password) {
+        (Some(email), Some(password)) => Ok(Some(client.login(email, password).await?)),
+        _ => {
+            if !args.restock_every.is_zero() {
+                eprintln!(
+                    "note: no admin account (ADMIN_EMAIL/ADMIN_PASSWORD): stock is not put back \
+                     during the run"
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+async fn run_once(
+    client: &ApiClient,
+    admin: Option<&str>,
+    args: &LoadgenArgs,
+    mode: Option<&str>,
+) -> anyhow::Result<Report> {
+    // About a hundred slices for the charts over time.
+    let window = (args.duration / 100).max(Duration::from_secs(1));
+    let recorder = Arc::new(Recorder::new(window));
+    let catalog = load_catalog(client, &recorder).await?;
     let users = usize::from(args.users);
     let shop = Arc::new(Shop {
-        client,
+        client: client.clone(),
         recorder: recorder.clone(),
         hot_product: catalog.scarcest,
         product_ids: catalog.by_stock_descending,
@@ -88,6 +239,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
         checkout_ratio: args.checkout_ratio,
         hot_product_share: args.hot_product_share,
         think_time: args.think_time,
+        following: TaskTracker::new(),
     });
 
     let (stop, stopped) = watch::channel(false);
@@ -95,6 +247,15 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
     let mut shoppers: Vec<_> = (0..users)
         .map(|number| tokio::spawn(shopper::run(shop.clone(), number, stopped.clone())))
         .collect();
+    let restocker = match (admin, args.restock_every.is_zero()) {
+        (Some(token), false) => Some(tokio::spawn(restock(
+            client.clone(),
+            token.to_string(),
+            recorder.clone(),
+            args.restock_every,
+        ))),
+        _ => None,
+    };
     let progress = progress_bar(args.duration);
     let ticker = tokio::spawn(update_progress(progress.clone(), recorder.clone(), started));
 
@@ -119,29 +280,74 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
         shoppers.iter().for_each(tokio::task::JoinHandle::abort);
     }
     for shopper in shoppers {
-        // A burst's shoppers were awaited already; awaiting a finished task again is
-        // not possible, so only the unfinished ones are awaited here.
         if !shopper.is_finished() {
             let _ = shopper.await;
         }
     }
+    if let Some(restocker) = restocker {
+        restocker.abort();
+    }
+    // Accepted orders are followed until they are settled, so that the report counts
+    // every checkout's outcome as the service does.
+    shop.following.close();
+    if !interrupted {
+        let _ = tokio::time::timeout(SETTLE_AT_MOST, shop.following.wait()).await;
+    }
     ticker.abort();
     progress.finish_and_clear();
 
-    let report = recorder.report(&args.base_url, users, started.elapsed(), interrupted);
-    let mut stdout = std::io::stdout();
-    let _ = stdout.write_all(report.render().as_bytes());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        if path.as_os_str() == "-" {
-            let _ = writeln!(stdout, "{json}");
-        } else {
-            std::fs::write(path, json)
-                .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+    let run = RunInfo {
+        base_url: args.base_url.clone(),
+        users,
+        mode: mode.map(str::to_string),
+    };
+    Ok(recorder.report(run, started.elapsed(), interrupted))
+}
+
+/// Every `every`, puts stock back on the products that are running out.
+async fn restock(client: ApiClient, admin: String, recorder: Arc<Recorder>, every: Duration) {
+    const RUNNING_OUT: i64 = 20;
+    const PUT_BACK: i64 = 100;
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let mut offset = 0;
+        loop {
+            let started = Instant::now();
+            let path = format!("/api/products?limit=100&offset={offset}");
+            let page = client.send(Method::GET, &path, None, None).await;
+            recorder.record(
+                "restock",
+                page.as_ref().ok().map(|p| p.status),
+                started.elapsed(),
+            );
+            let Ok(page) = page else { break };
+            let items = page.body["items"].as_array().cloned().unwrap_or_default();
+            for item in &items {
+                let (Some(id), Some(stock)) = (item["id"].as_i64(), item["stock"].as_i64()) else {
+                    continue;
+                };
+                if stock < RUNNING_OUT {
+                    let started = Instant::now();
+                    let body = json!({"quantity": PUT_BACK});
+                    let answer = client
+                        .send(
+                            Method::POST,
+                            &format!("/api/products/{id}/restock"),
+                            Some(&admin),
+                            Some(&body),
+                        )
+                        .await;
+                    recorder.record("restock", answer.ok().map(|a| a.status), started.elapsed());
+                }
+            }
+            offset += 100;
+            if items.len() < 100 {
+                break;
+            }
         }
     }
-    let _ = stdout.flush();
-    Ok(report)
 }
 
 /// The products on sale, as the shoppers need them.
@@ -217,9 +423,9 @@ async fn update_progress(bar: ProgressBar, recorder: Arc<Recorder>, started: Ins
         tick.tick().await;
         bar.set_position(started.elapsed().as_secs());
         bar.set_message(format!(
-            "requests {}  errors {}  checkouts {}",
+            "requests {}  server errors {}  checkouts {}",
             recorder.requests(),
-            recorder.errors(),
+            recorder.server_errors(),
             recorder.checkouts()
         ));
     }

@@ -1,11 +1,13 @@
-//! What the load generator measured: per operation, the count, the errors by status and
-//! the latency distribution (HdrHistogram); and the outcome of every checkout.
+//! What the load generator measured: per operation, the count, the statuses and the
+//! latency distribution (HdrHistogram); every answer sorted into what it says about the
+//! service — a server error, a business outcome, a client mistake, or fine; the final
+//! outcome of every checkout; and all of it over time, for the HTML report's charts.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use reqwest::StatusCode;
@@ -14,7 +16,7 @@ use serde::Serialize;
 use crate::checkout::CheckoutOutcome;
 
 /// A checkout's outcome as the service's `checkouts_total{outcome}` names it, told
-/// from the status of its answer.
+/// from the status of its answer (an asynchronous checkout's 202 is settled later).
 pub fn checkout_outcome(status: Option<StatusCode>) -> CheckoutOutcome {
     match status.map(|s| s.as_u16()) {
         Some(201) => CheckoutOutcome::Success,
@@ -26,129 +28,370 @@ pub fn checkout_outcome(status: Option<StatusCode>) -> CheckoutOutcome {
     }
 }
 
-/// Collects measurements from all shoppers; cheap enough to call per request.
-pub struct Recorder {
-    operations: Mutex<BTreeMap<&'static str, OperationStats>>,
-    checkouts: Mutex<BTreeMap<CheckoutOutcome, u64>>,
-    requests: AtomicU64,
-    errors: AtomicU64,
+/// What an answer says about the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    /// It did what was asked.
+    Fine,
+    /// The shop said no for a reason of the shop's: a declined card, sold out, an empty
+    /// cart, too many attempts. Not the service failing.
+    Business(Business),
+    /// The request was wrong (a 4xx of any other kind).
+    ClientMistake,
+    /// The service failed: a 5xx, a timeout, no answer at all.
+    ServerError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Business {
+    Declined,
+    SoldOut,
+    EmptyCart,
+    Throttled,
+}
+
+impl Business {
+    pub const ALL: [Self; 4] = [
+        Self::Declined,
+        Self::SoldOut,
+        Self::EmptyCart,
+        Self::Throttled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Declined => "declined",
+            Self::SoldOut => "sold_out",
+            Self::EmptyCart => "empty_cart",
+            Self::Throttled => "throttled",
+        }
+    }
+}
+
+/// Sorts one answer of `operation`; `None` is no answer (timeout, connection failure).
+pub fn classify(operation: &str, status: Option<StatusCode>) -> Class {
+    let Some(status) = status else {
+        return Class::ServerError;
+    };
+    match status.as_u16() {
+        200..=299 => Class::Fine,
+        402 => Class::Business(Business::Declined),
+        409 if matches!(operation, "add_to_cart" | "checkout") => {
+            Class::Business(Business::SoldOut)
+        }
+        400 if operation == "checkout" => Class::Business(Business::EmptyCart),
+        429 => Class::Business(Business::Throttled),
+        500..=599 => Class::ServerError,
+        _ => Class::ClientMistake,
+    }
+}
+
+/// Latencies in microseconds, 1 µs to 10 min.
+fn latency_histogram(significant_digits: u8) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, significant_digits)
+        .unwrap_or_else(|e| unreachable!("constant histogram bounds are valid: {e}"))
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Counts of answers by class.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClassCounts {
+    pub fine: u64,
+    pub business: u64,
+    pub client_mistakes: u64,
+    pub server_errors: u64,
+}
+
+impl ClassCounts {
+    fn add(&mut self, class: Class) {
+        match class {
+            Class::Fine => self.fine += 1,
+            Class::Business(_) => self.business += 1,
+            Class::ClientMistake => self.client_mistakes += 1,
+            Class::ServerError => self.server_errors += 1,
+        }
+    }
+}
+
+/// One slice of the run, for the charts over time.
+struct Window {
+    latency_us: BTreeMap<&'static str, Histogram<u64>>,
+    classes: ClassCounts,
+    checkouts: BTreeMap<CheckoutOutcome, u64>,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self {
+            latency_us: BTreeMap::new(),
+            classes: ClassCounts::default(),
+            checkouts: BTreeMap::new(),
+        }
+    }
 }
 
 struct OperationStats {
     latency_us: Histogram<u64>,
+    /// Failed requests by status (`network` when no answer came).
     errors: BTreeMap<String, u64>,
+    classes: ClassCounts,
+}
+
+#[derive(Default)]
+struct Inner {
+    operations: BTreeMap<&'static str, OperationStats>,
+    checkouts: BTreeMap<CheckoutOutcome, u64>,
+    business: BTreeMap<Business, u64>,
+    windows: Vec<Window>,
+    /// From the checkout request to the order confirmed, per mode.
+    time_to_confirmed_us: BTreeMap<&'static str, Histogram<u64>>,
+    /// The checkout's answer, per mode (`blocking`: 201s, `async`: 202s).
+    response_us: BTreeMap<&'static str, Histogram<u64>>,
+    unsettled: u64,
+}
+
+/// Collects measurements from all shoppers; cheap enough to call per request.
+pub struct Recorder {
+    started: Instant,
+    window: Duration,
+    inner: Mutex<Inner>,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    server_errors: AtomicU64,
 }
 
 impl Recorder {
-    pub fn new() -> Self {
+    /// `window`: the length of one slice of the charts over time.
+    pub fn new(window: Duration) -> Self {
         Self {
-            operations: Mutex::new(BTreeMap::new()),
-            checkouts: Mutex::new(BTreeMap::new()),
+            started: Instant::now(),
+            window: window.max(Duration::from_millis(100)),
+            inner: Mutex::default(),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            server_errors: AtomicU64::new(0),
         }
     }
 
-    /// One request of `operation`; `status` is `None` when no answer came (network error).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn window_of(&self, inner: &mut Inner) -> usize {
+        let index = (self.started.elapsed().as_secs_f64() / self.window.as_secs_f64()) as usize;
+        while inner.windows.len() <= index {
+            inner.windows.push(Window::new());
+        }
+        index
+    }
+
+    /// One request of `operation`; `status` is `None` when no answer came.
     pub fn record(&self, operation: &'static str, status: Option<StatusCode>, took: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let failed = status.is_none_or(|s| s.is_client_error() || s.is_server_error());
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let mut operations = self.operations.lock().unwrap_or_else(|p| p.into_inner());
-        let stats = operations
+        let class = classify(operation, status);
+        if class == Class::ServerError {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut inner = self.lock();
+        let stats = inner
+            .operations
             .entry(operation)
             .or_insert_with(|| OperationStats {
-                latency_us: Histogram::new_with_bounds(1, 600_000_000, 3)
-                    .expect("constant bounds: 1 µs to 10 min at 3 significant digits"),
+                latency_us: latency_histogram(3),
                 errors: BTreeMap::new(),
+                classes: ClassCounts::default(),
             });
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
-        stats.latency_us.saturating_record(micros);
+        stats.latency_us.saturating_record(micros(took));
+        stats.classes.add(class);
         if failed {
             let key = status.map_or_else(|| "network".to_string(), |s| s.as_u16().to_string());
             *stats.errors.entry(key).or_default() += 1;
         }
+        if let Class::Business(kind) = class {
+            *inner.business.entry(kind).or_default() += 1;
+        }
+        let index = self.window_of(&mut inner);
+        let window = &mut inner.windows[index];
+        window.classes.add(class);
+        window
+            .latency_us
+            .entry(operation)
+            .or_insert_with(|| latency_histogram(2))
+            .saturating_record(micros(took));
     }
 
-    pub fn record_checkout(&self, status: Option<StatusCode>) {
-        let mut checkouts = self.checkouts.lock().unwrap_or_else(|p| p.into_inner());
-        *checkouts.entry(checkout_outcome(status)).or_default() += 1;
+    /// How a checkout answered, in which mode (by its status), and how long it took.
+    pub fn record_response(&self, mode: &'static str, took: Duration) {
+        self.lock()
+            .response_us
+            .entry(mode)
+            .or_insert_with(|| latency_histogram(3))
+            .saturating_record(micros(took));
+    }
+
+    /// A checkout's final outcome (after following a 202, once its order is settled).
+    pub fn record_checkout(&self, outcome: CheckoutOutcome) {
+        let mut inner = self.lock();
+        *inner.checkouts.entry(outcome).or_default() += 1;
+        let index = self.window_of(&mut inner);
+        *inner.windows[index].checkouts.entry(outcome).or_default() += 1;
+    }
+
+    /// An order confirmed `took` after its checkout request.
+    pub fn record_confirmed(&self, mode: &'static str, took: Duration) {
+        self.lock()
+            .time_to_confirmed_us
+            .entry(mode)
+            .or_insert_with(|| latency_histogram(3))
+            .saturating_record(micros(took));
+    }
+
+    /// An accepted order still pending when the load generator stopped following it.
+    pub fn record_unsettled(&self) {
+        self.lock().unsettled += 1;
     }
 
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
 
-    pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
+    pub fn server_errors(&self) -> u64 {
+        self.server_errors.load(Ordering::Relaxed)
     }
 
     pub fn checkouts(&self) -> u64 {
-        self.checkouts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .sum()
+        self.lock().checkouts.values().sum()
     }
 
-    pub fn report(
-        &self,
-        base_url: &str,
-        users: usize,
-        elapsed: Duration,
-        interrupted: bool,
-    ) -> Report {
-        let operations = self.operations.lock().unwrap_or_else(|p| p.into_inner());
-        let checkouts = self.checkouts.lock().unwrap_or_else(|p| p.into_inner());
-        let millis = |us: u64| us as f64 / 1000.0;
+    pub fn report(&self, run: RunInfo, elapsed: Duration, interrupted: bool) -> Report {
+        let inner = self.lock();
+        let requests = self.requests();
+        let server_errors = self.server_errors();
+        let window_seconds = self.window.as_secs_f64();
+        let distribution = |h: &Histogram<u64>| Latency::of(h);
         Report {
-            base_url: base_url.to_string(),
-            users,
+            base_url: run.base_url,
+            users: run.users,
             duration_seconds: elapsed.as_secs_f64(),
             interrupted,
-            requests: self.requests(),
-            errors: self.errors(),
-            operations: operations
+            requests,
+            errors: self.errors.load(Ordering::Relaxed),
+            operations: inner
+                .operations
                 .iter()
                 .map(|(name, stats)| {
-                    let h = &stats.latency_us;
                     (
                         (*name).to_string(),
                         OperationReport {
-                            count: h.len(),
+                            count: stats.latency_us.len(),
                             errors: stats.errors.clone(),
-                            latency_ms: Latency {
-                                p50: millis(h.value_at_quantile(0.50)),
-                                p95: millis(h.value_at_quantile(0.95)),
-                                p99: millis(h.value_at_quantile(0.99)),
-                                max: millis(h.max()),
-                            },
+                            latency_ms: distribution(&stats.latency_us),
+                            classes: stats.classes.clone(),
+                            distribution_ms: percentile_curve(&stats.latency_us),
                         },
                     )
                 })
                 .collect(),
             checkouts: CheckoutOutcome::ALL
                 .iter()
-                .map(|outcome| {
+                .map(|o| {
                     (
-                        outcome.as_str().to_string(),
-                        checkouts.get(outcome).copied().unwrap_or(0),
+                        o.as_str().to_string(),
+                        inner.checkouts.get(o).copied().unwrap_or(0),
                     )
+                })
+                .collect(),
+            mode: run.mode,
+            server_errors,
+            error_rate: if requests == 0 {
+                0.0
+            } else {
+                server_errors as f64 / requests as f64
+            },
+            business_outcomes: Business::ALL
+                .iter()
+                .map(|b| {
+                    (
+                        b.as_str().to_string(),
+                        inner.business.get(b).copied().unwrap_or(0),
+                    )
+                })
+                .collect(),
+            client_mistakes: inner
+                .operations
+                .values()
+                .map(|s| s.classes.client_mistakes)
+                .sum(),
+            checkout_response_ms: inner
+                .response_us
+                .iter()
+                .map(|(mode, h)| ((*mode).to_string(), distribution(h)))
+                .collect(),
+            time_to_confirmed_ms: inner
+                .time_to_confirmed_us
+                .iter()
+                .map(|(mode, h)| ((*mode).to_string(), distribution(h)))
+                .collect(),
+            unsettled_checkouts: inner.unsettled,
+            // The last slice is cut short by the end of the run: its rates would mislead.
+            timeline: inner
+                .windows
+                .iter()
+                .take(whole_windows(elapsed, self.window).max(1))
+                .enumerate()
+                .map(|(i, w)| TimelinePoint {
+                    t_seconds: (i as f64 + 0.5) * window_seconds,
+                    classes: w.classes.clone(),
+                    latency_ms: w
+                        .latency_us
+                        .iter()
+                        .map(|(op, h)| ((*op).to_string(), Latency::of(h)))
+                        .collect(),
+                    checkouts_per_second: w
+                        .checkouts
+                        .iter()
+                        .map(|(o, n)| (o.as_str().to_string(), *n as f64 / window_seconds))
+                        .collect(),
                 })
                 .collect(),
         }
     }
 }
 
-impl Default for Recorder {
-    fn default() -> Self {
-        Self::new()
-    }
+/// How many whole slices of `window` fit in `elapsed`.
+fn whole_windows(elapsed: Duration, window: Duration) -> usize {
+    (elapsed.as_secs_f64() / window.as_secs_f64()) as usize
 }
 
-#[derive(Debug, Serialize)]
+/// What the report says about the run itself.
+pub struct RunInfo {
+    pub base_url: String,
+    pub users: usize,
+    /// The checkout mode the run was made in, if the load generator set it.
+    pub mode: Option<String>,
+}
+
+/// The latency at percentiles 0 to 100, for the distribution chart.
+fn percentile_curve(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0]
+        .iter()
+        .map(|p| (*p, histogram.value_at_percentile(*p) as f64 / 1000.0))
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub base_url: String,
     pub users: usize,
@@ -156,25 +399,72 @@ pub struct Report {
     /// True when the run was stopped by Ctrl-C or SIGTERM before its duration.
     pub interrupted: bool,
     pub requests: u64,
+    /// Requests answered 4xx or 5xx, or not at all (see `server_errors` for what the
+    /// service got wrong).
     pub errors: u64,
     pub operations: BTreeMap<String, OperationReport>,
+    /// Final checkout outcomes, named as the service's `checkouts_total{outcome}`.
     pub checkouts: BTreeMap<String, u64>,
+    /// `blocking` or `async` when the load generator set the mode (`--compare`).
+    pub mode: Option<String>,
+    /// 5xx, timeouts and connection failures: the headline error count.
+    pub server_errors: u64,
+    /// `server_errors / requests`.
+    pub error_rate: f64,
+    /// The shop saying no for a reason of its own (declined, sold out, empty cart,
+    /// throttled): not errors.
+    pub business_outcomes: BTreeMap<String, u64>,
+    /// Other 4xx: the requests were wrong.
+    pub client_mistakes: u64,
+    /// What the customer waited for at checkout, per mode.
+    pub checkout_response_ms: BTreeMap<String, Latency>,
+    /// From the checkout request to the order confirmed, per mode.
+    pub time_to_confirmed_ms: BTreeMap<String, Latency>,
+    /// Accepted orders still pending when the run ended.
+    pub unsettled_checkouts: u64,
+    pub timeline: Vec<TimelinePoint>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct OperationReport {
     pub count: u64,
     /// Failed requests by HTTP status (`network` when no answer came).
     pub errors: BTreeMap<String, u64>,
     pub latency_ms: Latency,
+    pub classes: ClassCounts,
+    /// (percentile, milliseconds) pairs.
+    pub distribution_ms: Vec<(f64, f64)>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Latency {
+    pub count: u64,
     pub p50: f64,
     pub p95: f64,
     pub p99: f64,
     pub max: f64,
+}
+
+impl Latency {
+    fn of(histogram: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            count: histogram.len(),
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p95: ms(histogram.value_at_quantile(0.95)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelinePoint {
+    /// The middle of the slice, in seconds since the start.
+    pub t_seconds: f64,
+    pub classes: ClassCounts,
+    pub latency_ms: BTreeMap<String, Latency>,
+    pub checkouts_per_second: BTreeMap<String, f64>,
 }
 
 impl Report {
@@ -182,12 +472,18 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let rate = self.requests as f64 / self.duration_seconds.max(0.001);
+        let mode = self
+            .mode
+            .as_deref()
+            .map(|m| format!(", {m} checkout"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "\n{} users for {:.1} s against {}{}: {} requests ({:.1}/s), {} errors\n",
+            "\n{} users for {:.1} s against {}{}{}: {} requests ({:.1}/s), {} server errors ({:.2} %)",
             self.users,
             self.duration_seconds,
             self.base_url,
+            mode,
             if self.interrupted {
                 " (interrupted)"
             } else {
@@ -195,15 +491,26 @@ impl Report {
             },
             self.requests,
             rate,
-            self.errors
+            self.server_errors,
+            self.error_rate * 100.0,
+        );
+        let business = self
+            .business_outcomes
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "business outcomes (the shop saying no, not errors): {business}; client mistakes: {}\n",
+            self.client_mistakes
         );
         let _ = writeln!(
             out,
-            "{:<14} {:>7} {:>7} {:>10} {:>10} {:>10} {:>10}  errors by status",
-            "operation", "count", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"
+            "{:<14} {:>7} {:>8} {:>10} {:>10} {:>10} {:>10}  answers that were not 2xx",
+            "operation", "count", "srv err", "p50 ms", "p95 ms", "p99 ms", "max ms"
         );
         for (name, op) in &self.operations {
-            let errors: u64 = op.errors.values().sum();
             let by_status = op
                 .errors
                 .iter()
@@ -212,10 +519,10 @@ impl Report {
                 .join(" ");
             let _ = writeln!(
                 out,
-                "{:<14} {:>7} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {}",
+                "{:<14} {:>7} {:>8} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {}",
                 name,
                 op.count,
-                errors,
+                op.classes.server_errors,
                 op.latency_ms.p50,
                 op.latency_ms.p95,
                 op.latency_ms.p99,
@@ -230,6 +537,25 @@ impl Report {
             .collect::<Vec<_>>()
             .join(", ");
         let _ = writeln!(out, "\ncheckout outcomes: {outcomes}");
+        for (mode, response) in &self.checkout_response_ms {
+            let confirmed = self.time_to_confirmed_ms.get(mode);
+            let _ = writeln!(
+                out,
+                "{mode} checkout: the customer waited p50 {:.1} ms / p99 {:.1} ms; \
+                 confirmed after p50 {:.1} ms / p99 {:.1} ms",
+                response.p50,
+                response.p99,
+                confirmed.map_or(f64::NAN, |c| c.p50),
+                confirmed.map_or(f64::NAN, |c| c.p99),
+            );
+        }
+        if self.unsettled_checkouts > 0 {
+            let _ = writeln!(
+                out,
+                "{} accepted orders were still pending at the end",
+                self.unsettled_checkouts
+            );
+        }
         out
     }
 }
@@ -254,8 +580,45 @@ mod tests {
     }
 
     #[test]
+    fn business_outcomes_are_not_errors() {
+        assert_eq!(
+            classify("checkout", Some(StatusCode::PAYMENT_REQUIRED)),
+            Class::Business(Business::Declined)
+        );
+        assert_eq!(
+            classify("add_to_cart", Some(StatusCode::CONFLICT)),
+            Class::Business(Business::SoldOut)
+        );
+        assert_eq!(
+            classify("checkout", Some(StatusCode::BAD_REQUEST)),
+            Class::Business(Business::EmptyCart)
+        );
+        assert_eq!(
+            classify("login", Some(StatusCode::TOO_MANY_REQUESTS)),
+            Class::Business(Business::Throttled)
+        );
+        assert_eq!(
+            classify("register", Some(StatusCode::BAD_REQUEST)),
+            Class::ClientMistake
+        );
+        assert_eq!(
+            classify("browse", Some(StatusCode::UNPROCESSABLE_ENTITY)),
+            Class::ClientMistake
+        );
+        assert_eq!(
+            classify("checkout", Some(StatusCode::BAD_GATEWAY)),
+            Class::ServerError
+        );
+        assert_eq!(classify("browse", None), Class::ServerError);
+        assert_eq!(
+            classify("checkout", Some(StatusCode::ACCEPTED)),
+            Class::Fine
+        );
+    }
+
+    #[test]
     fn the_report_counts_and_ranks_latencies() {
-        let recorder = Recorder::new();
+        let recorder = Recorder::new(Duration::from_secs(1));
         for ms in 1..=100 {
             recorder.record("browse", Some(StatusCode::OK), Duration::from_millis(ms));
         }
@@ -265,12 +628,19 @@ mod tests {
             Duration::from_millis(3),
         );
         recorder.record("checkout", None, Duration::from_secs(3));
-        recorder.record_checkout(None);
-        recorder.record_checkout(Some(StatusCode::CREATED));
+        recorder.record_checkout(CheckoutOutcome::Error);
+        recorder.record_checkout(CheckoutOutcome::Success);
 
-        let report = recorder.report("http://x", 2, Duration::from_secs(10), false);
+        let run = RunInfo {
+            base_url: "http://x".into(),
+            users: 2,
+            mode: None,
+        };
+        let report = recorder.report(run, Duration::from_secs(10), false);
         assert_eq!(report.requests, 102);
         assert_eq!(report.errors, 2);
+        assert_eq!(report.server_errors, 1, "the 409 is a business outcome");
+        assert_eq!(report.business_outcomes["sold_out"], 1);
         let browse = &report.operations["browse"];
         assert_eq!(browse.count, 100);
         assert!((49.0..=51.0).contains(&browse.latency_ms.p50));
@@ -280,6 +650,7 @@ mod tests {
         assert_eq!(report.checkouts["success"], 1);
         assert_eq!(report.checkouts["error"], 1);
         assert_eq!(report.checkouts["payment_declined"], 0);
+        assert!(!report.timeline.is_empty());
         assert!(report.render().contains("checkout outcomes: "));
     }
 }

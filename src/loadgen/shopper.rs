@@ -1,17 +1,30 @@
 //! One simulated shopper: signs up, then browses, looks at products, fills a cart and
-//! checks out (or abandons the cart), with think time between the steps.
+//! checks out (or abandons the cart), with think time between the steps. Like a person:
+//! it picks products the listing shows in stock, never checks out an empty cart, waits
+//! when told to (429 `Retry-After`), and after a 202 it carries on shopping while its
+//! order is followed until it is confirmed or failed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use rand::seq::IndexedRandom;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{Barrier, watch};
+use tokio_util::task::TaskTracker;
 
 use super::Scenario;
-use super::report::Recorder;
+use super::report::{Recorder, checkout_outcome};
+use crate::checkout::CheckoutOutcome;
 use crate::client::{ApiClient, ApiResponse};
+
+/// How long an accepted order is followed before it counts as unsettled.
+const FOLLOW_AT_MOST: Duration = Duration::from_secs(60);
+/// How often a followed order is looked at.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+/// The longest a throttled shopper waits, whatever `Retry-After` says.
+const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
 
 /// What every shopper shares.
 pub struct Shop {
@@ -28,12 +41,20 @@ pub struct Shop {
     pub scenario: Scenario,
     /// Where burst shoppers wait for each other before checking out together.
     pub all_ready: Barrier,
+    /// Accepted orders being followed; the run waits for them before it reports.
+    pub following: TaskTracker,
 }
 
 /// Runs until `stop` turns true. A request under way is finished and recorded first,
 /// so the report counts exactly what the service saw.
 pub async fn run(shop: Arc<Shop>, number: usize, stop: watch::Receiver<bool>) {
-    let shopper = Shopper { shop, number, stop };
+    let shopper = Shopper {
+        shop,
+        number,
+        stop,
+        in_stock: Vec::new(),
+    };
+    let mut shopper = shopper;
     let Some(token) = shopper.sign_up().await else {
         if shopper.shop.scenario == Scenario::Burst {
             // Still show up at the barrier, or everybody else would wait forever.
@@ -49,14 +70,18 @@ pub async fn run(shop: Arc<Shop>, number: usize, stop: watch::Receiver<bool>) {
         }
         Scenario::Checkout => {
             while !shopper.stopped() {
-                shopper.buy_own_product(&token).await;
+                if shopper.fill_cart_with_own_product(&token).await {
+                    shopper.check_out(&token).await;
+                }
                 shopper.think().await;
             }
         }
         Scenario::Burst => {
-            shopper.fill_cart_with_own_product(&token).await;
+            let filled = shopper.fill_cart_with_own_product(&token).await;
             shopper.shop.all_ready.wait().await;
-            shopper.check_out(&token).await;
+            if filled {
+                shopper.check_out(&token).await;
+            }
         }
     }
 }
@@ -65,6 +90,8 @@ struct Shopper {
     shop: Arc<Shop>,
     number: usize,
     stop: watch::Receiver<bool>,
+    /// Products the last listing showed in stock.
+    in_stock: Vec<i64>,
 }
 
 impl Shopper {
@@ -80,16 +107,7 @@ impl Shopper {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Option<ApiResponse> {
-        let started = Instant::now();
-        let response = self.shop.client.send(method, path, token, body).await;
-        let status = response.as_ref().ok().map(|r| r.status);
-        self.shop
-            .recorder
-            .record(operation, status, started.elapsed());
-        if operation == "checkout" {
-            self.shop.recorder.record_checkout(status);
-        }
-        response.ok()
+        call(&self.shop, operation, method, path, token, body).await
     }
 
     async fn sign_up(&self) -> Option<String> {
@@ -113,24 +131,34 @@ impl Shopper {
             return None;
         }
         let login = json!({"email": email, "password": password});
-        let answer = self
-            .call("login", Method::POST, "/api/auth/login", None, Some(&login))
-            .await?;
-        answer.body["access_token"].as_str().map(str::to_string)
+        for _attempt in 0..5 {
+            let answer = self
+                .call("login", Method::POST, "/api/auth/login", None, Some(&login))
+                .await?;
+            if answer.status == StatusCode::TOO_MANY_REQUESTS {
+                // Throttled: wait as told, as a person (or a well-behaved client) would.
+                self.pause(retry_after(&answer)).await;
+                continue;
+            }
+            return answer.body["access_token"].as_str().map(str::to_string);
+        }
+        None
     }
 
     /// One visit: browse a page, look at a few products, fill the cart, then check out
     /// or walk away.
-    async fn visit(&self, token: &str) {
+    async fn visit(&mut self, token: &str) {
         let offset = rand::rng().random_range(0..self.shop.product_ids.len().max(1)) / 20 * 20;
-        self.call(
-            "browse",
-            Method::GET,
-            &format!("/api/products?limit=20&offset={offset}"),
-            None,
-            None,
-        )
-        .await;
+        let page = self
+            .call(
+                "browse",
+                Method::GET,
+                &format!("/api/products?limit=20&offset={offset}"),
+                None,
+                None,
+            )
+            .await;
+        self.in_stock = page.map(|p| in_stock(&p.body["items"])).unwrap_or_default();
         if self.think().await {
             return;
         }
@@ -154,24 +182,21 @@ impl Shopper {
             }
         }
 
+        let mut in_cart = 0;
         for _ in 0..additions {
-            self.add_to_cart(token, self.pick_product()).await;
+            if self.add_to_cart(token, self.pick_product()).await {
+                in_cart += 1;
+            }
             if self.think().await {
                 return;
             }
         }
 
         let checks_out = rand::rng().random_bool(self.shop.checkout_ratio);
-        if checks_out {
-            let body = json!({"shipping_address": format!("{} Load Street, Testville", self.number), "payment_method": "credit_card"});
-            self.call(
-                "checkout",
-                Method::POST,
-                "/api/orders/checkout",
-                Some(token),
-                Some(&body),
-            )
-            .await;
+        if in_cart == 0 {
+            // Nothing made it into the cart (sold out): there is nothing to buy.
+        } else if checks_out {
+            self.check_out(token).await;
         } else {
             self.call(
                 "abandon_cart",
@@ -185,22 +210,57 @@ impl Shopper {
         self.think().await;
     }
 
+    /// Checks out; a 202 is followed in the background while the shopper carries on.
     async fn check_out(&self, token: &str) {
         let body = json!({
             "shipping_address": format!("{} Load Street, Testville", self.number),
             "payment_method": "credit_card",
         });
-        self.call(
-            "checkout",
-            Method::POST,
-            "/api/orders/checkout",
-            Some(token),
-            Some(&body),
-        )
-        .await;
+        let started = Instant::now();
+        let answer = self
+            .call(
+                "checkout",
+                Method::POST,
+                "/api/orders/checkout",
+                Some(token),
+                Some(&body),
+            )
+            .await;
+        let took = started.elapsed();
+        let status = answer.as_ref().map(|a| a.status);
+        match (status, answer) {
+            (Some(StatusCode::ACCEPTED), Some(answer)) => {
+                self.shop.recorder.record_response("async", took);
+                if let Some(order) = answer.body["id"].as_i64() {
+                    let shop = self.shop.clone();
+                    let token = token.to_string();
+                    self.shop.following.spawn(follow(shop, token, order, took));
+                } else {
+                    self.shop.recorder.record_unsettled();
+                }
+            }
+            (Some(StatusCode::CREATED), _) => {
+                self.shop.recorder.record_response("blocking", took);
+                self.shop.recorder.record_confirmed("blocking", took);
+                self.shop.recorder.record_checkout(CheckoutOutcome::Success);
+            }
+            (status, _) => {
+                self.shop.recorder.record_checkout(checkout_outcome(status));
+                // Start afresh next time: a person would not keep a refused cart forever.
+                self.call(
+                    "abandon_cart",
+                    Method::DELETE,
+                    "/api/cart",
+                    Some(token),
+                    None,
+                )
+                .await;
+            }
+        }
     }
 
-    async fn add_to_cart(&self, token: &str, product: i64) {
+    /// True if the product is now in the cart.
+    async fn add_to_cart(&self, token: &str, product: i64) -> bool {
         let body = json!({"product_id": product, "quantity": 1});
         self.call(
             "add_to_cart",
@@ -209,27 +269,29 @@ impl Shopper {
             Some(token),
             Some(&body),
         )
-        .await;
+        .await
+        .is_some_and(|answer| answer.status == StatusCode::CREATED)
     }
 
     /// Shopper i's own product: nobody else buys it, so no row-lock waits.
-    async fn fill_cart_with_own_product(&self, token: &str) {
+    async fn fill_cart_with_own_product(&self, token: &str) -> bool {
         let product = self.shop.product_ids[self.number % self.shop.product_ids.len()];
-        self.add_to_cart(token, product).await;
+        self.add_to_cart(token, product).await
     }
 
-    async fn buy_own_product(&self, token: &str) {
-        self.fill_cart_with_own_product(token).await;
-        self.check_out(token).await;
-    }
-
+    /// The scarce product now and then (row-lock contention), else one in stock.
     fn pick_product(&self) -> i64 {
         let mut rng = rand::rng();
-        if rng.random_bool(self.shop.hot_product_share) {
+        if rng.random_bool(self.shop.hot_product_share)
+            && (self.in_stock.is_empty() || self.in_stock.contains(&self.shop.hot_product))
+        {
             return self.shop.hot_product;
         }
-        let index = rng.random_range(0..self.shop.product_ids.len());
-        self.shop.product_ids[index]
+        self.in_stock
+            .choose(&mut rng)
+            .or_else(|| self.shop.product_ids.choose(&mut rng))
+            .copied()
+            .unwrap_or(self.shop.hot_product)
     }
 
     /// A pause of 0.5–1.5 × the think time, like a person reading the page; cut short
@@ -240,12 +302,89 @@ impl Shopper {
                 .shop
                 .think_time
                 .mul_f64(rand::rng().random_range(0.5..1.5));
-            let mut stop = self.stop.clone();
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                _ = stop.wait_for(|stopped| *stopped) => {}
-            }
+            self.pause(pause).await;
         }
         self.stopped()
     }
+
+    async fn pause(&self, pause: Duration) {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|stopped| *stopped) => {}
+        }
+    }
+}
+
+/// One request, recorded.
+async fn call(
+    shop: &Shop,
+    operation: &'static str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Option<ApiResponse> {
+    let started = Instant::now();
+    let response = shop.client.send(method, path, token, body).await;
+    let status = response.as_ref().ok().map(|r| r.status);
+    shop.recorder.record(operation, status, started.elapsed());
+    response.ok()
+}
+
+/// Looks at an accepted order until it is confirmed or failed (bounded).
+async fn follow(shop: Arc<Shop>, token: String, order: i64, answered_in: Duration) {
+    let started = Instant::now();
+    let path = format!("/api/orders/{order}");
+    while started.elapsed() < FOLLOW_AT_MOST {
+        tokio::time::sleep(FOLLOW_EVERY).await;
+        let Some(answer) = call(
+            &shop,
+            "follow_order",
+            Method::GET,
+            &path,
+            Some(&token),
+            None,
+        )
+        .await
+        else {
+            continue;
+        };
+        match answer.body["status"].as_str() {
+            Some("pending") | None => continue,
+            Some("payment_failed") => {
+                shop.recorder
+                    .record_checkout(CheckoutOutcome::PaymentDeclined);
+                return;
+            }
+            Some(_) => {
+                // The service measured acceptance → confirmation; add the request's own time.
+                let processing = answer.body["processing_time_ms"].as_u64().unwrap_or(0);
+                let confirmed_after = answered_in + Duration::from_millis(processing);
+                shop.recorder.record_confirmed("async", confirmed_after);
+                shop.recorder.record_checkout(CheckoutOutcome::Success);
+                return;
+            }
+        }
+    }
+    shop.recorder.record_unsettled();
+}
+
+/// The ids of the listed products that are in stock.
+fn in_stock(items: &Value) -> Vec<i64> {
+    items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|item| item["stock"].as_i64().unwrap_or(0) > 0)
+        .filter_map(|item| item["id"].as_i64())
+        .collect()
+}
+
+/// How long a 429 asks to wait.
+fn retry_after(answer: &ApiResponse) -> Duration {
+    answer
+        .retry_after
+        .unwrap_or(Duration::from_secs(1))
+        .min(LONGEST_BACKOFF)
 }

@@ -274,7 +274,13 @@ impl TestApp {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("client"),
-            db: PgPool::connect(&database.url).await.expect("test pool"),
+            // Small: two tests at a time, each with up to three app processes, must fit
+            // in Postgres' default 100 connections.
+            db: sqlx::postgres::PgPoolOptions::new()
+                .max_connections(4)
+                .connect(&database.url)
+                .await
+                .expect("test pool"),
             smtp,
             process,
             _database: database,
@@ -518,11 +524,14 @@ pub async fn spawn_process_on(server: &str, overrides: &[(&str, &str)]) -> TestA
 }
 
 /// `count` processes of the real binary started at the same instant on one database
-/// that does not exist yet, as replicas behind a load balancer would be.
+/// that does not exist yet, as replicas behind a load balancer would be. Each has a pool
+/// of 5 connections, so that two such tests fit in Postgres' default 100.
 pub async fn spawn_replicas(count: usize, overrides: &[(&str, &str)]) -> Vec<TestApp> {
     let database = Arc::new(TestDatabase::not_yet_created());
     let smtp = Arc::new(SmtpCapture::start().await);
     let mut environment = test_environment(&database.url, smtp.port);
+    environment.retain(|(k, _)| k != "DB_MAX_CONNECTIONS");
+    environment.push(("DB_MAX_CONNECTIONS".into(), "5".into()));
     environment.push(("LOG_FORMAT".into(), "json".into()));
     for (key, value) in overrides {
         environment.retain(|(k, _)| k != key);

@@ -1,0 +1,373 @@
+//! The load generator's report as one self-contained HTML page: no script, no network,
+//! no CDN — the charts are inline SVG drawn by `plotters`. With `--compare` the two runs
+//! stand side by side, the blocking checkout on the left, the asynchronous on the right.
+
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+
+use super::report::{Latency, Report};
+
+const WIDTH: u32 = 620;
+const HEIGHT: u32 = 300;
+
+/// The page for one run, or for the runs of `--compare` side by side.
+pub fn render(reports: &[Report]) -> String {
+    let mut page = String::new();
+    let title = match reports {
+        [only] => format!("Load test of {}", only.base_url),
+        _ => "Blocking vs asynchronous checkout: the same load, side by side".to_string(),
+    };
+    let _ = write!(
+        page,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n\
+         <style>body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}\
+         .runs{{display:grid;grid-template-columns:repeat({columns},minmax(0,1fr));gap:2rem}}\
+         table{{border-collapse:collapse;margin:.5rem 0 1rem}}td,th{{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}}\
+         th:first-child,td:first-child{{text-align:left}}figure{{margin:0 0 1.5rem}}\
+         figcaption{{font-weight:600;margin-bottom:.3rem}}svg{{max-width:100%;height:auto}}\
+         .note{{color:#555;font-size:.9rem}}</style></head><body>\n<h1>{title}</h1>\n",
+        title = escape(&title),
+        columns = reports.len().max(1),
+    );
+    if reports.len() > 1 {
+        page.push_str(&comparison_table(reports));
+    }
+    page.push_str("<div class=\"runs\">\n");
+    for report in reports {
+        page.push_str(&run_section(report));
+    }
+    page.push_str("</div>\n</body></html>\n");
+    page
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The lesson in one table: what the customer waits for, and when the work is done.
+fn comparison_table(reports: &[Report]) -> String {
+    let mut table = String::from(
+        "<table data-table=\"comparison\"><tr><th>checkout</th><th>requests</th>\
+         <th>server errors</th><th>checkouts confirmed</th><th>response p50 / p99 (ms)</th>\
+         <th>confirmed after p50 / p99 (ms)</th></tr>\n",
+    );
+    for report in reports {
+        let mode = report.mode.as_deref().unwrap_or("?");
+        let response = report.checkout_response_ms.get(mode);
+        let confirmed = report.time_to_confirmed_ms.get(mode);
+        let pair = |l: Option<&Latency>| {
+            l.map_or("–".to_string(), |l| {
+                format!("{:.1} / {:.1}", l.p50, l.p99)
+            })
+        };
+        let _ = writeln!(
+            table,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(mode),
+            report.requests,
+            report.server_errors,
+            report.checkouts.get("success").copied().unwrap_or(0),
+            pair(response),
+            pair(confirmed),
+        );
+    }
+    table.push_str("</table>\n");
+    table
+}
+
+fn run_section(report: &Report) -> String {
+    let mut section = String::from("<section>\n");
+    let heading = match &report.mode {
+        Some(mode) => format!("{mode} checkout"),
+        None => "Run".to_string(),
+    };
+    let _ = writeln!(
+        section,
+        "<h2>{}</h2>\n<p>{} users for {:.1} s: {} requests, <strong>{} server errors ({:.2} %)</strong>; \
+         business outcomes (the shop saying no, not errors): {}; client mistakes: {}.</p>",
+        escape(&heading),
+        report.users,
+        report.duration_seconds,
+        report.requests,
+        report.server_errors,
+        report.error_rate * 100.0,
+        escape(
+            &report
+                .business_outcomes
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        report.client_mistakes,
+    );
+    let charts: [(&str, &str, Result<String, String>); 5] = [
+        (
+            "latency-over-time",
+            "Latency over time: p95 per operation",
+            latency_over_time(report),
+        ),
+        (
+            "latency-distribution",
+            "Latency distribution per operation",
+            latency_distribution(report),
+        ),
+        (
+            "outcomes-over-time",
+            "Answers per second: fine, business outcomes, client mistakes, server errors",
+            outcomes_over_time(report),
+        ),
+        (
+            "checkouts-per-second",
+            "Checkouts per second by outcome",
+            checkouts_per_second(report),
+        ),
+        (
+            "response-vs-confirmed",
+            "What the customer waits for vs when the order is confirmed",
+            response_vs_confirmed(report),
+        ),
+    ];
+    for (name, caption, chart) in charts {
+        let body = chart.unwrap_or_else(|error| {
+            format!("<p class=\"note\">(no chart: {})</p>", escape(&error))
+        });
+        let _ = writeln!(
+            section,
+            "<figure data-chart=\"{name}\"><figcaption>{}</figcaption>\n{body}</figure>",
+            escape(caption)
+        );
+    }
+    section.push_str("</section>\n");
+    section
+}
+
+type Chart = Result<String, String>;
+
+/// Draws one chart into an SVG string.
+fn svg(
+    draw: impl FnOnce(DrawingArea<SVGBackend, plotters::coord::Shift>) -> Result<(), String>,
+) -> Chart {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        draw(root.clone())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// Ten colours that stay apart on white (the "Tableau 10" set).
+const COLORS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+fn color(index: usize) -> RGBColor {
+    COLORS[index % COLORS.len()]
+}
+
+/// A line chart of named series of (x, y) points, x from `x_from`; y on a log scale if
+/// asked (milliseconds span three orders of magnitude here).
+fn lines(
+    series: Vec<(String, Vec<(f64, f64)>)>,
+    x_from: f64,
+    x_label: &str,
+    y_label: &str,
+    log_y: bool,
+) -> Chart {
+    let points: Vec<&(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter()).collect();
+    if points.is_empty() {
+        return Err("no data".to_string());
+    }
+    let x_min = x_from;
+    let x_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0);
+    let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.2;
+    svg(|root| {
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55);
+        if log_y {
+            let mut chart = builder
+                .build_cartesian_2d(x_min..x_max, (0.1f64..y_max).log_scale())
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for (index, (name, data)) in series.into_iter().enumerate() {
+                let line = color(index);
+                let data: Vec<(f64, f64)> =
+                    data.into_iter().map(|(x, y)| (x, y.max(0.1))).collect();
+                chart
+                    .draw_series(LineSeries::new(data, line.stroke_width(2)))
+                    .map_err(|e| e.to_string())?
+                    .label(name)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], line.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| e.to_string())?;
+        } else {
+            let mut chart = builder
+                .build_cartesian_2d(x_min..x_max, 0f64..y_max)
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for (index, (name, data)) in series.into_iter().enumerate() {
+                let line = color(index);
+                chart
+                    .draw_series(LineSeries::new(data, line.stroke_width(2)))
+                    .map_err(|e| e.to_string())?
+                    .label(name)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], line.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+}
+
+fn latency_over_time(report: &Report) -> Chart {
+    let operations: Vec<&String> = report
+        .operations
+        .keys()
+        .filter(|op| *op != "catalog")
+        .collect();
+    let series = operations
+        .into_iter()
+        .map(|op| {
+            let points = report
+                .timeline
+                .iter()
+                .filter_map(|point| point.latency_ms.get(op).map(|l| (point.t_seconds, l.p95)))
+                .collect();
+            (op.clone(), points)
+        })
+        .collect();
+    lines(
+        series,
+        0.0,
+        "seconds since the start",
+        "p95 latency, ms (log)",
+        true,
+    )
+}
+
+fn latency_distribution(report: &Report) -> Chart {
+    let series = report
+        .operations
+        .iter()
+        .map(|(op, stats)| (op.clone(), stats.distribution_ms.clone()))
+        .collect();
+    lines(series, 0.0, "percentile", "latency, ms (log)", true)
+}
+
+fn outcomes_over_time(report: &Report) -> Chart {
+    let window = report
+        .timeline
+        .get(1)
+        .map_or(1.0, |second| second.t_seconds * 2.0 / 3.0)
+        .max(1e-3);
+    let per_second = |pick: fn(&super::report::ClassCounts) -> u64| -> Vec<(f64, f64)> {
+        report
+            .timeline
+            .iter()
+            .map(|p| (p.t_seconds, pick(&p.classes) as f64 / window))
+            .collect()
+    };
+    lines(
+        vec![
+            ("fine".to_string(), per_second(|c| c.fine)),
+            ("business outcomes".to_string(), per_second(|c| c.business)),
+            (
+                "client mistakes".to_string(),
+                per_second(|c| c.client_mistakes),
+            ),
+            ("server errors".to_string(), per_second(|c| c.server_errors)),
+        ],
+        0.0,
+        "seconds since the start",
+        "answers per second",
+        false,
+    )
+}
+
+fn checkouts_per_second(report: &Report) -> Chart {
+    let outcomes: std::collections::BTreeSet<&String> = report
+        .timeline
+        .iter()
+        .flat_map(|p| p.checkouts_per_second.keys())
+        .collect();
+    let series = outcomes
+        .into_iter()
+        .map(|outcome| {
+            let points = report
+                .timeline
+                .iter()
+                .map(|p| {
+                    (
+                        p.t_seconds,
+                        p.checkouts_per_second.get(outcome).copied().unwrap_or(0.0),
+                    )
+                })
+                .collect();
+            (outcome.clone(), points)
+        })
+        .collect();
+    lines(
+        series,
+        0.0,
+        "seconds since the start",
+        "checkouts per second",
+        false,
+    )
+}
+
+/// p50, p95 and p99 of the checkout's answer and of the order's confirmation, per mode.
+fn response_vs_confirmed(report: &Report) -> Chart {
+    let percentiles = |l: &Latency| vec![(50.0, l.p50), (95.0, l.p95), (99.0, l.p99)];
+    let mut series = Vec::new();
+    for (mode, latency) in &report.checkout_response_ms {
+        series.push((format!("{mode}: response"), percentiles(latency)));
+    }
+    for (mode, latency) in &report.time_to_confirmed_ms {
+        series.push((format!("{mode}: confirmed"), percentiles(latency)));
+    }
+    lines(series, 45.0, "percentile", "ms (log)", true)
+}
