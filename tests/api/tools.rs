@@ -251,3 +251,54 @@ async fn the_mode_command_switches_the_checkout_live() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("blocking or async"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shop_that_sells_out_is_business_not_server_errors() {
+    let app = spawn_process(&[]).await;
+    let admin = app.admin_token().await;
+    for name in ["Rare lamp", "Rare vase"] {
+        app.create_product(&admin, name, "9.99", 3).await;
+    }
+    let report_file = std::env::temp_dir().join(format!("loadgen-{}.json", uuid::Uuid::new_v4()));
+    let output = run_tool(
+        &[
+            "loadgen",
+            "--base-url",
+            &app.address,
+            "--users",
+            "6",
+            "--duration",
+            "4s",
+            "--think-time",
+            "10ms",
+            "--checkout-ratio",
+            "1",
+            "--restock-every",
+            "0s",
+            "--json",
+            report_file.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&report_file);
+    let left: i64 = sqlx::query_scalar("SELECT SUM(quantity - reserved) FROM inventory")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(left <= 2, "the shelves emptied ({left} units left)");
+    assert_eq!(report["server_errors"], 0, "{report:#}");
+    assert_eq!(report["error_rate"], 0.0);
+    assert!(
+        report["business_outcomes"]["sold_out"].as_u64().unwrap() > 0,
+        "shoppers met the empty shelves: {report:#}"
+    );
+    assert_eq!(
+        report["checkouts"]["empty_cart"], 0,
+        "nobody checks out an empty cart"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("0 server errors (0.00 %)"), "{stdout}");
+}

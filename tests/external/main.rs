@@ -10,6 +10,7 @@ mod helpers;
 
 mod bench_smoke;
 mod contract;
+mod loadgen_report;
 mod outage;
 mod postgres_cluster;
 mod promtool;
