@@ -12,7 +12,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::checkout::CheckoutMode;
-use crate::checkout::faults::FaultSettings;
+use crate::checkout::faults::{FaultSettings, FaultsUpdate};
 use crate::domain::{Email, Password};
 
 /// Secrets that must never be used outside a developer's machine.
@@ -36,9 +36,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub smtp: SmtpSettings,
-    pub faults: FaultSettings,
-    /// The checkout a fresh database starts with (then switched live by an admin).
-    pub checkout_mode: CheckoutMode,
+    /// The live settings this start puts in force (those set in the environment).
+    pub live: LiveStart,
     pub workers: WorkerSettings,
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
@@ -81,6 +80,16 @@ pub struct SmtpSettings {
     /// Upper bound for one SMTP conversation, so a stuck server cannot hold a
     /// checkout's transaction and row locks forever.
     pub timeout: Duration,
+}
+
+/// The live settings (fault injection, checkout mode) named in the environment. Each one
+/// set is put in force at start, on every replica (they share the settings through
+/// Postgres); each one left unset keeps the shared value (the default on a fresh
+/// database), so that a restart does not undo what an admin switched live.
+#[derive(Debug, Clone, Default)]
+pub struct LiveStart {
+    pub faults: FaultsUpdate,
+    pub checkout_mode: Option<CheckoutMode>,
 }
 
 /// The workers of the asynchronous checkout and their outbox.
@@ -213,6 +222,23 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The value if the variable is set (and valid), else `None`.
+    fn optional<T: FromStr>(&mut self, name: &str, expected: &str) -> Option<T> {
+        let raw = self.raw(name)?;
+        match raw.parse() {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.problems
+                    .push(format!("{name}: expected {expected}, got {raw:?}"));
+                None
+            }
+        }
+    }
+
+    fn optional_bool(&mut self, name: &str) -> Option<bool> {
+        self.raw(name).map(|_| self.bool(name, false))
+    }
+
     fn millis(&mut self, name: &str, default_ms: u64) -> Duration {
         Duration::from_millis(self.parse(name, default_ms, "a whole number of milliseconds"))
     }
@@ -340,8 +366,10 @@ impl Settings {
                 smtp.from
             ));
         }
-        let faults = read_faults(&mut r);
-        let checkout_mode = r.parse("CHECKOUT_MODE", CheckoutMode::Blocking, "blocking or async");
+        let live = LiveStart {
+            faults: read_faults(&mut r),
+            checkout_mode: r.optional("CHECKOUT_MODE", "blocking or async"),
+        };
         let workers = WorkerSettings {
             count: r.parse("CHECKOUT_WORKERS", 16usize, "a whole number of workers"),
             lease: Duration::from_secs(r.parse("OUTBOX_LEASE_SECONDS", 60u64, "whole seconds")),
@@ -365,8 +393,7 @@ impl Settings {
             database,
             auth,
             smtp,
-            faults,
-            checkout_mode,
+            live,
             workers,
             http,
             telemetry,
@@ -374,22 +401,17 @@ impl Settings {
     }
 }
 
-/// The fault settings a service starts with; each variable is the admin API's field
+/// The fault settings named in the environment; each variable is the admin API's field
 /// name in capitals, and both are checked by the same rules.
-fn read_faults(r: &mut Reader) -> FaultSettings {
-    let default = FaultSettings::DEFAULT;
-    let default_ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let faults = FaultSettings {
-        payment_delay: r.millis("PAYMENT_DELAY_MS", default_ms(default.payment_delay)),
-        payment_success_rate: r.parse(
-            "PAYMENT_SUCCESS_RATE",
-            default.payment_success_rate,
-            "a number from 0 to 1",
-        ),
-        email_delay: r.millis("EMAIL_DELAY_MS", default_ms(default.email_delay)),
-        email_outage: r.bool("EMAIL_OUTAGE", default.email_outage),
+fn read_faults(r: &mut Reader) -> FaultsUpdate {
+    let whole_ms = "a whole number of milliseconds";
+    let faults = FaultsUpdate {
+        payment_delay_ms: r.optional("PAYMENT_DELAY_MS", whole_ms),
+        payment_success_rate: r.optional("PAYMENT_SUCCESS_RATE", "a number from 0 to 1"),
+        email_delay_ms: r.optional("EMAIL_DELAY_MS", whole_ms),
+        email_outage: r.optional_bool("EMAIL_OUTAGE"),
     };
-    for problem in faults.problems() {
+    for problem in FaultSettings::DEFAULT.with(&faults).problems() {
         r.problem(format!(
             "{}: {}",
             problem.field.to_ascii_uppercase(),
@@ -566,14 +588,46 @@ mod tests {
         Settings::from_source(&vars)
     }
 
+    /// Answers as a minimal valid environment and remembers every name asked for.
+    struct RecordingSource(std::cell::RefCell<Vec<String>>);
+
+    impl Source for RecordingSource {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0.borrow_mut().push(name.to_string());
+            (name == "JWT_SECRET").then(|| STRONG.to_string())
+        }
+    }
+
+    #[test]
+    fn every_variable_read_is_documented_in_the_env_example() {
+        let source = RecordingSource(Default::default());
+        Settings::from_source(&source).expect("valid");
+        let example = include_str!("../.env.example");
+        let documented: Vec<&str> = example
+            .lines()
+            .map(|line| line.trim_start_matches('#').trim())
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+            .collect();
+        let read = source.0.into_inner();
+        assert!(read.len() > 30, "{read:?}");
+        for name in read {
+            assert!(
+                documented.contains(&name.as_str()),
+                "{name} is not in .env.example"
+            );
+        }
+    }
+
     #[test]
     fn defaults_follow_the_design() {
         let s = settings(&[("JWT_SECRET", STRONG)]).expect("valid");
         assert_eq!(s.bind_addr.to_string(), "0.0.0.0:8000");
         assert_eq!(s.database.max_connections, 10);
-        assert_eq!(s.faults.payment_delay, Duration::from_millis(1000));
-        assert_eq!(s.faults.email_delay, Duration::from_millis(2000));
-        assert!((s.faults.payment_success_rate - 0.95).abs() < f64::EPSILON);
+        let faults = FaultSettings::DEFAULT.with(&s.live.faults);
+        assert_eq!(faults.payment_delay, Duration::from_millis(1000));
+        assert_eq!(faults.email_delay, Duration::from_millis(2000));
+        assert!((faults.payment_success_rate - 0.95).abs() < f64::EPSILON);
+        assert!(s.live.checkout_mode.is_none(), "the shared settings decide");
         assert_eq!(s.telemetry.service_name, "ecommerce-monolith");
         assert!(s.telemetry.traces_enabled);
         assert_eq!(s.telemetry.sampler, TraceSampler::ParentBasedAlwaysOn);

@@ -5,8 +5,9 @@
 //! case a notification was missed. A replica that cannot reach the database keeps what
 //! it last knew.
 //!
-//! The environment (`PAYMENT_DELAY_MS`, …, `CHECKOUT_MODE`) gives the values the row is
-//! created with on a fresh database; after that the row is the truth.
+//! What the environment sets (`PAYMENT_DELAY_MS`, …, `CHECKOUT_MODE`) is put in force at
+//! start, on every replica; what it leaves unset keeps the shared value, so a restart
+//! does not undo what an admin switched live. A fresh database starts from the defaults.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::sync::Notify;
 
 use crate::checkout::CheckoutMode;
 use crate::checkout::faults::{self, FaultProblem, FaultSettings, FaultsUpdate};
+use crate::config::LiveStart;
 use crate::db::Database;
 use crate::telemetry::metrics::CHECKOUT_MODE_ACTIVE;
 
@@ -77,9 +79,14 @@ fn millis(duration: Duration) -> i64 {
 }
 
 impl LiveSettings {
-    /// The shared settings, created from `initial` if this is the first replica to start
-    /// on this database (replicas starting together agree: one insert wins).
-    pub async fn load(db: Database, initial: Settings) -> Result<Self, sqlx::Error> {
+    /// The shared settings, created with the defaults if this is the first replica to
+    /// start on this database (replicas starting together agree: one insert wins), then
+    /// with what the environment sets put in force.
+    pub async fn load(db: Database, start: &LiveStart) -> Result<Self, SettingsError> {
+        let initial = Settings {
+            faults: FaultSettings::DEFAULT,
+            checkout_mode: CheckoutMode::Blocking,
+        };
         let mut conn = db.acquire().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO live_settings (id, {COLUMNS}) VALUES (1, $1, $2, $3, $4, $5) \
@@ -97,12 +104,34 @@ impl LiveSettings {
         )))
         .fetch_one(&mut *conn)
         .await?;
+        drop(conn);
         let settings = Settings::from(row);
         export_gauges(&settings);
-        Ok(Self {
+        let live = Self {
             current: Arc::new(RwLock::new(settings)),
             db,
-        })
+        };
+        let sets_something = start.checkout_mode.is_some()
+            || FaultSettings::DEFAULT.with(&start.faults) != FaultSettings::DEFAULT
+            || start.faults.email_outage.is_some()
+            || start.faults.payment_delay_ms.is_some()
+            || start.faults.payment_success_rate.is_some()
+            || start.faults.email_delay_ms.is_some();
+        if sets_something {
+            live.change(|settings| {
+                let faults = settings.faults.with(&start.faults);
+                let problems = faults.problems();
+                if !problems.is_empty() {
+                    return Err(problems);
+                }
+                Ok(Settings {
+                    faults,
+                    checkout_mode: start.checkout_mode.unwrap_or(settings.checkout_mode),
+                })
+            })
+            .await?;
+        }
+        Ok(live)
     }
 
     pub fn current(&self) -> Settings {

@@ -63,15 +63,9 @@ impl Application {
                 .context("creating the admin account")?;
         }
 
-        let live = LiveSettings::load(
-            db.clone(),
-            live_settings::Settings {
-                faults: settings.faults,
-                checkout_mode: settings.checkout_mode,
-            },
-        )
-        .await
-        .context("loading the live settings")?;
+        let live = LiveSettings::load(db.clone(), &settings.live)
+            .await
+            .context("loading the live settings")?;
 
         let draining = CancellationToken::new();
         let stopping = CancellationToken::new();

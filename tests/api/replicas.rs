@@ -46,7 +46,7 @@ async fn three_replicas_started_together_share_one_database_safely() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fault_set_through_one_replica_is_in_force_on_all_within_a_second() {
-    let replicas = spawn_replicas(3, &[]).await;
+    let mut replicas = spawn_replicas(3, &[]).await;
     let admin = replicas[0].admin_token().await;
     let changed = Instant::now();
     expect_json(
@@ -102,6 +102,34 @@ async fn a_fault_set_through_one_replica_is_in_force_on_all_within_a_second() {
             Some(1.0)
         );
     }
+
+    // A restarted replica keeps what was switched live, except the settings its own
+    // environment names (the tests set PAYMENT_SUCCESS_RATE=1): those it puts in force
+    // again, for every replica.
+    replicas[1].kill_and_restart().await;
+    let metrics = replicas[1].metrics().await;
+    assert_eq!(
+        sample(&metrics, "checkout_mode", &[("mode", "async")]),
+        Some(1.0)
+    );
+    let admin = replicas[1].admin_token().await;
+    let faults = expect_json(
+        replicas[1].get("/api/admin/faults", Some(&admin)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(faults["email_outage"], true, "not in the environment: kept");
+    assert_eq!(faults["payment_success_rate"], 1.0, "from the environment");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let faults = expect_json(
+        replicas[0].get("/api/admin/faults", Some(&admin)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        faults["payment_success_rate"], 1.0,
+        "shared with the others"
+    );
 }
 
 /// Registers `count` buyers through the replicas in turn, each with `product` in the

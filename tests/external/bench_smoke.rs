@@ -41,6 +41,9 @@ async fn the_benchmark_script_runs_end_to_end() {
         "5 10 at once, pool 2",
         "5 catalog p99, pool 2",
         "6 peak RSS of the app",
+        "7 async response p50/p99",
+        "7 10 at once async, pool 2",
+        "7 catalog p99 async, pool 2",
     ] {
         assert!(
             stdout.contains(measure),
