@@ -84,7 +84,7 @@ async fn serve(with_seed: bool) -> anyhow::Result<()> {
     let metrics = if settings.telemetry.metrics_enabled {
         let handle = telemetry::metrics::install_recorder()?;
         checkout::start_metrics_at_zero();
-        telemetry::metrics::spawn_upkeep(handle.clone());
+        telemetry::metrics::spawn_upkeep(&handle);
         Some(handle)
     } else {
         None

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +22,7 @@ use crate::config::Settings;
 use crate::db::{self, Database};
 use crate::http::{self, AppState};
 use crate::live_settings::{self, LiveSettings};
+use crate::telemetry::metrics::Exposition;
 use crate::{idempotency, outbox, reconciliation};
 
 pub struct Application {
@@ -51,10 +51,7 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 impl Application {
     /// Migrates the database, makes sure the admin exists, and binds the listener
     /// (port 0 picks a free port, which tests use).
-    pub async fn build(
-        settings: &Settings,
-        metrics: Option<PrometheusHandle>,
-    ) -> anyhow::Result<Self> {
+    pub async fn build(settings: &Settings, metrics: Option<Exposition>) -> anyhow::Result<Self> {
         db::create_and_migrate(&settings.database).await?;
         let db = Database::connect(&settings.database)?;
         if let Some(admin) = &settings.auth.admin {

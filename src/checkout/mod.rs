@@ -49,10 +49,10 @@ use crate::live_settings::LiveSettings;
 use crate::notifications::{NotificationKind, notify};
 use crate::orders::store::{self, OrderRow};
 use crate::orders::{OrderStatus, OrderView, PaymentMethod, PaymentView};
+use crate::telemetry::exemplars;
 use crate::telemetry::metrics::{
-    CHECKOUT_DURATION, CHECKOUT_STEP_DURATION, CHECKOUTS, CHECKOUTS_IN_FLIGHT, INVENTORY_LOCK_WAIT,
-    ORDER_TIME_TO_CONFIRMED, ORDERS_REVENUE, ORDERS_SETTLED, PAYMENTS_ORPHANED,
-    PAYMENTS_ORPHANED_AMOUNT,
+    CHECKOUT_STEP_DURATION, CHECKOUTS, CHECKOUTS_IN_FLIGHT, INVENTORY_LOCK_WAIT, ORDERS_REVENUE,
+    ORDERS_SETTLED, PAYMENTS_ORPHANED, PAYMENTS_ORPHANED_AMOUNT,
 };
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -234,7 +234,7 @@ impl Checkout {
         let response = match &result {
             Ok(Placement::Confirmed(order)) => {
                 span.record("order.id", order.id);
-                settled(mode, order.total, started.elapsed().as_secs_f64());
+                settled(&span, mode, order.total, started.elapsed().as_secs_f64());
                 counter!(CHECKOUTS, "mode" => mode.as_str(), "outcome" => CheckoutOutcome::Success.as_str())
                     .increment(1);
                 CheckoutOutcome::Success.as_str()
@@ -252,8 +252,7 @@ impl Checkout {
             }
         };
         span.record("checkout.outcome", response);
-        histogram!(CHECKOUT_DURATION, "mode" => mode.as_str(), "outcome" => response)
-            .record(started.elapsed().as_secs_f64());
+        exemplars::record_checkout(&span, mode, response, started.elapsed().as_secs_f64());
         result
     }
 
@@ -606,11 +605,12 @@ fn orphaned_payment(error: CheckoutError, order_id: i64, charge: &Charge) -> Che
     error
 }
 
-/// An order paid and confirmed: its revenue, and how long from request to confirmed.
-fn settled(mode: CheckoutMode, total: Decimal, seconds_since_request: f64) {
+/// An order paid and confirmed: its revenue, and how long from request to confirmed
+/// (with `span`, of the checkout's trace, as the exemplar).
+fn settled(span: &tracing::Span, mode: CheckoutMode, total: Decimal, seconds_since_request: f64) {
     counter!(ORDERS_REVENUE).increment(cents(total));
     counter!(ORDERS_SETTLED, "mode" => mode.as_str(), "outcome" => "confirmed").increment(1);
-    histogram!(ORDER_TIME_TO_CONFIRMED, "mode" => mode.as_str()).record(seconds_since_request);
+    exemplars::record_time_to_confirmed(span, mode, seconds_since_request);
 }
 
 /// Money counters count whole cents: counters are integers, and money is never a float.

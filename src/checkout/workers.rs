@@ -289,7 +289,12 @@ impl Workers {
             return Err(JobError::LeaseLost);
         }
         tx.commit().await?;
-        settled(CheckoutMode::Async, order.total, waited);
+        settled(
+            &tracing::Span::current(),
+            CheckoutMode::Async,
+            order.total,
+            waited,
+        );
         count_checkout(CheckoutOutcome::Success);
         Ok(())
     }

@@ -21,7 +21,6 @@ use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{Method, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
@@ -35,6 +34,7 @@ use crate::checkout::payment::PaymentGateway;
 use crate::db::Database;
 use crate::live_settings::LiveSettings;
 use crate::telemetry;
+use crate::telemetry::metrics::Exposition;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -51,7 +51,7 @@ pub struct AppState {
     pub in_flight: TaskTracker,
     /// `None` when metrics are switched off (or in tests that run several apps in
     /// one process, where the global recorder cannot tell them apart).
-    pub metrics: Option<PrometheusHandle>,
+    pub metrics: Option<Exposition>,
 }
 
 impl FromRef<AppState> for Arc<JwtKeys> {

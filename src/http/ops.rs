@@ -1,7 +1,7 @@
 //! Operational endpoints: liveness, readiness, metrics and a small landing page.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -13,6 +13,7 @@ use super::error::ApiError;
 use super::extract::Json;
 use super::openapi::ServiceUnavailable;
 use crate::telemetry::metrics::sample_gauges;
+use crate::telemetry::openmetrics;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -63,19 +64,30 @@ async fn ready(State(state): State<AppState>) -> Result<Json<HealthView>, ApiErr
     }
 }
 
-/// Prometheus text exposition.
-async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let handle = state
+/// The metrics, as OpenMetrics with exemplars to whoever asks for it (Prometheus
+/// does), else as classic Prometheus text (curl, promtool, people).
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let exposition = state
         .metrics
         .as_ref()
         .ok_or_else(|| ApiError::not_found("metrics (switched off with METRICS_ENABLED=false)"))?;
     sample_gauges(state.db.pool(), state.db.max_connections());
+    let wants_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(openmetrics::is_accepted);
+    let (content_type, body) = if wants_openmetrics {
+        (openmetrics::CONTENT_TYPE, exposition.openmetrics())
+    } else {
+        (openmetrics::CLASSIC_CONTENT_TYPE, exposition.classic())
+    };
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        handle.render(),
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::VARY, "accept"),
+        ],
+        body,
     )
         .into_response())
 }

@@ -8,7 +8,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics::{gauge, histogram};
+use metrics::gauge;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Status, TraceContextExt, TraceId};
 use opentelemetry_http::HeaderExtractor;
@@ -17,7 +17,8 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::metrics::{HTTP_REQUEST_DURATION, HTTP_REQUESTS_IN_FLIGHT};
+use super::exemplars;
+use super::metrics::HTTP_REQUESTS_IN_FLIGHT;
 
 pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
 /// The `route` label of requests that matched no route: raw paths would make the
@@ -114,13 +115,13 @@ pub async fn instrument_request(request: Request, next: Next) -> Response {
     if status.is_server_error() {
         span.set_status(Status::error(status.to_string()));
     }
-    histogram!(
-        HTTP_REQUEST_DURATION,
-        "method" => method,
-        "route" => route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned()),
-        "status" => status.as_str().to_owned(),
-    )
-    .record(started.elapsed().as_secs_f64());
+    exemplars::record_http_request(
+        &span,
+        &method,
+        route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned()),
+        status.as_str(),
+        started.elapsed().as_secs_f64(),
+    );
 
     if let Ok(value) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert(TRACE_ID_HEADER, value);

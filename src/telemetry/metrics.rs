@@ -1,6 +1,9 @@
 //! Prometheus metrics: every series the service exports is named and described here,
 //! so this file is the catalogue the dashboards and alert rules are written against.
 //!
+//! The three latency histograms with exemplars are the exception: they are defined in
+//! [`exemplars`] and rendered after these.
+//!
 //! Units are base units (`_seconds`), counters end in `_total`, and labels carry only
 //! bounded values (route templates, step names, outcomes) — never ids or raw paths.
 
@@ -11,9 +14,10 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge}
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
-pub const HTTP_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+use super::exemplars::{self, LatencyHistograms};
+use super::openmetrics;
+
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_server_active_requests";
-pub const CHECKOUT_DURATION: &str = "checkout_duration_seconds";
 pub const CHECKOUT_STEP_DURATION: &str = "checkout_step_duration_seconds";
 pub const CHECKOUTS: &str = "checkouts_total";
 pub const CHECKOUTS_IN_FLIGHT: &str = "checkouts_in_flight";
@@ -38,7 +42,6 @@ pub const FAULT_EMAIL_DELAY: &str = "fault_email_delay_seconds";
 pub const FAULT_EMAIL_OUTAGE: &str = "fault_email_outage";
 pub const BUILD_INFO: &str = "ecommerce_monolith_build_info";
 pub const CHECKOUT_MODE_ACTIVE: &str = "checkout_mode";
-pub const ORDER_TIME_TO_CONFIRMED: &str = "order_time_to_confirmed_seconds";
 pub const ORDERS_SETTLED: &str = "orders_settled_total";
 pub const OUTBOX_PENDING: &str = "outbox_jobs_pending";
 pub const OUTBOX_OLDEST_AGE: &str = "outbox_oldest_job_age_seconds";
@@ -54,9 +57,43 @@ pub const DURATION_BUCKETS: &[f64] = &[
     4.0, 5.0, 7.5, 10.0,
 ];
 
-/// Installs the global recorder. Call once per process; the handle renders `/metrics`.
+/// What `/metrics` serves: the series of the `metrics` facade (rendered by
+/// metrics-exporter-prometheus) followed by the three latency histograms with exemplars
+/// (see [`exemplars`]), each series exactly once.
+#[derive(Clone)]
+pub struct Exposition {
+    handle: PrometheusHandle,
+    latency: &'static LatencyHistograms,
+}
+
+/// Said at the top of the classic text, where a person reading `curl /metrics` looks.
+const WHERE_EXEMPLARS_ARE: &str = "# The latency histograms http_server_request_duration_seconds, \
+checkout_duration_seconds and order_time_to_confirmed_seconds are at the end. Their \
+exemplars (trace ids) need OpenMetrics: curl -H 'Accept: application/openmetrics-text' /metrics\n";
+
+impl Exposition {
+    /// The classic text format (0.0.4), without exemplars: for people and tools.
+    pub fn classic(&self) -> String {
+        let mut body = String::from(WHERE_EXEMPLARS_ARE);
+        body.push_str(&self.handle.render());
+        // Writing to a String cannot fail.
+        let _ = self.latency.encode_classic(&mut body);
+        body
+    }
+
+    /// OpenMetrics with exemplars: what Prometheus asks for.
+    pub fn openmetrics(&self) -> String {
+        let mut body = String::new();
+        openmetrics::append_converted(&self.handle.render(), &mut body);
+        let _ = self.latency.encode_openmetrics(&mut body);
+        body.push_str("# EOF\n");
+        body
+    }
+}
+
+/// Installs the global recorder and the exemplar histograms. Call once per process.
 /// Each module then starts its own counters at zero (e.g. `checkout::start_metrics_at_zero`).
-pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+pub fn install_recorder() -> anyhow::Result<Exposition> {
     let handle = PrometheusBuilder::new()
         .set_buckets(DURATION_BUCKETS)
         .context("configuring histogram buckets")?
@@ -64,12 +101,16 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         .context("installing the Prometheus recorder")?;
     describe_all();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    Ok(handle)
+    Ok(Exposition {
+        handle,
+        latency: exemplars::install(),
+    })
 }
 
 /// Drains histogram samples into their buckets periodically, so memory stays flat
 /// even when nothing scrapes `/metrics`.
-pub fn spawn_upkeep(handle: PrometheusHandle) {
+pub fn spawn_upkeep(exposition: &Exposition) {
+    let handle = exposition.handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -92,24 +133,9 @@ pub fn sample_gauges(pool: &PgPool, max_connections: u32) {
 }
 
 fn describe_all() {
-    describe_histogram!(
-        HTTP_REQUEST_DURATION,
-        Unit::Seconds,
-        "Duration of HTTP requests by method, route template and status code."
-    );
     describe_gauge!(
         HTTP_REQUESTS_IN_FLIGHT,
         "HTTP requests being served right now."
-    );
-    describe_histogram!(
-        CHECKOUT_DURATION,
-        Unit::Seconds,
-        "What the customer waits for: the checkout request, by mode and outcome (accepted: the asynchronous checkout's 202)."
-    );
-    describe_histogram!(
-        ORDER_TIME_TO_CONFIRMED,
-        Unit::Seconds,
-        "From the checkout request to the order confirmed, by mode: when the work is done."
     );
     describe_counter!(
         ORDERS_SETTLED,

@@ -3,16 +3,19 @@
 //! - traces: `tracing` spans exported over OTLP by `tracing-opentelemetry` ([`init`]);
 //! - database statements as client spans ([`db_spans`]);
 //! - HTTP server spans, the `X-Trace-Id` header and request metrics ([`http`]);
-//! - Prometheus metrics ([`metrics`]);
+//! - Prometheus metrics ([`metrics`]), the latency histograms with exemplars that link
+//!   them to traces ([`exemplars`]), served as OpenMetrics to Prometheus ([`openmetrics`]);
 //! - logs with the trace and span id of the request on every line ([`logs`]).
 //!
 //! The application code only creates spans and records metrics; it never talks to an
 //! exporter.
 
 pub mod db_spans;
+pub mod exemplars;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod openmetrics;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

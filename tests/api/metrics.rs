@@ -2,10 +2,13 @@
 //! are built on exist, with sensible values. (`promtool` lints the exposition in the
 //! `external` test target.)
 
-use reqwest::StatusCode;
+use std::collections::BTreeSet;
+
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{expect_json, sample, spawn_process};
+use crate::otlp::OtlpReceiver;
 
 const STEPS: [&str; 12] = [
     "validate_cart",
@@ -210,4 +213,217 @@ async fn a_mail_outage_counts_an_orphaned_payment_and_moves_the_fault_gauge() {
     );
     assert_eq!(sample(&text, "orders_revenue_cents_total", &[]), Some(0.0));
     app.assert_every_cent_accounted().await;
+}
+
+/// What Prometheus sends (2.42; 3.x sends the same types in another order).
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+const SAMPLED_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const UNSAMPLED_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+
+/// `(sample line before the exemplar, trace_id, span_id)` of every exemplar.
+fn exemplars(body: &str) -> Vec<(String, String, String)> {
+    body.lines()
+        .filter_map(|line| {
+            let (sample, exemplar) = line.split_once(" # {")?;
+            let label = |key: &str| {
+                exemplar
+                    .split_once(&format!("{key}=\""))
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(value, _)| value.to_string())
+                    .unwrap_or_default()
+            };
+            Some((sample.to_string(), label("trace_id"), label("span_id")))
+        })
+        .collect()
+}
+
+/// The metric family of every `# TYPE` line, checked to appear once.
+fn families_once(body: &str) -> BTreeSet<String> {
+    let mut families = BTreeSet::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap_or_default().to_string();
+            assert!(families.insert(name.clone()), "{name} is exposed twice");
+        }
+    }
+    families
+}
+
+/// The series (name and labels, `le` normalised) of every sample line, checked to
+/// appear once: nothing is counted twice on any panel.
+fn series_once(body: &str) -> BTreeSet<String> {
+    let mut series = BTreeSet::new();
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let sample = line.split(" # {").next().unwrap_or(line);
+        let (name_and_labels, _) = sample.rsplit_once(' ').expect("a value");
+        let (name, labels) = name_and_labels
+            .split_once('{')
+            .map_or((name_and_labels, ""), |(n, l)| (n, l.trim_end_matches('}')));
+        let mut labels: Vec<String> = labels
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(|l| match l.strip_prefix("le=\"") {
+                Some(bound) => {
+                    let bound = bound.trim_end_matches('"');
+                    let bound = bound
+                        .parse::<f64>()
+                        .map_or(bound.to_string(), |b| b.to_string());
+                    format!("le=\"{bound}\"")
+                }
+                None => l.to_string(),
+            })
+            .collect();
+        labels.sort();
+        let key = format!("{name}{{{}}}", labels.join(","));
+        assert!(series.insert(key.clone()), "{key} is exposed twice");
+    }
+    series
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_gets_openmetrics_with_exemplars_of_sampled_requests_only() {
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = receiver.endpoint();
+    let app = spawn_process(&[
+        ("OTEL_SDK_DISABLED", "false"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    let (alice, kettle) = app.alice_with_kettles(1).await;
+    let checkout = app
+        .request(Method::POST, "/api/orders/checkout", Some(&alice))
+        .header(
+            "traceparent",
+            format!("00-{SAMPLED_TRACE}-00f067aa0ba902b7-01"),
+        )
+        .json(&json!({"shipping_address": "1 Test Street", "payment_method": "credit_card"}))
+        .send()
+        .await
+        .expect("checkout");
+    expect_json(checkout, StatusCode::CREATED).await;
+    // A request the caller's sampler dropped (flags 00): no exemplar may point to it.
+    let unsampled = app
+        .request(
+            Method::GET,
+            &format!("/api/products/{kettle}/reviews"),
+            None,
+        )
+        .header(
+            "traceparent",
+            format!("00-{UNSAMPLED_TRACE}-00f067aa0ba902b7-00"),
+        )
+        .send()
+        .await
+        .expect("reviews");
+    assert_eq!(unsampled.status(), StatusCode::OK);
+
+    // (The first scrape creates the series of `/metrics` itself.)
+    app.metrics().await;
+    // curl, promtool, people: the classic text, every histogram in it, no exemplars.
+    let classic = app.get("/metrics", None).await;
+    assert_eq!(
+        classic.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let classic = classic.text().await.expect("body");
+    assert!(
+        !classic.contains("trace_id"),
+        "exemplars break the classic parser"
+    );
+    assert!(
+        classic.starts_with("# The latency histograms"),
+        "a person is told where the exemplars are"
+    );
+
+    // Prometheus: OpenMetrics, well formed, the same series, and the exemplars.
+    let openmetrics = app
+        .request(Method::GET, "/metrics", None)
+        .header("accept", PROMETHEUS_ACCEPT)
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(
+        openmetrics.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(openmetrics.headers()["vary"], "accept");
+    let openmetrics = openmetrics.text().await.expect("body");
+    assert!(openmetrics.ends_with("\n# EOF\n"), "ends with # EOF");
+    assert!(
+        !openmetrics.lines().any(|l| l.trim().is_empty()),
+        "a blank line fails the whole scrape"
+    );
+    let (in_classic, in_openmetrics) = (series_once(&classic), series_once(&openmetrics));
+    assert!(
+        in_classic == in_openmetrics,
+        "both formats expose the same series; only in the classic text: {:?}; only in OpenMetrics: {:?}",
+        in_classic.difference(&in_openmetrics).collect::<Vec<_>>(),
+        in_openmetrics.difference(&in_classic).collect::<Vec<_>>()
+    );
+    let classic_families = families_once(&classic);
+    let om_families = families_once(&openmetrics);
+    assert_eq!(classic_families.len(), om_families.len());
+    for histogram in [
+        "http_server_request_duration_seconds",
+        "checkout_duration_seconds",
+        "order_time_to_confirmed_seconds",
+    ] {
+        assert!(classic_families.contains(histogram), "{histogram}");
+        assert!(om_families.contains(histogram), "{histogram}");
+    }
+    assert!(
+        om_families.contains("checkouts") && classic_families.contains("checkouts_total"),
+        "an OpenMetrics counter family is named without _total"
+    );
+
+    let found = exemplars(&openmetrics);
+    for (sample, trace_id, span_id) in &found {
+        assert!(sample.contains("_bucket{"), "exemplar on {sample}");
+        assert_ne!(trace_id, UNSAMPLED_TRACE, "an unsampled trace on {sample}");
+        assert_eq!((trace_id.len(), span_id.len()), (32, 16), "{sample}");
+    }
+    assert!(
+        !found.iter().any(|(sample, ..)| sample.contains("/reviews")),
+        "{found:?}"
+    );
+    let of = |histogram: &str| -> (String, String) {
+        let (_, trace_id, span_id) = found
+            .iter()
+            .find(|(sample, ..)| {
+                sample.starts_with(histogram)
+                    && (!histogram.starts_with("http") || sample.contains("/api/orders/checkout"))
+            })
+            .unwrap_or_else(|| panic!("no exemplar on {histogram}: {found:?}"));
+        (trace_id.clone(), span_id.clone())
+    };
+
+    // Each exemplar leads to a span the collector received, in the caller's trace.
+    let spans = receiver.wait_for_trace(SAMPLED_TRACE, "checkout").await;
+    let span_named = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("span {name}"))
+            .span_id
+            .clone()
+    };
+    let server = span_named("POST /api/orders/checkout");
+    let checkout = span_named("checkout");
+    assert_eq!(
+        of("http_server_request_duration_seconds_bucket"),
+        (SAMPLED_TRACE.to_string(), server)
+    );
+    assert_eq!(
+        of("checkout_duration_seconds_bucket"),
+        (SAMPLED_TRACE.to_string(), checkout.clone())
+    );
+    assert_eq!(
+        of("order_time_to_confirmed_seconds_bucket"),
+        (SAMPLED_TRACE.to_string(), checkout)
+    );
 }

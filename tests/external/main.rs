@@ -7,9 +7,13 @@
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+#[path = "../api/otlp.rs"]
+#[allow(dead_code)]
+mod otlp;
 
 mod bench_smoke;
 mod contract;
+mod exemplars;
 mod loadgen_report;
 mod outage;
 mod postgres_cluster;

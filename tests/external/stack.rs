@@ -15,6 +15,13 @@ use yaml_serde::Value as Yaml;
 use crate::helpers::{TestApp, closed_port, expect_json, spawn_process};
 use crate::require::{PROMETHEUS_PACKAGE, tool_available};
 
+/// The latency histograms whose buckets carry exemplars (trace ids).
+pub(crate) const EXEMPLAR_HISTOGRAMS: [&str; 3] = [
+    "http_server_request_duration_seconds",
+    "checkout_duration_seconds",
+    "order_time_to_confirmed_seconds",
+];
+
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -141,6 +148,12 @@ async fn the_compose_file_validates_and_the_stack_is_light() {
         Some("linux/amd64")
     );
     assert!(compose["services"]["loadgen"]["profiles"].is_sequence());
+    assert!(
+        compose_prometheus_features()
+            .iter()
+            .any(|flag| flag.contains("exemplar-storage")),
+        "Prometheus keeps exemplars"
+    );
     let app = &compose["services"]["app"];
     assert!(
         app["healthcheck"]["test"].is_sequence(),
@@ -285,6 +298,27 @@ fn dashboards_are_well_formed_and_use_the_provisioned_datasources() {
         .filter_map(|ds| ds["uid"].as_str().map(str::to_string))
         .collect();
     assert!(provisioned.contains("prometheus") && provisioned.contains("jaeger"));
+    // An exemplar's trace_id opens the trace in the Jaeger datasource.
+    let by_type = |kind: &str| {
+        datasources["datasources"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|ds| ds["type"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("a {kind} datasource"))
+            .clone()
+    };
+    let destinations = by_type("prometheus")["jsonData"]["exemplarTraceIdDestinations"].clone();
+    let destination = &destinations[0];
+    assert_eq!(
+        destination["name"].as_str(),
+        Some("trace_id"),
+        "{destinations:?}"
+    );
+    assert_eq!(
+        destination["datasourceUid"].as_str(),
+        by_type("jaeger")["uid"].as_str()
+    );
     let provider = read_yaml("grafana/provisioning/dashboards/dashboards.yml");
     assert!(
         provider["providers"]
@@ -335,6 +369,24 @@ fn dashboards_are_well_formed_and_use_the_provisioned_datasources() {
             }
         }
         assert!(!expressions(dashboard).is_empty(), "{path} has queries");
+        for panel in panels(dashboard)
+            .into_iter()
+            .filter(|p| p["type"] == "timeseries")
+        {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                if EXEMPLAR_HISTOGRAMS
+                    .iter()
+                    .any(|h| expr.contains(&format!("{h}_bucket")))
+                {
+                    assert_eq!(
+                        target["exemplar"], true,
+                        "{path}: panel {:?} shows the exemplars of {expr}",
+                        panel["title"]
+                    );
+                }
+            }
+        }
         let text = dashboard.to_string();
         assert!(
             text.contains("16686/search"),
@@ -393,10 +445,11 @@ fn the_dockerfile_builds_a_small_non_root_image() {
     assert!(ignore.lines().any(|l| l.trim_matches('/') == "target"));
 }
 
-/// A real Prometheus (Debian's package) with the repository's config and rules, scraping
-/// one address every second. Killed when dropped.
-struct Prometheus {
-    url: String,
+/// A real Prometheus (Debian's package) with the repository's config and rules and the
+/// compose file's feature flags (exemplar storage), scraping one address every second.
+/// Killed when dropped.
+pub(crate) struct Prometheus {
+    pub(crate) url: String,
     _child: tokio::process::Child,
     _dir: TempDir,
 }
@@ -410,7 +463,7 @@ impl Drop for TempDir {
 }
 
 impl Prometheus {
-    async fn start(target: &str) -> Self {
+    pub(crate) async fn start(target: &str) -> Self {
         let dir = TempDir(std::env::temp_dir().join(format!("prom-{}", uuid::Uuid::new_v4())));
         std::fs::create_dir_all(&dir.0).expect("temp dir");
         let mut config = read_yaml("prometheus.yml");
@@ -436,6 +489,7 @@ impl Prometheus {
                 dir.0.join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(compose_prometheus_features())
             .arg("--log.level=warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -469,7 +523,7 @@ impl Prometheus {
         panic!("prometheus did not start scraping the app");
     }
 
-    async fn query(&self, expr: &str) -> Value {
+    pub(crate) async fn query(&self, expr: &str) -> Value {
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("query", expr)
             .finish();
@@ -528,6 +582,18 @@ impl Prometheus {
             self.active_alerts().await
         );
     }
+}
+
+/// The `--enable-feature` flags the compose stack starts Prometheus with.
+fn compose_prometheus_features() -> Vec<String> {
+    read_yaml("docker-compose.yml")["services"]["prometheus"]["command"]
+        .as_sequence()
+        .expect("prometheus command")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .filter(|arg| arg.starts_with("--enable-feature="))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The alert whose expression mentions `series`.

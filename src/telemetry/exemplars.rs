@@ -1,0 +1,236 @@
+//! The three latency histograms that lead from a point on a chart to its trace:
+//! `http_server_request_duration_seconds`, `checkout_duration_seconds` and
+//! `order_time_to_confirmed_seconds`. Each of their buckets carries an OpenMetrics
+//! exemplar: the trace and span id of the latest *sampled* request that fell into it.
+//!
+//! Why a second metrics library: metrics-exporter-prometheus renders every other series
+//! but has no exemplars, so these three live in a `prometheus-client` registry instead
+//! and are appended to the same `/metrics` body (see [`super::metrics::Exposition`]).
+//! The `metrics` facade never records them, so each series is exposed exactly once.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use opentelemetry::trace::TraceContextExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::{Registry, Unit};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::metrics::DURATION_BUCKETS;
+use crate::checkout::CheckoutMode;
+
+/// Set once when metrics are switched on; until then (and in tests that build the app
+/// in-process) recording is a no-op, like the `metrics` facade without a recorder.
+static LATENCY: OnceLock<LatencyHistograms> = OnceLock::new();
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckoutLabels {
+    mode: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: &'static str,
+}
+
+/// 63 characters of names and values: well inside OpenMetrics' limit of 128.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TraceExemplar {
+    trace_id: String,
+    span_id: String,
+}
+
+type Latency = HistogramWithExemplars<TraceExemplar>;
+
+fn new_latency() -> Latency {
+    HistogramWithExemplars::new(DURATION_BUCKETS.iter().copied())
+}
+
+pub struct LatencyHistograms {
+    registry: Registry,
+    http: Family<HttpLabels, Latency>,
+    checkout: Family<CheckoutLabels, Latency>,
+    time_to_confirmed: Family<ModeLabels, Latency>,
+}
+
+impl LatencyHistograms {
+    fn new() -> Self {
+        let http = Family::new_with_constructor(new_latency as fn() -> Latency);
+        let checkout = Family::new_with_constructor(new_latency as fn() -> Latency);
+        let time_to_confirmed = Family::new_with_constructor(new_latency as fn() -> Latency);
+        let mut registry = Registry::default();
+        // The name goes without its unit (the registry appends `_seconds`), the help
+        // without its final period (the registry appends one).
+        registry.register_with_unit(
+            "http_server_request_duration",
+            "Duration of HTTP requests by method, route template and status code",
+            Unit::Seconds,
+            http.clone(),
+        );
+        registry.register_with_unit(
+            "checkout_duration",
+            "What the customer waits for: the checkout request, by mode and outcome (accepted: the asynchronous checkout's 202)",
+            Unit::Seconds,
+            checkout.clone(),
+        );
+        registry.register_with_unit(
+            "order_time_to_confirmed",
+            "From the checkout request to the order confirmed, by mode: when the work is done",
+            Unit::Seconds,
+            time_to_confirmed.clone(),
+        );
+        LatencyHistograms {
+            registry,
+            http,
+            checkout,
+            time_to_confirmed,
+        }
+    }
+
+    /// OpenMetrics families with their exemplars, without the closing `# EOF`.
+    pub fn encode_openmetrics(&self, out: &mut String) -> fmt::Result {
+        prometheus_client::encoding::text::encode_registry(out, &self.registry)
+    }
+
+    /// The classic text format (0.0.4), which cannot carry exemplars.
+    pub fn encode_classic(&self, out: &mut String) -> fmt::Result {
+        prometheus_client::encoding::prometheus_text::encode(out, &self.registry)
+    }
+}
+
+/// Switches recording on; returns the histograms for `/metrics` to render.
+pub fn install() -> &'static LatencyHistograms {
+    LATENCY.get_or_init(LatencyHistograms::new)
+}
+
+/// One request served; `span` is its server span.
+pub fn record_http_request(
+    span: &tracing::Span,
+    method: &str,
+    route: String,
+    status: &str,
+    seconds: f64,
+) {
+    if let Some(latency) = LATENCY.get() {
+        let labels = HttpLabels {
+            method: method.to_owned(),
+            route,
+            status: status.to_owned(),
+        };
+        latency
+            .http
+            .get_or_create(&labels)
+            .observe(seconds, exemplar_of(span), None);
+    }
+}
+
+/// One checkout answered; `span` is its `checkout` span.
+pub fn record_checkout(
+    span: &tracing::Span,
+    mode: CheckoutMode,
+    outcome: &'static str,
+    seconds: f64,
+) {
+    if let Some(latency) = LATENCY.get() {
+        let labels = CheckoutLabels {
+            mode: mode.as_str(),
+            outcome,
+        };
+        latency
+            .checkout
+            .get_or_create(&labels)
+            .observe(seconds, exemplar_of(span), None);
+    }
+}
+
+/// One order confirmed; `span` is the span that confirmed it (the checkout's, or the
+/// charge job's, which belongs to the checkout's trace).
+pub fn record_time_to_confirmed(span: &tracing::Span, mode: CheckoutMode, seconds: f64) {
+    if let Some(latency) = LATENCY.get() {
+        let labels = ModeLabels {
+            mode: mode.as_str(),
+        };
+        latency
+            .time_to_confirmed
+            .get_or_create(&labels)
+            .observe(seconds, exemplar_of(span), None);
+    }
+}
+
+/// The ids of `span` if its trace is sampled (exported): an exemplar must lead to a
+/// trace that exists. Spans switched off or dropped by the sampler give none.
+fn exemplar_of(span: &tracing::Span) -> Option<TraceExemplar> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    (span_context.is_valid() && span_context.is_sampled()).then(|| TraceExemplar {
+        trace_id: span_context.trace_id().to_string(),
+        span_id: span_context.span_id().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed() -> LatencyHistograms {
+        let latency = LatencyHistograms::new();
+        let sampled = TraceExemplar {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: "00f067aa0ba902b7".into(),
+        };
+        latency
+            .checkout
+            .get_or_create(&CheckoutLabels {
+                mode: "blocking",
+                outcome: "success",
+            })
+            .observe(3.1, Some(sampled), None);
+        latency
+            .checkout
+            .get_or_create(&CheckoutLabels {
+                mode: "blocking",
+                outcome: "success",
+            })
+            .observe(0.02, None, None);
+        latency
+    }
+
+    #[test]
+    fn openmetrics_carries_the_exemplar_on_its_bucket_only() {
+        let mut text = String::new();
+        observed().encode_openmetrics(&mut text).expect("encode");
+        let with_exemplar: Vec<&str> = text.lines().filter(|l| l.contains(" # {")).collect();
+        assert_eq!(with_exemplar.len(), 1, "{text}");
+        assert!(with_exemplar[0].starts_with("checkout_duration_seconds_bucket{le=\"3.25\""));
+        assert!(with_exemplar[0].ends_with(
+            "# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"00f067aa0ba902b7\"} 3.1"
+        ));
+        assert!(text.contains("# UNIT checkout_duration_seconds seconds"));
+        assert!(!text.contains("seconds_seconds") && !text.contains(".."));
+        assert!(!text.contains("# EOF"), "the caller closes the body");
+    }
+
+    #[test]
+    fn the_classic_format_has_no_exemplars() {
+        let mut text = String::new();
+        observed().encode_classic(&mut text).expect("encode");
+        assert!(!text.contains("trace_id"), "{text}");
+        assert!(text.contains("# TYPE checkout_duration_seconds histogram"));
+        assert!(
+            text.contains(
+                "checkout_duration_seconds_bucket{mode=\"blocking\",outcome=\"success\",le=\"3.25\"} 2"
+            ),
+            "{text}"
+        );
+    }
+}
