@@ -21,8 +21,12 @@ use crate::client::{ApiClient, ApiResponse};
 
 /// How long an accepted order is followed before it counts as unsettled.
 const FOLLOW_AT_MOST: Duration = Duration::from_secs(60);
-/// How often a followed order is looked at.
-const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+/// A followed order is first looked at after this, then ever less often (up to
+/// `FOLLOW_EVERY_AT_MOST`), as a polite client does: a queue that runs behind must not
+/// be buried under polls. (The time to confirmed comes from the order itself, so it
+/// does not depend on when the poll happens.)
+const FOLLOW_FIRST: Duration = Duration::from_millis(200);
+const FOLLOW_EVERY_AT_MOST: Duration = Duration::from_secs(2);
 /// The longest a throttled shopper waits, whatever `Retry-After` says.
 const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -336,8 +340,10 @@ async fn call(
 async fn follow(shop: Arc<Shop>, token: String, order: i64, answered_in: Duration) {
     let started = Instant::now();
     let path = format!("/api/orders/{order}");
+    let mut pause = FOLLOW_FIRST;
     while started.elapsed() < FOLLOW_AT_MOST {
-        tokio::time::sleep(FOLLOW_EVERY).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(FOLLOW_EVERY_AT_MOST);
         let Some(answer) = call(
             &shop,
             "follow_order",

@@ -1,7 +1,8 @@
 //! Tests that need tools beyond Postgres: Prometheus and promtool (the dashboards and
 //! alerts proved against the real thing), docker-compose (the compose file), and the
-//! benchmark harness (python3, wrk, pgbench), and a Postgres server of their own to
-//! stop and start (initdb, pg_ctl). Without a tool its tests are skipped with
+//! benchmark harness (python3, wrk, pgbench), the Kubernetes manifests (kubectl,
+//! kubernetes-validate), the contract (schemathesis), the HTML report (chromium), and a
+//! Postgres server of their own to stop and start (initdb, pg_ctl). Without a tool its tests are skipped with
 //! a note; with `CI=true` a missing tool fails them.
 
 #[path = "../api/helpers.rs"]
@@ -14,6 +15,7 @@ mod otlp;
 mod bench_smoke;
 mod contract;
 mod exemplars;
+mod kubernetes;
 mod loadgen_report;
 mod outage;
 mod postgres_cluster;
