@@ -3,6 +3,16 @@
 local lo, hi = nil, nil
 local path = nil
 
+-- READ_PAUSE_MS paces each connection like a browsing shopper (a pause after every
+-- answer), so the reads measure waiting, not a share of a saturated CPU. Defined only
+-- when set: wrk asks every request for its delay when the function exists.
+local pause = tonumber(os.getenv("READ_PAUSE_MS") or "0")
+if pause > 0 then
+  function delay()
+    return pause
+  end
+end
+
 function init(args)
   path = args[1] or "/"
   local range = os.getenv("PRODUCT_IDS")

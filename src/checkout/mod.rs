@@ -32,6 +32,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
@@ -179,6 +180,8 @@ pub struct Checkout {
     live: LiveSettings,
     /// Cancelled when the shutdown deadline passes: checkouts still running roll back.
     stopping: CancellationToken,
+    /// The asynchronous request path's front door (see `asynchronous::admitted_at_once`).
+    admission: Arc<Semaphore>,
 }
 
 impl Checkout {
@@ -189,12 +192,14 @@ impl Checkout {
         live: LiveSettings,
         stopping: CancellationToken,
     ) -> Self {
+        let admission = Semaphore::new(asynchronous::admitted_at_once(db.max_connections()));
         Self {
             db,
             gateway,
             mailer,
             live,
             stopping,
+            admission: Arc::new(admission),
         }
     }
 

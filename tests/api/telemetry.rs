@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, closed_port, expect_json, spawn_process};
+use crate::helpers::{TestApp, closed_port, expect_json, sample, spawn_process};
 use crate::otlp::{OtlpReceiver, ReceivedSpan};
 
 const STEPS: [&str; 12] = [
@@ -466,4 +466,84 @@ async fn sigterm_lets_a_checkout_in_flight_finish() {
     let response = in_flight.await.unwrap().expect("answered before exit");
     assert_eq!(response.status(), StatusCode::CREATED);
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_asynchronous_checkout_that_queues_for_the_database_shows_the_wait() {
+    let receiver = OtlpReceiver::start().await;
+    // A pool of 2 admits one asynchronous checkout into the database at a time.
+    let app = traced_app(
+        &receiver,
+        &[("CHECKOUT_MODE", "async"), ("DB_MAX_CONNECTIONS", "2")],
+    )
+    .await;
+    let (alice, kettle) = app.alice_with_kettles(1).await;
+    let bob = app.buyers(1, kettle, "bob").await.remove(0);
+
+    // Hold the kettle's inventory row: Alice's checkout, admitted first, waits on it
+    // with its place taken, so Bob's has to queue at the door.
+    let mut holder = app.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM inventory WHERE product_id = $1 FOR UPDATE")
+        .bind(kettle)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let release = async {
+        wait_until("Alice's checkout waits on the row lock", async || {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+                == 1
+        })
+        .await;
+        let bob_checkout = app.checkout(&bob);
+        let watch = async {
+            wait_until("Bob's checkout has begun", async || {
+                sample(&app.metrics().await, "checkouts_in_flight", &[]) == Some(2.0)
+            })
+            .await;
+            // Bob is at the door now; keep him there a moment before letting Alice go.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            holder.commit().await.unwrap();
+        };
+        let (bob_response, ()) = tokio::join!(bob_checkout, watch);
+        bob_response
+    };
+    let (alice_response, bob_response) = tokio::join!(app.checkout(&alice), release);
+    let alice_trace = trace_id_of(&alice_response);
+    let bob_trace = trace_id_of(&bob_response);
+    expect_json(alice_response, StatusCode::ACCEPTED).await;
+    expect_json(bob_response, StatusCode::ACCEPTED).await;
+
+    let bob_spans = receiver.wait_for_trace(&bob_trace, "checkout.commit").await;
+    let admission = one(&bob_spans, "checkout.admission");
+    assert_eq!(
+        admission.parent_span_id,
+        one(&bob_spans, "checkout").span_id
+    );
+    assert!(
+        admission.end - admission.start >= 200_000_000,
+        "Bob waited at the door while Alice held the only place"
+    );
+    assert!(admission.end <= one(&bob_spans, "checkout.validate_cart").start);
+    let alice_spans = receiver
+        .wait_for_trace(&alice_trace, "checkout.commit")
+        .await;
+    assert!(
+        alice_spans.iter().all(|s| s.name != "checkout.admission"),
+        "a checkout that did not wait has no admission span"
+    );
+}
+
+/// Polls `condition` every 20 ms for up to 10 s.
+async fn wait_until(what: &str, condition: impl AsyncFn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
