@@ -199,15 +199,22 @@ def psql(server_url, database, sql, variables=None):
     return run(args, input=sql).stdout.strip()
 
 
-def wait_for_checkouts(url):
-    """Until the app reports checkouts in flight (the burst has begun)."""
-    for _ in range(600):
-        metrics = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
-        match = re.search(r"^checkouts_in_flight (\S+)$", metrics, re.MULTILINE)
-        if match and float(match.group(1)) > 0:
-            return
-        time.sleep(0.1)
-    raise SystemExit("the burst of checkouts never started")
+def burst_beside_reads(binary, url, users, product_ids, rest_seconds):
+    """A burst of `users` simultaneous checkouts, with browsing reads at rest before it (for
+    `rest_seconds`) and during it (from the first checkout until the burst's load generator is done).
+    Returns (reads at rest, reads during the burst, the load generator's report)."""
+    at_rest = wrk(url, "/", rest_seconds, 4, product_ids, BROWSING_PAUSE_MS)
+    burst = subprocess.Popen(
+        [binary, "loadgen", "--base-url", url, "--scenario", "burst", "--restock-every", "0s",
+         "--users", str(users), "--json", "-"],
+        env={"PATH": os.environ.get("PATH", ""), "OTEL_SDK_DISABLED": "true", "RUST_LOG": "error"},
+        stdout=subprocess.PIPE, text=True)
+    # Not during the shoppers' logins: the reads start with the checkouts.
+    wait_for_first_checkout(url)
+    reads = start_wrk(url, "/", 600, 4, product_ids, BROWSING_PAUSE_MS)
+    out, _ = burst.communicate()
+    during = finish_wrk(reads, interrupt=True)
+    return at_rest, during, json.loads(out[out.index("{"):])
 
 
 def wait_for_first_checkout(url):
@@ -351,20 +358,10 @@ def main():
                 log(f"5: {burst_users} simultaneous checkouts with a pool of {pool}")
                 phase = f"burst, pool {pool}"
                 with App(binary, database_url, sinks, {**slow, "DB_MAX_CONNECTIONS": str(pool)}, phase) as app:
-                    at_rest = wrk(app.url, "/", max(opts.seconds // 2, 1), 4, product_ids=ids, pause_ms=BROWSING_PAUSE_MS)
-                    burst = subprocess.Popen(
-                        [binary, "loadgen", "--base-url", app.url, "--scenario", "burst", "--restock-every", "0s",
-                         "--users", str(burst_users), "--json", "-"],
-                        env={"PATH": os.environ.get("PATH", ""), "OTEL_SDK_DISABLED": "true", "RUST_LOG": "error"},
-                        stdout=subprocess.PIPE, text=True)
                     # Catalog reads while the checkouts hold the pool: the shared-pool lesson.
-                    # wrk stops when the last checkout answers, so it reports storm reads only.
-                    rounds_needed = math.ceil(burst_users / pool)
-                    wait_for_checkouts(app.url)
-                    reads = start_wrk(app.url, "/", 600, 4, product_ids=ids, pause_ms=BROWSING_PAUSE_MS)
-                    out, _ = burst.communicate()
-                    during = finish_wrk(reads, interrupt=True)
-                    report = json.loads(out[out.index("{"):])
+                    at_rest, during, report = burst_beside_reads(binary, app.url, burst_users, ids,
+                                                             max(opts.seconds // 2, 1))
+                rounds_needed = math.ceil(burst_users / pool)
                 checkout = report["operations"]["checkout"]
                 storm.append({
                     "pool": pool, "users": burst_users,
@@ -397,19 +394,9 @@ def main():
             pool = 2 if opts.smoke else 10
             with App(binary, database_url, sinks, {**asynchronous, "DB_MAX_CONNECTIONS": str(pool)},
                      "async burst") as app:
-                at_rest = wrk(app.url, "/", max(opts.seconds // 2, 1), 4, product_ids=ids, pause_ms=BROWSING_PAUSE_MS)
-                burst = subprocess.Popen(
-                    [binary, "loadgen", "--base-url", app.url, "--scenario", "burst", "--restock-every", "0s",
-                     "--users", str(burst_users), "--json", "-"],
-                    env={"PATH": os.environ.get("PATH", ""), "OTEL_SDK_DISABLED": "true", "RUST_LOG": "error"},
-                    stdout=subprocess.PIPE, text=True)
-                # As in measure 5 the reads start once the checkouts do (not during the
-                # shoppers' logins); they cover the answers and the workers' seconds after.
-                wait_for_first_checkout(app.url)
-                reads = start_wrk(app.url, "/", 600, 4, product_ids=ids, pause_ms=BROWSING_PAUSE_MS)
-                out, _ = burst.communicate()
-                during = finish_wrk(reads, interrupt=True)
-                report = json.loads(out[out.index("{"):])
+                # The reads cover the answers and the workers' seconds after them.
+                at_rest, during, report = burst_beside_reads(binary, app.url, burst_users, ids,
+                                                             max(opts.seconds // 2, 1))
             checkout = report["operations"]["checkout"]
             results["async_burst"] = {
                 "pool": pool, "users": burst_users,
