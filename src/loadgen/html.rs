@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::report::{Latency, Report};
@@ -203,64 +205,64 @@ fn lines(
             .x_label_area_size(35)
             .y_label_area_size(55);
         if log_y {
+            // Nothing at or below zero on a log scale.
+            let series = series
+                .into_iter()
+                .map(|(name, data)| {
+                    (
+                        name,
+                        data.into_iter().map(|(x, y)| (x, y.max(0.1))).collect(),
+                    )
+                })
+                .collect();
             let mut chart = builder
                 .build_cartesian_2d(x_min..x_max, (0.1f64..y_max).log_scale())
                 .map_err(|e| e.to_string())?;
-            chart
-                .configure_mesh()
-                .x_desc(x_label)
-                .y_desc(y_label)
-                .draw()
-                .map_err(|e| e.to_string())?;
-            for (index, (name, data)) in series.into_iter().enumerate() {
-                let line = color(index);
-                let data: Vec<(f64, f64)> =
-                    data.into_iter().map(|(x, y)| (x, y.max(0.1))).collect();
-                chart
-                    .draw_series(LineSeries::new(data, line.stroke_width(2)))
-                    .map_err(|e| e.to_string())?
-                    .label(name)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], line.stroke_width(2))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| e.to_string())?;
+            draw_lines(&mut chart, series, x_label, y_label)
         } else {
             let mut chart = builder
                 .build_cartesian_2d(x_min..x_max, 0f64..y_max)
                 .map_err(|e| e.to_string())?;
-            chart
-                .configure_mesh()
-                .x_desc(x_label)
-                .y_desc(y_label)
-                .draw()
-                .map_err(|e| e.to_string())?;
-            for (index, (name, data)) in series.into_iter().enumerate() {
-                let line = color(index);
-                chart
-                    .draw_series(LineSeries::new(data, line.stroke_width(2)))
-                    .map_err(|e| e.to_string())?
-                    .label(name)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], line.stroke_width(2))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| e.to_string())?;
+            draw_lines(&mut chart, series, x_label, y_label)
         }
-        Ok(())
     })
+}
+
+/// The mesh, one line per series with its legend entry, and the legend, on either
+/// y scale.
+fn draw_lines<'a, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+    series: Vec<(String, Vec<(f64, f64)>)>,
+    x_label: &str,
+    y_label: &str,
+) -> Result<(), String>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (index, (name, data)) in series.into_iter().enumerate() {
+        let line = color(index);
+        chart
+            .draw_series(LineSeries::new(data, line.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], line.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn latency_over_time(report: &Report) -> Chart {

@@ -202,14 +202,7 @@ impl Shopper {
         } else if checks_out {
             self.check_out(token).await;
         } else {
-            self.call(
-                "abandon_cart",
-                Method::DELETE,
-                "/api/cart",
-                Some(token),
-                None,
-            )
-            .await;
+            self.abandon_cart(token).await;
         }
         self.think().await;
     }
@@ -251,16 +244,21 @@ impl Shopper {
             (status, _) => {
                 self.shop.recorder.record_checkout(checkout_outcome(status));
                 // Start afresh next time: a person would not keep a refused cart forever.
-                self.call(
-                    "abandon_cart",
-                    Method::DELETE,
-                    "/api/cart",
-                    Some(token),
-                    None,
-                )
-                .await;
+                self.abandon_cart(token).await;
             }
         }
+    }
+
+    /// Empties the cart.
+    async fn abandon_cart(&self, token: &str) {
+        self.call(
+            "abandon_cart",
+            Method::DELETE,
+            "/api/cart",
+            Some(token),
+            None,
+        )
+        .await;
     }
 
     /// True if the product is now in the cart.

@@ -11,21 +11,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, expect_json, sample, spawn_app_with, spawn_process};
 
-/// Switches the running service's checkout mode, as an admin would.
-pub async fn set_mode(app: &TestApp, admin: &str, mode: &str) {
-    let answer = expect_json(
-        app.put(
-            "/api/admin/checkout-mode",
-            Some(admin),
-            &json!({"mode": mode}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
-    assert_eq!(answer["mode"], mode);
-}
-
 /// Follows an order until it leaves `pending` (bounded); returns it.
 async fn settled(app: &TestApp, token: &str, location: &str) -> Value {
     for _ in 0..150 {
@@ -68,6 +53,18 @@ async fn count_where(app: &TestApp, sql: &str) -> i64 {
         .fetch_one(&app.db)
         .await
         .expect("count")
+}
+
+/// How many orders are confirmed once there are `expected`, or after `tries` × 100 ms.
+async fn confirmed_orders(app: &TestApp, expected: i64, tries: u32) -> i64 {
+    let query = "SELECT count(*) FROM orders WHERE status = 'confirmed'";
+    for _ in 0..tries {
+        if count_where(app, query).await == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    count_where(app, query).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -167,26 +164,7 @@ async fn racing_buyers_in_async_mode_get_exactly_the_units_in_stock() {
         .count();
     assert_eq!(accepted as i64, UNITS, "{statuses:?}");
     assert_eq!(sold_out, BUYERS - UNITS as usize, "clean 409s for the rest");
-    for _ in 0..100 {
-        if count_where(
-            &app,
-            "SELECT count(*) FROM orders WHERE status = 'confirmed'",
-        )
-        .await
-            == UNITS
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        count_where(
-            &app,
-            "SELECT count(*) FROM orders WHERE status = 'confirmed'"
-        )
-        .await,
-        UNITS
-    );
+    assert_eq!(confirmed_orders(&app, UNITS, 100).await, UNITS);
     assert_eq!(app.stock_of(scarce).await, (0, 0));
     app.assert_charges_reconcile(0).await;
 }
@@ -358,12 +336,12 @@ async fn switching_modes_under_load_loses_no_checkout() {
     // Checkouts in three waves; the mode flips while the first two are running.
     let switching = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        set_mode(&app, &admin, "async").await;
+        app.set_checkout_mode(&admin, "async").await;
     };
     let (first, ()) = tokio::join!(wave(&app, &buyers[..8]), switching);
     let switching_back = async {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        set_mode(&app, &admin, "blocking").await;
+        app.set_checkout_mode(&admin, "blocking").await;
     };
     let (second, ()) = tokio::join!(wave(&app, &buyers[8..16]), switching_back);
     let third = wave(&app, &buyers[16..]).await;
@@ -375,24 +353,8 @@ async fn switching_modes_under_load_loses_no_checkout() {
         "{statuses:?}"
     );
     assert!(statuses.contains(&StatusCode::ACCEPTED) && statuses.contains(&StatusCode::CREATED));
-    for _ in 0..150 {
-        if count_where(
-            &app,
-            "SELECT count(*) FROM orders WHERE status = 'confirmed'",
-        )
-        .await
-            == 24
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert_eq!(
-        count_where(
-            &app,
-            "SELECT count(*) FROM orders WHERE status = 'confirmed'"
-        )
-        .await,
+        confirmed_orders(&app, 24, 150).await,
         24,
         "every checkout became a confirmed order"
     );

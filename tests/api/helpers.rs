@@ -15,6 +15,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+use crate::otlp::OtlpReceiver;
+
 pub const ADMIN_EMAIL: &str = "admin@shop.test";
 pub const ADMIN_PASSWORD: &str = "admin password for tests";
 pub const JWT_SECRET: &str = "a-test-secret-that-is-long-enough-0123456789";
@@ -436,12 +438,46 @@ impl TestApp {
     }
 
     pub async fn checkout(&self, token: &str) -> Response {
-        self.post(
-            "/api/orders/checkout",
-            Some(token),
-            &json!({"shipping_address": "1 Test Street\n12345 Testville", "payment_method": "credit_card"}),
+        self.post("/api/orders/checkout", Some(token), &checkout_body())
+            .await
+    }
+
+    /// Switches the running service's checkout mode, as an admin would.
+    pub async fn set_checkout_mode(&self, admin: &str, mode: &str) {
+        let answer = expect_json(
+            self.put(
+                "/api/admin/checkout-mode",
+                Some(admin),
+                &json!({"mode": mode}),
+            )
+            .await,
+            StatusCode::OK,
         )
+        .await;
+        assert_eq!(answer["mode"], mode);
+    }
+
+    /// A checkout inside the caller's trace `trace_id`, sampled (flags 01).
+    pub async fn checkout_in_trace(&self, token: &str, trace_id: &str) -> Response {
+        self.request(Method::POST, "/api/orders/checkout", Some(token))
+            .header("traceparent", traceparent(trace_id, true))
+            .json(&checkout_body())
+            .send()
+            .await
+            .expect("checkout")
+    }
+
+    /// A product's reviews, inside a trace the caller's sampler dropped (flags 00).
+    pub async fn reviews_in_unsampled_trace(&self, product_id: i64, trace_id: &str) -> Response {
+        self.request(
+            Method::GET,
+            &format!("/api/products/{product_id}/reviews"),
+            None,
+        )
+        .header("traceparent", traceparent(trace_id, false))
+        .send()
         .await
+        .expect("reviews")
     }
 
     pub async fn stock_of(&self, product_id: i64) -> (i32, i32) {
@@ -769,4 +805,28 @@ impl TestApp {
         assert!(output.status.success(), "{command} failed: {output:?}");
         serde_json::from_slice(&output.stdout).expect("the tool prints JSON")
     }
+}
+
+/// The real binary exporting every span to `receiver` (batches every 100 ms), with
+/// `overrides` on top.
+pub async fn traced_app(receiver: &OtlpReceiver, overrides: &[(&str, &str)]) -> TestApp {
+    let endpoint = receiver.endpoint();
+    let mut environment = vec![
+        ("OTEL_SDK_DISABLED", "false"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    environment.extend_from_slice(overrides);
+    spawn_process(&environment).await
+}
+
+fn checkout_body() -> Value {
+    json!({"shipping_address": "1 Test Street\n12345 Testville", "payment_method": "credit_card"})
+}
+
+/// A W3C `traceparent` for `trace_id` (32 hex digits), with a fixed parent span.
+fn traceparent(trace_id: &str, sampled: bool) -> String {
+    let flags = if sampled { "01" } else { "00" };
+    format!("00-{trace_id}-00f067aa0ba902b7-{flags}")
 }

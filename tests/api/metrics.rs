@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{expect_json, sample, spawn_process};
+use crate::helpers::{expect_json, sample, spawn_process, traced_app};
 use crate::otlp::OtlpReceiver;
 
 const STEPS: [&str; 12] = [
@@ -286,40 +286,14 @@ fn series_once(body: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_gets_openmetrics_with_exemplars_of_sampled_requests_only() {
     let receiver = OtlpReceiver::start().await;
-    let endpoint = receiver.endpoint();
-    let app = spawn_process(&[
-        ("OTEL_SDK_DISABLED", "false"),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ])
-    .await;
+    let app = traced_app(&receiver, &[]).await;
     let (alice, kettle) = app.alice_with_kettles(1).await;
-    let checkout = app
-        .request(Method::POST, "/api/orders/checkout", Some(&alice))
-        .header(
-            "traceparent",
-            format!("00-{SAMPLED_TRACE}-00f067aa0ba902b7-01"),
-        )
-        .json(&json!({"shipping_address": "1 Test Street", "payment_method": "credit_card"}))
-        .send()
-        .await
-        .expect("checkout");
+    let checkout = app.checkout_in_trace(&alice, SAMPLED_TRACE).await;
     expect_json(checkout, StatusCode::CREATED).await;
     // A request the caller's sampler dropped (flags 00): no exemplar may point to it.
     let unsampled = app
-        .request(
-            Method::GET,
-            &format!("/api/products/{kettle}/reviews"),
-            None,
-        )
-        .header(
-            "traceparent",
-            format!("00-{UNSAMPLED_TRACE}-00f067aa0ba902b7-00"),
-        )
-        .send()
-        .await
-        .expect("reviews");
+        .reviews_in_unsampled_trace(kettle, UNSAMPLED_TRACE)
+        .await;
     assert_eq!(unsampled.status(), StatusCode::OK);
 
     // (The first scrape creates the series of `/metrics` itself.)

@@ -83,17 +83,7 @@ async fn a_fault_set_through_one_replica_is_in_force_on_all_within_a_second() {
         println!("{}: in force {seen:?} after the change", replica.address);
     }
     // The checkout mode travels the same way.
-    expect_json(
-        replicas[2]
-            .put(
-                "/api/admin/checkout-mode",
-                Some(&admin),
-                &json!({"mode": "async"}),
-            )
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    replicas[2].set_checkout_mode(&admin, "async").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     for replica in &replicas {
         let metrics = replica.metrics().await;

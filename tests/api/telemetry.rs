@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, closed_port, expect_json, sample, spawn_process};
+use crate::helpers::{TestApp, closed_port, expect_json, sample, spawn_process, traced_app};
 use crate::otlp::{OtlpReceiver, ReceivedSpan};
 
 const STEPS: [&str; 12] = [
@@ -26,18 +26,6 @@ const STEPS: [&str; 12] = [
 const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 const ERROR: i32 = 2;
-
-async fn traced_app(receiver: &OtlpReceiver, overrides: &[(&str, &str)]) -> TestApp {
-    let endpoint = receiver.endpoint();
-    let mut environment = vec![
-        ("OTEL_SDK_DISABLED", "false"),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ];
-    environment.extend_from_slice(overrides);
-    spawn_process(&environment).await
-}
 
 /// A customer with a product in the cart; returns the token.
 async fn customer_with_cart(app: &TestApp) -> String {

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::StatusCode;
+use serde_json::Value;
 
-use crate::helpers::{TestApp, expect_json, spawn_process};
+use crate::helpers::{expect_json, traced_app};
 use crate::otlp::OtlpReceiver;
 use crate::require::{PROMETHEUS_PACKAGE, tool_available};
 use crate::stack::{EXEMPLAR_HISTOGRAMS, Prometheus};
@@ -16,15 +16,6 @@ use crate::stack::{EXEMPLAR_HISTOGRAMS, Prometheus};
 const BLOCKING_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const ASYNC_TRACE: &str = "5c1e7d0f3b9a4e8d9f2a6b7c8d9e0f1a";
 const UNSAMPLED_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
-
-async fn checkout_in_trace(app: &TestApp, token: &str, trace_id: &str) -> reqwest::Response {
-    app.request(Method::POST, "/api/orders/checkout", Some(token))
-        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .json(&json!({"shipping_address": "1 Test Street", "payment_method": "credit_card"}))
-        .send()
-        .await
-        .expect("checkout")
-}
 
 /// `(trace_id, span_id)` of every exemplar Prometheus stored for `selector` in the last
 /// hour.
@@ -84,55 +75,28 @@ async fn an_exemplar_in_prometheus_leads_to_its_trace_and_never_to_an_unsampled_
         return;
     }
     let receiver = OtlpReceiver::start().await;
-    let endpoint = receiver.endpoint();
-    let app = spawn_process(&[
-        ("OTEL_SDK_DISABLED", "false"),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ("PAYMENT_DELAY_MS", "100"),
-    ])
-    .await;
+    let app = traced_app(&receiver, &[("PAYMENT_DELAY_MS", "100")]).await;
     let prometheus = Prometheus::start(app.address.trim_start_matches("http://")).await;
     let admin = app.admin_token().await;
     let (alice, kettle) = app.alice_with_kettles(1).await;
     expect_json(
-        checkout_in_trace(&app, &alice, BLOCKING_TRACE).await,
+        app.checkout_in_trace(&alice, BLOCKING_TRACE).await,
         StatusCode::CREATED,
     )
     .await;
     let unsampled = app
-        .request(
-            Method::GET,
-            &format!("/api/products/{kettle}/reviews"),
-            None,
-        )
-        .header(
-            "traceparent",
-            format!("00-{UNSAMPLED_TRACE}-00f067aa0ba902b7-00"),
-        )
-        .send()
-        .await
-        .expect("reviews");
+        .reviews_in_unsampled_trace(kettle, UNSAMPLED_TRACE)
+        .await;
     assert_eq!(unsampled.status(), StatusCode::OK);
     // The asynchronous checkout: its time to confirmed ends in a worker, in the same trace.
-    expect_json(
-        app.put(
-            "/api/admin/checkout-mode",
-            Some(&admin),
-            &json!({"mode": "async"}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    app.set_checkout_mode(&admin, "async").await;
     expect_json(
         app.add_to_cart(&alice, kettle, 1).await,
         StatusCode::CREATED,
     )
     .await;
     expect_json(
-        checkout_in_trace(&app, &alice, ASYNC_TRACE).await,
+        app.checkout_in_trace(&alice, ASYNC_TRACE).await,
         StatusCode::ACCEPTED,
     )
     .await;

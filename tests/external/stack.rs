@@ -607,19 +607,6 @@ fn alert_on(series: &str) -> String {
     names[0].clone()
 }
 
-async fn set_checkout_mode(app: &TestApp, admin: &str, mode: &str) {
-    expect_json(
-        app.put(
-            "/api/admin/checkout-mode",
-            Some(admin),
-            &json!({"mode": mode}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
-}
-
 async fn set_faults(app: &TestApp, admin: &str, faults: Value) {
     expect_json(
         app.put("/api/admin/faults", Some(admin), &faults).await,
@@ -719,7 +706,7 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     // The asynchronous checkout: 202s confirmed by the workers, then one e-mail through
     // an outage (dead-lettered after its single attempt), and a stuck job (the queue
     // lags).
-    set_checkout_mode(&app, &admin, "async").await;
+    app.set_checkout_mode(&admin, "async").await;
     for token in &customers[..2] {
         assert_eq!(buy(token, kettle).await.1, StatusCode::ACCEPTED);
     }
@@ -745,7 +732,7 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     .execute(&app.db)
     .await
     .unwrap();
-    set_checkout_mode(&app, &admin, "blocking").await;
+    app.set_checkout_mode(&admin, "blocking").await;
     prometheus.wait_for_scrapes(3).await;
 
     // Saturate the pool of two: slow checkouts (over 5 s: the slow-checkout alert) hold
