@@ -41,6 +41,28 @@ pub struct Settings {
     pub workers: WorkerSettings,
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
+    pub storefront: StorefrontSettings,
+}
+
+/// What the shop page at `/` is told at start (`GET /api/storefront/config`): where the
+/// observability tools are, where the browser may export its own spans, and the demo
+/// customer it signs in with one click.
+#[derive(Debug, Clone)]
+pub struct StorefrontSettings {
+    pub jaeger_url: String,
+    pub grafana_url: String,
+    /// OTLP/HTTP traces endpoint for the browser's spans; `None`: the page exports
+    /// nothing (it still propagates `traceparent`).
+    pub browser_traces_url: Option<String>,
+    pub demo_customer: DemoCustomer,
+}
+
+/// The customer `seed` creates for the storefront's one-click sign-in. Its password is
+/// public on purpose (README, `.env.example`): it is a demo account.
+#[derive(Debug, Clone)]
+pub struct DemoCustomer {
+    pub email: Email,
+    pub password: Password,
 }
 
 #[derive(Debug, Clone)]
@@ -386,6 +408,7 @@ impl Settings {
             body_limit_bytes: r.parse("HTTP_BODY_LIMIT_BYTES", 64 * 1024, "a number of bytes"),
         };
         let telemetry = read_telemetry(&mut r, SERVICE_NAME);
+        let storefront = read_storefront(&mut r);
 
         r.finish(Settings {
             bind_addr,
@@ -397,7 +420,63 @@ impl Settings {
             workers,
             http,
             telemetry,
+            storefront,
         })
+    }
+}
+
+fn read_url(r: &mut Reader, name: &str, default: &str) -> String {
+    let url = r.string(name, default);
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        r.problem(format!(
+            "{name}: expected an http:// or https:// URL, got {url:?}"
+        ));
+    }
+    url.trim_end_matches('/').to_string()
+}
+
+fn read_storefront(r: &mut Reader) -> StorefrontSettings {
+    let browser_traces_url = r
+        .raw("STOREFRONT_OTLP_TRACES_URL")
+        .map(|_| read_url(r, "STOREFRONT_OTLP_TRACES_URL", ""));
+    StorefrontSettings {
+        jaeger_url: read_url(r, "STOREFRONT_JAEGER_URL", "http://localhost:16686"),
+        grafana_url: read_url(r, "STOREFRONT_GRAFANA_URL", "http://localhost:3000"),
+        browser_traces_url,
+        demo_customer: read_demo_customer(r),
+    }
+}
+
+impl DemoCustomer {
+    /// Only the demo customer, for `seed`.
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let mut reader = Reader::new(source);
+        let customer = read_demo_customer(&mut reader);
+        reader.finish(customer)
+    }
+}
+
+fn read_demo_customer(r: &mut Reader) -> DemoCustomer {
+    let email = Email::parse(&r.string("DEMO_CUSTOMER_EMAIL", DEMO_CUSTOMER_EMAIL))
+        .map_err(|e| r.problem(format!("DEMO_CUSTOMER_EMAIL: {e}")))
+        .ok();
+    let password = Password::parse(r.string("DEMO_CUSTOMER_PASSWORD", DEMO_CUSTOMER_PASSWORD))
+        .map_err(|e| r.problem(format!("DEMO_CUSTOMER_PASSWORD: {e}")))
+        .ok();
+    match email.zip(password) {
+        Some((email, password)) => DemoCustomer { email, password },
+        None => default_demo_customer(),
+    }
+}
+
+pub const DEMO_CUSTOMER_EMAIL: &str = "demo@example.com";
+pub const DEMO_CUSTOMER_PASSWORD: &str = "demo shopper";
+
+fn default_demo_customer() -> DemoCustomer {
+    DemoCustomer {
+        email: Email::parse(DEMO_CUSTOMER_EMAIL).unwrap_or_else(|e| unreachable!("{e}")),
+        password: Password::parse(DEMO_CUSTOMER_PASSWORD.to_string())
+            .unwrap_or_else(|e| unreachable!("{e}")),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ecommerce_monolith::admin_cli::{self, FaultsArgs, ModeArgs};
 use ecommerce_monolith::config::{
-    DEFAULT_LOG_FORMAT_CLI, DatabaseSettings, ProcessEnv, Settings, TelemetrySettings,
+    DEFAULT_LOG_FORMAT_CLI, DatabaseSettings, DemoCustomer, ProcessEnv, Settings, TelemetrySettings,
 };
 use ecommerce_monolith::loadgen::LoadgenArgs;
 use ecommerce_monolith::startup::{Application, shutdown_signal};
@@ -91,7 +91,12 @@ async fn serve(with_seed: bool) -> anyhow::Result<()> {
     };
     let app = Application::build(&settings, metrics).await?;
     if with_seed {
-        seed_database(&settings.database, false).await?;
+        seed_database(
+            &settings.database,
+            &settings.storefront.demo_customer,
+            false,
+        )
+        .await?;
     }
     tracing::info!(address = %app.local_addr(), "listening");
     let served = app.run_until_stopped(shutdown_signal()).await;
@@ -108,13 +113,19 @@ async fn migrate() -> anyhow::Result<()> {
 
 async fn seed_catalog(restock: bool) -> anyhow::Result<()> {
     let settings = DatabaseSettings::from_source(&ProcessEnv)?;
+    let demo_customer = DemoCustomer::from_source(&ProcessEnv)?;
     telemetry::init_cli_logging(DEFAULT_LOG_FORMAT_CLI, "info")?;
     db::create_and_migrate(&settings).await?;
-    seed_database(&settings, restock).await
+    seed_database(&settings, &demo_customer, restock).await
 }
 
-async fn seed_database(settings: &DatabaseSettings, restock: bool) -> anyhow::Result<()> {
+async fn seed_database(
+    settings: &DatabaseSettings,
+    demo_customer: &DemoCustomer,
+    restock: bool,
+) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect(settings.url.expose_secret()).await?;
+    seed::seed_demo_customer(&mut conn, demo_customer).await?;
     let report = seed::seed_demo_catalog(&mut conn, restock).await?;
     tracing::info!(
         categories_created = report.categories_created,

@@ -8,6 +8,9 @@
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
+use crate::auth::{Role, hash_password};
+use crate::config::DemoCustomer;
+
 /// (category, description, products as (name, description, price in cents, stock)).
 type SeedCategory = (
     &'static str,
@@ -235,6 +238,26 @@ pub async fn seed_demo_catalog(conn: &mut PgConnection, restock: bool) -> sqlx::
     }
     tx.commit().await?;
     Ok(report)
+}
+
+/// The storefront's demo customer, with the configured password (created, or its
+/// password put back).
+pub async fn seed_demo_customer(
+    conn: &mut PgConnection,
+    customer: &DemoCustomer,
+) -> anyhow::Result<()> {
+    let password_hash = hash_password(customer.password.clone()).await?;
+    sqlx::query(
+        "INSERT INTO users (email, password_hash, full_name, role) \
+         VALUES ($1, $2, 'Demo Customer', $3) \
+         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash",
+    )
+    .bind(customer.email.as_str())
+    .bind(password_hash)
+    .bind(Role::Customer)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -119,6 +119,7 @@ impl Application {
             live,
             in_flight: in_flight.clone(),
             metrics,
+            storefront: Arc::new(settings.storefront.clone()),
         };
         tokio::spawn(housekeeping(db, login_throttle));
         let router = http::router(state, settings.http.body_limit_bytes);

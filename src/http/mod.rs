@@ -12,6 +12,7 @@ pub mod ops;
 pub mod orders;
 pub mod products;
 pub mod reviews;
+pub mod storefront;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use self::error::ApiError;
 use crate::auth::{JwtKeys, LoginThrottle};
 use crate::checkout::Checkout;
 use crate::checkout::payment::PaymentGateway;
+use crate::config::StorefrontSettings;
 use crate::db::Database;
 use crate::live_settings::LiveSettings;
 use crate::telemetry;
@@ -52,6 +54,8 @@ pub struct AppState {
     /// `None` when metrics are switched off (or in tests that run several apps in
     /// one process, where the global recorder cannot tell them apart).
     pub metrics: Option<Exposition>,
+    /// What the shop page at `/` is told (links, browser trace export, demo customer).
+    pub storefront: Arc<StorefrontSettings>,
 }
 
 impl FromRef<AppState> for Arc<JwtKeys> {
@@ -70,6 +74,7 @@ pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
         .merge(notifications::router())
         .merge(admin::router())
         .merge(ops::router())
+        .merge(storefront::router())
         .split_for_parts();
     openapi::add_common_responses(&mut openapi);
 

@@ -88,6 +88,7 @@ pub struct RequestHeaderFieldsTooLarge;
         (name = "notifications", description = "The in-app inbox"),
         (name = "admin", description = "Fault injection and reconciliation"),
         (name = "ops", description = "Health and readiness"),
+        (name = "storefront", description = "What the shop page at / reads at start"),
     )
 )]
 pub struct ApiDoc;

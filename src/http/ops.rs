@@ -1,8 +1,8 @@
-//! Operational endpoints: liveness, readiness, metrics and a small landing page.
+//! Operational endpoints: liveness, readiness and metrics.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -20,7 +20,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(health))
         .routes(routes!(ready))
         .route("/metrics", axum::routing::get(metrics))
-        .route("/", axum::routing::get(index))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -91,34 +90,3 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     )
         .into_response())
 }
-
-/// Where to look: the API docs and the observability tools of the compose stack.
-async fn index() -> impl IntoResponse {
-    (StatusCode::OK, Html(INDEX_HTML))
-}
-
-const INDEX_HTML: &str = r#"<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>ecommerce-monolith</title>
-<style>body{font-family:system-ui,sans-serif;max-width:42rem;margin:3rem auto;line-height:1.5;padding:0 1rem}
-code{background:#f3f3f3;padding:0 .2rem}</style></head>
-<body>
-<h1>ecommerce-monolith</h1>
-<p>A deliberately monolithic shop: one database, and a checkout that runs eleven steps,
-a 1&nbsp;s payment and a 2&nbsp;s e-mail inside one transaction. Put load on it and watch.</p>
-<h2>API</h2>
-<ul>
-<li><a href="/docs">Swagger UI</a> — try every endpoint</li>
-<li><a href="/openapi.json">OpenAPI document</a></li>
-<li><a href="/health">/health</a>, <a href="/ready">/ready</a>, <a href="/metrics">/metrics</a></li>
-</ul>
-<h2>Observability (with <code>docker compose up</code>)</h2>
-<ul>
-<li><a href="http://localhost:3000/d/checkout-anatomy">Grafana: checkout anatomy</a> — where the seconds go</li>
-<li><a href="http://localhost:16686/search?service=ecommerce-monolith">Jaeger</a> — a span per checkout step</li>
-<li><a href="http://localhost:9090/alerts">Prometheus alerts</a></li>
-<li><a href="http://localhost:8025">MailHog</a> — the confirmation e-mails</li>
-</ul>
-</body>
-</html>
-"#;
