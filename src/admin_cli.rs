@@ -7,9 +7,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::checkout::CheckoutMode;
-use crate::checkout::faults::{FaultSettings, FaultsUpdate};
 use crate::client::ApiClient;
+use crate::domain::{CheckoutMode, FaultSettings, FaultsUpdate};
 
 /// Which service, as which admin.
 #[derive(Debug, clap::Args)]
@@ -80,7 +79,9 @@ pub enum ModeCommand {
 }
 
 fn parse_mode(text: &str) -> Result<CheckoutMode, String> {
-    text.parse()
+    text.trim()
+        .parse()
+        .map_err(|_| format!("expected blocking or async, got {text:?}"))
 }
 
 /// Runs `faults …`; returns the settings now in force, as the service printed them.

@@ -103,6 +103,50 @@ pub async fn put_back_order(conn: &mut PgConnection, order_id: i64) -> sqlx::Res
     adjust(conn, &units, "quantity = inventory.quantity + n.quantity").await
 }
 
+/// An active product's name and the units available to buy now; `None` if there is no
+/// such product.
+pub async fn available(
+    conn: &mut PgConnection,
+    product_id: i64,
+) -> sqlx::Result<Option<(String, i32)>> {
+    sqlx::query_as(
+        "SELECT p.name, i.quantity - i.reserved FROM products p \
+         JOIN inventory i ON i.product_id = p.id WHERE p.id = $1 AND p.is_active",
+    )
+    .bind(product_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// A new product's stock.
+pub async fn open(conn: &mut PgConnection, product_id: i64, quantity: i32) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO inventory (product_id, quantity) VALUES ($1, $2)")
+        .bind(product_id)
+        .bind(quantity)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Puts a seeded product's stock back to `quantity` (never below what is reserved);
+/// returns how many products it touched.
+pub async fn reset_by_name(
+    conn: &mut PgConnection,
+    product_name: &str,
+    quantity: i32,
+) -> sqlx::Result<u64> {
+    let reset = sqlx::query(
+        "UPDATE inventory SET quantity = GREATEST($2, inventory.reserved), updated_at = now() \
+         FROM products p \
+         WHERE p.id = inventory.product_id AND p.name = $1 AND p.is_active",
+    )
+    .bind(product_name)
+    .bind(quantity)
+    .execute(conn)
+    .await?;
+    Ok(reset.rows_affected())
+}
+
 /// Adds units to one active product's stock; false if there is no such product.
 pub async fn restock(
     conn: &mut PgConnection,

@@ -13,13 +13,16 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use metrics::gauge;
+use strum::VariantArray;
 use tokio::sync::Notify;
 
-use crate::checkout::CheckoutMode;
-use crate::checkout::faults::{self, FaultProblem, FaultSettings, FaultsUpdate};
 use crate::config::LiveStart;
 use crate::db::Database;
-use crate::telemetry::metrics::CHECKOUT_MODE_ACTIVE;
+use crate::domain::{CheckoutMode, FaultProblem, FaultSettings, FaultsUpdate};
+use crate::telemetry::metrics::{
+    CHECKOUT_MODE_ACTIVE, FAULT_EMAIL_DELAY, FAULT_EMAIL_OUTAGE, FAULT_PAYMENT_DELAY,
+    FAULT_PAYMENT_SUCCESS_RATE,
+};
 
 /// The channel that announces a change.
 pub const CHANNEL: &str = "live_settings";
@@ -250,9 +253,15 @@ impl LiveSettings {
     }
 }
 
+/// The `fault_*` and `checkout_mode` gauges, so dashboards show when a fault was
+/// switched on and which mode was in force.
 fn export_gauges(settings: &Settings) {
-    faults::export_gauges(&settings.faults);
-    for mode in CheckoutMode::ALL {
+    let faults = &settings.faults;
+    gauge!(FAULT_PAYMENT_DELAY).set(faults.payment_delay.as_secs_f64());
+    gauge!(FAULT_PAYMENT_SUCCESS_RATE).set(faults.payment_success_rate);
+    gauge!(FAULT_EMAIL_DELAY).set(faults.email_delay.as_secs_f64());
+    gauge!(FAULT_EMAIL_OUTAGE).set(if faults.email_outage { 1.0 } else { 0.0 });
+    for &mode in CheckoutMode::VARIANTS {
         let active = if mode == settings.checkout_mode {
             1.0
         } else {

@@ -10,7 +10,8 @@ use ecommerce_monolith::config::{
     DEFAULT_LOG_FORMAT_CLI, DatabaseSettings, DemoCustomer, ProcessEnv, Settings, TelemetrySettings,
 };
 use ecommerce_monolith::loadgen::LoadgenArgs;
-use ecommerce_monolith::startup::{Application, shutdown_signal};
+use ecommerce_monolith::shutdown::shutdown_signal;
+use ecommerce_monolith::startup::Application;
 use ecommerce_monolith::{checkout, db, seed, telemetry};
 use secrecy::ExposeSecret;
 use sqlx::Connection;

@@ -16,16 +16,21 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgConnection;
+use strum::{IntoStaticStr, VariantArray};
 
 use crate::db::Database;
+use crate::domain::{Customer, PaymentMethod};
 
 /// The channel that tells workers a job is waiting.
 pub const CHANNEL: &str = "outbox_jobs";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type)]
+/// The kinds of job: the `kind` column and label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, IntoStaticStr, VariantArray)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum JobKind {
     /// Charge an accepted order, then confirm it (or fail it).
     ChargeOrder,
@@ -34,13 +39,55 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    pub const ALL: [Self; 2] = [Self::ChargeOrder, Self::SendConfirmation];
-
     pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// What a job is to do about its order, with what it needs besides the order: built
+/// here ([`Task::payload`]) and read back here ([`Job::task`]), never as loose JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Task {
+    ChargeOrder(ChargeOrder),
+    SendConfirmation(SendConfirmation),
+}
+
+/// The payload of a `charge_order` job: how to charge, and whom to tell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeOrder {
+    pub payment_method: PaymentMethod,
+    #[serde(flatten)]
+    pub customer: Customer,
+}
+
+/// The payload of a `send_confirmation` job: whom to write to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendConfirmation {
+    #[serde(flatten)]
+    pub customer: Customer,
+}
+
+impl Task {
+    pub fn kind(&self) -> JobKind {
         match self {
-            Self::ChargeOrder => "charge_order",
-            Self::SendConfirmation => "send_confirmation",
+            Self::ChargeOrder(_) => JobKind::ChargeOrder,
+            Self::SendConfirmation(_) => JobKind::SendConfirmation,
         }
+    }
+
+    /// The `payload` column.
+    fn payload(&self) -> Result<Value, serde_json::Error> {
+        match self {
+            Self::ChargeOrder(charge) => serde_json::to_value(charge),
+            Self::SendConfirmation(confirmation) => serde_json::to_value(confirmation),
+        }
+    }
+
+    fn decode(kind: JobKind, payload: Value) -> Result<Self, serde_json::Error> {
+        Ok(match kind {
+            JobKind::ChargeOrder => Self::ChargeOrder(serde_json::from_value(payload)?),
+            JobKind::SendConfirmation => Self::SendConfirmation(serde_json::from_value(payload)?),
+        })
     }
 }
 
@@ -50,7 +97,7 @@ pub struct Job {
     pub id: i64,
     pub kind: JobKind,
     pub order_id: i64,
-    pub payload: Value,
+    payload: Value,
     pub traceparent: Option<String>,
     /// Including this one.
     pub attempts: i32,
@@ -58,21 +105,30 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
 }
 
+impl Job {
+    /// What the job is to do; an unreadable payload is an error of this attempt.
+    pub fn task(&self) -> Result<Task, serde_json::Error> {
+        Task::decode(self.kind, self.payload.clone())
+    }
+}
+
 /// Adds a job in the caller's transaction; workers are woken when it commits.
 pub async fn enqueue(
     conn: &mut PgConnection,
-    kind: JobKind,
     order_id: i64,
-    payload: &Value,
+    task: &Task,
     traceparent: Option<&str>,
 ) -> sqlx::Result<()> {
+    let payload = task
+        .payload()
+        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
     sqlx::query(
         "WITH job AS ( \
              INSERT INTO outbox_jobs (kind, order_id, payload, traceparent) \
              VALUES ($1, $2, $3, $4) RETURNING kind) \
          SELECT pg_notify($5, kind) FROM job",
     )
-    .bind(kind)
+    .bind(task.kind())
     .bind(order_id)
     .bind(payload)
     .bind(traceparent)
@@ -200,8 +256,37 @@ pub async fn purge_done(db: &Database, age: Duration) -> sqlx::Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::backoff;
+    use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn payloads_read_back_as_they_were_written() {
+        let customer = Customer {
+            email: "ada@example.com".into(),
+            name: "Ada".into(),
+        };
+        let charge = Task::ChargeOrder(ChargeOrder {
+            payment_method: PaymentMethod::Paypal,
+            customer: customer.clone(),
+        });
+        let payload = charge.payload().unwrap();
+        assert_eq!(
+            payload,
+            serde_json::json!({"payment_method": "paypal", "email": "ada@example.com", "name": "Ada"})
+        );
+        assert_eq!(Task::decode(JobKind::ChargeOrder, payload).unwrap(), charge);
+        let confirmation = Task::SendConfirmation(SendConfirmation { customer });
+        let payload = confirmation.payload().unwrap();
+        assert_eq!(
+            Task::decode(JobKind::SendConfirmation, payload).unwrap(),
+            confirmation
+        );
+        assert!(Task::decode(JobKind::ChargeOrder, serde_json::json!({})).is_err());
+        // As jobs were written before the payloads were typed.
+        let older = serde_json::json!({"payment_method": "paypal",
+            "customer_email": "ada@example.com", "customer_name": "Ada"});
+        assert_eq!(Task::decode(JobKind::ChargeOrder, older).unwrap(), charge);
+    }
 
     #[test]
     fn backoff_doubles_up_to_a_minute_with_jitter() {

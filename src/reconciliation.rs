@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
-use crate::checkout::cents;
+use crate::domain::cents;
 use crate::telemetry::metrics::{PAYMENTS_WITHOUT_ORDER, PAYMENTS_WITHOUT_ORDER_AMOUNT};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -8,8 +8,9 @@
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
-use crate::auth::{Role, hash_password};
+use crate::auth::{Role, hash_password, users};
 use crate::config::DemoCustomer;
+use crate::{catalog, inventory};
 
 /// (category, description, products as (name, description, price in cents, stock)).
 type SeedCategory = (
@@ -190,49 +191,26 @@ pub async fn seed_demo_catalog(conn: &mut PgConnection, restock: bool) -> sqlx::
     let mut tx = sqlx::Connection::begin(conn).await?;
     let mut report = SeedReport::default();
     for (category, category_description, products) in CATALOG {
-        let created = sqlx::query(
-            "INSERT INTO categories (name, description) VALUES ($1, $2) \
-             ON CONFLICT (lower(name)) DO NOTHING",
-        )
-        .bind(category)
-        .bind(category_description)
-        .execute(&mut *tx)
-        .await?;
-        report.categories_created += created.rows_affected();
+        report.categories_created +=
+            catalog::store::insert_category_if_missing(&mut tx, category, category_description)
+                .await?;
 
         for (name, description, cents, stock) in *products {
             let price = Decimal::new(*cents, 2);
-            let created: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO products (name, description, price, category_id) \
-                 SELECT $1, $2, $3, c.id FROM categories c WHERE lower(c.name) = lower($4) \
-                   AND NOT EXISTS (SELECT 1 FROM products WHERE name = $1 AND is_active) \
-                 RETURNING id",
+            let created = catalog::store::insert_product_if_missing(
+                &mut tx,
+                name,
+                description,
+                price,
+                category,
             )
-            .bind(name)
-            .bind(description)
-            .bind(price)
-            .bind(category)
-            .fetch_optional(&mut *tx)
             .await?;
             if let Some(product_id) = created {
-                sqlx::query("INSERT INTO inventory (product_id, quantity) VALUES ($1, $2)")
-                    .bind(product_id)
-                    .bind(stock)
-                    .execute(&mut *tx)
-                    .await?;
+                inventory::open(&mut tx, product_id, *stock).await?;
                 report.products_created += 1;
             } else if restock {
-                let restocked = sqlx::query(
-                    "UPDATE inventory SET quantity = GREATEST($2, inventory.reserved), \
-                            updated_at = now() \
-                     FROM products p \
-                     WHERE p.id = inventory.product_id AND p.name = $1 AND p.is_active",
-                )
-                .bind(name)
-                .bind(stock)
-                .execute(&mut *tx)
-                .await?;
-                report.products_restocked += restocked.rows_affected();
+                report.products_restocked +=
+                    inventory::reset_by_name(&mut tx, name, *stock).await?;
             }
         }
     }
@@ -247,15 +225,13 @@ pub async fn seed_demo_customer(
     customer: &DemoCustomer,
 ) -> anyhow::Result<()> {
     let password_hash = hash_password(customer.password.clone()).await?;
-    sqlx::query(
-        "INSERT INTO users (email, password_hash, full_name, role) \
-         VALUES ($1, $2, 'Demo Customer', $3) \
-         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash",
+    users::put(
+        conn,
+        customer.email.as_str(),
+        &password_hash,
+        "Demo Customer",
+        Role::Customer,
     )
-    .bind(customer.email.as_str())
-    .bind(password_hash)
-    .bind(Role::Customer)
-    .execute(conn)
     .await?;
     Ok(())
 }

@@ -15,13 +15,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, JwtKeys, LoginThrottle};
 use crate::checkout::Checkout;
-use crate::checkout::email::Mailer;
-use crate::checkout::payment::{self, PaymentGateway, SimulatedGateway};
 use crate::checkout::workers::Workers;
 use crate::config::Settings;
 use crate::db::{self, Database};
 use crate::http::{self, AppState};
 use crate::live_settings::{self, LiveSettings};
+use crate::mailer::Mailer;
+use crate::payment::{self, PaymentGateway, SimulatedGateway};
 use crate::telemetry::metrics::Exposition;
 use crate::{idempotency, outbox, reconciliation};
 
@@ -161,6 +161,7 @@ impl Application {
         tokio::select! {
             finished = &mut server => return finished.unwrap_or_else(|e| Err(std::io::Error::other(e))),
             () = shutdown => {
+                tracing::info!("shutting down: finishing the requests in flight until the deadline");
                 requested.cancel();
                 self.draining.cancel();
             }
@@ -217,33 +218,4 @@ async fn housekeeping(db: Database, login_throttle: Arc<LoginThrottle>) {
             tracing::warn!(%error, "could not delete finished outbox jobs");
         }
     }
-}
-
-/// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down: finishing the requests in flight until the deadline");
 }

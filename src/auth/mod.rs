@@ -5,6 +5,7 @@
 //! the other requests on its worker thread.
 
 mod throttle;
+pub mod users;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -236,28 +237,24 @@ impl JwtKeys {
 /// account has the admin role and the configured password.
 pub async fn ensure_admin(db: &Database, admin: &AdminAccount) -> anyhow::Result<()> {
     let mut conn = db.acquire().await?;
-    let existing: Option<String> =
-        sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1")
-            .bind(admin.email.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
+    let existing = users::credentials(&mut conn, admin.email.as_str())
+        .await?
+        .map(|account| account.password_hash);
     let password_matches = match existing.clone() {
         Some(hash) => verify_password(admin.password.expose().to_string(), Some(hash)).await,
         None => false,
     };
-    let password_hash = match (&existing, password_matches) {
-        (Some(hash), true) => hash.clone(),
+    let password_hash = match (existing, password_matches) {
+        (Some(hash), true) => hash,
         _ => hash_password(admin.password.clone()).await?,
     };
-    sqlx::query(
-        "INSERT INTO users (email, password_hash, full_name, role) \
-         VALUES ($1, $2, 'Administrator', $3) \
-         ON CONFLICT (email) DO UPDATE SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash",
+    users::put(
+        &mut conn,
+        admin.email.as_str(),
+        &password_hash,
+        "Administrator",
+        Role::Admin,
     )
-    .bind(admin.email.as_str())
-    .bind(password_hash)
-    .bind(Role::Admin)
-    .execute(&mut *conn)
     .await?;
     tracing::info!(email = %admin.email, "admin account ready");
     Ok(())

@@ -8,24 +8,18 @@ use std::collections::HashMap;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use serde_json::json;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::SemaphorePermit;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use sqlx::{Postgres, Transaction};
-
 use super::{
-    Cart, Checkout, CheckoutError, CheckoutRequest, check_inventory, clear_cart, create_order,
+    Basket, Checkout, CheckoutError, CheckoutRequest, check_inventory, clear_cart, create_order,
     create_order_items, observe_step, reserve_inventory, rollback, validate_cart,
 };
 use crate::orders::OrderView;
 use crate::orders::store::OrderRow;
-use crate::outbox::{self, JobKind};
-
-/// The `outcome` of `checkout_duration_seconds` for a 202.
-pub const ACCEPTED: &str = "accepted";
+use crate::outbox::{self, ChargeOrder, Task};
 
 impl Checkout {
     /// The request path of the asynchronous checkout: the order `pending`, its payment
@@ -42,13 +36,13 @@ impl Checkout {
         let accepted = self
             .unless_stopped(async {
                 let tx = &mut *tx;
-                let cart = step!(validate_cart(tx, user_id))?;
-                step!(check_inventory(tx, &cart))?;
-                step!(reserve_inventory(tx, &cart))?;
-                let order = step!(create_order(tx, &cart, request))?;
-                let items = step!(create_order_items(tx, &order, &cart))?;
-                step!(clear_cart(tx, &cart))?;
-                step!(enqueue_payment(tx, &order, &cart, request))?;
+                let basket = step!(validate_cart(tx, user_id))?;
+                step!(check_inventory(tx, &basket.cart))?;
+                step!(reserve_inventory(tx, &basket.cart))?;
+                let order = step!(create_order(tx, &basket, request))?;
+                let items = step!(create_order_items(tx, &order, &basket.cart))?;
+                step!(clear_cart(tx, basket.user_id))?;
+                step!(enqueue_payment(tx, &order, basket, request))?;
                 Ok(order.into_view(items, None))
             })
             .await;
@@ -93,23 +87,15 @@ pub(super) fn admitted_at_once(pool_size: u32) -> usize {
 async fn enqueue_payment(
     tx: &mut PgConnection,
     order: &OrderRow,
-    cart: &Cart,
+    basket: Basket,
     request: &CheckoutRequest,
 ) -> Result<(), CheckoutError> {
-    let payload = json!({
-        "payment_method": request.payment_method,
-        "customer_email": cart.customer_email,
-        "customer_name": cart.customer_name,
+    let task = Task::ChargeOrder(ChargeOrder {
+        payment_method: request.payment_method,
+        customer: basket.customer,
     });
     let traceparent = current_traceparent();
-    outbox::enqueue(
-        tx,
-        JobKind::ChargeOrder,
-        order.id,
-        &payload,
-        traceparent.as_deref(),
-    )
-    .await?;
+    outbox::enqueue(tx, order.id, &task, traceparent.as_deref()).await?;
     Ok(())
 }
 

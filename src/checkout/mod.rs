@@ -5,7 +5,8 @@
 //! Read [`Checkout::eleven_steps`] top to bottom: it is the list from the design. Each
 //! step is a small function below it; the [`step!`] macro gives each one its span
 //! `checkout.<step>` and its sample in `checkout_step_duration_seconds{step}`, so the
-//! steps hold only their own logic. The gateway and the mailer measure their own calls.
+//! steps hold only their own logic. The gateway and the mailer measure their own calls;
+//! how each checkout ends is counted in [`outcomes`].
 //!
 //! Concurrency: the inventory rows are locked with `SELECT … FOR UPDATE` in product-id
 //! order, and stock is compared only after the locks are held. Racing buyers queue on
@@ -15,21 +16,15 @@
 //! The module knows nothing of HTTP: it returns an [`OrderView`] or a [`CheckoutError`],
 //! and the handler turns either into a response.
 
-pub mod email;
-pub mod faults;
-mod mode;
-mod outcome;
-pub mod payment;
+mod outcomes;
 
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{gauge, histogram};
 use opentelemetry::trace::Status;
-use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::Semaphore;
@@ -39,22 +34,23 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::ToSchema;
 
-use self::email::{Confirmation, EmailError, Mailer};
-pub use self::mode::CheckoutMode;
-pub use self::outcome::CheckoutOutcome;
-use self::payment::{Charge, ChargeRequest, PaymentError, PaymentGateway};
+pub use self::outcomes::start_metrics_at_zero;
+use self::outcomes::{count_checkout, orphaned_payment, settled};
+use crate::cart::{self, Cart};
 use crate::db::Database;
-use crate::domain::{LineItem, ShippingAddress, StockShortage};
+use crate::domain::{
+    ACCEPTED, CheckoutMode, CheckoutOutcome, Customer, OrphanReason, PaymentMethod,
+    ShippingAddress, StockShortage,
+};
 use crate::inventory::{self, Units};
 use crate::live_settings::LiveSettings;
+use crate::mailer::{Confirmation, EmailError, Mailer};
 use crate::notifications::{NotificationKind, notify};
 use crate::orders::store::{self, OrderRow};
-use crate::orders::{OrderStatus, OrderView, PaymentMethod, PaymentView};
+use crate::orders::{OrderStatus, OrderView, PaymentView};
+use crate::payment::{Charge, ChargeRequest, PaymentError, PaymentGateway};
 use crate::telemetry::exemplars;
-use crate::telemetry::metrics::{
-    CHECKOUT_STEP_DURATION, CHECKOUTS, CHECKOUTS_IN_FLIGHT, INVENTORY_LOCK_WAIT, ORDERS_REVENUE,
-    ORDERS_SETTLED, PAYMENTS_ORPHANED, PAYMENTS_ORPHANED_AMOUNT,
-};
+use crate::telemetry::metrics::{CHECKOUT_STEP_DURATION, CHECKOUTS_IN_FLIGHT, INVENTORY_LOCK_WAIT};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -96,36 +92,13 @@ impl CheckoutError {
     }
 
     /// Why an order was lost after its payment, as `payments_orphaned_total{reason}`.
-    fn orphan_reason(&self) -> &'static str {
+    fn orphan_reason(&self) -> OrphanReason {
         match self {
-            Self::EmailFailed(_) => "email_failed",
-            Self::Interrupted => "shutdown",
-            _ => "database_error",
+            Self::EmailFailed(_) => OrphanReason::EmailFailed,
+            Self::Interrupted => OrphanReason::Shutdown,
+            _ => OrphanReason::DatabaseError,
         }
     }
-}
-
-/// The reasons an order can be lost after its payment.
-pub const ORPHAN_REASONS: [&str; 3] = ["email_failed", "database_error", "shutdown"];
-
-/// Counters exist from the start, at zero: `rate()` and `increase()` then see the first
-/// event, and dashboards show 0 rather than "no data" on a quiet service.
-pub fn start_metrics_at_zero() {
-    for mode in CheckoutMode::ALL {
-        for outcome in CheckoutOutcome::ALL {
-            counter!(CHECKOUTS, "mode" => mode.as_str(), "outcome" => outcome.as_str()).absolute(0);
-        }
-        for outcome in SETTLED_OUTCOMES {
-            counter!(ORDERS_SETTLED, "mode" => mode.as_str(), "outcome" => outcome).absolute(0);
-        }
-    }
-    for reason in ORPHAN_REASONS {
-        counter!(PAYMENTS_ORPHANED, "reason" => reason).absolute(0);
-        counter!(PAYMENTS_ORPHANED_AMOUNT, "reason" => reason).absolute(0);
-    }
-    counter!(ORDERS_REVENUE).absolute(0);
-    gauge!(CHECKOUTS_IN_FLIGHT).set(0.0);
-    workers::start_metrics_at_zero();
 }
 
 /// Runs one step in its own span `checkout.<step>` and records its duration.
@@ -157,9 +130,6 @@ async fn observe_step<T, E: Display>(
     }
     result
 }
-
-/// The ends an order reaches after its payment (`orders_settled_total{outcome}`).
-pub const SETTLED_OUTCOMES: [&str; 2] = ["confirmed", "payment_failed"];
 
 /// What a checkout request achieved.
 #[derive(Debug)]
@@ -240,20 +210,19 @@ impl Checkout {
             Ok(Placement::Confirmed(order)) => {
                 span.record("order.id", order.id);
                 settled(&span, mode, order.total, started.elapsed().as_secs_f64());
-                counter!(CHECKOUTS, "mode" => mode.as_str(), "outcome" => CheckoutOutcome::Success.as_str())
-                    .increment(1);
+                count_checkout(mode, CheckoutOutcome::Success);
                 CheckoutOutcome::Success.as_str()
             }
             // Its outcome is counted when the payment is settled (see `workers`).
             Ok(Placement::Accepted(order)) => {
                 span.record("order.id", order.id);
-                asynchronous::ACCEPTED
+                ACCEPTED
             }
             Err(error) => {
                 span.set_status(Status::error(error.to_string()));
-                let outcome = error.outcome().as_str();
-                counter!(CHECKOUTS, "mode" => mode.as_str(), "outcome" => outcome).increment(1);
-                outcome
+                let outcome = error.outcome();
+                count_checkout(mode, outcome);
+                outcome.as_str()
             }
         };
         span.record("checkout.outcome", response);
@@ -294,14 +263,14 @@ impl Checkout {
         user_id: i64,
         request: &CheckoutRequest,
     ) -> Result<Placed, CheckoutError> {
-        let (cart, order, items) = self
+        let (basket, order, items) = self
             .unless_stopped(async {
-                let cart = step!(validate_cart(tx, user_id))?;
-                step!(check_inventory(tx, &cart))?;
-                step!(reserve_inventory(tx, &cart))?;
-                let order = step!(create_order(tx, &cart, request))?;
-                let items = step!(create_order_items(tx, &order, &cart))?;
-                Ok((cart, order, items))
+                let basket = step!(validate_cart(tx, user_id))?;
+                step!(check_inventory(tx, &basket.cart))?;
+                step!(reserve_inventory(tx, &basket.cart))?;
+                let order = step!(create_order(tx, &basket, request))?;
+                let items = step!(create_order_items(tx, &order, &basket.cart))?;
+                Ok((basket, order, items))
             })
             .await?;
         let method = request.payment_method;
@@ -310,10 +279,10 @@ impl Checkout {
         let payment = self
             .unless_stopped(async {
                 let payment = step!(record_payment(tx, &order, &charge, method))?;
-                step!(reduce_inventory(tx, &cart.units()))?;
-                step!(send_email(&self.mailer, &cart, &order))?;
-                step!(create_notification(tx, cart.user_id, &order))?;
-                step!(clear_cart(tx, &cart))?;
+                step!(reduce_inventory(tx, &basket.cart.units().collect()))?;
+                step!(send_email(&self.mailer, &basket, &order))?;
+                step!(create_notification(tx, basket.user_id, &order))?;
+                step!(clear_cart(tx, basket.user_id))?;
                 Ok(payment)
             })
             .await
@@ -339,102 +308,43 @@ impl Checkout {
     }
 }
 
-struct Cart {
-    id: i64,
+/// The cart being checked out (locked until the transaction ends), and whose it is.
+struct Basket {
     user_id: i64,
-    customer_email: String,
-    customer_name: String,
-    lines: Vec<CartLine>,
-}
-
-#[derive(sqlx::FromRow)]
-struct CartLine {
-    product_id: i64,
-    product_name: String,
-    unit_price: Decimal,
-    quantity: i32,
-    is_active: bool,
-}
-
-impl Cart {
-    fn units(&self) -> Units {
-        self.lines
-            .iter()
-            .map(|line| (line.product_id, line.quantity))
-            .collect()
-    }
-
-    fn items(&self) -> Vec<LineItem> {
-        self.lines
-            .iter()
-            .map(|line| {
-                LineItem::new(
-                    line.product_id,
-                    line.product_name.clone(),
-                    line.unit_price,
-                    line.quantity,
-                )
-            })
-            .collect()
-    }
-
-    fn total(&self) -> Decimal {
-        self.lines
-            .iter()
-            .map(|line| line.unit_price * Decimal::from(line.quantity))
-            .sum()
-    }
+    customer: Customer,
+    cart: Cart,
 }
 
 /// Everything the steps wrote, for the response.
 struct Placed {
     order: OrderRow,
-    items: Vec<LineItem>,
+    items: Vec<crate::domain::LineItem>,
     payment: PaymentView,
     charge: Charge,
 }
 
 /// Step 1: load the cart (locking it, so a double-clicked checkout cannot order it twice).
-async fn validate_cart(tx: &mut PgConnection, user_id: i64) -> Result<Cart, CheckoutError> {
-    let owner: Option<(i64, String, String)> = sqlx::query_as(
-        "SELECT c.id, u.email, u.full_name \
-         FROM carts c JOIN users u ON u.id = c.user_id \
-         WHERE c.user_id = $1 FOR UPDATE OF c",
-    )
-    .bind(user_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((cart_id, customer_email, customer_name)) = owner else {
+async fn validate_cart(tx: &mut PgConnection, user_id: i64) -> Result<Basket, CheckoutError> {
+    let Some((cart, customer)) = cart::store::lock(tx, user_id).await? else {
         return Err(CheckoutError::EmptyCart);
     };
-    // Sorted by product id: the order in which the next step takes its row locks.
-    let lines: Vec<CartLine> = sqlx::query_as(
-        "SELECT ci.product_id, p.name AS product_name, p.price AS unit_price, ci.quantity, \
-                p.is_active \
-         FROM cart_items ci JOIN products p ON p.id = ci.product_id \
-         WHERE ci.cart_id = $1 ORDER BY ci.product_id",
-    )
-    .bind(cart_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    Span::current().set_attribute("checkout.item_count", lines.len() as i64);
-    if lines.is_empty() {
+    Span::current().set_attribute("checkout.item_count", cart.lines.len() as i64);
+    if cart.is_empty() {
         return Err(CheckoutError::EmptyCart);
     }
-    Ok(Cart {
-        id: cart_id,
+    Ok(Basket {
         user_id,
-        customer_email,
-        customer_name,
-        lines,
+        customer,
+        cart,
     })
 }
 
 /// Step 2: lock the inventory rows in product-id order, then compare what is available.
 /// A second buyer of the same product waits here until the first one commits.
 async fn check_inventory(tx: &mut PgConnection, cart: &Cart) -> Result<(), CheckoutError> {
+    let units: Units = cart.units().collect();
     let waiting = Instant::now();
-    let stock = inventory::lock(tx, &cart.units().product_ids).await?;
+    let stock = inventory::lock(tx, &units.product_ids).await?;
     histogram!(INVENTORY_LOCK_WAIT).record(waiting.elapsed().as_secs_f64());
 
     let shortages: Vec<StockShortage> = cart
@@ -463,19 +373,19 @@ async fn check_inventory(tx: &mut PgConnection, cart: &Cart) -> Result<(), Check
 
 /// Step 3: hold the units for this checkout.
 async fn reserve_inventory(tx: &mut PgConnection, cart: &Cart) -> Result<(), CheckoutError> {
-    Ok(inventory::reserve(tx, &cart.units()).await?)
+    Ok(inventory::reserve(tx, &cart.units().collect()).await?)
 }
 
 /// Step 4: the order row, status `pending`.
 async fn create_order(
     tx: &mut PgConnection,
-    cart: &Cart,
+    basket: &Basket,
     request: &CheckoutRequest,
 ) -> Result<OrderRow, CheckoutError> {
     let order = store::insert_pending(
         tx,
-        cart.user_id,
-        cart.total(),
+        basket.user_id,
+        basket.cart.total(),
         request.shipping_address.as_str(),
     )
     .await?;
@@ -488,7 +398,7 @@ async fn create_order_items(
     tx: &mut PgConnection,
     order: &OrderRow,
     cart: &Cart,
-) -> Result<Vec<LineItem>, CheckoutError> {
+) -> Result<Vec<crate::domain::LineItem>, CheckoutError> {
     let items = cart.items();
     store::insert_items(tx, order.id, &items).await?;
     Ok(items)
@@ -531,12 +441,11 @@ async fn reduce_inventory(tx: &mut PgConnection, units: &Units) -> Result<(), Ch
 }
 
 /// Step 9: the confirmation e-mail, through the slow SMTP server, still inside the transaction.
-async fn send_email(mailer: &Mailer, cart: &Cart, order: &OrderRow) -> Result<(), EmailError> {
+async fn send_email(mailer: &Mailer, basket: &Basket, order: &OrderRow) -> Result<(), EmailError> {
     let confirmation = Confirmation {
-        to: &cart.customer_email,
-        name: &cart.customer_name,
+        to: &basket.customer,
         order_id: order.id,
-        items: cart.items(),
+        items: basket.cart.items(),
         total: order.total,
     };
     mailer.send_confirmation(&confirmation).await
@@ -556,12 +465,8 @@ async fn create_notification(
 }
 
 /// Step 11: empty the cart.
-async fn clear_cart(tx: &mut PgConnection, cart: &Cart) -> Result<(), CheckoutError> {
-    sqlx::query("DELETE FROM cart_items WHERE cart_id = $1")
-        .bind(cart.id)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+async fn clear_cart(tx: &mut PgConnection, user_id: i64) -> Result<(), CheckoutError> {
+    Ok(cart::store::clear(tx, user_id).await?)
 }
 
 /// Then commit: the order is `confirmed` with its processing time.
@@ -589,39 +494,4 @@ async fn rollback(tx: Transaction<'static, Postgres>) {
         // The connection is discarded by the pool; Postgres rolls back on its own.
         tracing::warn!(%error, "rollback failed");
     }
-}
-
-/// The gateway charged the customer, but the order is rolled back (the e-mail failed,
-/// the database failed, or the shutdown deadline came): the money is taken for an
-/// order that does not exist. The original system's all-or-nothing design causes
-/// this; the counters and the reconciliation make the damage visible.
-fn orphaned_payment(error: CheckoutError, order_id: i64, charge: &Charge) -> CheckoutError {
-    let reason = error.orphan_reason();
-    counter!(PAYMENTS_ORPHANED, "reason" => reason).increment(1);
-    counter!(PAYMENTS_ORPHANED_AMOUNT, "reason" => reason).increment(cents(charge.amount));
-    tracing::error!(
-        order.id = order_id,
-        transaction_id = %charge.transaction_id,
-        amount = %charge.amount,
-        reason,
-        %error,
-        "orphaned payment: the customer was charged but the order is rolled back; refund by hand"
-    );
-    error
-}
-
-/// An order paid and confirmed: its revenue, and how long from request to confirmed
-/// (with `span`, of the checkout's trace, as the exemplar).
-fn settled(span: &tracing::Span, mode: CheckoutMode, total: Decimal, seconds_since_request: f64) {
-    counter!(ORDERS_REVENUE).increment(cents(total));
-    counter!(ORDERS_SETTLED, "mode" => mode.as_str(), "outcome" => "confirmed").increment(1);
-    exemplars::record_time_to_confirmed(span, mode, seconds_since_request);
-}
-
-/// Money counters count whole cents: counters are integers, and money is never a float.
-pub fn cents(amount: Decimal) -> u64 {
-    (amount * Decimal::ONE_HUNDRED)
-        .round()
-        .to_u64()
-        .unwrap_or(0)
 }

@@ -22,9 +22,8 @@ use metrics::{counter, gauge, histogram};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Status, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use serde::Deserialize;
-use serde_json::json;
 use sqlx::PgConnection;
+use strum::{IntoStaticStr, VariantArray};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,47 +31,56 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::asynchronous::current_traceparent;
-use super::email::{Confirmation, EmailError, Mailer};
-use super::payment::{Charge, PaymentError, PaymentGateway};
+use super::outcomes::{count_checkout, count_settled, settled};
 use super::{
-    CheckoutError, CheckoutMode, CheckoutOutcome, create_notification, observe_step,
-    process_payment, record_payment, reduce_inventory, settled,
+    CheckoutError, create_notification, observe_step, process_payment, record_payment,
+    reduce_inventory,
 };
 use crate::config::WorkerSettings;
 use crate::db::Database;
+use crate::domain::{CheckoutMode, CheckoutOutcome, SettledOutcome};
 use crate::inventory::{self, Units};
+use crate::mailer::{Confirmation, EmailError, Mailer};
 use crate::notifications::{NotificationKind, notify};
+use crate::orders::OrderStatus;
 use crate::orders::store::{self, OrderRow};
-use crate::orders::{OrderStatus, PaymentMethod};
-use crate::outbox::{self, Job, JobKind};
+use crate::outbox::{self, ChargeOrder, Job, JobKind, SendConfirmation, Task};
+use crate::payment::{Charge, PaymentError, PaymentGateway};
 use crate::telemetry::metrics::{
-    CHECKOUTS, ORDERS_SETTLED, OUTBOX_ATTEMPTS, OUTBOX_DEAD, OUTBOX_JOB_DURATION,
-    OUTBOX_OLDEST_AGE, OUTBOX_PENDING, OUTBOX_PROCESSED,
+    OUTBOX_ATTEMPTS, OUTBOX_DEAD, OUTBOX_JOB_DURATION, OUTBOX_OLDEST_AGE, OUTBOX_PENDING,
+    OUTBOX_PROCESSED,
 };
 
-/// The outcomes of one attempt at a job (`outbox_jobs_processed_total{outcome}`).
-const JOB_OUTCOMES: [&str; 4] = ["done", "retried", "dead_lettered", "lease_lost"];
+/// How one attempt at a job ended: `outbox_jobs_processed_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+enum JobOutcome {
+    Done,
+    Retried,
+    DeadLettered,
+    /// Another worker holds the job now: this attempt's result was refused.
+    LeaseLost,
+}
+
+impl JobOutcome {
+    fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// The job counters exist from the start, at zero (see `checkout::start_metrics_at_zero`).
 pub(super) fn start_metrics_at_zero() {
-    for kind in JobKind::ALL {
+    for kind in JobKind::VARIANTS {
         counter!(OUTBOX_ATTEMPTS, "kind" => kind.as_str()).absolute(0);
-        for outcome in JOB_OUTCOMES {
-            counter!(OUTBOX_PROCESSED, "kind" => kind.as_str(), "outcome" => outcome).absolute(0);
+        for outcome in JobOutcome::VARIANTS {
+            counter!(OUTBOX_PROCESSED, "kind" => kind.as_str(), "outcome" => outcome.as_str())
+                .absolute(0);
         }
     }
 }
 
 /// How often the queue's gauges are read.
 const DEPTH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// What the charge job needs besides the order: written by the request path.
-#[derive(Debug, Deserialize)]
-struct ChargePayload {
-    payment_method: PaymentMethod,
-    customer_email: String,
-    customer_name: String,
-}
 
 /// Why a job did not finish this time.
 #[derive(Debug)]
@@ -187,28 +195,34 @@ impl Workers {
         let started = Instant::now();
         counter!(OUTBOX_ATTEMPTS, "kind" => kind).increment(1);
         let result = async {
-            match job.kind {
-                JobKind::ChargeOrder => self.charge_order(&job).await,
-                JobKind::SendConfirmation => self.send_confirmation(&job).await,
+            let task = job
+                .task()
+                .map_err(|e| JobError::Retry(format!("unreadable job payload: {e}")))?;
+            match task {
+                Task::ChargeOrder(charge) => self.charge_order(&job, &charge).await,
+                Task::SendConfirmation(confirmation) => {
+                    self.send_confirmation(&job, &confirmation).await
+                }
             }
         }
         .instrument(span.clone())
         .await;
         let outcome = match result {
-            Ok(()) => "done",
-            Err(JobError::LeaseLost) => "lease_lost",
+            Ok(()) => JobOutcome::Done,
+            Err(JobError::LeaseLost) => JobOutcome::LeaseLost,
             Err(JobError::Retry(error)) => {
                 span.set_status(Status::error(error.clone()));
                 self.give_back(&job, &error).instrument(span).await
             }
-        };
+        }
+        .as_str();
         counter!(OUTBOX_PROCESSED, "kind" => kind, "outcome" => outcome).increment(1);
         histogram!(OUTBOX_JOB_DURATION, "kind" => kind, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
     }
 
     /// A failed attempt: try again after a backoff, or give up after the last one.
-    async fn give_back(&self, job: &Job, error: &str) -> &'static str {
+    async fn give_back(&self, job: &Job, error: &str) -> JobOutcome {
         let last = u32::try_from(job.attempts).unwrap_or(u32::MAX) >= self.settings.max_attempts;
         if !last {
             let delay = outbox::backoff(job.attempts);
@@ -216,7 +230,7 @@ impl Workers {
             if let Err(db) = outbox::retry_later(&self.db, job, error, delay).await {
                 tracing::warn!(error = %db, "could not reschedule; the lease will run out");
             }
-            return "retried";
+            return JobOutcome::Retried;
         }
         tracing::error!(
             order.id = job.order_id,
@@ -230,16 +244,13 @@ impl Workers {
         }
         if job.kind == JobKind::ChargeOrder {
             // The checkout ended without a settled payment.
-            counter!(CHECKOUTS, "mode" => CheckoutMode::Async.as_str(), "outcome" => CheckoutOutcome::Error.as_str())
-                .increment(1);
+            count_checkout(CheckoutMode::Async, CheckoutOutcome::Error);
         }
-        "dead_lettered"
+        JobOutcome::DeadLettered
     }
 
     /// Charge the order, then confirm it — or, declined, fail it.
-    async fn charge_order(&self, job: &Job) -> Result<(), JobError> {
-        let payload: ChargePayload = serde_json::from_value(job.payload.clone())
-            .map_err(|e| JobError::Retry(format!("unreadable job payload: {e}")))?;
+    async fn charge_order(&self, job: &Job, payload: &ChargeOrder) -> Result<(), JobError> {
         let order = self.pending_order(job).await?;
         let Some(order) = order else {
             // Settled by an earlier attempt whose answer was lost: only the job is left.
@@ -247,7 +258,7 @@ impl Workers {
         };
         let method = payload.payment_method;
         match step!(process_payment(self.gateway.as_ref(), &order, method)) {
-            Ok(charge) => self.confirm(job, &order, &charge, &payload).await,
+            Ok(charge) => self.confirm(job, &order, &charge, payload).await,
             Err(CheckoutError::Payment(PaymentError::Declined)) => {
                 self.fail_payment(job, &order).await
             }
@@ -271,7 +282,7 @@ impl Workers {
         job: &Job,
         order: &OrderRow,
         charge: &Charge,
-        payload: &ChargePayload,
+        payload: &ChargeOrder,
     ) -> Result<(), JobError> {
         let mut tx = self.db.begin().await?;
         step!(record_payment(
@@ -295,7 +306,7 @@ impl Workers {
             order.total,
             waited,
         );
-        count_checkout(CheckoutOutcome::Success);
+        count_checkout(CheckoutMode::Async, CheckoutOutcome::Success);
         Ok(())
     }
 
@@ -319,16 +330,17 @@ impl Workers {
             return Err(JobError::LeaseLost);
         }
         tx.commit().await?;
-        counter!(ORDERS_SETTLED, "mode" => CheckoutMode::Async.as_str(), "outcome" => "payment_failed")
-            .increment(1);
-        count_checkout(CheckoutOutcome::PaymentDeclined);
+        count_settled(CheckoutMode::Async, SettledOutcome::PaymentFailed);
+        count_checkout(CheckoutMode::Async, CheckoutOutcome::PaymentDeclined);
         Ok(())
     }
 
     /// The confirmation e-mail of a confirmed order.
-    async fn send_confirmation(&self, job: &Job) -> Result<(), JobError> {
-        let payload: ChargePayload = serde_json::from_value(job.payload.clone())
-            .map_err(|e| JobError::Retry(format!("unreadable job payload: {e}")))?;
+    async fn send_confirmation(
+        &self,
+        job: &Job,
+        payload: &SendConfirmation,
+    ) -> Result<(), JobError> {
         let order = {
             let mut conn = self.db.acquire().await?;
             store::fetch(&mut conn, job.order_id).await?
@@ -336,8 +348,7 @@ impl Workers {
         let order =
             order.ok_or_else(|| JobError::Retry(format!("order {} is gone", job.order_id)))?;
         let confirmation = Confirmation {
-            to: &payload.customer_email,
-            name: &payload.customer_name,
+            to: &payload.customer,
             order_id: order.id,
             items: order.items.clone(),
             total: order.total,
@@ -367,11 +378,6 @@ async fn poll(wake: Arc<Notify>, every: std::time::Duration) {
     }
 }
 
-fn count_checkout(outcome: CheckoutOutcome) {
-    counter!(CHECKOUTS, "mode" => CheckoutMode::Async.as_str(), "outcome" => outcome.as_str())
-        .increment(1);
-}
-
 /// The trace context a job was enqueued in.
 fn parent_context(traceparent: &str) -> opentelemetry::Context {
     let carrier =
@@ -396,22 +402,13 @@ async fn release_inventory(tx: &mut PgConnection, order: &OrderRow) -> Result<()
 async fn enqueue_email(
     tx: &mut PgConnection,
     order: &OrderRow,
-    payload: &ChargePayload,
+    payload: &ChargeOrder,
 ) -> Result<(), CheckoutError> {
-    let payload = json!({
-        "payment_method": payload.payment_method,
-        "customer_email": payload.customer_email,
-        "customer_name": payload.customer_name,
+    let task = Task::SendConfirmation(SendConfirmation {
+        customer: payload.customer.clone(),
     });
     let traceparent = current_traceparent();
-    outbox::enqueue(
-        tx,
-        JobKind::SendConfirmation,
-        order.id,
-        &payload,
-        traceparent.as_deref(),
-    )
-    .await?;
+    outbox::enqueue(tx, order.id, &task, traceparent.as_deref()).await?;
     Ok(())
 }
 
@@ -436,7 +433,7 @@ async fn export_depth(db: Database) {
         let Ok(depths) = outbox::depth(&db).await else {
             continue;
         };
-        for kind in JobKind::ALL {
+        for &kind in JobKind::VARIANTS {
             let depth = depths.iter().find(|d| d.kind == kind);
             let label = kind.as_str();
             gauge!(OUTBOX_PENDING, "kind" => label).set(depth.map_or(0.0, |d| d.pending as f64));

@@ -3,21 +3,33 @@
 //!
 //! Each type deserializes through its parser, so a bad field in a request body
 //! becomes a 422 naming that field (see `http::extract`).
+//!
+//! Beside them live the closed sets of values that several parts of the service name —
+//! the checkout mode and outcomes, the payment method, the fault settings — so that each
+//! is defined once, at the bottom. This module imports nothing else of the crate.
 
+mod checkout;
+mod customer;
 mod email;
+mod faults;
 mod line_item;
 mod money;
 mod password;
+mod payment_method;
 mod quantity;
 mod rating;
 mod stock;
 mod text;
 mod whole_number;
 
+pub use checkout::{ACCEPTED, CheckoutMode, CheckoutOutcome, OrphanReason, SettledOutcome};
+pub use customer::Customer;
 pub use email::Email;
+pub use faults::{FaultProblem, FaultSettings, FaultsUpdate, FaultsView, MAX_DELAY};
 pub use line_item::LineItem;
-pub use money::{AMOUNT_PATTERN, Amount, MONEY_PATTERN, Money};
+pub use money::{AMOUNT_PATTERN, Amount, MONEY_PATTERN, Money, cents};
 pub use password::Password;
+pub use payment_method::PaymentMethod;
 pub use quantity::Quantity;
 pub use rating::Rating;
 pub use stock::{StockLevel, StockShortage};

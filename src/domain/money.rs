@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A positive amount with at most two decimal places, exact (never floating point).
@@ -115,6 +116,14 @@ impl<'de> Deserialize<'de> for Amount {
             .parse()
             .map_err(serde::de::Error::custom)
     }
+}
+
+/// Money counters count whole cents: counters are integers, and money is never a float.
+pub fn cents(amount: Decimal) -> u64 {
+    (amount * Decimal::ONE_HUNDRED)
+        .round()
+        .to_u64()
+        .unwrap_or(0)
 }
 
 impl fmt::Display for Money {

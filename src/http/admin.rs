@@ -11,8 +11,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{AdminUser, Json};
-use crate::checkout::CheckoutMode;
-use crate::checkout::faults::{FaultsUpdate, FaultsView};
+use crate::domain::{CheckoutMode, FaultsUpdate, FaultsView};
 use crate::reconciliation::{self, Reconciliation};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
 use metrics::counter;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,6 +14,7 @@ use super::AppState;
 use super::error::{ApiError, OnConstraint};
 use super::extract::{AuthUser, Json};
 use super::openapi::{Conflict, TooManyRequests, Unauthorized};
+use crate::auth::users::{self, UserView};
 use crate::auth::{Role, hash_password, verify_password};
 use crate::domain::{Email, FullName, Password};
 use crate::telemetry::metrics::LOGIN_THROTTLED;
@@ -54,17 +54,6 @@ pub struct TokenResponse {
     pub expires_in: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct UserView {
-    pub id: i64,
-    #[schema(example = "ada@example.com")]
-    pub email: String,
-    #[schema(example = "Ada Lovelace")]
-    pub full_name: String,
-    pub role: Role,
-    pub created_at: DateTime<Utc>,
-}
-
 /// Create a customer account.
 #[utoipa::path(
     post, path = "/api/auth/register", tag = "auth",
@@ -80,15 +69,13 @@ async fn register(
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let password_hash = hash_password(request.password).await?;
     let mut conn = state.db.acquire().await?;
-    let user: UserView = sqlx::query_as(
-        "INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, $4) \
-         RETURNING id, email, full_name, role, created_at",
+    let user = users::insert(
+        &mut conn,
+        request.email.as_str(),
+        &password_hash,
+        request.full_name.as_str(),
+        Role::Customer,
     )
-    .bind(request.email.as_str())
-    .bind(password_hash)
-    .bind(request.full_name.as_str())
-    .bind(Role::Customer)
-    .fetch_one(&mut *conn)
     .await
     .on_constraint("users_email_key", || {
         ApiError::AlreadyExists(format!("{} is already registered", request.email))
@@ -122,18 +109,15 @@ async fn login(
         return Err(ApiError::TooManyRequests(wait));
     }
     let email = Email::parse(&request.email).ok();
-    let account: Option<(i64, String, Role)> = match &email {
+    let account = match &email {
         Some(email) => {
             let mut conn = state.db.acquire().await?;
-            sqlx::query_as("SELECT id, password_hash, role FROM users WHERE email = $1")
-                .bind(email.as_str())
-                .fetch_optional(&mut *conn)
-                .await?
+            users::credentials(&mut conn, email.as_str()).await?
         }
         None => None,
     };
     let (user_id, stored_hash, role) = match account {
-        Some((id, hash, role)) => (Some(id), Some(hash), role),
+        Some(account) => (Some(account.id), Some(account.password_hash), account.role),
         None => (None, None, Role::Customer),
     };
     let verified = verify_password(request.password, stored_hash).await;
@@ -158,11 +142,7 @@ async fn login(
 )]
 async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserView>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let found: Option<UserView> =
-        sqlx::query_as("SELECT id, email, full_name, role, created_at FROM users WHERE id = $1")
-            .bind(user.id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let found = users::find(&mut conn, user.id).await?;
     // A valid token for an account that no longer exists is as good as no token.
     found
         .map(Json)

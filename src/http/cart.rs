@@ -13,7 +13,9 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{AuthUser, Json, Path};
 use super::openapi::{Conflict, NotFound};
+use crate::cart::{Cart, CartLine, store};
 use crate::domain::{LineItem, Quantity, StockShortage, whole};
+use crate::inventory;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -23,21 +25,41 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A line of the cart, at the product's price as it is now.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CartItemView {
     /// The cart item's id, for changing or removing it.
     pub id: i64,
     #[serde(flatten)]
-    #[sqlx(flatten)]
     pub line: LineItem,
+}
+
+impl From<&CartLine> for CartItemView {
+    fn from(line: &CartLine) -> Self {
+        Self {
+            id: line.id,
+            line: line.item(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CartView {
+    /// In the order they were first added.
     pub items: Vec<CartItemView>,
     #[schema(value_type = String, example = "39.98")]
     #[serde(with = "rust_decimal::serde::str")]
     pub total: Decimal,
+}
+
+impl From<&Cart> for CartView {
+    fn from(cart: &Cart) -> Self {
+        let mut items: Vec<CartItemView> = cart.lines.iter().map(CartItemView::from).collect();
+        items.sort_by_key(|item| item.id);
+        Self {
+            items,
+            total: cart.total(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -55,18 +77,6 @@ pub struct UpdateItem {
     pub quantity: Quantity,
 }
 
-/// Item columns; `$1` is the user id and the cart item lookups add their own filter.
-macro_rules! item_select {
-    () => {
-        "SELECT ci.id, ci.product_id, p.name AS product_name, p.price AS unit_price, ci.quantity, \
-                p.price * ci.quantity AS subtotal \
-         FROM cart_items ci \
-         JOIN carts c ON c.id = ci.cart_id \
-         JOIN products p ON p.id = ci.product_id \
-         WHERE c.user_id = $1 "
-    };
-}
-
 /// The caller's cart with prices as they are now.
 #[utoipa::path(
     get, path = "/api/cart", tag = "cart",
@@ -78,13 +88,8 @@ async fn get_cart(
     user: AuthUser,
 ) -> Result<Json<CartView>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let items: Vec<CartItemView> = sqlx::query_as(concat!(item_select!(), "ORDER BY ci.id"))
-        .bind(user.id)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut total: Decimal = items.iter().map(|item| item.line.subtotal).sum();
-    total.rescale(2);
-    Ok(Json(CartView { items, total }))
+    let cart = store::find(&mut conn, user.id).await?;
+    Ok(Json(CartView::from(&cart)))
 }
 
 /// Put a product in the cart; adding one that is already there adds to its quantity.
@@ -109,38 +114,16 @@ async fn add_item(
     Json(add): Json<AddItem>,
 ) -> Result<(StatusCode, Json<CartItemView>), ApiError> {
     let mut tx = state.db.begin().await?;
-    let cart_id: i64 = sqlx::query_scalar(
-        "INSERT INTO carts (user_id) VALUES ($1) \
-         ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING id",
-    )
-    .bind(user.id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let already: i32 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(quantity), 0)::int FROM cart_items \
-         WHERE cart_id = $1 AND product_id = $2",
-    )
-    .bind(cart_id)
-    .bind(add.product_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let cart_id = store::open(&mut tx, user.id).await?;
+    let already = store::quantity_of(&mut tx, cart_id, add.product_id).await?;
     let wanted = i64::from(already) + i64::from(add.quantity.get());
     ensure_in_stock(&mut tx, add.product_id, wanted).await?;
-    let item_id: i64 = sqlx::query_scalar(
-        "INSERT INTO cart_items (cart_id, product_id, quantity) VALUES ($1, $2, $3) \
-         ON CONFLICT (cart_id, product_id) \
-         DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity RETURNING id",
-    )
-    .bind(cart_id)
-    .bind(add.product_id)
-    .bind(add.quantity.get())
-    .fetch_one(&mut *tx)
-    .await?;
-    let item = fetch_item(&mut tx, user.id, item_id)
+    let item_id = store::add(&mut tx, cart_id, add.product_id, add.quantity.get()).await?;
+    let line = store::line(&mut tx, user.id, item_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("cart item {item_id} vanished"))?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(item)))
+    Ok((StatusCode::CREATED, Json(CartItemView::from(&line))))
 }
 
 /// Set an item's quantity.
@@ -161,25 +144,15 @@ async fn update_item(
     Json(update): Json<UpdateItem>,
 ) -> Result<Json<CartItemView>, ApiError> {
     let mut tx = state.db.begin().await?;
-    let item = fetch_item(&mut tx, user.id, item_id)
+    let mut line = store::line(&mut tx, user.id, item_id)
         .await?
         .ok_or_else(|| item_not_found(item_id))?;
-    ensure_in_stock(
-        &mut tx,
-        item.line.product_id,
-        i64::from(update.quantity.get()),
-    )
-    .await?;
-    sqlx::query("UPDATE cart_items SET quantity = $2 WHERE id = $1")
-        .bind(item_id)
-        .bind(update.quantity.get())
-        .execute(&mut *tx)
-        .await?;
-    let item = fetch_item(&mut tx, user.id, item_id)
-        .await?
-        .ok_or_else(|| item_not_found(item_id))?;
+    let quantity = update.quantity.get();
+    ensure_in_stock(&mut tx, line.product_id, i64::from(quantity)).await?;
+    store::set_quantity(&mut tx, item_id, quantity).await?;
     tx.commit().await?;
-    Ok(Json(item))
+    line.quantity = quantity;
+    Ok(Json(CartItemView::from(&line)))
 }
 
 /// Remove an item from the cart.
@@ -195,15 +168,7 @@ async fn remove_item(
     Path(item_id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let removed = sqlx::query(
-        "DELETE FROM cart_items ci USING carts c \
-         WHERE ci.id = $2 AND ci.cart_id = c.id AND c.user_id = $1",
-    )
-    .bind(user.id)
-    .bind(item_id)
-    .execute(&mut *conn)
-    .await?;
-    if removed.rows_affected() == 0 {
+    if !store::remove(&mut conn, user.id, item_id).await? {
         // Another user's item looks exactly like a missing one.
         return Err(item_not_found(item_id));
     }
@@ -218,25 +183,8 @@ async fn remove_item(
 )]
 async fn clear_cart(State(state): State<AppState>, user: AuthUser) -> Result<StatusCode, ApiError> {
     let mut conn = state.db.acquire().await?;
-    sqlx::query(
-        "DELETE FROM cart_items ci USING carts c WHERE ci.cart_id = c.id AND c.user_id = $1",
-    )
-    .bind(user.id)
-    .execute(&mut *conn)
-    .await?;
+    store::clear(&mut conn, user.id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn fetch_item(
-    conn: &mut PgConnection,
-    user_id: i64,
-    item_id: i64,
-) -> sqlx::Result<Option<CartItemView>> {
-    sqlx::query_as(concat!(item_select!(), "AND ci.id = $2"))
-        .bind(user_id)
-        .bind(item_id)
-        .fetch_optional(conn)
-        .await
 }
 
 fn item_not_found(id: i64) -> ApiError {
@@ -250,15 +198,9 @@ async fn ensure_in_stock(
     product_id: i64,
     wanted: i64,
 ) -> Result<(), ApiError> {
-    let product: Option<(String, i32)> = sqlx::query_as(
-        "SELECT p.name, i.quantity - i.reserved FROM products p \
-         JOIN inventory i ON i.product_id = p.id WHERE p.id = $1 AND p.is_active",
-    )
-    .bind(product_id)
-    .fetch_optional(conn)
-    .await?;
-    let (product_name, available) =
-        product.ok_or_else(|| ApiError::not_found(format!("product {product_id}")))?;
+    let (product_name, available) = inventory::available(conn, product_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("product {product_id}")))?;
     if wanted > i64::from(available) {
         return Err(ApiError::InsufficientStock(vec![StockShortage {
             product_id,

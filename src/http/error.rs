@@ -12,12 +12,14 @@ use utoipa::ToSchema;
 
 use std::time::Duration;
 
+use strum::VariantArray;
+
 use crate::checkout::CheckoutError;
-use crate::checkout::payment::{PaymentError, RefundError};
 use crate::db;
-use crate::domain::StockShortage;
+use crate::domain::{CheckoutOutcome, StockShortage};
 use crate::live_settings::SettingsError;
 use crate::orders::lifecycle::LifecycleError;
+use crate::payment::{PaymentError, RefundError};
 use crate::telemetry::http::{FailureLog, Severity, current_trace_id};
 
 /// A request field that failed to parse, for 422 answers.
@@ -246,28 +248,50 @@ const SERVICE_UNAVAILABLE: Kind = (
 /// The checkout's refusals and failures as HTTP sees them.
 fn checkout_kind(error: &CheckoutError) -> Kind {
     match error {
-        CheckoutError::EmptyCart => (StatusCode::BAD_REQUEST, "empty-cart", "Cart Is Empty"),
-        CheckoutError::Payment(PaymentError::Declined) => (
-            StatusCode::PAYMENT_REQUIRED,
-            "payment-declined",
-            "Payment Declined",
-        ),
-        CheckoutError::Payment(PaymentError::Unavailable(_)) | CheckoutError::Interrupted => {
-            SERVICE_UNAVAILABLE
-        }
-        CheckoutError::EmailFailed(_) => (StatusCode::BAD_GATEWAY, "email-failed", "E-mail Failed"),
-        CheckoutError::InsufficientStock(_) => (
-            StatusCode::CONFLICT,
-            "insufficient-stock",
-            "Insufficient Stock",
-        ),
         // `From<CheckoutError>` classifies database errors like any other request's.
         CheckoutError::Database(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal-error",
             "Internal Server Error",
         ),
+        other => refusal_kind(other.outcome()).unwrap_or(SERVICE_UNAVAILABLE),
     }
+}
+
+/// The answer of each checkout outcome that has one of its own; the others (`error`,
+/// `shutdown`) are a 503 or a 500 like any other request's failure.
+fn refusal_kind(outcome: CheckoutOutcome) -> Option<Kind> {
+    Some(match outcome {
+        CheckoutOutcome::EmptyCart => (StatusCode::BAD_REQUEST, "empty-cart", "Cart Is Empty"),
+        CheckoutOutcome::InsufficientStock => (
+            StatusCode::CONFLICT,
+            "insufficient-stock",
+            "Insufficient Stock",
+        ),
+        CheckoutOutcome::PaymentDeclined => (
+            StatusCode::PAYMENT_REQUIRED,
+            "payment-declined",
+            "Payment Declined",
+        ),
+        CheckoutOutcome::EmailFailed => (StatusCode::BAD_GATEWAY, "email-failed", "E-mail Failed"),
+        CheckoutOutcome::Success | CheckoutOutcome::Error | CheckoutOutcome::Shutdown => {
+            return None;
+        }
+    })
+}
+
+/// A checkout's outcome told from the status of its answer, for a client that counts
+/// them (the load generator): the inverse of [`refusal_kind`]. 201 is a success; a 202
+/// is settled later; every other answer is an error.
+pub fn checkout_outcome_of(status: StatusCode) -> CheckoutOutcome {
+    if status == StatusCode::CREATED {
+        return CheckoutOutcome::Success;
+    }
+    CheckoutOutcome::VARIANTS
+        .iter()
+        .copied()
+        .find(|outcome| refusal_kind(*outcome).is_some_and(|(answer, ..)| answer == status))
+        .unwrap_or(CheckoutOutcome::Error)
 }
 
 impl From<CheckoutError> for ApiError {
@@ -417,6 +441,33 @@ mod tests {
     }
 
     #[test]
+    fn a_client_tells_each_checkout_outcome_from_its_status() {
+        use crate::mailer::EmailError;
+        let answers = [
+            CheckoutError::EmptyCart,
+            CheckoutError::InsufficientStock(Vec::new()),
+            CheckoutError::Payment(PaymentError::Declined),
+            CheckoutError::Payment(PaymentError::Unavailable("down".into())),
+            CheckoutError::EmailFailed(EmailError::InjectedOutage),
+            CheckoutError::Database(sqlx::Error::RowNotFound),
+        ];
+        for error in answers {
+            let outcome = error.outcome();
+            let status = ApiError::from(error).status();
+            assert_eq!(checkout_outcome_of(status), outcome, "{status}");
+        }
+        // Rolled back at the shutdown deadline: a 503, like any unavailable service.
+        assert_eq!(
+            checkout_outcome_of(ApiError::from(CheckoutError::Interrupted).status()),
+            CheckoutOutcome::Error
+        );
+        assert_eq!(
+            checkout_outcome_of(StatusCode::CREATED),
+            CheckoutOutcome::Success
+        );
+    }
+
+    #[test]
     fn checkout_refusals_keep_their_problem_types() {
         let empty = ApiError::from(CheckoutError::EmptyCart).to_problem();
         assert_eq!(
@@ -424,7 +475,7 @@ mod tests {
             (400, "/problems/empty-cart")
         );
         let lost = ApiError::from(CheckoutError::EmailFailed(
-            crate::checkout::email::EmailError::InjectedOutage,
+            crate::mailer::EmailError::InjectedOutage,
         ));
         assert_eq!(lost.status(), StatusCode::BAD_GATEWAY);
         assert!(lost.failure_log().is_some());

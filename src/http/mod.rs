@@ -31,10 +31,10 @@ use utoipa_swagger_ui::SwaggerUi;
 use self::error::ApiError;
 use crate::auth::{JwtKeys, LoginThrottle};
 use crate::checkout::Checkout;
-use crate::checkout::payment::PaymentGateway;
 use crate::config::StorefrontSettings;
 use crate::db::Database;
 use crate::live_settings::LiveSettings;
+use crate::payment::PaymentGateway;
 use crate::telemetry;
 use crate::telemetry::metrics::Exposition;
 

@@ -1,31 +1,20 @@
 //! The in-app inbox: one notification per confirmed order.
 
 use axum::extract::State;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AuthUser, Json, Path, Query};
-use crate::notifications::NotificationKind;
+use crate::notifications::{self, NotificationView};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_notifications))
         .routes(routes!(mark_read))
-}
-
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct NotificationView {
-    pub id: i64,
-    /// What happened.
-    pub kind: NotificationKind,
-    pub message: String,
-    pub is_read: bool,
-    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -53,16 +42,8 @@ async fn list_notifications(
     Query(filter): Query<NotificationFilter>,
 ) -> Result<Json<Vec<NotificationView>>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let notifications = sqlx::query_as(
-        "SELECT id, kind, message, is_read, created_at FROM notifications \
-         WHERE user_id = $1 AND (NOT $2 OR NOT is_read) \
-         ORDER BY created_at DESC, id DESC LIMIT 100",
-    )
-    .bind(user.id)
-    .bind(filter.unread_only)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(Json(notifications))
+    let listed = notifications::of_user(&mut conn, user.id, filter.unread_only).await?;
+    Ok(Json(listed))
 }
 
 /// Mark one of your notifications as read.
@@ -78,15 +59,8 @@ async fn mark_read(
     Path(id): Path<i64>,
 ) -> Result<Json<NotificationView>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let notification: Option<NotificationView> = sqlx::query_as(
-        "UPDATE notifications SET is_read = TRUE WHERE id = $1 AND user_id = $2 \
-         RETURNING id, kind, message, is_read, created_at",
-    )
-    .bind(id)
-    .bind(user.id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    notification
+    notifications::mark_read(&mut conn, user.id, id)
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("notification {id}")))
 }

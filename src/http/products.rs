@@ -3,10 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,11 +12,13 @@ use super::AppState;
 use super::error::{ApiError, OnConstraint};
 use super::extract::{AdminUser, Json, Page, Paged, Path, Query};
 use super::openapi::Conflict;
+use crate::catalog::store::{self, ProductChanges};
+use crate::catalog::{CategoryView, ProductQuery, ProductView};
 use crate::domain::{
     Amount, CategoryName, Description, Money, ProductName, Quantity, SearchText, StockLevel,
     optional_whole, whole,
 };
-use crate::inventory;
+use crate::{cart, inventory};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -29,43 +28,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(restock_product))
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct CategoryView {
-    pub id: i64,
-    #[schema(example = "Kitchen")]
-    pub name: String,
-    pub description: String,
-    pub created_at: DateTime<Utc>,
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCategory {
     pub name: CategoryName,
     pub description: Option<Description>,
-}
-
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct ProductView {
-    pub id: i64,
-    #[schema(example = "Espresso machine")]
-    pub name: String,
-    pub description: String,
-    #[schema(value_type = String, example = "249.00")]
-    #[serde(with = "rust_decimal::serde::str")]
-    pub price: Decimal,
-    pub category_id: i64,
-    #[schema(example = "Kitchen")]
-    pub category_name: String,
-    /// Units available to buy now (on hand minus those held by running checkouts).
-    #[schema(example = 12)]
-    pub stock: i32,
-    /// Mean review rating, 1 to 5; absent without reviews.
-    #[schema(example = 4.5)]
-    pub average_rating: Option<f64>,
-    pub review_count: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -114,43 +81,6 @@ pub struct ProductFilter {
     pub max_price: Option<Amount>,
 }
 
-/// The columns of [`ProductView`], shared by the single and the list query.
-macro_rules! product_select {
-    () => {
-        "SELECT p.id, p.name, p.description, p.price, p.category_id, c.name AS category_name, \
-                i.quantity - i.reserved AS stock, r.average_rating, \
-                COALESCE(r.review_count, 0) AS review_count, p.created_at, p.updated_at \
-         FROM products p \
-         JOIN categories c ON c.id = p.category_id \
-         JOIN inventory i ON i.product_id = p.id \
-         LEFT JOIN LATERAL ( \
-             SELECT round(avg(rating), 2)::float8 AS average_rating, count(*) AS review_count \
-             FROM reviews WHERE product_id = p.id \
-         ) r ON TRUE "
-    };
-}
-
-/// Filters of the list and its count; `$1`–`$4` are category, pattern, min and max price.
-macro_rules! product_filter {
-    () => {
-        "WHERE p.is_active \
-           AND ($1::bigint IS NULL OR p.category_id = $1) \
-           AND ($2::text IS NULL OR p.name ILIKE $2 OR p.description ILIKE $2) \
-           AND ($3::numeric IS NULL OR p.price >= $3) \
-           AND ($4::numeric IS NULL OR p.price <= $4) "
-    };
-}
-
-pub async fn fetch_product(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<ProductView>> {
-    sqlx::query_as(concat!(
-        product_select!(),
-        "WHERE p.id = $1 AND p.is_active"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-}
-
 fn product_not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("product {id}"))
 }
@@ -164,12 +94,7 @@ async fn list_categories(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<CategoryView>>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let categories = sqlx::query_as(
-        "SELECT id, name, description, created_at FROM categories ORDER BY lower(name)",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(Json(categories))
+    Ok(Json(store::categories(&mut conn).await?))
 }
 
 /// Create a category (admin).
@@ -188,17 +113,12 @@ async fn create_category(
     Json(new): Json<NewCategory>,
 ) -> Result<(StatusCode, Json<CategoryView>), ApiError> {
     let mut conn = state.db.acquire().await?;
-    let category: CategoryView = sqlx::query_as(
-        "INSERT INTO categories (name, description) VALUES ($1, $2) \
-         RETURNING id, name, description, created_at",
-    )
-    .bind(new.name.as_str())
-    .bind(new.description.as_ref().map_or("", |d| d.as_str()))
-    .fetch_one(&mut *conn)
-    .await
-    .on_constraint("categories_name_key", || {
-        ApiError::AlreadyExists(format!("category {:?} already exists", new.name.as_str()))
-    })?;
+    let description = new.description.as_ref().map_or("", |d| d.as_str());
+    let category = store::insert_category(&mut conn, new.name.as_str(), description)
+        .await
+        .on_constraint("categories_name_key", || {
+            ApiError::AlreadyExists(format!("category {:?} already exists", new.name.as_str()))
+        })?;
     Ok((StatusCode::CREATED, Json(category)))
 }
 
@@ -227,50 +147,20 @@ async fn list_products(
             "must not exceed max_price",
         ));
     }
-    let pattern = query
-        .q
-        .as_ref()
-        .map(SearchText::as_str)
-        .filter(|q| !q.is_empty())
-        .map(|q| format!("%{}%", escape_like(q)));
-
+    let selection = ProductQuery {
+        category_id: query.category_id,
+        search: query.q.as_ref().map(SearchText::as_str),
+        min_price: query.min_price.map(Amount::get),
+        max_price: query.max_price.map(Amount::get),
+    };
     let mut conn = state.db.acquire().await?;
-    let items: Vec<ProductView> = sqlx::query_as(concat!(
-        product_select!(),
-        product_filter!(),
-        "ORDER BY p.id LIMIT $5 OFFSET $6"
-    ))
-    .bind(query.category_id)
-    .bind(&pattern)
-    .bind(query.min_price.map(Amount::get))
-    .bind(query.max_price.map(Amount::get))
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total: i64 = sqlx::query_scalar(concat!(
-        "SELECT count(*) FROM products p ",
-        product_filter!()
-    ))
-    .bind(query.category_id)
-    .bind(&pattern)
-    .bind(query.min_price.map(Amount::get))
-    .bind(query.max_price.map(Amount::get))
-    .fetch_one(&mut *conn)
-    .await?;
+    let (items, total) = store::products(&mut conn, &selection, limit, offset).await?;
     Ok(Json(Paged {
         items,
         total,
         limit,
         offset,
     }))
-}
-
-/// `%` and `_` in a search are literal characters, not wildcards.
-fn escape_like(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
 }
 
 /// Create a product with its initial stock (admin).
@@ -295,25 +185,20 @@ async fn create_product(
     Json(new): Json<NewProduct>,
 ) -> Result<(StatusCode, Json<ProductView>), ApiError> {
     let mut tx = state.db.begin().await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO products (name, description, price, category_id) VALUES ($1, $2, $3, $4) \
-         RETURNING id",
+    let description = new.description.as_ref().map_or("", |d| d.as_str());
+    let id = store::insert_product(
+        &mut tx,
+        new.name.as_str(),
+        description,
+        new.price.amount(),
+        new.category_id,
     )
-    .bind(new.name.as_str())
-    .bind(new.description.as_ref().map_or("", |d| d.as_str()))
-    .bind(new.price.amount())
-    .bind(new.category_id)
-    .fetch_one(&mut *tx)
     .await
     .on_constraint("products_category_id_fkey", || {
         unknown_category(new.category_id)
     })?;
-    sqlx::query("INSERT INTO inventory (product_id, quantity) VALUES ($1, $2)")
-        .bind(id)
-        .bind(new.initial_stock.get())
-        .execute(&mut *tx)
-        .await?;
-    let product = fetch_product(&mut tx, id)
+    inventory::open(&mut tx, id, new.initial_stock.get()).await?;
+    let product = store::product(&mut tx, id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("product {id} vanished right after insert"))?;
     tx.commit().await?;
@@ -335,7 +220,7 @@ async fn get_product(
     Path(id): Path<i64>,
 ) -> Result<Json<ProductView>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    fetch_product(&mut conn, id)
+    store::product(&mut conn, id)
         .await?
         .map(Json)
         .ok_or_else(|| product_not_found(id))
@@ -358,26 +243,21 @@ async fn update_product(
     Json(update): Json<ProductUpdate>,
 ) -> Result<Json<ProductView>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let updated = sqlx::query(
-        "UPDATE products SET name = COALESCE($2, name), description = COALESCE($3, description), \
-                price = COALESCE($4, price), category_id = COALESCE($5, category_id), \
-                updated_at = now() \
-         WHERE id = $1 AND is_active",
-    )
-    .bind(id)
-    .bind(update.name.as_ref().map(|n| n.as_str()))
-    .bind(update.description.as_ref().map(|d| d.as_str()))
-    .bind(update.price.map(Money::amount))
-    .bind(update.category_id)
-    .execute(&mut *conn)
-    .await
-    .on_constraint("products_category_id_fkey", || {
-        unknown_category(update.category_id.unwrap_or_default())
-    })?;
-    if updated.rows_affected() == 0 {
+    let changes = ProductChanges {
+        name: update.name.as_ref().map(|n| n.as_str()),
+        description: update.description.as_ref().map(|d| d.as_str()),
+        price: update.price.map(Money::amount),
+        category_id: update.category_id,
+    };
+    let updated = store::update_product(&mut conn, id, &changes)
+        .await
+        .on_constraint("products_category_id_fkey", || {
+            unknown_category(update.category_id.unwrap_or_default())
+        })?;
+    if !updated {
         return Err(product_not_found(id));
     }
-    fetch_product(&mut conn, id)
+    store::product(&mut conn, id)
         .await?
         .map(Json)
         .ok_or_else(|| product_not_found(id))
@@ -398,19 +278,10 @@ async fn delete_product(
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = state.db.begin().await?;
-    let deleted = sqlx::query(
-        "UPDATE products SET is_active = FALSE, updated_at = now() WHERE id = $1 AND is_active",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    if deleted.rows_affected() == 0 {
+    if !store::deactivate(&mut tx, id).await? {
         return Err(product_not_found(id));
     }
-    sqlx::query("DELETE FROM cart_items WHERE product_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    cart::store::remove_product(&mut tx, id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -433,18 +304,8 @@ async fn restock_product(
     if !inventory::restock(&mut conn, id, restock.quantity.get()).await? {
         return Err(product_not_found(id));
     }
-    fetch_product(&mut conn, id)
+    store::product(&mut conn, id)
         .await?
         .map(Json)
         .ok_or_else(|| product_not_found(id))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape_like;
-
-    #[test]
-    fn like_wildcards_are_escaped() {
-        assert_eq!(escape_like("50%_off\\"), "50\\%\\_off\\\\");
-    }
 }

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Json, Path};
-use crate::checkout::CheckoutMode;
+use crate::domain::CheckoutMode;
 
 #[derive(rust_embed::Embed)]
 #[folder = "web/"]

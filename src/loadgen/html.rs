@@ -8,7 +8,8 @@ use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use super::report::{Latency, Report};
+use super::report::{Latency, Operation, Report};
+use crate::domain::{CheckoutMode, CheckoutOutcome};
 
 const WIDTH: u32 = 620;
 const HEIGHT: u32 = 300;
@@ -58,9 +59,13 @@ fn comparison_table(reports: &[Report]) -> String {
          <th>confirmed after p50 / p99 (ms)</th></tr>\n",
     );
     for report in reports {
-        let mode = report.mode.as_deref().unwrap_or("?");
-        let response = report.checkout_response_ms.get(mode);
-        let confirmed = report.time_to_confirmed_ms.get(mode);
+        let response = report
+            .mode
+            .and_then(|m| report.checkout_response_ms.get(&m));
+        let confirmed = report
+            .mode
+            .and_then(|m| report.time_to_confirmed_ms.get(&m));
+        let mode = report.mode.map_or("?", CheckoutMode::as_str);
         let pair = |l: Option<&Latency>| {
             l.map_or("–".to_string(), |l| {
                 format!("{:.1} / {:.1}", l.p50, l.p99)
@@ -72,7 +77,11 @@ fn comparison_table(reports: &[Report]) -> String {
             escape(mode),
             report.requests,
             report.server_errors,
-            report.checkouts.get("success").copied().unwrap_or(0),
+            report
+                .checkouts
+                .get(CheckoutOutcome::Success.as_str())
+                .copied()
+                .unwrap_or(0),
             pair(response),
             pair(confirmed),
         );
@@ -83,8 +92,8 @@ fn comparison_table(reports: &[Report]) -> String {
 
 fn run_section(report: &Report) -> String {
     let mut section = String::from("<section>\n");
-    let heading = match &report.mode {
-        Some(mode) => format!("{mode} checkout"),
+    let heading = match report.mode {
+        Some(mode) => format!("{} checkout", mode.as_str()),
         None => "Run".to_string(),
     };
     let _ = writeln!(
@@ -269,7 +278,7 @@ fn latency_over_time(report: &Report) -> Chart {
     let operations: Vec<&String> = report
         .operations
         .keys()
-        .filter(|op| *op != "catalog")
+        .filter(|op| *op != Operation::Catalog.as_str())
         .collect();
     let series = operations
         .into_iter()
@@ -366,10 +375,13 @@ fn response_vs_confirmed(report: &Report) -> Chart {
     let percentiles = |l: &Latency| vec![(50.0, l.p50), (95.0, l.p95), (99.0, l.p99)];
     let mut series = Vec::new();
     for (mode, latency) in &report.checkout_response_ms {
-        series.push((format!("{mode}: response"), percentiles(latency)));
+        series.push((format!("{}: response", mode.as_str()), percentiles(latency)));
     }
     for (mode, latency) in &report.time_to_confirmed_ms {
-        series.push((format!("{mode}: confirmed"), percentiles(latency)));
+        series.push((
+            format!("{}: confirmed", mode.as_str()),
+            percentiles(latency),
+        ));
     }
     lines(series, 45.0, "percentile", "ms (log)", true)
 }

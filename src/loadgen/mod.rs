@@ -17,13 +17,15 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use strum::VariantArray;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use self::report::{Recorder, Report, RunInfo};
+use self::report::{Operation, Recorder, Report, RunInfo};
 use self::shopper::Shop;
 use crate::client::ApiClient;
-use crate::startup::shutdown_signal;
+use crate::domain::CheckoutMode;
+use crate::shutdown::shutdown_signal;
 
 /// What the shoppers do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -149,7 +151,7 @@ async fn compare(
 ) -> anyhow::Result<Vec<Report>> {
     let before = mode(client, admin, None).await?;
     let mut reports = Vec::new();
-    for wanted in ["blocking", "async"] {
+    for &wanted in CheckoutMode::VARIANTS {
         mode(client, admin, Some(wanted)).await?;
         let report = run_once(client, Some(admin), args, Some(wanted)).await;
         match report {
@@ -161,17 +163,21 @@ async fn compare(
                 }
             }
             Err(error) => {
-                mode(client, admin, Some(&before)).await?;
+                mode(client, admin, Some(before)).await?;
                 return Err(error);
             }
         }
     }
-    mode(client, admin, Some(&before)).await?;
+    mode(client, admin, Some(before)).await?;
     Ok(reports)
 }
 
 /// The checkout mode in force (and sets `wanted` first, if given).
-async fn mode(client: &ApiClient, admin: &str, wanted: Option<&str>) -> anyhow::Result<String> {
+async fn mode(
+    client: &ApiClient,
+    admin: &str,
+    wanted: Option<CheckoutMode>,
+) -> anyhow::Result<CheckoutMode> {
     let answer = match wanted {
         None => {
             client
@@ -195,10 +201,8 @@ async fn mode(client: &ApiClient, admin: &str, wanted: Option<&str>) -> anyhow::
         "switching the checkout mode: {}",
         answer.status
     );
-    answer.body["mode"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("the service did not say its checkout mode"))
+    serde_json::from_value(answer.body["mode"].clone())
+        .map_err(|_| anyhow::anyhow!("the service did not say its checkout mode"))
 }
 
 /// An admin token, if the account is configured; `None` (with a note) otherwise.
@@ -221,7 +225,7 @@ async fn run_once(
     client: &ApiClient,
     admin: Option<&str>,
     args: &LoadgenArgs,
-    mode: Option<&str>,
+    mode: Option<CheckoutMode>,
 ) -> anyhow::Result<Report> {
     // About a hundred slices for the charts over time.
     let window = (args.duration / 100).max(Duration::from_secs(1));
@@ -299,7 +303,7 @@ async fn run_once(
     let run = RunInfo {
         base_url: args.base_url.clone(),
         users,
-        mode: mode.map(str::to_string),
+        mode,
     };
     Ok(recorder.report(run, started.elapsed(), interrupted))
 }
@@ -318,7 +322,7 @@ async fn restock(client: ApiClient, admin: String, recorder: Arc<Recorder>, ever
             let path = format!("/api/products?limit=100&offset={offset}");
             let page = client.send(Method::GET, &path, None, None).await;
             recorder.record(
-                "restock",
+                Operation::Restock,
                 page.as_ref().ok().map(|p| p.status),
                 started.elapsed(),
             );
@@ -339,7 +343,11 @@ async fn restock(client: ApiClient, admin: String, recorder: Arc<Recorder>, ever
                             Some(&body),
                         )
                         .await;
-                    recorder.record("restock", answer.ok().map(|a| a.status), started.elapsed());
+                    recorder.record(
+                        Operation::Restock,
+                        answer.ok().map(|a| a.status),
+                        started.elapsed(),
+                    );
                 }
             }
             offset += 100;
@@ -372,7 +380,7 @@ async fn load_catalog(client: &ApiClient, recorder: &Recorder) -> anyhow::Result
             )
             .await
             .with_context(|| format!("cannot reach {}", client.base_url()))?;
-        recorder.record("catalog", Some(page.status), started.elapsed());
+        recorder.record(Operation::Catalog, Some(page.status), started.elapsed());
         if page.status != StatusCode::OK {
             anyhow::bail!("listing products failed with {}", page.status);
         }

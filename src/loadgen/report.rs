@@ -13,18 +13,32 @@ use hdrhistogram::Histogram;
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use crate::checkout::CheckoutOutcome;
+use strum::{IntoStaticStr, VariantArray};
 
-/// A checkout's outcome as the service's `checkouts_total{outcome}` names it, told
-/// from the status of its answer (an asynchronous checkout's 202 is settled later).
-pub fn checkout_outcome(status: Option<StatusCode>) -> CheckoutOutcome {
-    match status.map(|s| s.as_u16()) {
-        Some(201) => CheckoutOutcome::Success,
-        Some(400) => CheckoutOutcome::EmptyCart,
-        Some(402) => CheckoutOutcome::PaymentDeclined,
-        Some(409) => CheckoutOutcome::InsufficientStock,
-        Some(502) => CheckoutOutcome::EmailFailed,
-        _ => CheckoutOutcome::Error,
+use crate::domain::{CheckoutMode, CheckoutOutcome};
+
+/// What a shopper (or the load generator itself) asked the service: the rows of the
+/// report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Operation {
+    Register,
+    Login,
+    Browse,
+    ViewProduct,
+    AddToCart,
+    Checkout,
+    AbandonCart,
+    FollowOrder,
+    /// The load generator reading the catalog before the run.
+    Catalog,
+    /// The load generator putting stock back.
+    Restock,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -42,7 +56,8 @@ pub enum Class {
     ServerError,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Business {
     Declined,
     SoldOut,
@@ -51,35 +66,23 @@ pub enum Business {
 }
 
 impl Business {
-    pub const ALL: [Self; 4] = [
-        Self::Declined,
-        Self::SoldOut,
-        Self::EmptyCart,
-        Self::Throttled,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Declined => "declined",
-            Self::SoldOut => "sold_out",
-            Self::EmptyCart => "empty_cart",
-            Self::Throttled => "throttled",
-        }
+        self.into()
     }
 }
 
 /// Sorts one answer of `operation`; `None` is no answer (timeout, connection failure).
-pub fn classify(operation: &str, status: Option<StatusCode>) -> Class {
+pub fn classify(operation: Operation, status: Option<StatusCode>) -> Class {
     let Some(status) = status else {
         return Class::ServerError;
     };
     match status.as_u16() {
         200..=299 => Class::Fine,
         402 => Class::Business(Business::Declined),
-        409 if matches!(operation, "add_to_cart" | "checkout") => {
+        409 if matches!(operation, Operation::AddToCart | Operation::Checkout) => {
             Class::Business(Business::SoldOut)
         }
-        400 if operation == "checkout" => Class::Business(Business::EmptyCart),
+        400 if operation == Operation::Checkout => Class::Business(Business::EmptyCart),
         429 => Class::Business(Business::Throttled),
         500..=599 => Class::ServerError,
         _ => Class::ClientMistake,
@@ -120,7 +123,7 @@ impl ClassCounts {
 
 /// One slice of the run, for the charts over time.
 struct Window {
-    latency_us: BTreeMap<&'static str, Histogram<u64>>,
+    latency_us: BTreeMap<Operation, Histogram<u64>>,
     classes: ClassCounts,
     checkouts: BTreeMap<CheckoutOutcome, u64>,
 }
@@ -144,14 +147,14 @@ struct OperationStats {
 
 #[derive(Default)]
 struct Inner {
-    operations: BTreeMap<&'static str, OperationStats>,
+    operations: BTreeMap<Operation, OperationStats>,
     checkouts: BTreeMap<CheckoutOutcome, u64>,
     business: BTreeMap<Business, u64>,
     windows: Vec<Window>,
     /// From the checkout request to the order confirmed, per mode.
-    time_to_confirmed_us: BTreeMap<&'static str, Histogram<u64>>,
+    time_to_confirmed_us: BTreeMap<CheckoutMode, Histogram<u64>>,
     /// The checkout's answer, per mode (`blocking`: 201s, `async`: 202s).
-    response_us: BTreeMap<&'static str, Histogram<u64>>,
+    response_us: BTreeMap<CheckoutMode, Histogram<u64>>,
     unsettled: u64,
 }
 
@@ -191,7 +194,7 @@ impl Recorder {
     }
 
     /// One request of `operation`; `status` is `None` when no answer came.
-    pub fn record(&self, operation: &'static str, status: Option<StatusCode>, took: Duration) {
+    pub fn record(&self, operation: Operation, status: Option<StatusCode>, took: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let failed = status.is_none_or(|s| s.is_client_error() || s.is_server_error());
         if failed {
@@ -230,7 +233,7 @@ impl Recorder {
     }
 
     /// How a checkout answered, in which mode (by its status), and how long it took.
-    pub fn record_response(&self, mode: &'static str, took: Duration) {
+    pub fn record_response(&self, mode: CheckoutMode, took: Duration) {
         self.lock()
             .response_us
             .entry(mode)
@@ -247,7 +250,7 @@ impl Recorder {
     }
 
     /// An order confirmed `took` after its checkout request.
-    pub fn record_confirmed(&self, mode: &'static str, took: Duration) {
+    pub fn record_confirmed(&self, mode: CheckoutMode, took: Duration) {
         self.lock()
             .time_to_confirmed_us
             .entry(mode)
@@ -290,7 +293,7 @@ impl Recorder {
                 .iter()
                 .map(|(name, stats)| {
                     (
-                        (*name).to_string(),
+                        name.as_str().to_string(),
                         OperationReport {
                             count: stats.latency_us.len(),
                             errors: stats.errors.clone(),
@@ -301,7 +304,7 @@ impl Recorder {
                     )
                 })
                 .collect(),
-            checkouts: CheckoutOutcome::ALL
+            checkouts: CheckoutOutcome::VARIANTS
                 .iter()
                 .map(|o| {
                     (
@@ -317,7 +320,7 @@ impl Recorder {
             } else {
                 server_errors as f64 / requests as f64
             },
-            business_outcomes: Business::ALL
+            business_outcomes: Business::VARIANTS
                 .iter()
                 .map(|b| {
                     (
@@ -334,12 +337,12 @@ impl Recorder {
             checkout_response_ms: inner
                 .response_us
                 .iter()
-                .map(|(mode, h)| ((*mode).to_string(), distribution(h)))
+                .map(|(mode, h)| (*mode, distribution(h)))
                 .collect(),
             time_to_confirmed_ms: inner
                 .time_to_confirmed_us
                 .iter()
-                .map(|(mode, h)| ((*mode).to_string(), distribution(h)))
+                .map(|(mode, h)| (*mode, distribution(h)))
                 .collect(),
             unsettled_checkouts: inner.unsettled,
             // The last slice is cut short by the end of the run: its rates would mislead.
@@ -354,7 +357,7 @@ impl Recorder {
                     latency_ms: w
                         .latency_us
                         .iter()
-                        .map(|(op, h)| ((*op).to_string(), Latency::of(h)))
+                        .map(|(op, h)| (op.as_str().to_string(), Latency::of(h)))
                         .collect(),
                     checkouts_per_second: w
                         .checkouts
@@ -377,7 +380,7 @@ pub struct RunInfo {
     pub base_url: String,
     pub users: usize,
     /// The checkout mode the run was made in, if the load generator set it.
-    pub mode: Option<String>,
+    pub mode: Option<CheckoutMode>,
 }
 
 /// The latency at percentiles 0 to 100, for the distribution chart.
@@ -406,7 +409,7 @@ pub struct Report {
     /// Final checkout outcomes, named as the service's `checkouts_total{outcome}`.
     pub checkouts: BTreeMap<String, u64>,
     /// `blocking` or `async` when the load generator set the mode (`--compare`).
-    pub mode: Option<String>,
+    pub mode: Option<CheckoutMode>,
     /// 5xx, timeouts and connection failures: the headline error count.
     pub server_errors: u64,
     /// `server_errors / requests`.
@@ -417,9 +420,9 @@ pub struct Report {
     /// Other 4xx: the requests were wrong.
     pub client_mistakes: u64,
     /// What the customer waited for at checkout, per mode.
-    pub checkout_response_ms: BTreeMap<String, Latency>,
+    pub checkout_response_ms: BTreeMap<CheckoutMode, Latency>,
     /// From the checkout request to the order confirmed, per mode.
-    pub time_to_confirmed_ms: BTreeMap<String, Latency>,
+    pub time_to_confirmed_ms: BTreeMap<CheckoutMode, Latency>,
     /// Accepted orders still pending when the run ended.
     pub unsettled_checkouts: u64,
     pub timeline: Vec<TimelinePoint>,
@@ -474,8 +477,7 @@ impl Report {
         let rate = self.requests as f64 / self.duration_seconds.max(0.001);
         let mode = self
             .mode
-            .as_deref()
-            .map(|m| format!(", {m} checkout"))
+            .map(|m| format!(", {} checkout", m.as_str()))
             .unwrap_or_default();
         let _ = writeln!(
             out,
@@ -541,8 +543,9 @@ impl Report {
             let confirmed = self.time_to_confirmed_ms.get(mode);
             let _ = writeln!(
                 out,
-                "{mode} checkout: the customer waited p50 {:.1} ms / p99 {:.1} ms; \
+                "{} checkout: the customer waited p50 {:.1} ms / p99 {:.1} ms; \
                  confirmed after p50 {:.1} ms / p99 {:.1} ms",
+                mode.as_str(),
                 response.p50,
                 response.p99,
                 confirmed.map_or(f64::NAN, |c| c.p50),
@@ -565,53 +568,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outcomes_follow_the_service_statuses() {
-        let outcome = |status| checkout_outcome(status).as_str();
-        assert_eq!(outcome(Some(StatusCode::CREATED)), "success");
-        assert_eq!(
-            outcome(Some(StatusCode::PAYMENT_REQUIRED)),
-            "payment_declined"
-        );
-        assert_eq!(outcome(Some(StatusCode::CONFLICT)), "insufficient_stock");
-        assert_eq!(outcome(Some(StatusCode::BAD_GATEWAY)), "email_failed");
-        assert_eq!(outcome(Some(StatusCode::BAD_REQUEST)), "empty_cart");
-        assert_eq!(outcome(Some(StatusCode::SERVICE_UNAVAILABLE)), "error");
-        assert_eq!(outcome(None), "error");
-    }
-
-    #[test]
     fn business_outcomes_are_not_errors() {
         assert_eq!(
-            classify("checkout", Some(StatusCode::PAYMENT_REQUIRED)),
+            classify(Operation::Checkout, Some(StatusCode::PAYMENT_REQUIRED)),
             Class::Business(Business::Declined)
         );
         assert_eq!(
-            classify("add_to_cart", Some(StatusCode::CONFLICT)),
+            classify(Operation::AddToCart, Some(StatusCode::CONFLICT)),
             Class::Business(Business::SoldOut)
         );
         assert_eq!(
-            classify("checkout", Some(StatusCode::BAD_REQUEST)),
+            classify(Operation::Checkout, Some(StatusCode::BAD_REQUEST)),
             Class::Business(Business::EmptyCart)
         );
         assert_eq!(
-            classify("login", Some(StatusCode::TOO_MANY_REQUESTS)),
+            classify(Operation::Login, Some(StatusCode::TOO_MANY_REQUESTS)),
             Class::Business(Business::Throttled)
         );
         assert_eq!(
-            classify("register", Some(StatusCode::BAD_REQUEST)),
+            classify(Operation::Register, Some(StatusCode::BAD_REQUEST)),
             Class::ClientMistake
         );
         assert_eq!(
-            classify("browse", Some(StatusCode::UNPROCESSABLE_ENTITY)),
+            classify(Operation::Browse, Some(StatusCode::UNPROCESSABLE_ENTITY)),
             Class::ClientMistake
         );
         assert_eq!(
-            classify("checkout", Some(StatusCode::BAD_GATEWAY)),
+            classify(Operation::Checkout, Some(StatusCode::BAD_GATEWAY)),
             Class::ServerError
         );
-        assert_eq!(classify("browse", None), Class::ServerError);
+        assert_eq!(classify(Operation::Browse, None), Class::ServerError);
         assert_eq!(
-            classify("checkout", Some(StatusCode::ACCEPTED)),
+            classify(Operation::Checkout, Some(StatusCode::ACCEPTED)),
             Class::Fine
         );
     }
@@ -620,14 +608,18 @@ mod tests {
     fn the_report_counts_and_ranks_latencies() {
         let recorder = Recorder::new(Duration::from_secs(1));
         for ms in 1..=100 {
-            recorder.record("browse", Some(StatusCode::OK), Duration::from_millis(ms));
+            recorder.record(
+                Operation::Browse,
+                Some(StatusCode::OK),
+                Duration::from_millis(ms),
+            );
         }
         recorder.record(
-            "add_to_cart",
+            Operation::AddToCart,
             Some(StatusCode::CONFLICT),
             Duration::from_millis(3),
         );
-        recorder.record("checkout", None, Duration::from_secs(3));
+        recorder.record(Operation::Checkout, None, Duration::from_secs(3));
         recorder.record_checkout(CheckoutOutcome::Error);
         recorder.record_checkout(CheckoutOutcome::Success);
 

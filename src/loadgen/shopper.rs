@@ -15,9 +15,10 @@ use tokio::sync::{Barrier, watch};
 use tokio_util::task::TaskTracker;
 
 use super::Scenario;
-use super::report::{Recorder, checkout_outcome};
-use crate::checkout::CheckoutOutcome;
+use super::report::{Operation, Recorder};
 use crate::client::{ApiClient, ApiResponse};
+use crate::domain::{CheckoutMode, CheckoutOutcome};
+use crate::http::error::checkout_outcome_of;
 
 /// How long an accepted order is followed before it counts as unsettled.
 const FOLLOW_AT_MOST: Duration = Duration::from_secs(60);
@@ -105,7 +106,7 @@ impl Shopper {
 
     async fn call(
         &self,
-        operation: &'static str,
+        operation: Operation,
         method: Method,
         path: &str,
         token: Option<&str>,
@@ -123,7 +124,7 @@ impl Shopper {
         let body = json!({"email": email, "password": password, "full_name": format!("Shopper {}", self.number)});
         let registered = self
             .call(
-                "register",
+                Operation::Register,
                 Method::POST,
                 "/api/auth/register",
                 None,
@@ -137,7 +138,13 @@ impl Shopper {
         let login = json!({"email": email, "password": password});
         for _attempt in 0..5 {
             let answer = self
-                .call("login", Method::POST, "/api/auth/login", None, Some(&login))
+                .call(
+                    Operation::Login,
+                    Method::POST,
+                    "/api/auth/login",
+                    None,
+                    Some(&login),
+                )
                 .await?;
             if answer.status == StatusCode::TOO_MANY_REQUESTS {
                 // Throttled: wait as told, as a person (or a well-behaved client) would.
@@ -155,7 +162,7 @@ impl Shopper {
         let offset = rand::rng().random_range(0..self.shop.product_ids.len().max(1)) / 20 * 20;
         let page = self
             .call(
-                "browse",
+                Operation::Browse,
                 Method::GET,
                 &format!("/api/products?limit=20&offset={offset}"),
                 None,
@@ -174,7 +181,7 @@ impl Shopper {
         for _ in 0..views {
             let product = self.pick_product();
             self.call(
-                "view_product",
+                Operation::ViewProduct,
                 Method::GET,
                 &format!("/api/products/{product}"),
                 None,
@@ -216,7 +223,7 @@ impl Shopper {
         let started = Instant::now();
         let answer = self
             .call(
-                "checkout",
+                Operation::Checkout,
                 Method::POST,
                 "/api/orders/checkout",
                 Some(token),
@@ -227,7 +234,9 @@ impl Shopper {
         let status = answer.as_ref().map(|a| a.status);
         match (status, answer) {
             (Some(StatusCode::ACCEPTED), Some(answer)) => {
-                self.shop.recorder.record_response("async", took);
+                self.shop
+                    .recorder
+                    .record_response(CheckoutMode::Async, took);
                 if let Some(order) = answer.body["id"].as_i64() {
                     let shop = self.shop.clone();
                     let token = token.to_string();
@@ -237,12 +246,17 @@ impl Shopper {
                 }
             }
             (Some(StatusCode::CREATED), _) => {
-                self.shop.recorder.record_response("blocking", took);
-                self.shop.recorder.record_confirmed("blocking", took);
+                self.shop
+                    .recorder
+                    .record_response(CheckoutMode::Blocking, took);
+                self.shop
+                    .recorder
+                    .record_confirmed(CheckoutMode::Blocking, took);
                 self.shop.recorder.record_checkout(CheckoutOutcome::Success);
             }
             (status, _) => {
-                self.shop.recorder.record_checkout(checkout_outcome(status));
+                let outcome = status.map_or(CheckoutOutcome::Error, checkout_outcome_of);
+                self.shop.recorder.record_checkout(outcome);
                 // Start afresh next time: a person would not keep a refused cart forever.
                 self.abandon_cart(token).await;
             }
@@ -252,7 +266,7 @@ impl Shopper {
     /// Empties the cart.
     async fn abandon_cart(&self, token: &str) {
         self.call(
-            "abandon_cart",
+            Operation::AbandonCart,
             Method::DELETE,
             "/api/cart",
             Some(token),
@@ -265,7 +279,7 @@ impl Shopper {
     async fn add_to_cart(&self, token: &str, product: i64) -> bool {
         let body = json!({"product_id": product, "quantity": 1});
         self.call(
-            "add_to_cart",
+            Operation::AddToCart,
             Method::POST,
             "/api/cart/items",
             Some(token),
@@ -321,7 +335,7 @@ impl Shopper {
 /// One request, recorded.
 async fn call(
     shop: &Shop,
-    operation: &'static str,
+    operation: Operation,
     method: Method,
     path: &str,
     token: Option<&str>,
@@ -344,7 +358,7 @@ async fn follow(shop: Arc<Shop>, token: String, order: i64, answered_in: Duratio
         pause = (pause * 2).min(FOLLOW_EVERY_AT_MOST);
         let Some(answer) = call(
             &shop,
-            "follow_order",
+            Operation::FollowOrder,
             Method::GET,
             &path,
             Some(&token),
@@ -365,7 +379,8 @@ async fn follow(shop: Arc<Shop>, token: String, order: i64, answered_in: Duratio
                 // The service measured acceptance → confirmation; add the request's own time.
                 let processing = answer.body["processing_time_ms"].as_u64().unwrap_or(0);
                 let confirmed_after = answered_in + Duration::from_millis(processing);
-                shop.recorder.record_confirmed("async", confirmed_after);
+                shop.recorder
+                    .record_confirmed(CheckoutMode::Async, confirmed_after);
                 shop.recorder.record_checkout(CheckoutOutcome::Success);
                 return;
             }

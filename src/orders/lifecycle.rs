@@ -3,9 +3,9 @@
 
 use super::model::{OrderStatus, OrderView, PaymentStatus};
 use super::store;
-use crate::checkout::payment::{PaymentGateway, RefundError};
 use crate::db::Database;
 use crate::inventory;
+use crate::payment::{PaymentGateway, RefundError};
 
 impl OrderStatus {
     /// The transitions an admin may make: confirmed → shipped → delivered, and

@@ -7,4 +7,4 @@ pub mod lifecycle;
 mod model;
 pub mod store;
 
-pub use model::{OrderStatus, OrderView, PaymentMethod, PaymentStatus, PaymentView};
+pub use model::{OrderStatus, OrderView, PaymentStatus, PaymentView};

@@ -8,11 +8,23 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::LineItem;
+use crate::domain::{LineItem, PaymentMethod};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    sqlx::Type,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum OrderStatus {
     /// Accepted by the asynchronous checkout, waiting for its payment (the blocking
     /// checkout's orders pass through it inside their transaction, unseen).
@@ -29,15 +41,7 @@ pub enum OrderStatus {
 
 impl OrderStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Paid => "paid",
-            Self::Confirmed => "confirmed",
-            Self::Shipped => "shipped",
-            Self::Delivered => "delivered",
-            Self::Cancelled => "cancelled",
-            Self::PaymentFailed => "payment_failed",
-        }
+        self.into()
     }
 }
 
@@ -48,27 +52,6 @@ pub enum PaymentStatus {
     Completed,
     /// After a cancellation.
     Refunded,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
-#[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-pub enum PaymentMethod {
-    CreditCard,
-    DebitCard,
-    Paypal,
-    BankTransfer,
-}
-
-impl PaymentMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CreditCard => "credit_card",
-            Self::DebitCard => "debit_card",
-            Self::Paypal => "paypal",
-            Self::BankTransfer => "bank_transfer",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]

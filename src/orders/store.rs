@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
-use super::model::{OrderStatus, OrderView, PaymentMethod, PaymentStatus, PaymentView};
-use crate::domain::LineItem;
+use super::model::{OrderStatus, OrderView, PaymentStatus, PaymentView};
+use crate::domain::{LineItem, PaymentMethod};
 
 /// Whose orders to list.
 #[derive(Debug, Clone, Copy)]

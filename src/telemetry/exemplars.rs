@@ -19,7 +19,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::metrics::DURATION_BUCKETS;
-use crate::checkout::CheckoutMode;
+use crate::domain::CheckoutMode;
 
 /// Set once when metrics are switched on; until then (and in tests that build the app
 /// in-process) recording is a no-op, like the `metrics` facade without a recorder.

@@ -1,6 +1,7 @@
 //! Black-box tests: each drives a freshly spawned app over HTTP, as an API client would.
 //! They need only a Postgres; tests that need other tools are in `tests/external/`.
 
+mod architecture;
 mod async_checkout;
 mod auth;
 mod cart;

@@ -1,4 +1,5 @@
-//! The order confirmation, sent over real SMTP (MailHog in the stack) with lettre.
+//! The mail server's client: the order confirmation, sent over real SMTP (MailHog in
+//! the stack) with lettre.
 //!
 //! The mail server is "slow" on purpose: the send waits the configured e-mail delay
 //! first, inside the checkout's transaction — the anti-pattern this service exists to
@@ -25,7 +26,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::config::SmtpSettings;
-use crate::domain::LineItem;
+use crate::domain::{Customer, LineItem};
 use crate::live_settings::LiveSettings;
 use crate::telemetry::metrics::EMAIL_SEND_DURATION;
 
@@ -45,8 +46,7 @@ pub enum EmailError {
 
 /// What the confirmation says.
 pub struct Confirmation<'a> {
-    pub to: &'a str,
-    pub name: &'a str,
+    pub to: &'a Customer,
     pub order_id: i64,
     pub items: Vec<LineItem>,
     pub total: Decimal,
@@ -160,13 +160,14 @@ impl Mailer {
 
     fn compose(&self, c: &Confirmation<'_>) -> Result<Message, EmailError> {
         let to = Mailbox::new(
-            Some(c.name.to_string()),
-            c.to.parse()
+            Some(c.to.name.clone()),
+            c.to.email
+                .parse()
                 .map_err(|e| EmailError::Message(format!("recipient: {e}")))?,
         );
         let mut body = format!(
             "Hello {},\n\nthank you for your order #{}. We have received your payment.\n\n",
-            c.name, c.order_id
+            c.to.name, c.order_id
         );
         for item in &c.items {
             body.push_str(&format!(

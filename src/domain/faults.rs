@@ -1,19 +1,14 @@
 //! Fault injection: the slow parts of the checkout can be made slower, or made to fail,
 //! while the service runs — like a feature-flag service in a demo. These are the values
-//! and their rules; `crate::live_settings` keeps them in force on every replica. Every
-//! change is exported as a gauge, so a dashboard shows when a fault was switched on.
+//! and their rules; `crate::live_settings` keeps them in force on every replica and
+//! exports them as gauges, so a dashboard shows when a fault was switched on.
 
 use std::time::Duration;
 
-use metrics::gauge;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::optional_whole;
-
-use crate::telemetry::metrics::{
-    FAULT_EMAIL_DELAY, FAULT_EMAIL_OUTAGE, FAULT_PAYMENT_DELAY, FAULT_PAYMENT_SUCCESS_RATE,
-};
+use super::optional_whole;
 
 /// An injected delay is capped so that a typo cannot park checkouts for hours.
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
@@ -148,14 +143,6 @@ impl From<FaultSettings> for FaultsView {
             email_outage: s.email_outage,
         }
     }
-}
-
-/// Sets the `fault_*` gauges, so dashboards show when a fault was switched on.
-pub fn export_gauges(settings: &FaultSettings) {
-    gauge!(FAULT_PAYMENT_DELAY).set(settings.payment_delay.as_secs_f64());
-    gauge!(FAULT_PAYMENT_SUCCESS_RATE).set(settings.payment_success_rate);
-    gauge!(FAULT_EMAIL_DELAY).set(settings.email_delay.as_secs_f64());
-    gauge!(FAULT_EMAIL_OUTAGE).set(if settings.email_outage { 1.0 } else { 0.0 });
 }
 
 #[cfg(test)]

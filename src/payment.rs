@@ -1,5 +1,6 @@
-//! The payment gateway, behind a small trait so that the checkout does not care whether
-//! it talks to a simulator or to a real provider.
+//! The payment gateway, an external system's client beside the database's: behind a
+//! small trait, so that the checkout does not care whether it talks to a simulator or
+//! to a real provider.
 //!
 //! The simulator behaves like an external provider in the one way that matters for the
 //! lesson: what it charged stays charged. It keeps its own ledger (`gateway_charges`),
@@ -18,8 +19,8 @@ use sqlx::PgPool;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::domain::PaymentMethod;
 use crate::live_settings::LiveSettings;
-use crate::orders::PaymentMethod;
 use crate::telemetry::metrics::PAYMENT_GATEWAY_DURATION;
 
 /// What to charge, and the key that makes the charge happen at most once.

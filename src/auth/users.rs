@@ -1,0 +1,88 @@
+//! Every statement on the `users` table.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+
+use super::Role;
+
+/// An account as the API shows it (never its password hash).
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct UserView {
+    pub id: i64,
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    #[schema(example = "Ada Lovelace")]
+    pub full_name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a login checks: the account's id, password hash and role.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Credentials {
+    pub id: i64,
+    pub password_hash: String,
+    pub role: Role,
+}
+
+/// A new account; a taken e-mail violates `users_email_key`.
+pub async fn insert(
+    conn: &mut PgConnection,
+    email: &str,
+    password_hash: &str,
+    full_name: &str,
+    role: Role,
+) -> sqlx::Result<UserView> {
+    sqlx::query_as(
+        "INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, $4) \
+         RETURNING id, email, full_name, role, created_at",
+    )
+    .bind(email)
+    .bind(password_hash)
+    .bind(full_name)
+    .bind(role)
+    .fetch_one(conn)
+    .await
+}
+
+/// An account made to be exactly this (created, or its role and password replaced): the
+/// configured admin, the demo customer.
+pub async fn put(
+    conn: &mut PgConnection,
+    email: &str,
+    password_hash: &str,
+    full_name: &str,
+    role: Role,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (email) DO UPDATE \
+         SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash",
+    )
+    .bind(email)
+    .bind(password_hash)
+    .bind(full_name)
+    .bind(role)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn find(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<UserView>> {
+    sqlx::query_as("SELECT id, email, full_name, role, created_at FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn credentials(
+    conn: &mut PgConnection,
+    email: &str,
+) -> sqlx::Result<Option<Credentials>> {
+    sqlx::query_as("SELECT id, password_hash, role FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(conn)
+        .await
+}

@@ -1,0 +1,170 @@
+//! Every statement on the `carts` and `cart_items` tables.
+
+use sqlx::PgConnection;
+
+use super::{Cart, CartLine};
+use crate::domain::Customer;
+
+/// The columns of [`CartLine`]: cart items joined with their products.
+macro_rules! line_select {
+    () => {
+        "SELECT ci.id, ci.product_id, p.name AS product_name, p.price AS unit_price, \
+                ci.quantity, p.is_active \
+         FROM cart_items ci JOIN products p ON p.id = ci.product_id "
+    };
+}
+
+/// The customer's cart (empty if they never used one).
+pub async fn find(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Cart> {
+    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM carts WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match id {
+        Some(id) => Ok(Cart {
+            lines: lines(conn, id).await?,
+        }),
+        None => Ok(Cart::default()),
+    }
+}
+
+/// The customer's cart with its row locked until the transaction ends (so a
+/// double-clicked checkout cannot order it twice), and who the customer is; `None` if
+/// they have no cart.
+pub async fn lock(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Option<(Cart, Customer)>> {
+    let owner: Option<(i64, String, String)> = sqlx::query_as(
+        "SELECT c.id, u.email, u.full_name \
+         FROM carts c JOIN users u ON u.id = c.user_id \
+         WHERE c.user_id = $1 FOR UPDATE OF c",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((id, email, name)) = owner else {
+        return Ok(None);
+    };
+    let cart = Cart {
+        lines: lines(conn, id).await?,
+    };
+    Ok(Some((cart, Customer { email, name })))
+}
+
+async fn lines(conn: &mut PgConnection, cart_id: i64) -> sqlx::Result<Vec<CartLine>> {
+    sqlx::query_as(concat!(
+        line_select!(),
+        "WHERE ci.cart_id = $1 ORDER BY ci.product_id"
+    ))
+    .bind(cart_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// The customer's cart id, creating the cart on first use.
+pub async fn open(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO carts (user_id) VALUES ($1) \
+         ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING id",
+    )
+    .bind(user_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// How many of a product the cart holds already.
+pub async fn quantity_of(
+    conn: &mut PgConnection,
+    cart_id: i64,
+    product_id: i64,
+) -> sqlx::Result<i32> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(SUM(quantity), 0)::int FROM cart_items \
+         WHERE cart_id = $1 AND product_id = $2",
+    )
+    .bind(cart_id)
+    .bind(product_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Puts `quantity` of a product in the cart (added to what is there); returns the
+/// item's id.
+pub async fn add(
+    conn: &mut PgConnection,
+    cart_id: i64,
+    product_id: i64,
+    quantity: i32,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO cart_items (cart_id, product_id, quantity) VALUES ($1, $2, $3) \
+         ON CONFLICT (cart_id, product_id) \
+         DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity RETURNING id",
+    )
+    .bind(cart_id)
+    .bind(product_id)
+    .bind(quantity)
+    .fetch_one(conn)
+    .await
+}
+
+/// One line of the customer's cart; another customer's item is `None`, like a
+/// missing one.
+pub async fn line(
+    conn: &mut PgConnection,
+    user_id: i64,
+    item_id: i64,
+) -> sqlx::Result<Option<CartLine>> {
+    sqlx::query_as(concat!(
+        line_select!(),
+        "JOIN carts c ON c.id = ci.cart_id WHERE c.user_id = $1 AND ci.id = $2"
+    ))
+    .bind(user_id)
+    .bind(item_id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn set_quantity(
+    conn: &mut PgConnection,
+    item_id: i64,
+    quantity: i32,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE cart_items SET quantity = $2 WHERE id = $1")
+        .bind(item_id)
+        .bind(quantity)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes one of the customer's items; false if they have no such item.
+pub async fn remove(conn: &mut PgConnection, user_id: i64, item_id: i64) -> sqlx::Result<bool> {
+    let removed = sqlx::query(
+        "DELETE FROM cart_items ci USING carts c \
+         WHERE ci.id = $2 AND ci.cart_id = c.id AND c.user_id = $1",
+    )
+    .bind(user_id)
+    .bind(item_id)
+    .execute(conn)
+    .await?;
+    Ok(removed.rows_affected() > 0)
+}
+
+/// Empties the customer's cart (after a checkout ordered it, or on request).
+pub async fn clear(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM cart_items ci USING carts c WHERE ci.cart_id = c.id AND c.user_id = $1",
+    )
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes a product out of every cart (it left the catalog).
+pub async fn remove_product(conn: &mut PgConnection, product_id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM cart_items WHERE product_id = $1")
+        .bind(product_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

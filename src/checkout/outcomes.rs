@@ -1,0 +1,79 @@
+//! How checkouts end, counted once each: every checkout that starts ends in exactly one
+//! `checkouts_total{mode,outcome}` ([`count_checkout`], the only place it is
+//! incremented); a paid order's end in `orders_settled_total` with its revenue and its
+//! time to confirmed ([`settled`]); an order lost after its payment in
+//! `payments_orphaned_total{reason}` ([`orphaned_payment`]).
+
+use metrics::{counter, gauge};
+use rust_decimal::Decimal;
+use strum::VariantArray;
+
+use super::CheckoutError;
+use crate::domain::{CheckoutMode, CheckoutOutcome, OrphanReason, SettledOutcome, cents};
+use crate::payment::Charge;
+use crate::telemetry::exemplars;
+use crate::telemetry::metrics::{
+    CHECKOUTS, CHECKOUTS_IN_FLIGHT, ORDERS_REVENUE, ORDERS_SETTLED, PAYMENTS_ORPHANED,
+    PAYMENTS_ORPHANED_AMOUNT,
+};
+
+/// Counters exist from the start, at zero: `rate()` and `increase()` then see the first
+/// event, and dashboards show 0 rather than "no data" on a quiet service.
+pub fn start_metrics_at_zero() {
+    for mode in CheckoutMode::VARIANTS {
+        for outcome in CheckoutOutcome::VARIANTS {
+            counter!(CHECKOUTS, "mode" => mode.as_str(), "outcome" => outcome.as_str()).absolute(0);
+        }
+        for outcome in SettledOutcome::VARIANTS {
+            counter!(ORDERS_SETTLED, "mode" => mode.as_str(), "outcome" => outcome.as_str())
+                .absolute(0);
+        }
+    }
+    for reason in OrphanReason::VARIANTS {
+        counter!(PAYMENTS_ORPHANED, "reason" => reason.as_str()).absolute(0);
+        counter!(PAYMENTS_ORPHANED_AMOUNT, "reason" => reason.as_str()).absolute(0);
+    }
+    counter!(ORDERS_REVENUE).absolute(0);
+    gauge!(CHECKOUTS_IN_FLIGHT).set(0.0);
+    super::workers::start_metrics_at_zero();
+}
+
+/// A checkout has ended.
+pub(super) fn count_checkout(mode: CheckoutMode, outcome: CheckoutOutcome) {
+    counter!(CHECKOUTS, "mode" => mode.as_str(), "outcome" => outcome.as_str()).increment(1);
+}
+
+/// An order paid and confirmed: its revenue, and how long from request to confirmed
+/// (with `span`, of the checkout's trace, as the exemplar).
+pub(super) fn settled(span: &tracing::Span, mode: CheckoutMode, total: Decimal, seconds: f64) {
+    counter!(ORDERS_REVENUE).increment(cents(total));
+    count_settled(mode, SettledOutcome::Confirmed);
+    exemplars::record_time_to_confirmed(span, mode, seconds);
+}
+
+pub(super) fn count_settled(mode: CheckoutMode, outcome: SettledOutcome) {
+    counter!(ORDERS_SETTLED, "mode" => mode.as_str(), "outcome" => outcome.as_str()).increment(1);
+}
+
+/// The gateway charged the customer, but the order is rolled back (the e-mail failed,
+/// the database failed, or the shutdown deadline came): the money is taken for an
+/// order that does not exist. The original system's all-or-nothing design causes
+/// this; the counters and the reconciliation make the damage visible.
+pub(super) fn orphaned_payment(
+    error: CheckoutError,
+    order_id: i64,
+    charge: &Charge,
+) -> CheckoutError {
+    let reason = error.orphan_reason().as_str();
+    counter!(PAYMENTS_ORPHANED, "reason" => reason).increment(1);
+    counter!(PAYMENTS_ORPHANED_AMOUNT, "reason" => reason).increment(cents(charge.amount));
+    tracing::error!(
+        order.id = order_id,
+        transaction_id = %charge.transaction_id,
+        amount = %charge.amount,
+        reason,
+        %error,
+        "orphaned payment: the customer was charged but the order is rolled back; refund by hand"
+    );
+    error
+}

@@ -1,0 +1,71 @@
+//! The shop page at `/`: its links, its trace export, its demo customer.
+
+use super::reader::Reader;
+use super::{ConfigError, Source};
+use crate::domain::{Email, Password};
+
+/// What the shop page at `/` is told at start (`GET /api/storefront/config`): where the
+/// observability tools are, where the browser may export its own spans, and the demo
+/// customer it signs in with one click.
+#[derive(Debug, Clone)]
+pub struct StorefrontSettings {
+    pub jaeger_url: String,
+    pub grafana_url: String,
+    /// OTLP/HTTP traces endpoint for the browser's spans; `None`: the page exports
+    /// nothing (it still propagates `traceparent`).
+    pub browser_traces_url: Option<String>,
+    pub demo_customer: DemoCustomer,
+}
+
+/// The customer `seed` creates for the storefront's one-click sign-in. Its password is
+/// public on purpose (README, `.env.example`): it is a demo account.
+#[derive(Debug, Clone)]
+pub struct DemoCustomer {
+    pub email: Email,
+    pub password: Password,
+}
+
+pub(super) fn read(r: &mut Reader) -> StorefrontSettings {
+    let browser_traces_url = r
+        .raw("STOREFRONT_OTLP_TRACES_URL")
+        .map(|_| r.url("STOREFRONT_OTLP_TRACES_URL", ""));
+    StorefrontSettings {
+        jaeger_url: r.url("STOREFRONT_JAEGER_URL", "http://localhost:16686"),
+        grafana_url: r.url("STOREFRONT_GRAFANA_URL", "http://localhost:3000"),
+        browser_traces_url,
+        demo_customer: read_demo_customer(r),
+    }
+}
+
+impl DemoCustomer {
+    /// Only the demo customer, for `seed`.
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let mut reader = Reader::new(source);
+        let customer = read_demo_customer(&mut reader);
+        reader.finish(customer)
+    }
+}
+
+fn read_demo_customer(r: &mut Reader) -> DemoCustomer {
+    let email = Email::parse(&r.string("DEMO_CUSTOMER_EMAIL", DEMO_CUSTOMER_EMAIL))
+        .map_err(|e| r.problem(format!("DEMO_CUSTOMER_EMAIL: {e}")))
+        .ok();
+    let password = Password::parse(r.string("DEMO_CUSTOMER_PASSWORD", DEMO_CUSTOMER_PASSWORD))
+        .map_err(|e| r.problem(format!("DEMO_CUSTOMER_PASSWORD: {e}")))
+        .ok();
+    match email.zip(password) {
+        Some((email, password)) => DemoCustomer { email, password },
+        None => default_demo_customer(),
+    }
+}
+
+pub const DEMO_CUSTOMER_EMAIL: &str = "demo@example.com";
+pub const DEMO_CUSTOMER_PASSWORD: &str = "demo shopper";
+
+fn default_demo_customer() -> DemoCustomer {
+    DemoCustomer {
+        email: Email::parse(DEMO_CUSTOMER_EMAIL).unwrap_or_else(|e| unreachable!("{e}")),
+        password: Password::parse(DEMO_CUSTOMER_PASSWORD.to_string())
+            .unwrap_or_else(|e| unreachable!("{e}")),
+    }
+}

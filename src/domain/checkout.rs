@@ -1,0 +1,106 @@
+//! The closed sets of values a checkout is described by: which checkout runs, how it
+//! ended, why an order was lost after its payment, how a paid order was settled. They
+//! are the label values of the checkout's metrics and the categories of the load
+//! generator's report, so each name is spelled once, here (`as_str`, from strum).
+
+use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr, VariantArray};
+use utoipa::ToSchema;
+
+/// Which checkout runs: the original blocking one, or the asynchronous one that answers
+/// 202 and leaves the payment and the e-mail to workers.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    sqlx::Type,
+    IntoStaticStr,
+    VariantArray,
+    EnumString,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum CheckoutMode {
+    /// Eleven steps in one transaction, the gateway and the mail server inside it.
+    Blocking,
+    /// One short transaction, then 202; workers charge, confirm and send the e-mail.
+    Async,
+}
+
+/// How a checkout ended: the `outcome` label of `checkouts_total` and
+/// `checkout_duration_seconds`. Every checkout that starts ends in exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum CheckoutOutcome {
+    Success,
+    EmptyCart,
+    InsufficientStock,
+    PaymentDeclined,
+    EmailFailed,
+    /// Anything else: the database or the gateway could not be reached.
+    Error,
+    /// Still running at the shutdown deadline: rolled back.
+    Shutdown,
+}
+
+/// The `outcome` of `checkout_duration_seconds` for an asynchronous checkout's 202: its
+/// final outcome is counted later, when the payment is settled.
+pub const ACCEPTED: &str = "accepted";
+
+/// Why an order was lost after its payment: `payments_orphaned_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum OrphanReason {
+    EmailFailed,
+    DatabaseError,
+    Shutdown,
+}
+
+/// The end an order reaches after its payment: `orders_settled_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum SettledOutcome {
+    Confirmed,
+    PaymentFailed,
+}
+
+macro_rules! label_names {
+    ($($kind:ty),*) => {$(
+        impl $kind {
+            /// The name used in metric labels, reports and the API.
+            pub fn as_str(self) -> &'static str {
+                self.into()
+            }
+        }
+    )*};
+}
+
+label_names!(CheckoutMode, CheckoutOutcome, OrphanReason, SettledOutcome);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_label_values_the_dashboards_use() {
+        assert_eq!(CheckoutMode::Async.as_str(), "async");
+        assert_eq!(
+            CheckoutOutcome::InsufficientStock.as_str(),
+            "insufficient_stock"
+        );
+        assert_eq!(OrphanReason::DatabaseError.as_str(), "database_error");
+        assert_eq!(SettledOutcome::PaymentFailed.as_str(), "payment_failed");
+        assert_eq!(" Blocking".trim().parse(), Ok(CheckoutMode::Blocking));
+        assert!("sync".parse::<CheckoutMode>().is_err());
+        assert_eq!(CheckoutOutcome::VARIANTS.len(), 7);
+    }
+}
