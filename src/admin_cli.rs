@@ -1,6 +1,6 @@
-//! `ecommerce-monolith faults …` and `ecommerce-monolith mode …`: the live settings of a
-//! running service from the command line, so a tour can say "type this, then look at
-//! that chart". They log in as an admin and call the admin API.
+//! `ecommerce-monolith faults …`, `mode …` and `outbox replay`: the live settings and
+//! the dead letters of a running service from the command line, so a tour can say "type
+//! this, then look at that chart". They log in as an admin and call the admin API.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::client::ApiClient;
-use crate::domain::{CheckoutMode, FaultSettings, FaultsUpdate};
+use crate::domain::{CheckoutMode, FaultSettings, FaultsUpdate, JobKind};
 
 /// Which service, as which admin.
 #[derive(Debug, clap::Args)]
@@ -78,6 +78,30 @@ pub enum ModeCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct OutboxArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    #[command(subcommand)]
+    pub command: OutboxCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OutboxCommand {
+    /// Put dead-lettered jobs back in the queue (after the outage that killed them).
+    Replay {
+        /// Only jobs of this kind: charge_order or send_confirmation.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<JobKind>,
+    },
+}
+
+fn parse_kind(text: &str) -> Result<JobKind, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("expected charge_order or send_confirmation, got {text:?}"))
+}
+
 fn parse_mode(text: &str) -> Result<CheckoutMode, String> {
     text.trim()
         .parse()
@@ -102,7 +126,13 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<Value> {
         FaultsCommand::Reset => Some(FaultsUpdate::from(FaultSettings::DEFAULT)),
     };
     let body = update.map(serde_json::to_value).transpose()?;
-    call(&args.connection, "/api/admin/faults", body).await
+    call(
+        &args.connection,
+        change_or_show(&body),
+        "/api/admin/faults",
+        body,
+    )
+    .await
 }
 
 /// Runs `mode …`; returns the mode now in force, as the service printed it.
@@ -111,12 +141,36 @@ pub async fn mode(args: ModeArgs) -> anyhow::Result<Value> {
         ModeCommand::Show => None,
         ModeCommand::Set { mode } => Some(json!({ "mode": mode })),
     };
-    call(&args.connection, "/api/admin/checkout-mode", body).await
+    let method = change_or_show(&body);
+    call(&args.connection, method, "/api/admin/checkout-mode", body).await
 }
 
-/// Logs in as the admin, then GETs `path` (no body) or PUTs `body` to it.
+/// Runs `outbox replay`; returns what the service put back in the queue.
+pub async fn outbox(args: OutboxArgs) -> anyhow::Result<Value> {
+    let OutboxCommand::Replay { kind } = args.command;
+    let body = json!({ "kind": kind });
+    call(
+        &args.connection,
+        Method::POST,
+        "/api/admin/outbox/replay",
+        Some(body),
+    )
+    .await
+}
+
+/// A setting is shown with GET and changed with PUT.
+fn change_or_show(body: &Option<Value>) -> Method {
+    if body.is_some() {
+        Method::PUT
+    } else {
+        Method::GET
+    }
+}
+
+/// Logs in as the admin, then sends `body` (or nothing) to `path` with `method`.
 async fn call(
     connection: &AdminConnection,
+    method: Method,
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
@@ -128,14 +182,9 @@ async fn call(
     };
     let client = ApiClient::new(&connection.base_url, Duration::from_secs(30))?;
     let token = client.login(email, password).await?;
-    let response = match &body {
-        None => client.send(Method::GET, path, Some(&token), None).await?,
-        Some(body) => {
-            client
-                .send(Method::PUT, path, Some(&token), Some(body))
-                .await?
-        }
-    };
+    let response = client
+        .send(method, path, Some(&token), body.as_ref())
+        .await?;
     if response.status != StatusCode::OK {
         anyhow::bail!(
             "the service refused ({}): {}",

@@ -62,8 +62,7 @@ impl Database {
     }
 
     /// A small pool of its own, for a part that must not take from or wait behind the
-    /// shop's own connections: the payment gateway (an external system), the
-    /// notification listener (which keeps its connection).
+    /// shop's own connections: the notification listener (which keeps its connection).
     pub fn separate_pool(settings: &DatabaseSettings, size: u32) -> anyhow::Result<PgPool> {
         Ok(PgPoolOptions::new()
             .max_connections(size)
@@ -71,9 +70,29 @@ impl Database {
             .connect_lazy_with(connect_options(settings)?))
     }
 
+    /// A pool of `size` connections of its own that shares this one's probe, so that it
+    /// too fails at once while the database is away: for a part that must not wait
+    /// behind the shop's connections (the payment gateway's ledger, an external system).
+    pub fn sibling(&self, settings: &DatabaseSettings, size: u32) -> anyhow::Result<Self> {
+        Ok(Self {
+            pool: Self::separate_pool(settings, size)?,
+            max_connections: size,
+            reachable: self.reachable.clone(),
+        })
+    }
+
     /// Whether the database answered its last probe.
     pub fn is_reachable(&self) -> bool {
         *self.reachable.borrow()
+    }
+
+    /// Completes when the database answers (at once if it does now).
+    pub async fn until_reachable(&self) {
+        let mut reachable = self.reachable.clone();
+        if reachable.wait_for(|up| *up).await.is_err() {
+            // The probe has stopped (the runtime is shutting down).
+            std::future::pending::<()>().await;
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

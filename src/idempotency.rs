@@ -1,46 +1,26 @@
 //! `Idempotency-Key` (IETF httpapi draft, Stripe's semantics) for requests that must not
 //! run twice: the same user, key and request get the first answer again; the same key
 //! with another request is refused; a retry while the first is still running is told
-//! so. Keys live 24 hours.
+//! so, and when to come back. Keys live 24 hours.
+//!
+//! A running first request holds a lease on its key and renews it ([`keep_alive`]); a
+//! key whose lease lapsed belongs to a request that died with its process, and a retry
+//! takes it over within seconds.
 //!
 //! Stored here is the answer as bytes, whatever produced it: this module knows nothing
 //! of HTTP or of the checkout.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use crate::db::Database;
+use crate::domain::IdempotencyKey;
 
 /// How long a key and its answer are kept.
 pub const KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
-/// A first request still unanswered after this long died with its process (a checkout
-/// takes seconds, and the shutdown deadline bounds it): a retry may take the key over.
-pub const ABANDONED_AFTER: Duration = Duration::from_secs(5 * 60);
-
-/// A key as the client sent it: 1 to 255 visible ASCII characters. A structured-field
-/// string (`"abc"`, as the draft writes it) is accepted and unquoted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let raw = raw.trim();
-        let key = raw
-            .strip_prefix('"')
-            .and_then(|rest| rest.strip_suffix('"'))
-            .unwrap_or(raw);
-        if key.is_empty() || key.len() > 255 {
-            return Err("must be 1 to 255 characters".to_string());
-        }
-        if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("must be visible ASCII characters".to_string());
-        }
-        Ok(Self(key.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+/// How long a running request holds its key without renewing it; [`keep_alive`]
+/// renews it every third of this.
+pub const RUNNING_LEASE: Duration = Duration::from_secs(10);
 
 /// An answer kept for replay.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -57,8 +37,9 @@ pub enum Claim {
     First,
     /// Answered before: send the same answer again.
     Replay(StoredAnswer),
-    /// The first request with this key is still running.
-    InProgress,
+    /// The first request with this key is still running; its lease lapses in this
+    /// long at the most (then a retry takes the key over).
+    InProgress(Duration),
     /// The key was used for a different request.
     Mismatch,
 }
@@ -70,6 +51,8 @@ struct Earlier {
     status: Option<i16>,
     content_type: Option<String>,
     body: Option<String>,
+    /// Seconds until the running request's lease lapses (negative once it has).
+    lease_left: Option<f64>,
 }
 
 /// Claims `key` of `user_id` for `request` (its canonical form, compared byte for byte).
@@ -80,25 +63,24 @@ pub async fn claim(
     request: &str,
 ) -> sqlx::Result<Claim> {
     let mut conn = db.acquire().await?;
-    // An expired key, or one whose first request died, counts as never used.
+    // An expired key counts as never used.
     sqlx::query(
-        "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 \
-           AND (expires_at < now() \
-                OR (response_status IS NULL AND created_at < now() - make_interval(secs => $3)))",
+        "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND expires_at < now()",
     )
     .bind(user_id)
     .bind(key.as_str())
-    .bind(ABANDONED_AFTER.as_secs_f64())
     .execute(&mut *conn)
     .await?;
     let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (user_id, key, request, expires_at) \
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4)) ON CONFLICT DO NOTHING",
+        "INSERT INTO idempotency_keys (user_id, key, request, expires_at, locked_until) \
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4), now() + make_interval(secs => $5)) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(user_id)
     .bind(key.as_str())
     .bind(request)
     .bind(KEY_LIFETIME.as_secs_f64())
+    .bind(RUNNING_LEASE.as_secs_f64())
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 1 {
@@ -106,28 +88,76 @@ pub async fn claim(
     }
     let earlier: Option<Earlier> = sqlx::query_as(
         "SELECT request, response_status AS status, response_type AS content_type, \
-                response_body AS body \
+                response_body AS body, \
+                EXTRACT(EPOCH FROM locked_until - now())::float8 AS lease_left \
          FROM idempotency_keys WHERE user_id = $1 AND key = $2",
     )
     .bind(user_id)
     .bind(key.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(match earlier {
-        Some(earlier) if earlier.request != request => Claim::Mismatch,
-        Some(Earlier {
-            status: Some(status),
-            content_type: Some(content_type),
-            body: Some(body),
-            ..
-        }) => Claim::Replay(StoredAnswer {
+    let Some(earlier) = earlier else {
+        // Gone in the instant between the two statements.
+        return Ok(Claim::InProgress(Duration::from_secs(1)));
+    };
+    if earlier.request != request {
+        return Ok(Claim::Mismatch);
+    }
+    if let (Some(status), Some(content_type), Some(body)) =
+        (earlier.status, earlier.content_type, earlier.body)
+    {
+        return Ok(Claim::Replay(StoredAnswer {
             status,
             content_type,
             body,
-        }),
-        // Unanswered, or gone in the instant between the two statements.
-        _ => Claim::InProgress,
+        }));
+    }
+    let lease_left = earlier.lease_left.unwrap_or(0.0);
+    if lease_left > 0.0 {
+        return Ok(Claim::InProgress(Duration::from_secs_f64(lease_left)));
+    }
+    // The first request died with its process: this one takes the key over (one of
+    // several racing retries does).
+    let taken = sqlx::query(
+        "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $3) \
+         WHERE user_id = $1 AND key = $2 AND response_status IS NULL \
+           AND (locked_until IS NULL OR locked_until < now())",
+    )
+    .bind(user_id)
+    .bind(key.as_str())
+    .bind(RUNNING_LEASE.as_secs_f64())
+    .execute(&mut *conn)
+    .await?;
+    Ok(if taken.rows_affected() == 1 {
+        Claim::First
+    } else {
+        Claim::InProgress(RUNNING_LEASE)
     })
+}
+
+/// Renews the lease of a key whose first request is running, every third of
+/// [`RUNNING_LEASE`], until the caller stops polling it (the request has its answer).
+pub async fn keep_alive(db: &Database, user_id: i64, key: &IdempotencyKey) -> Infallible {
+    let mut tick = tokio::time::interval(RUNNING_LEASE / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let renewed = async {
+            let mut conn = db.acquire().await?;
+            sqlx::query(
+                "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $3) \
+                 WHERE user_id = $1 AND key = $2 AND response_status IS NULL",
+            )
+            .bind(user_id)
+            .bind(key.as_str())
+            .bind(RUNNING_LEASE.as_secs_f64())
+            .execute(&mut *conn)
+            .await
+        };
+        if let Err(error) = renewed.await {
+            tracing::debug!(%error, "could not renew an idempotency key's lease");
+        }
+    }
 }
 
 /// Keeps the answer of the first request for replays.
@@ -170,26 +200,4 @@ pub async fn purge_expired(db: &Database) -> sqlx::Result<u64> {
         .execute(&mut *conn)
         .await?;
     Ok(purged.rows_affected())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::IdempotencyKey;
-
-    #[test]
-    fn keys_are_visible_ascii_and_may_be_quoted() {
-        assert_eq!(
-            IdempotencyKey::parse("abc-123").unwrap().as_str(),
-            "abc-123"
-        );
-        assert_eq!(
-            IdempotencyKey::parse("\"8e03978e\"").unwrap().as_str(),
-            "8e03978e"
-        );
-        assert!(IdempotencyKey::parse("").is_err());
-        assert!(IdempotencyKey::parse("\"\"").is_err());
-        assert!(IdempotencyKey::parse("with space").is_err());
-        assert!(IdempotencyKey::parse("nul\0").is_err());
-        assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());
-    }
 }

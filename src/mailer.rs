@@ -53,7 +53,7 @@ pub struct Confirmation<'a> {
 }
 
 /// Idle SMTP connections kept for reuse; beyond this many, a finished one is closed.
-const MAX_IDLE_CONNECTIONS: usize = 10;
+const MAX_IDLE_CONNECTIONS: usize = 64;
 
 #[derive(Clone)]
 pub struct Mailer {

@@ -1,11 +1,11 @@
-//! The command line: `serve`, `migrate`, `seed`, `loadgen`, `faults`, `mode`,
+//! The command line: `serve`, `migrate`, `seed`, `loadgen`, `faults`, `mode`, `outbox`,
 //! `healthcheck`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ecommerce_monolith::admin_cli::{self, FaultsArgs, ModeArgs};
+use ecommerce_monolith::admin_cli::{self, FaultsArgs, ModeArgs, OutboxArgs};
 use ecommerce_monolith::config::{
     DEFAULT_LOG_FORMAT_CLI, DatabaseSettings, DemoCustomer, ProcessEnv, Settings, TelemetrySettings,
 };
@@ -48,6 +48,8 @@ enum Command {
     Faults(FaultsArgs),
     /// Show or switch the checkout mode of a running service (blocking or async).
     Mode(ModeArgs),
+    /// The outbox of a running service: replay its dead letters.
+    Outbox(OutboxArgs),
     /// Exit 0 if the service answers `/health` (for container health checks).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8000/health")]
@@ -67,6 +69,7 @@ async fn main() -> ExitCode {
         Command::Loadgen(args) => loadgen(args).await,
         Command::Faults(args) => print_json(admin_cli::faults(args).await),
         Command::Mode(args) => print_json(admin_cli::mode(args).await),
+        Command::Outbox(args) => print_json(admin_cli::outbox(args).await),
         Command::Healthcheck { url } => healthcheck(&url).await,
     };
     match result {

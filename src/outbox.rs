@@ -2,12 +2,15 @@
 //!
 //! A job is written in the same transaction as the order it is about, so it exists
 //! exactly when the order does, and `NOTIFY outbox_jobs` wakes the workers at commit.
-//! A worker claims a job with `FOR UPDATE SKIP LOCKED` (two workers never take the same
-//! one) and a lease: the claim is one statement, so the worker holds no connection
-//! while it waits on the gateway or the mail server. It finishes the job in the same
-//! transaction as the job's effects, fenced by its lease token: if the lease ran out
-//! and another worker took the job, the late one's transaction changes nothing. A
-//! worker that dies loses nothing; its lease runs out and another finishes the job.
+//! Workers claim jobs in batches with `FOR UPDATE SKIP LOCKED` (two workers never take
+//! the same one), each with a lease: the claim is one statement, so no connection is
+//! held while a job waits on the gateway or the mail server. A running job's lease is
+//! renewed ([`renew`]); a job is finished in the same transaction as its effects,
+//! fenced by its lease token: if the lease ran out and another worker took the job, the
+//! late one's transaction changes nothing. A worker that dies loses nothing; its lease
+//! runs out (seconds) and another finishes the job. Every claim counts as an attempt,
+//! so a job whose last attempt's lease ran out is dead-lettered
+//! ([`dead_letter_exhausted`]) instead of being tried forever.
 //!
 //! Why not a crate: the job must be enqueued inside the checkout's own sqlx 0.9
 //! transaction, and the Postgres job queues for Rust (underway, apalis, sqlxmq) are
@@ -19,30 +22,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgConnection;
-use strum::{IntoStaticStr, VariantArray};
 
 use crate::db::Database;
-use crate::domain::{Customer, PaymentMethod};
+use crate::domain::{Customer, JobKind, PaymentMethod};
 
 /// The channel that tells workers a job is waiting.
 pub const CHANNEL: &str = "outbox_jobs";
-
-/// The kinds of job: the `kind` column and label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, IntoStaticStr, VariantArray)]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum JobKind {
-    /// Charge an accepted order, then confirm it (or fail it).
-    ChargeOrder,
-    /// Send a confirmed order's e-mail.
-    SendConfirmation,
-}
-
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
 
 /// What a job is to do about its order, with what it needs besides the order: built
 /// here ([`Task::payload`]) and read back here ([`Job::task`]), never as loose JSON.
@@ -138,23 +123,109 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Takes the oldest job that is due and not held by a live lease, for `lease`.
-pub async fn claim(db: &Database, lease: Duration) -> sqlx::Result<Option<Job>> {
+/// Takes up to `at_most` of the oldest jobs that are due, not held by a live lease and
+/// not out of attempts, each for `lease` with a token of its own.
+pub async fn claim(
+    db: &Database,
+    at_most: usize,
+    lease: Duration,
+    max_attempts: u32,
+) -> sqlx::Result<Vec<Job>> {
     let mut conn = db.acquire().await?;
     sqlx::query_as(
         "UPDATE outbox_jobs \
          SET attempts = attempts + 1, lease_token = gen_random_uuid(), \
-             locked_until = now() + make_interval(secs => $1) \
-         WHERE id = ( \
+             locked_until = now() + make_interval(secs => $2) \
+         WHERE id IN ( \
              SELECT id FROM outbox_jobs \
              WHERE status = 'pending' AND run_after <= now() \
-               AND (locked_until IS NULL OR locked_until < now()) \
-             ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+               AND (locked_until IS NULL OR locked_until < now()) AND attempts < $3 \
+             ORDER BY run_after, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
          RETURNING id, kind, order_id, payload, traceparent, attempts, lease_token, created_at",
     )
+    .bind(i64::try_from(at_most).unwrap_or(i64::MAX))
     .bind(lease.as_secs_f64())
-    .fetch_optional(&mut *conn)
+    .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+    .fetch_all(&mut *conn)
     .await
+}
+
+/// Extends the leases of the jobs a worker still runs, `(id, lease token)` pairs, by
+/// `lease` from now; returns the ids it still holds. A job missing from the answer is
+/// no longer this worker's (its lease ran out and another took it): it must stop.
+pub async fn renew(
+    db: &Database,
+    held: &[(i64, uuid::Uuid)],
+    lease: Duration,
+) -> sqlx::Result<Vec<i64>> {
+    let (ids, tokens): (Vec<i64>, Vec<uuid::Uuid>) = held.iter().copied().unzip();
+    let mut conn = db.acquire().await?;
+    sqlx::query_scalar(
+        "UPDATE outbox_jobs j SET locked_until = now() + make_interval(secs => $3) \
+         FROM UNNEST($1::bigint[], $2::uuid[]) AS h(id, token) \
+         WHERE j.id = h.id AND j.lease_token = h.token AND j.status = 'pending' \
+         RETURNING j.id",
+    )
+    .bind(ids)
+    .bind(tokens)
+    .bind(lease.as_secs_f64())
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// A job given up because its last attempt's lease ran out (its worker died, or lost
+/// the database, in that attempt).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Exhausted {
+    pub id: i64,
+    pub kind: JobKind,
+    pub order_id: i64,
+    pub attempts: i32,
+}
+
+/// Dead-letters the jobs whose `max_attempts`-th lease ran out: an expired lease is an
+/// attempt like a failed one, so `OUTBOX_MAX_ATTEMPTS` holds whatever ends an attempt.
+pub async fn dead_letter_exhausted(
+    db: &Database,
+    max_attempts: u32,
+) -> sqlx::Result<Vec<Exhausted>> {
+    let mut conn = db.acquire().await?;
+    sqlx::query_as(
+        "UPDATE outbox_jobs SET status = 'dead', finished_at = now(), locked_until = NULL, \
+                last_error = concat_ws('; ', last_error, 'the lease of the last attempt ran out') \
+         WHERE status = 'pending' AND attempts >= $1 AND locked_until < now() \
+         RETURNING id, kind, order_id, attempts",
+    )
+    .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Puts dead-lettered jobs back in the queue with their attempts reset (all, or those of
+/// one kind), due now; returns how many of each kind.
+pub async fn replay_dead(
+    db: &Database,
+    kind: Option<JobKind>,
+) -> sqlx::Result<Vec<(JobKind, i64)>> {
+    let mut conn = db.acquire().await?;
+    let replayed = sqlx::query_as(
+        "WITH replayed AS ( \
+             UPDATE outbox_jobs SET status = 'pending', attempts = 0, run_after = now(), \
+                    finished_at = NULL, lease_token = NULL, locked_until = NULL \
+             WHERE status = 'dead' AND ($1::text IS NULL OR kind = $1) \
+             RETURNING kind) \
+         SELECT kind, count(*) FROM replayed GROUP BY kind",
+    )
+    .bind(kind)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !replayed.is_empty() {
+        sqlx::query("SELECT pg_notify($1, 'replayed')")
+            .bind(CHANNEL)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(replayed)
 }
 
 /// Marks the job done in the caller's transaction, with the job's effects. False if

@@ -15,10 +15,11 @@ use std::time::Instant;
 use metrics::histogram;
 use opentelemetry::trace::Status;
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::db::Database;
 use crate::domain::PaymentMethod;
 use crate::live_settings::LiveSettings;
 use crate::telemetry::metrics::PAYMENT_GATEWAY_DURATION;
@@ -26,17 +27,32 @@ use crate::telemetry::metrics::PAYMENT_GATEWAY_DURATION;
 /// What to charge, and the key that makes the charge happen at most once.
 #[derive(Debug, Clone)]
 pub struct ChargeRequest {
-    /// `order-<id>`: one charge per order, whoever asks and however often.
+    /// One charge per key, whoever asks and however often (see [`ChargeKey`]).
     pub idempotency_key: String,
     pub order_id: i64,
     pub amount: Decimal,
     pub method: PaymentMethod,
 }
 
+/// Whose intent a charge carries out: the gateway charges once per key.
+#[derive(Debug, Clone, Copy)]
+pub enum ChargeKey<'a> {
+    /// `order-<id>`: one charge per order (the asynchronous checkout's jobs).
+    Order,
+    /// `client-<user>-<key>`: one charge per `Idempotency-Key` of a customer, whatever
+    /// order it ends up paying for — so a checkout retried after losing its order gets
+    /// the first charge back instead of taking the money twice.
+    Client { user_id: i64, key: &'a str },
+}
+
 impl ChargeRequest {
-    pub fn for_order(order_id: i64, amount: Decimal, method: PaymentMethod) -> Self {
+    pub fn new(key: ChargeKey<'_>, order_id: i64, amount: Decimal, method: PaymentMethod) -> Self {
+        let idempotency_key = match key {
+            ChargeKey::Order => format!("order-{order_id}"),
+            ChargeKey::Client { user_id, key } => format!("client-{user_id}-{key}"),
+        };
         Self {
-            idempotency_key: format!("order-{order_id}"),
+            idempotency_key,
             order_id,
             amount,
             method,
@@ -49,6 +65,9 @@ impl ChargeRequest {
 pub struct Charge {
     pub transaction_id: String,
     pub amount: Decimal,
+    /// The order the charge was first made for: another than the one asking when a
+    /// retried checkout picks up the charge of the attempt that lost its order.
+    pub first_order_id: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +77,10 @@ pub enum PaymentError {
     /// Nothing was charged: the gateway could not be reached.
     #[error("the payment gateway is unavailable: {0}")]
     Unavailable(String),
+    /// The key was used before for another amount: the gateway refuses, like a real
+    /// provider's idempotent request with other parameters.
+    #[error("this idempotency key was used for a charge of {0}, not this amount")]
+    KeyReused(Decimal),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,27 +106,32 @@ pub trait PaymentGateway: Send + Sync {
 pub struct SimulatedGateway {
     live: LiveSettings,
     /// The gateway's own connections: an external system does not queue behind the
-    /// shop's connection pool.
-    ledger: PgPool,
+    /// shop's connection pool. They share the shop's probe, so a database outage fails
+    /// a charge at once instead of after an acquire timeout.
+    ledger: Database,
 }
 
 /// How many connections the simulated gateway keeps for its ledger.
 pub const LEDGER_CONNECTIONS: u32 = 4;
 
 impl SimulatedGateway {
-    pub fn new(live: LiveSettings, ledger: PgPool) -> Self {
+    pub fn new(live: LiveSettings, ledger: Database) -> Self {
         Self { live, ledger }
     }
 
     async fn charge_once(&self, request: &ChargeRequest) -> Result<Charge, PaymentError> {
         // A known key is answered at once, like a real provider's idempotent replay.
-        if let Some(earlier) = self.recorded(&request.idempotency_key).await? {
-            return earlier;
+        {
+            let mut conn = self.ledger.acquire().await.map_err(unavailable)?;
+            if let Some(earlier) = recorded(&mut conn, request).await? {
+                return earlier;
+            }
         }
         let settings = self.live.faults();
         tokio::time::sleep(settings.payment_delay).await;
         let approved = rand::random::<f64>() < settings.payment_success_rate;
         let transaction_id = approved.then(|| format!("txn_{}", uuid::Uuid::new_v4().simple()));
+        let mut conn = self.ledger.acquire().await.map_err(unavailable)?;
         // Two calls racing with one key: the first row wins, both get its answer.
         sqlx::query(
             "INSERT INTO gateway_charges \
@@ -116,40 +144,43 @@ impl SimulatedGateway {
         .bind(request.method)
         .bind(if approved { "approved" } else { "declined" })
         .bind(&transaction_id)
-        .execute(&self.ledger)
+        .execute(&mut *conn)
         .await
         .map_err(unavailable)?;
-        self.recorded(&request.idempotency_key)
-            .await?
-            .unwrap_or_else(|| {
-                Err(PaymentError::Unavailable(
-                    "the charge was not recorded".into(),
-                ))
-            })
+        recorded(&mut conn, request).await?.unwrap_or_else(|| {
+            Err(PaymentError::Unavailable(
+                "the charge was not recorded".into(),
+            ))
+        })
     }
+}
 
-    /// The answer recorded for `key`, if the gateway has seen it.
-    async fn recorded(
-        &self,
-        key: &str,
-    ) -> Result<Option<Result<Charge, PaymentError>>, PaymentError> {
-        let row: Option<(String, Option<String>, Decimal)> = sqlx::query_as(
-            "SELECT status, transaction_id, amount FROM gateway_charges WHERE idempotency_key = $1",
-        )
-        .bind(key)
-        .fetch_optional(&self.ledger)
-        .await
-        .map_err(unavailable)?;
-        Ok(
-            row.map(|(status, transaction_id, amount)| match transaction_id {
-                Some(transaction_id) if status != "declined" => Ok(Charge {
-                    transaction_id,
-                    amount,
-                }),
-                _ => Err(PaymentError::Declined),
+/// The answer recorded for the request's key, if the gateway has seen it.
+async fn recorded(
+    conn: &mut PgConnection,
+    request: &ChargeRequest,
+) -> Result<Option<Result<Charge, PaymentError>>, PaymentError> {
+    let row: Option<(String, Option<String>, Decimal, i64)> = sqlx::query_as(
+        "SELECT status, transaction_id, amount, order_id FROM gateway_charges \
+         WHERE idempotency_key = $1",
+    )
+    .bind(&request.idempotency_key)
+    .fetch_optional(conn)
+    .await
+    .map_err(unavailable)?;
+    Ok(row.map(|(status, transaction_id, amount, first_order_id)| {
+        if amount != request.amount {
+            return Err(PaymentError::KeyReused(amount));
+        }
+        match transaction_id {
+            Some(transaction_id) if status != "declined" => Ok(Charge {
+                transaction_id,
+                amount,
+                first_order_id,
             }),
-        )
-    }
+            _ => Err(PaymentError::Declined),
+        }
+    }))
 }
 
 fn unavailable(error: sqlx::Error) -> PaymentError {
@@ -174,7 +205,7 @@ impl PaymentGateway for SimulatedGateway {
             let outcome = match &result {
                 Ok(_) => "approved",
                 Err(PaymentError::Declined) => "declined",
-                Err(PaymentError::Unavailable(_)) => "unavailable",
+                Err(PaymentError::Unavailable(_) | PaymentError::KeyReused(_)) => "unavailable",
             };
             histogram!(PAYMENT_GATEWAY_DURATION, "outcome" => outcome)
                 .record(started.elapsed().as_secs_f64());
@@ -197,13 +228,18 @@ impl PaymentGateway for SimulatedGateway {
             payment.transaction_id = %transaction_id,
         );
         let call = async move {
+            let mut conn = self
+                .ledger
+                .acquire()
+                .await
+                .map_err(|e| RefundError::Unavailable(e.to_string()))?;
             let refunded = sqlx::query(
                 "UPDATE gateway_charges \
                  SET status = 'refunded', refunded_at = COALESCE(refunded_at, now()) \
                  WHERE transaction_id = $1 AND status IN ('approved', 'refunded')",
             )
             .bind(&transaction_id)
-            .execute(&self.ledger)
+            .execute(&mut *conn)
             .await
             .map_err(|e| RefundError::Unavailable(e.to_string()))?;
             if refunded.rows_affected() == 0 {

@@ -12,9 +12,10 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use utoipa::ToSchema;
 
+use crate::db::Database;
 use crate::domain::cents;
 use crate::telemetry::metrics::{PAYMENTS_WITHOUT_ORDER, PAYMENTS_WITHOUT_ORDER_AMOUNT};
 
@@ -90,21 +91,45 @@ pub async fn reconcile(conn: &mut PgConnection) -> sqlx::Result<Reconciliation> 
     })
 }
 
-/// Keeps the `payments_without_order` gauges current, reading every `every` on `pool`
+/// Keeps the `payments_without_order` gauges current, reading every `every` on `ledger`
 /// (the gateway's own connections: a scrape or a saturated shop pool never waits on it).
-pub async fn export_periodically(pool: PgPool, every: Duration) {
+/// The charges without an order found by the first reading are logged once, with their
+/// order ids: after a crash, the money a previous process lost is named at start.
+pub async fn export_periodically(ledger: Database, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
         tick.tick().await;
+        if !ledger.is_reachable() {
+            continue;
+        }
         let read = async {
-            let mut conn = pool.acquire().await?;
+            let mut conn = ledger.acquire().await?;
             reconcile(&mut conn).await
         };
         if let Ok(Ok(reconciliation)) = tokio::time::timeout(every, read).await {
             export_gauges(&reconciliation);
+            if std::mem::take(&mut first) && reconciliation.without_order > 0 {
+                log_found_at_start(&reconciliation);
+            }
         }
     }
+}
+
+fn log_found_at_start(reconciliation: &Reconciliation) {
+    let order_ids: Vec<i64> = reconciliation
+        .charges_without_order
+        .iter()
+        .map(|charge| charge.order_id)
+        .collect();
+    tracing::error!(
+        charges = reconciliation.without_order,
+        amount = %reconciliation.without_order_amount,
+        ?order_ids,
+        "charges without an order in the gateway's ledger at start: money was taken for \
+         orders that do not exist (see GET /api/admin/reconciliation); refund them"
+    );
 }
 
 /// Sets the `payments_without_order` gauges from the ledger.

@@ -29,6 +29,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     shutdown_timeout: Duration,
+    /// After the deadline, how long `/metrics` still answers.
+    metrics_linger: Duration,
     /// Work that outlives its request (checkouts whose client left) and the outbox
     /// workers.
     in_flight: TaskTracker,
@@ -36,11 +38,12 @@ pub struct Application {
     draining: CancellationToken,
     /// Cancelled at the shutdown deadline: checkouts still running roll back.
     stopping: CancellationToken,
+    workers: Workers,
 }
 
 /// After the deadline, how long the interrupted work gets to roll back and count
 /// itself (a payment under way finishes first).
-const AFTER_DEADLINE: Duration = Duration::from_secs(5);
+pub const AFTER_DEADLINE: Duration = Duration::from_secs(5);
 /// How often the ledger is reconciled for the `payments_without_order` gauges.
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// How long finished outbox jobs stay in the table (for a person to look at).
@@ -68,7 +71,7 @@ impl Application {
         let stopping = CancellationToken::new();
         let in_flight = TaskTracker::new();
         let mailer = Mailer::new(&settings.smtp, live.clone())?;
-        let ledger = Database::separate_pool(&settings.database, payment::LEDGER_CONNECTIONS)?;
+        let ledger = db.sibling(&settings.database, payment::LEDGER_CONNECTIONS)?;
         tokio::spawn(reconciliation::export_periodically(
             ledger.clone(),
             RECONCILE_EVERY,
@@ -85,7 +88,9 @@ impl Application {
             stopping.clone(),
         );
         let outbox_waiting = workers.waker();
-        workers.spawn(&in_flight);
+        if settings.workers.in_background {
+            workers.spawn(&in_flight);
+        }
         let settings_changed = Arc::new(Notify::new());
         tokio::spawn(live.clone().follow(settings_changed.clone()));
         tokio::spawn(db::follow_notifications(
@@ -93,7 +98,7 @@ impl Application {
             &[live_settings::CHANNEL, outbox::CHANNEL],
             move |channel| {
                 if channel == outbox::CHANNEL {
-                    outbox_waiting.notify_waiters();
+                    outbox_waiting.notify_one();
                 } else {
                     settings_changed.notify_one();
                 }
@@ -118,6 +123,7 @@ impl Application {
             login_throttle: login_throttle.clone(),
             live,
             in_flight: in_flight.clone(),
+            draining: draining.clone(),
             metrics,
             storefront: Arc::new(settings.storefront.clone()),
         };
@@ -130,10 +136,18 @@ impl Application {
             listener,
             router,
             shutdown_timeout: settings.shutdown_timeout,
+            metrics_linger: settings.shutdown_metrics_linger,
             in_flight,
             draining,
             stopping,
+            workers,
         })
+    }
+
+    /// The outbox's workers, for a test that runs the due jobs itself
+    /// (`Workers::run_due`, with `in_background` off).
+    pub fn workers(&self) -> Workers {
+        self.workers.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -142,10 +156,13 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and gives the requests in
-    /// flight — and checkouts whose client left — until `SHUTDOWN_TIMEOUT_SECONDS`.
-    /// Whatever still runs then is rolled back and counted (an order lost after its
-    /// payment as an orphaned payment), and the server stops.
+    /// Serves until `shutdown` completes, then drains: new requests are answered 503
+    /// (all but `/metrics` and `/health`; `/ready` says 503), the workers take no new
+    /// job, and the requests in flight — and checkouts whose client left — get until
+    /// `SHUTDOWN_TIMEOUT_SECONDS`. Whatever still runs then is rolled back, logged and
+    /// counted (an order lost after its payment as an orphaned payment), `/metrics`
+    /// keeps answering `SHUTDOWN_METRICS_LINGER_SECONDS` more so that a last scrape sees
+    /// those counts, and the server stops.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -162,43 +179,37 @@ impl Application {
             finished = &mut server => return finished.unwrap_or_else(|e| Err(std::io::Error::other(e))),
             () = shutdown => {
                 tracing::info!("shutting down: finishing the requests in flight until the deadline");
-                requested.cancel();
                 self.draining.cancel();
             }
         }
 
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-        let in_flight = self.in_flight.clone();
-        in_flight.close();
-        let drained = async {
-            let served = (&mut server).await;
-            in_flight.wait().await;
-            served
-        };
-        let served = match tokio::time::timeout_at(deadline, drained).await {
-            Ok(served) => served,
+        self.in_flight.close();
+        if tokio::time::timeout_at(deadline, self.in_flight.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                deadline_seconds = self.shutdown_timeout.as_secs(),
+                "shutdown deadline reached: rolling back what still runs"
+            );
+            self.stopping.cancel();
+            let _ = tokio::time::timeout(AFTER_DEADLINE, self.in_flight.wait()).await;
+            tracing::info!(
+                linger_seconds = self.metrics_linger.as_secs(),
+                "serving /metrics a little longer, for a last scrape of what was rolled back"
+            );
+            tokio::time::sleep(self.metrics_linger).await;
+        }
+        requested.cancel();
+        match tokio::time::timeout(AFTER_DEADLINE, &mut server).await {
+            Ok(served) => served.unwrap_or_else(|e| Err(std::io::Error::other(e))),
             Err(_) => {
-                tracing::warn!(
-                    deadline_seconds = self.shutdown_timeout.as_secs(),
-                    "shutdown deadline reached: rolling back what still runs"
-                );
-                self.stopping.cancel();
-                let rolled_back = async {
-                    let served = (&mut server).await;
-                    in_flight.wait().await;
-                    served
-                };
-                match tokio::time::timeout(AFTER_DEADLINE, rolled_back).await {
-                    Ok(served) => served,
-                    Err(_) => {
-                        server.abort();
-                        tracing::warn!("requests still open after the deadline were dropped");
-                        return Ok(());
-                    }
-                }
+                server.abort();
+                tracing::warn!("requests still open after the deadline were dropped");
+                Ok(())
             }
-        };
-        served.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        }
     }
 }
 

@@ -1,7 +1,9 @@
-//! Brute-force protection for the login: attempts are rate-limited per account and per
-//! client address, each with its own budget, by `governor`'s keyed GCRA limiters.
-//! One account under attack does not slow the logins of another, and one noisy
-//! address does not slow the others.
+//! Brute-force protection for the login: attempts are rate-limited per account *from
+//! each client address*, and per address, each with its own budget, by `governor`'s
+//! keyed GCRA limiters. An address guessing one account's password is slowed down;
+//! the account's owner, from an address that has not been failing, is not — so nobody
+//! can lock a stranger out (OWASP ASVS 2.2.1: throttling without a lockout that is a
+//! denial of service). One noisy address does not slow the others either.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -13,7 +15,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use crate::config::LoginThrottleSettings;
 
 pub struct LoginThrottle {
-    per_account: Option<DefaultKeyedRateLimiter<String>>,
+    per_account_and_address: Option<DefaultKeyedRateLimiter<(String, IpAddr)>>,
     per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     clock: DefaultClock,
 }
@@ -21,7 +23,7 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     pub fn new(settings: LoginThrottleSettings) -> Self {
         Self {
-            per_account: settings.per_account.map(per_minute),
+            per_account_and_address: settings.per_account_and_address.map(per_minute),
             per_address: settings.per_address.map(per_minute),
             clock: DefaultClock::default(),
         }
@@ -36,9 +38,9 @@ impl LoginThrottle {
                 .check_key(&address)
                 .map_err(|not_until| not_until.wait_time_from(now))?;
         }
-        if let Some(limiter) = &self.per_account {
+        if let Some(limiter) = &self.per_account_and_address {
             limiter
-                .check_key(&account.trim().to_lowercase())
+                .check_key(&(account.trim().to_lowercase(), address))
                 .map_err(|not_until| not_until.wait_time_from(now))?;
         }
         Ok(())
@@ -46,7 +48,7 @@ impl LoginThrottle {
 
     /// Forgets keys whose budget is whole again, so the maps do not grow forever.
     pub fn forget_idle(&self) {
-        if let Some(limiter) = &self.per_account {
+        if let Some(limiter) = &self.per_account_and_address {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -66,9 +68,9 @@ fn per_minute<K: std::hash::Hash + Eq + Clone>(attempts: NonZeroU32) -> DefaultK
 mod tests {
     use super::*;
 
-    fn throttle(per_account: u32, per_address: u32) -> LoginThrottle {
+    fn throttle(per_account_and_address: u32, per_address: u32) -> LoginThrottle {
         LoginThrottle::new(LoginThrottleSettings {
-            per_account: NonZeroU32::new(per_account),
+            per_account_and_address: NonZeroU32::new(per_account_and_address),
             per_address: NonZeroU32::new(per_address),
         })
     }
@@ -83,6 +85,18 @@ mod tests {
         let wait = throttle.attempt("Victim@Example.com ", here).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(20));
         assert!(throttle.attempt("someone-else@example.com", here).is_ok());
+    }
+
+    #[test]
+    fn a_stranger_cannot_lock_the_owner_out() {
+        let throttle = throttle(3, 100);
+        let attacker = IpAddr::from([203, 0, 113, 7]);
+        for _ in 0..30 {
+            let _ = throttle.attempt("victim@example.com", attacker);
+        }
+        assert!(throttle.attempt("victim@example.com", attacker).is_err());
+        let owner = IpAddr::from([198, 51, 100, 1]);
+        assert!(throttle.attempt("victim@example.com", owner).is_ok());
     }
 
     #[test]

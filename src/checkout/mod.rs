@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use metrics::{gauge, histogram};
 use opentelemetry::trace::Status;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::Semaphore;
@@ -39,8 +40,8 @@ use self::outcomes::{count_checkout, orphaned_payment, settled};
 use crate::cart::{self, Cart};
 use crate::db::Database;
 use crate::domain::{
-    ACCEPTED, CheckoutMode, CheckoutOutcome, Customer, OrphanReason, PaymentMethod,
-    ShippingAddress, StockShortage,
+    ACCEPTED, CheckoutMode, CheckoutOutcome, Customer, IdempotencyKey, ORDER_TOTAL_MAX,
+    OrphanReason, PaymentMethod, ShippingAddress, StockShortage,
 };
 use crate::inventory::{self, Units};
 use crate::live_settings::LiveSettings;
@@ -48,7 +49,7 @@ use crate::mailer::{Confirmation, EmailError, Mailer};
 use crate::notifications::{NotificationKind, notify};
 use crate::orders::store::{self, OrderRow};
 use crate::orders::{OrderStatus, OrderView, PaymentView};
-use crate::payment::{Charge, ChargeRequest, PaymentError, PaymentGateway};
+use crate::payment::{Charge, ChargeKey, ChargeRequest, PaymentError, PaymentGateway};
 use crate::telemetry::exemplars;
 use crate::telemetry::metrics::{CHECKOUT_STEP_DURATION, CHECKOUTS_IN_FLIGHT, INVENTORY_LOCK_WAIT};
 
@@ -65,16 +66,27 @@ pub enum CheckoutError {
     EmptyCart,
     #[error("not enough stock for {}", StockShortage::describe(.0))]
     InsufficientStock(Vec<StockShortage>),
+    #[error("the cart's total {0} is more than an order can hold ({ORDER_TOTAL_MAX})")]
+    TotalTooLarge(Decimal),
     #[error("{0}")]
     Payment(#[from] PaymentError),
-    /// Only after the charge: the order was rolled back, the payment orphaned.
-    #[error("the confirmation e-mail could not be sent ({0}); the order was rolled back")]
+    /// Only after the charge (see [`CheckoutError::Charged`]).
+    #[error("the confirmation e-mail could not be sent ({0})")]
     EmailFailed(#[from] EmailError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// The shutdown deadline came first; everything was rolled back.
     #[error("the service is shutting down; the checkout was rolled back, retry shortly")]
     Interrupted,
+    /// The gateway charged the customer, then the order was lost to `cause`: what
+    /// happens to the money is part of the answer.
+    #[error("{}", describe_charged(.cause, .charge, *.retry_recovers))]
+    Charged {
+        cause: Box<CheckoutError>,
+        charge: Charge,
+        /// A retry with the same `Idempotency-Key` places the order with this charge.
+        retry_recovers: bool,
+    },
 }
 
 impl CheckoutError {
@@ -82,23 +94,56 @@ impl CheckoutError {
         match self {
             Self::EmptyCart => CheckoutOutcome::EmptyCart,
             Self::InsufficientStock(_) => CheckoutOutcome::InsufficientStock,
+            Self::TotalTooLarge(_) => CheckoutOutcome::TotalTooLarge,
             Self::Payment(PaymentError::Declined) => CheckoutOutcome::PaymentDeclined,
-            Self::Payment(PaymentError::Unavailable(_)) | Self::Database(_) => {
-                CheckoutOutcome::Error
-            }
+            Self::Payment(PaymentError::Unavailable(_) | PaymentError::KeyReused(_))
+            | Self::Database(_) => CheckoutOutcome::Error,
             Self::EmailFailed(_) => CheckoutOutcome::EmailFailed,
             Self::Interrupted => CheckoutOutcome::Shutdown,
+            Self::Charged { cause, .. } => cause.outcome(),
+        }
+    }
+
+    /// The failure itself, whether or not money was taken before it.
+    pub fn cause(&self) -> &CheckoutError {
+        match self {
+            Self::Charged { cause, .. } => cause,
+            other => other,
         }
     }
 
     /// Why an order was lost after its payment, as `payments_orphaned_total{reason}`.
     fn orphan_reason(&self) -> OrphanReason {
-        match self {
+        match self.cause() {
             Self::EmailFailed(_) => OrphanReason::EmailFailed,
             Self::Interrupted => OrphanReason::Shutdown,
             _ => OrphanReason::DatabaseError,
         }
     }
+}
+
+/// What a customer is told when the order was lost after the charge: never "rolled
+/// back" alone, always what happened to the money.
+fn describe_charged(cause: &CheckoutError, charge: &Charge, retry_recovers: bool) -> String {
+    let lost = match cause {
+        CheckoutError::EmailFailed(error) => format!(
+            "the confirmation e-mail could not be sent ({error}), so the order was not saved"
+        ),
+        CheckoutError::Interrupted => {
+            "the service is shutting down, so the order was not saved".to_string()
+        }
+        _ => "the order could not be saved".to_string(),
+    };
+    let money = if retry_recovers {
+        "retry with the same Idempotency-Key: the order is placed with this payment, \
+         which is not charged again"
+    } else {
+        "it is recorded as a payment without an order and will be refunded"
+    };
+    format!(
+        "{lost}, but your payment of {:.2} was taken ({}); {money}",
+        charge.amount, charge.transaction_id
+    )
 }
 
 /// Runs one step in its own span `checkout.<step>` and records its duration.
@@ -113,8 +158,9 @@ macro_rules! step {
     };
 }
 
-// After the macro: the asynchronous checkout and its workers use it too.
+// After the macro: the asynchronous checkout and its jobs use it too.
 mod asynchronous;
+mod jobs;
 pub mod workers;
 
 async fn observe_step<T, E: Display>(
@@ -176,10 +222,14 @@ impl Checkout {
     /// Turns the customer's cart into an order, in the checkout mode in force: a
     /// confirmed one (blocking), or an accepted one that workers will charge and confirm
     /// (async). On any refusal or failure nothing at all is changed.
+    ///
+    /// With an `Idempotency-Key`, the blocking checkout's charge is bound to it: a retry
+    /// of a checkout that lost its order after the charge gets that charge back.
     pub async fn place_order(
         &self,
         user_id: i64,
         request: CheckoutRequest,
+        key: Option<&IdempotencyKey>,
     ) -> Result<Placement, CheckoutError> {
         let started = Instant::now();
         let mode = self.live.checkout_mode();
@@ -194,7 +244,7 @@ impl Checkout {
         in_flight.increment(1.0);
         let result = match mode {
             CheckoutMode::Blocking => self
-                .run(user_id, &request, started)
+                .run(user_id, &request, key, started)
                 .instrument(span.clone())
                 .await
                 .map(Placement::Confirmed),
@@ -221,6 +271,11 @@ impl Checkout {
             Err(error) => {
                 span.set_status(Status::error(error.to_string()));
                 let outcome = error.outcome();
+                if outcome == CheckoutOutcome::Shutdown {
+                    span.in_scope(|| {
+                        tracing::warn!(%error, "checkout rolled back at the shutdown deadline");
+                    });
+                }
                 count_checkout(mode, outcome);
                 outcome.as_str()
             }
@@ -234,16 +289,27 @@ impl Checkout {
         &self,
         user_id: i64,
         request: &CheckoutRequest,
+        key: Option<&IdempotencyKey>,
         started: Instant,
     ) -> Result<OrderView, CheckoutError> {
         let mut tx = self
             .unless_stopped(async { Ok(self.db.begin().await?) })
             .await?;
-        match self.eleven_steps(&mut tx, user_id, request).await {
+        let charge_key = match key {
+            Some(key) => ChargeKey::Client {
+                user_id,
+                key: key.as_str(),
+            },
+            None => ChargeKey::Order,
+        };
+        match self
+            .eleven_steps(&mut tx, user_id, request, charge_key)
+            .await
+        {
             Ok(placed) => {
                 let (order_id, charge) = (placed.order.id, placed.charge.clone());
                 step!(commit(tx, placed, started))
-                    .map_err(|error| orphaned_payment(error, order_id, &charge))
+                    .map_err(|error| orphaned_payment(error, order_id, charge, charge_key))
             }
             Err(error) => {
                 rollback(tx).await;
@@ -262,6 +328,7 @@ impl Checkout {
         tx: &mut PgConnection,
         user_id: i64,
         request: &CheckoutRequest,
+        charge_key: ChargeKey<'_>,
     ) -> Result<Placed, CheckoutError> {
         let (basket, order, items) = self
             .unless_stopped(async {
@@ -274,7 +341,8 @@ impl Checkout {
             })
             .await?;
         let method = request.payment_method;
-        let charge = step!(process_payment(self.gateway.as_ref(), &order, method))?;
+        let gateway = self.gateway.as_ref();
+        let charge = step!(process_payment(gateway, charge_key, &order, method))?;
         // From here on, losing the order orphans the payment.
         let payment = self
             .unless_stopped(async {
@@ -286,7 +354,7 @@ impl Checkout {
                 Ok(payment)
             })
             .await
-            .map_err(|error| orphaned_payment(error, order.id, &charge))?;
+            .map_err(|error| orphaned_payment(error, order.id, charge.clone(), charge_key))?;
         Ok(Placed {
             order,
             items,
@@ -331,6 +399,9 @@ async fn validate_cart(tx: &mut PgConnection, user_id: i64) -> Result<Basket, Ch
     Span::current().set_attribute("checkout.item_count", cart.lines.len() as i64);
     if cart.is_empty() {
         return Err(CheckoutError::EmptyCart);
+    }
+    if cart.total() > ORDER_TOTAL_MAX {
+        return Err(CheckoutError::TotalTooLarge(cart.total()));
     }
     Ok(Basket {
         user_id,
@@ -407,16 +478,17 @@ async fn create_order_items(
 /// Step 6: charge the customer through the (slow) gateway.
 async fn process_payment(
     gateway: &dyn PaymentGateway,
+    key: ChargeKey<'_>,
     order: &OrderRow,
     method: PaymentMethod,
 ) -> Result<Charge, CheckoutError> {
     let result = gateway
-        .charge(ChargeRequest::for_order(order.id, order.total, method))
+        .charge(ChargeRequest::new(key, order.id, order.total, method))
         .await;
     let outcome = match &result {
         Ok(_) => "approved",
         Err(PaymentError::Declined) => "declined",
-        Err(PaymentError::Unavailable(_)) => "unavailable",
+        Err(PaymentError::Unavailable(_) | PaymentError::KeyReused(_)) => "unavailable",
     };
     Span::current().set_attribute("payment.outcome", outcome);
     Ok(result?)
@@ -432,6 +504,9 @@ async fn record_payment(
     let payment =
         store::insert_payment(tx, order.id, charge.amount, method, &charge.transaction_id).await?;
     store::set_status(tx, order.id, OrderStatus::Paid).await?;
+    if charge.first_order_id != order.id {
+        outcomes::reattached(order.id, charge);
+    }
     Ok(payment)
 }
 

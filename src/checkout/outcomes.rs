@@ -10,11 +10,11 @@ use strum::VariantArray;
 
 use super::CheckoutError;
 use crate::domain::{CheckoutMode, CheckoutOutcome, OrphanReason, SettledOutcome, cents};
-use crate::payment::Charge;
+use crate::payment::{Charge, ChargeKey};
 use crate::telemetry::exemplars;
 use crate::telemetry::metrics::{
     CHECKOUTS, CHECKOUTS_IN_FLIGHT, ORDERS_REVENUE, ORDERS_SETTLED, PAYMENTS_ORPHANED,
-    PAYMENTS_ORPHANED_AMOUNT,
+    PAYMENTS_ORPHANED_AMOUNT, PAYMENTS_REATTACHED,
 };
 
 /// Counters exist from the start, at zero: `rate()` and `increase()` then see the first
@@ -34,6 +34,7 @@ pub fn start_metrics_at_zero() {
         counter!(PAYMENTS_ORPHANED_AMOUNT, "reason" => reason.as_str()).absolute(0);
     }
     counter!(ORDERS_REVENUE).absolute(0);
+    counter!(PAYMENTS_REATTACHED).absolute(0);
     gauge!(CHECKOUTS_IN_FLIGHT).set(0.0);
     super::workers::start_metrics_at_zero();
 }
@@ -58,22 +59,44 @@ pub(super) fn count_settled(mode: CheckoutMode, outcome: SettledOutcome) {
 /// The gateway charged the customer, but the order is rolled back (the e-mail failed,
 /// the database failed, or the shutdown deadline came): the money is taken for an
 /// order that does not exist. The original system's all-or-nothing design causes
-/// this; the counters and the reconciliation make the damage visible.
+/// this; the counters and the reconciliation make the damage visible. When the charge
+/// is bound to the client's `Idempotency-Key` and the answer lets the client retry (a
+/// 503), the retry picks the charge up again ([`reattached`]).
 pub(super) fn orphaned_payment(
     error: CheckoutError,
     order_id: i64,
-    charge: &Charge,
+    charge: Charge,
+    key: ChargeKey<'_>,
 ) -> CheckoutError {
     let reason = error.orphan_reason().as_str();
     counter!(PAYMENTS_ORPHANED, "reason" => reason).increment(1);
     counter!(PAYMENTS_ORPHANED_AMOUNT, "reason" => reason).increment(cents(charge.amount));
+    let retry_recovers = matches!(key, ChargeKey::Client { .. })
+        && !matches!(error.cause(), CheckoutError::EmailFailed(_));
     tracing::error!(
         order.id = order_id,
         transaction_id = %charge.transaction_id,
         amount = %charge.amount,
         reason,
+        retry_recovers,
         %error,
-        "orphaned payment: the customer was charged but the order is rolled back; refund by hand"
+        "orphaned payment: the customer was charged but the order is rolled back"
     );
-    error
+    CheckoutError::Charged {
+        cause: Box::new(error),
+        charge,
+        retry_recovers,
+    }
+}
+
+/// A retried checkout paid with the charge its earlier attempt took and lost: that
+/// orphaned payment now has an order.
+pub(super) fn reattached(order_id: i64, charge: &Charge) {
+    counter!(PAYMENTS_REATTACHED).increment(1);
+    tracing::info!(
+        order.id = order_id,
+        earlier_order.id = charge.first_order_id,
+        transaction_id = %charge.transaction_id,
+        "a retried checkout was paid with the charge its earlier attempt took"
+    );
 }

@@ -1,64 +1,65 @@
-//! The workers of the asynchronous checkout, in the same binary: they take jobs from
-//! the outbox (`crate::outbox`) and do what the blocking checkout does inside its
-//! transaction, without holding a database connection while they wait:
+//! The workers of the asynchronous checkout, in the same binary: one dispatcher per
+//! replica claims due jobs from the outbox (`crate::outbox`) in batches and runs each in
+//! a task of its own (`super::jobs` says what each job does).
 //!
-//! - `charge_order`: charge through the gateway (idempotency key `order-<id>`, so a
-//!   retried job never charges twice), then in one transaction record the payment,
-//!   take the units out of stock, confirm the order, notify the customer and enqueue the
-//!   e-mail — or, if the card is declined, release the reservation and mark the order
-//!   `payment_failed`;
-//! - `send_confirmation`: send the e-mail; an outage delays it (retries with exponential
-//!   backoff), it never fails an order or orphans a payment. After
-//!   `OUTBOX_MAX_ATTEMPTS` a job is dead-lettered, counted and alerted on.
+//! How many jobs run at once is bounded by what the gateway and the mail server can
+//! take (`OUTBOX_CONCURRENCY`, a semaphore), not by the connection pool: a job holds a
+//! connection only to claim and to finish, never while it waits on the gateway (1 s) or
+//! the mail server (2 s). A task waiting on a socket costs kilobytes.
+//!
+//! Leases: every running job's lease is renewed by one heartbeat per replica (one
+//! statement for all of them), so a job is taken again only when its worker is gone —
+//! within `OUTBOX_LEASE_SECONDS` of a crash. A job whose lease another worker took stops.
+//! A job that fails because the database went away is handed back the moment it answers
+//! again. After `OUTBOX_MAX_ATTEMPTS` (failed or expired alike) a job is dead-lettered,
+//! counted and alerted on; `outbox replay` puts dead letters back.
 //!
 //! Each job's spans continue the trace of the request that enqueued it (the stored
 //! `traceparent` is their parent, and a span link), so one trace shows the 202 and the
 //! work seconds later.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Status, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use sqlx::PgConnection;
 use strum::{IntoStaticStr, VariantArray};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::asynchronous::current_traceparent;
-use super::outcomes::{count_checkout, count_settled, settled};
-use super::{
-    CheckoutError, create_notification, observe_step, process_payment, record_payment,
-    reduce_inventory,
-};
+use super::CheckoutError;
+use super::outcomes::count_checkout;
 use crate::config::WorkerSettings;
-use crate::db::Database;
-use crate::domain::{CheckoutMode, CheckoutOutcome, SettledOutcome};
-use crate::inventory::{self, Units};
-use crate::mailer::{Confirmation, EmailError, Mailer};
-use crate::notifications::{NotificationKind, notify};
-use crate::orders::OrderStatus;
-use crate::orders::store::{self, OrderRow};
-use crate::outbox::{self, ChargeOrder, Job, JobKind, SendConfirmation, Task};
-use crate::payment::{Charge, PaymentError, PaymentGateway};
+use crate::db::{self, Database};
+use crate::domain::{CheckoutMode, CheckoutOutcome, JobKind};
+use crate::mailer::Mailer;
+use crate::outbox::{self, Job};
+use crate::payment::PaymentGateway;
 use crate::telemetry::metrics::{
-    OUTBOX_ATTEMPTS, OUTBOX_DEAD, OUTBOX_JOB_DURATION, OUTBOX_OLDEST_AGE, OUTBOX_PENDING,
-    OUTBOX_PROCESSED,
+    OUTBOX_ATTEMPTS, OUTBOX_CONCURRENCY_LIMIT, OUTBOX_DEAD, OUTBOX_IN_FLIGHT, OUTBOX_JOB_DURATION,
+    OUTBOX_OLDEST_AGE, OUTBOX_PENDING, OUTBOX_PROCESSED, OUTBOX_REPLAYED,
 };
+
+/// The most jobs one claim takes (one statement, one connection for a moment).
+const CLAIM_AT_MOST: usize = 64;
+/// How often the queue's gauges are read.
+const DEPTH_EVERY: Duration = Duration::from_secs(2);
 
 /// How one attempt at a job ended: `outbox_jobs_processed_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr, VariantArray)]
 #[strum(serialize_all = "snake_case")]
-enum JobOutcome {
+pub(super) enum JobOutcome {
     Done,
     Retried,
     DeadLettered,
-    /// Another worker holds the job now: this attempt's result was refused.
+    /// Another worker holds the job now: this attempt's result was refused, or the
+    /// attempt stopped when its lease could not be renewed.
     LeaseLost,
 }
 
@@ -72,6 +73,8 @@ impl JobOutcome {
 pub(super) fn start_metrics_at_zero() {
     for kind in JobKind::VARIANTS {
         counter!(OUTBOX_ATTEMPTS, "kind" => kind.as_str()).absolute(0);
+        counter!(OUTBOX_REPLAYED, "kind" => kind.as_str()).absolute(0);
+        gauge!(OUTBOX_IN_FLIGHT, "kind" => kind.as_str()).set(0.0);
         for outcome in JobOutcome::VARIANTS {
             counter!(OUTBOX_PROCESSED, "kind" => kind.as_str(), "outcome" => outcome.as_str())
                 .absolute(0);
@@ -79,35 +82,57 @@ pub(super) fn start_metrics_at_zero() {
     }
 }
 
-/// How often the queue's gauges are read.
-const DEPTH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Why a job did not finish this time.
 #[derive(Debug)]
-enum JobError {
+pub(super) enum JobError {
     /// Try again later (or give up after the last attempt).
     Retry(String),
+    /// The database went away: hand the job back as soon as it answers again.
+    DatabaseAway(String),
     /// Another worker holds the job now (this one's lease ran out): nothing to do.
     LeaseLost,
 }
 
 impl<E: Into<CheckoutError>> From<E> for JobError {
     fn from(error: E) -> Self {
-        JobError::Retry(error.into().to_string())
+        match error.into() {
+            CheckoutError::Database(error) if db::is_unavailable(&error) => {
+                JobError::DatabaseAway(error.to_string())
+            }
+            other => JobError::Retry(other.to_string()),
+        }
     }
 }
 
+/// A running job, for the heartbeat: its lease token, and how to stop it.
+struct Held {
+    kind: JobKind,
+    lease_token: uuid::Uuid,
+    lost: CancellationToken,
+}
+
+/// The outbox's workers of this replica; cheap to clone.
+#[derive(Clone)]
 pub struct Workers {
-    db: Database,
-    gateway: Arc<dyn PaymentGateway>,
-    mailer: Mailer,
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    pub(super) db: Database,
+    pub(super) gateway: Arc<dyn PaymentGateway>,
+    pub(super) mailer: Mailer,
     settings: WorkerSettings,
-    /// Told when a job was enqueued (by LISTEN/NOTIFY); polling covers missed ones.
+    /// Told when a job was enqueued (LISTEN/NOTIFY) or a slot fell free; the poll covers
+    /// what notifications miss.
     wake: Arc<Notify>,
+    /// One permit per job that may run at once.
+    slots: Arc<Semaphore>,
+    /// The jobs running now, by id.
+    held: Mutex<HashMap<i64, Held>>,
     /// SIGTERM: take no new job.
     draining: CancellationToken,
-    /// The shutdown deadline: drop the job in hand; its lease runs out, and another
-    /// worker (after a restart, this one) finishes it.
+    /// The shutdown deadline: drop the jobs in hand; their leases run out, and another
+    /// worker (after a restart, this one) finishes them.
     stopping: CancellationToken,
 }
 
@@ -120,58 +145,142 @@ impl Workers {
         draining: CancellationToken,
         stopping: CancellationToken,
     ) -> Self {
+        gauge!(OUTBOX_CONCURRENCY_LIMIT).set(settings.concurrency as f64);
         Self {
-            db,
-            gateway,
-            mailer,
-            settings,
-            wake: Arc::new(Notify::new()),
-            draining,
-            stopping,
+            shared: Arc::new(Shared {
+                db,
+                gateway,
+                mailer,
+                slots: Arc::new(Semaphore::new(settings.concurrency)),
+                settings,
+                wake: Arc::new(Notify::new()),
+                held: Mutex::default(),
+                draining,
+                stopping,
+            }),
         }
     }
 
-    /// Wakes every idle worker (a job was enqueued).
+    /// Wakes the dispatcher (a job was enqueued).
     pub fn waker(&self) -> Arc<Notify> {
-        self.wake.clone()
+        self.shared.wake.clone()
     }
 
-    /// Starts `CHECKOUT_WORKERS` workers and the queue's gauges on `tracker`.
-    pub fn spawn(self, tracker: &TaskTracker) {
-        let workers = Arc::new(self);
-        for _ in 0..workers.settings.count {
-            tracker.spawn(workers.clone().work());
+    /// Starts the dispatcher on `tracker`, and the heartbeat, the poll and the queue's
+    /// gauges beside it.
+    pub fn spawn(&self, tracker: &TaskTracker) {
+        tracker.spawn(self.clone().dispatch(tracker.clone()));
+        tokio::spawn(self.clone().heartbeat());
+        tokio::spawn(poll(
+            self.shared.wake.clone(),
+            self.shared.settings.poll_every,
+        ));
+        tokio::spawn(export_depth(self.shared.db.clone()));
+    }
+
+    /// Runs every job that is due now, and those they enqueue, to the end; returns how
+    /// many attempts it made. For tests, which then need no background workers and no
+    /// waiting (zero2prod's `try_execute_task`).
+    pub async fn run_due(&self) -> anyhow::Result<usize> {
+        let mut attempts = 0;
+        loop {
+            let jobs = self.claim(CLAIM_AT_MOST).await?;
+            if jobs.is_empty() {
+                return Ok(attempts);
+            }
+            attempts += jobs.len();
+            let mut running = tokio::task::JoinSet::new();
+            for job in jobs {
+                let workers = self.clone();
+                running.spawn(async move { workers.attempt(job).await });
+            }
+            while running.join_next().await.is_some() {}
         }
-        tokio::spawn(poll(workers.wake.clone(), workers.settings.poll_every));
-        tokio::spawn(export_depth(workers.db.clone()));
     }
 
-    /// Idle workers sleep until told: a new job (NOTIFY wakes them all), the poll (one
-    /// of them looks, for retries that fell due and notifications that were lost), or a
-    /// busy worker that found a job and asks for help with the rest.
-    async fn work(self: Arc<Self>) {
-        while !self.draining.is_cancelled() {
-            match outbox::claim(&self.db, self.settings.lease).await {
-                Ok(Some(job)) => {
-                    self.wake.notify_one();
-                    tokio::select! {
-                        () = self.run(job) => {}
-                        () = self.stopping.cancelled() => break,
-                    }
-                    continue;
+    async fn claim(&self, at_most: usize) -> sqlx::Result<Vec<Job>> {
+        let settings = &self.shared.settings;
+        outbox::claim(
+            &self.shared.db,
+            at_most,
+            settings.lease,
+            settings.max_attempts,
+        )
+        .await
+    }
+
+    /// Claims as many due jobs as there are free slots (up to a batch), starts each in a
+    /// task of its own, and sleeps until woken when nothing more is due.
+    async fn dispatch(self, tracker: TaskTracker) {
+        loop {
+            let first = tokio::select! {
+                permit = self.shared.slots.clone().acquire_owned() => permit,
+                () = self.shared.draining.cancelled() => return,
+            };
+            let Ok(first) = first else { return };
+            let mut slots = vec![first];
+            while slots.len() < CLAIM_AT_MOST {
+                match self.shared.slots.clone().try_acquire_owned() {
+                    Ok(slot) => slots.push(slot),
+                    Err(_) => break,
                 }
-                Ok(None) => {}
+            }
+            let wanted = slots.len();
+            match self.claim(wanted).await {
+                Ok(jobs) => {
+                    let claimed = jobs.len();
+                    for (job, slot) in jobs.into_iter().zip(slots.drain(..)) {
+                        tracker.spawn(self.clone().run_held(job, slot));
+                    }
+                    if claimed == wanted {
+                        // There may be more due right now.
+                        continue;
+                    }
+                }
                 Err(error) => tracing::debug!(%error, "cannot claim outbox jobs"),
             }
+            drop(slots);
             tokio::select! {
-                () = self.wake.notified() => {}
-                () = self.draining.cancelled() => break,
+                () = self.shared.wake.notified() => {}
+                () = self.shared.draining.cancelled() => return,
             }
         }
+    }
+
+    /// One attempt at a claimed job, registered for the heartbeat while it runs.
+    async fn run_held(self, job: Job, slot: OwnedSemaphorePermit) {
+        let lost = self.shared.stopping.child_token();
+        let (id, kind) = (job.id, job.kind);
+        self.held_jobs().insert(
+            id,
+            Held {
+                kind,
+                lease_token: job.lease_token,
+                lost: lost.clone(),
+            },
+        );
+        let in_flight = gauge!(OUTBOX_IN_FLIGHT, "kind" => kind.as_str());
+        in_flight.increment(1.0);
+        tokio::select! {
+            () = self.attempt(job) => {}
+            () = lost.cancelled() => {
+                if !self.shared.stopping.is_cancelled() {
+                    counter!(OUTBOX_PROCESSED, "kind" => kind.as_str(),
+                        "outcome" => JobOutcome::LeaseLost.as_str()).increment(1);
+                }
+            }
+        }
+        in_flight.decrement(1.0);
+        self.held_jobs().remove(&id);
+        drop(slot);
+    }
+
+    fn held_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Held>> {
+        self.shared.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// One attempt at `job`, in a span that continues the trace that enqueued it.
-    async fn run(&self, job: Job) {
+    async fn attempt(&self, job: Job) {
         let kind = job.kind.as_str();
         let span = tracing::info_span!(
             "outbox.job",
@@ -194,25 +303,19 @@ impl Workers {
         }
         let started = Instant::now();
         counter!(OUTBOX_ATTEMPTS, "kind" => kind).increment(1);
-        let result = async {
-            let task = job
-                .task()
-                .map_err(|e| JobError::Retry(format!("unreadable job payload: {e}")))?;
-            match task {
-                Task::ChargeOrder(charge) => self.charge_order(&job, &charge).await,
-                Task::SendConfirmation(confirmation) => {
-                    self.send_confirmation(&job, &confirmation).await
-                }
-            }
-        }
-        .instrument(span.clone())
-        .await;
+        let result = self.perform(&job).instrument(span.clone()).await;
         let outcome = match result {
             Ok(()) => JobOutcome::Done,
             Err(JobError::LeaseLost) => JobOutcome::LeaseLost,
             Err(JobError::Retry(error)) => {
                 span.set_status(Status::error(error.clone()));
                 self.give_back(&job, &error).instrument(span).await
+            }
+            Err(JobError::DatabaseAway(error)) => {
+                span.set_status(Status::error(error.clone()));
+                self.give_back_when_reachable(&job, &error)
+                    .instrument(span)
+                    .await
             }
         }
         .as_str();
@@ -223,11 +326,12 @@ impl Workers {
 
     /// A failed attempt: try again after a backoff, or give up after the last one.
     async fn give_back(&self, job: &Job, error: &str) -> JobOutcome {
-        let last = u32::try_from(job.attempts).unwrap_or(u32::MAX) >= self.settings.max_attempts;
+        let last =
+            u32::try_from(job.attempts).unwrap_or(u32::MAX) >= self.shared.settings.max_attempts;
         if !last {
             let delay = outbox::backoff(job.attempts);
             tracing::warn!(delay_ms = delay.as_millis() as u64, %error, "outbox job failed; retrying");
-            if let Err(db) = outbox::retry_later(&self.db, job, error, delay).await {
+            if let Err(db) = outbox::retry_later(&self.shared.db, job, error, delay).await {
                 tracing::warn!(error = %db, "could not reschedule; the lease will run out");
             }
             return JobOutcome::Retried;
@@ -237,140 +341,132 @@ impl Workers {
             job.kind = job.kind.as_str(),
             attempts = job.attempts,
             %error,
-            "outbox job dead-lettered: it needs a person (the order itself is unchanged)"
+            "outbox job dead-lettered: it needs a person (the order itself is unchanged); \
+             `ecommerce-monolith outbox replay` runs it again"
         );
-        if let Err(db) = outbox::dead_letter(&self.db, job, error).await {
+        if let Err(db) = outbox::dead_letter(&self.shared.db, job, error).await {
             tracing::warn!(error = %db, "could not dead-letter; the lease will run out");
         }
-        if job.kind == JobKind::ChargeOrder {
-            // The checkout ended without a settled payment.
-            count_checkout(CheckoutMode::Async, CheckoutOutcome::Error);
-        }
+        dead_lettered(job.kind);
         JobOutcome::DeadLettered
     }
 
-    /// Charge the order, then confirm it — or, declined, fail it.
-    async fn charge_order(&self, job: &Job, payload: &ChargeOrder) -> Result<(), JobError> {
-        let order = self.pending_order(job).await?;
-        let Some(order) = order else {
-            // Settled by an earlier attempt whose answer was lost: only the job is left.
-            return self.finish_alone(job).await;
-        };
-        let method = payload.payment_method;
-        match step!(process_payment(self.gateway.as_ref(), &order, method)) {
-            Ok(charge) => self.confirm(job, &order, &charge, payload).await,
-            Err(CheckoutError::Payment(PaymentError::Declined)) => {
-                self.fail_payment(job, &order).await
+    /// The database went away in the middle of the attempt: wait until it answers (the
+    /// heartbeat keeps renewing nothing meanwhile), then hand the job back, due at once —
+    /// it runs again seconds after the outage, not a lease later.
+    async fn give_back_when_reachable(&self, job: &Job, error: &str) -> JobOutcome {
+        tracing::warn!(%error, "outbox job interrupted by the database; retrying when it answers");
+        tokio::select! {
+            () = self.shared.db.until_reachable() => {}
+            () = self.shared.stopping.cancelled() => return JobOutcome::Retried,
+        }
+        if u32::try_from(job.attempts).unwrap_or(u32::MAX) >= self.shared.settings.max_attempts {
+            return self.give_back(job, error).await;
+        }
+        if let Err(db) = outbox::retry_later(&self.shared.db, job, error, Duration::ZERO).await {
+            tracing::warn!(error = %db, "could not reschedule; the lease will run out");
+        }
+        self.shared.wake.notify_one();
+        JobOutcome::Retried
+    }
+
+    /// Every third of a lease: renews the leases of the running jobs (one statement for
+    /// all of them), stops those another worker has taken, and dead-letters the jobs
+    /// whose last attempt's lease ran out. Also right after the database answers again.
+    async fn heartbeat(self) {
+        let every = (self.shared.settings.lease / 3).max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_reachable = true;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.shared.db.until_reachable(), if !was_reachable => {}
             }
-            Err(other) => Err(JobError::Retry(other.to_string())),
+            was_reachable = self.shared.db.is_reachable();
+            if !was_reachable {
+                continue;
+            }
+            self.renew_leases().await;
+            match outbox::dead_letter_exhausted(&self.shared.db, self.shared.settings.max_attempts)
+                .await
+            {
+                Ok(exhausted) => {
+                    for job in exhausted {
+                        tracing::error!(
+                            order.id = job.order_id,
+                            job.kind = job.kind.as_str(),
+                            attempts = job.attempts,
+                            "outbox job dead-lettered: its last attempt's lease ran out \
+                             (the worker died or lost the database); \
+                             `ecommerce-monolith outbox replay` runs it again"
+                        );
+                        dead_lettered(job.kind);
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "cannot sweep exhausted outbox jobs"),
+            }
         }
     }
 
-    /// The order of a charge job, if it still waits for its payment.
-    async fn pending_order(&self, job: &Job) -> Result<Option<OrderRow>, JobError> {
-        let mut conn = self.db.acquire().await?;
-        let order = store::fetch_row(&mut conn, job.order_id)
-            .await?
-            .ok_or_else(|| JobError::Retry(format!("order {} does not exist", job.order_id)))?;
-        Ok((order.status == OrderStatus::Pending).then_some(order))
-    }
-
-    /// The payment is taken: everything the blocking checkout did after it, in one
-    /// transaction with the end of the job.
-    async fn confirm(
-        &self,
-        job: &Job,
-        order: &OrderRow,
-        charge: &Charge,
-        payload: &ChargeOrder,
-    ) -> Result<(), JobError> {
-        let mut tx = self.db.begin().await?;
-        step!(record_payment(
-            &mut tx,
-            order,
-            charge,
-            payload.payment_method
-        ))?;
-        let units = inventory::units_of_order(&mut tx, order.id).await?;
-        step!(take_out_of_stock(&mut tx, &units))?;
-        step!(create_notification(&mut tx, order.user_id, order))?;
-        step!(enqueue_email(&mut tx, order, payload))?;
-        let waited = step!(confirm_order(&mut tx, order))?;
-        if !outbox::finish(&mut tx, job).await? {
-            return Err(JobError::LeaseLost);
+    async fn renew_leases(&self) {
+        let held: Vec<(i64, uuid::Uuid)> = self
+            .held_jobs()
+            .iter()
+            .map(|(id, held)| (*id, held.lease_token))
+            .collect();
+        if held.is_empty() {
+            return;
         }
-        tx.commit().await?;
-        settled(
-            &tracing::Span::current(),
-            CheckoutMode::Async,
-            order.total,
-            waited,
-        );
-        count_checkout(CheckoutMode::Async, CheckoutOutcome::Success);
-        Ok(())
-    }
-
-    /// Declined: the reserved units go back, the order fails, the customer is told.
-    async fn fail_payment(&self, job: &Job, order: &OrderRow) -> Result<(), JobError> {
-        let mut tx = self.db.begin().await?;
-        step!(release_inventory(&mut tx, order))?;
-        store::set_status(&mut tx, order.id, OrderStatus::PaymentFailed).await?;
-        let message = format!(
-            "The payment for your order #{} over {:.2} was declined; nothing was charged.",
-            order.id, order.total
-        );
-        notify(
-            &mut tx,
-            order.user_id,
-            NotificationKind::PaymentFailed,
-            &message,
-        )
-        .await?;
-        if !outbox::finish(&mut tx, job).await? {
-            return Err(JobError::LeaseLost);
-        }
-        tx.commit().await?;
-        count_settled(CheckoutMode::Async, SettledOutcome::PaymentFailed);
-        count_checkout(CheckoutMode::Async, CheckoutOutcome::PaymentDeclined);
-        Ok(())
-    }
-
-    /// The confirmation e-mail of a confirmed order.
-    async fn send_confirmation(
-        &self,
-        job: &Job,
-        payload: &SendConfirmation,
-    ) -> Result<(), JobError> {
-        let order = {
-            let mut conn = self.db.acquire().await?;
-            store::fetch(&mut conn, job.order_id).await?
+        // A failure (the database away) renews nothing and stops nothing: the jobs
+        // cannot finish either, and their leases are renewed when it answers again.
+        let Ok(renewed) = outbox::renew(&self.shared.db, &held, self.shared.settings.lease).await
+        else {
+            return;
         };
-        let order =
-            order.ok_or_else(|| JobError::Retry(format!("order {} is gone", job.order_id)))?;
-        let confirmation = Confirmation {
-            to: &payload.customer,
-            order_id: order.id,
-            items: order.items.clone(),
-            total: order.total,
-        };
-        step!(send_email(&self.mailer, &confirmation))
-            .map_err(|e| JobError::Retry(e.to_string()))?;
-        self.finish_alone(job).await
-    }
-
-    /// Ends a job whose work left nothing to write.
-    async fn finish_alone(&self, job: &Job) -> Result<(), JobError> {
-        let mut tx = self.db.begin().await?;
-        if !outbox::finish(&mut tx, job).await? {
-            return Err(JobError::LeaseLost);
+        for (id, held) in self.held_jobs().iter() {
+            if !renewed.contains(id) {
+                tracing::warn!(
+                    job.id = id,
+                    job.kind = held.kind.as_str(),
+                    "outbox job stopped: another worker holds its lease now"
+                );
+                held.lost.cancel();
+            }
         }
-        tx.commit().await?;
-        Ok(())
     }
 }
 
-/// Wakes one idle worker every `every`: one query per interval while all is quiet.
-async fn poll(wake: Arc<Notify>, every: std::time::Duration) {
+/// Puts the dead-lettered jobs (all, or those of one kind) back in the queue, due now
+/// with their attempts reset; logs and counts them. Returns how many of each kind.
+pub async fn replay_dead_letters(
+    db: &Database,
+    kind: Option<JobKind>,
+) -> sqlx::Result<Vec<(JobKind, i64)>> {
+    let replayed = outbox::replay_dead(db, kind).await?;
+    for (kind, count) in &replayed {
+        counter!(OUTBOX_REPLAYED, "kind" => kind.as_str())
+            .increment(u64::try_from(*count).unwrap_or(0));
+        tracing::warn!(
+            job.kind = kind.as_str(),
+            count,
+            "dead-lettered outbox jobs put back in the queue"
+        );
+    }
+    Ok(replayed)
+}
+
+/// A job given up for good: its checkout, if it was the charge, ended without a
+/// settled payment.
+fn dead_lettered(kind: JobKind) {
+    if kind == JobKind::ChargeOrder {
+        count_checkout(CheckoutMode::Async, CheckoutOutcome::Error);
+    }
+}
+
+/// Wakes the dispatcher every `every`: one query per interval while all is quiet, for
+/// retries that fell due and notifications that were lost.
+async fn poll(wake: Arc<Notify>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -383,42 +479,6 @@ fn parent_context(traceparent: &str) -> opentelemetry::Context {
     let carrier =
         std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
     TraceContextPropagator::new().extract(&carrier)
-}
-
-/// The units leave the warehouse; their rows locked first in product-id order, like
-/// every other statement that touches several of them.
-async fn take_out_of_stock(tx: &mut PgConnection, units: &Units) -> Result<(), CheckoutError> {
-    inventory::lock(tx, &units.product_ids).await?;
-    reduce_inventory(tx, units).await
-}
-
-/// The declined order's reservation is given up.
-async fn release_inventory(tx: &mut PgConnection, order: &OrderRow) -> Result<(), CheckoutError> {
-    let units = inventory::units_of_order(tx, order.id).await?;
-    Ok(inventory::release(tx, &units).await?)
-}
-
-/// The e-mail, as a job of its own: an outage delays it, and nothing else.
-async fn enqueue_email(
-    tx: &mut PgConnection,
-    order: &OrderRow,
-    payload: &ChargeOrder,
-) -> Result<(), CheckoutError> {
-    let task = Task::SendConfirmation(SendConfirmation {
-        customer: payload.customer.clone(),
-    });
-    let traceparent = current_traceparent();
-    outbox::enqueue(tx, order.id, &task, traceparent.as_deref()).await?;
-    Ok(())
-}
-
-/// The order is `confirmed`; returns the seconds since it was accepted.
-async fn confirm_order(tx: &mut PgConnection, order: &OrderRow) -> Result<f64, CheckoutError> {
-    Ok(store::confirm_since_created(tx, order.id).await?)
-}
-
-async fn send_email(mailer: &Mailer, confirmation: &Confirmation<'_>) -> Result<(), EmailError> {
-    mailer.send_confirmation(confirmation).await
 }
 
 /// Keeps the queue's gauges current: depth and age of the oldest job per kind, dead

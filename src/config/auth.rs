@@ -31,7 +31,8 @@ pub struct AuthSettings {
 /// Login attempts allowed per minute (bursts included); `None` switches a limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginThrottleSettings {
-    pub per_account: Option<std::num::NonZeroU32>,
+    /// For one account from one client address.
+    pub per_account_and_address: Option<std::num::NonZeroU32>,
     pub per_address: Option<std::num::NonZeroU32>,
 }
 
@@ -95,8 +96,8 @@ pub(super) fn read(r: &mut Reader) -> AuthSettings {
     };
 
     let login_throttle = LoginThrottleSettings {
-        per_account: std::num::NonZeroU32::new(r.parse(
-            "LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE",
+        per_account_and_address: std::num::NonZeroU32::new(r.parse(
+            "LOGIN_ATTEMPTS_PER_ACCOUNT_AND_ADDRESS_PER_MINUTE",
             10u32,
             "a whole number (0 switches the limit off)",
         )),

@@ -29,15 +29,19 @@ pub struct LiveStart {
 /// The workers of the asynchronous checkout and their outbox.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerSettings {
-    /// Jobs processed at once (in this process).
-    pub count: usize,
-    /// How long a claimed job is a worker's own; after that another may take it. Must
-    /// exceed the slowest job (the payment delay; the e-mail delay plus the SMTP timeout).
+    /// Jobs running at once in this process: what the gateway and the mail server can
+    /// take, not a number of connections (a job holds none while it waits on them).
+    pub concurrency: usize,
+    /// How long a claimed job is a worker's own without a heartbeat; the heartbeat
+    /// renews it every third of it. After a crash, the jobs are taken again this soon.
     pub lease: Duration,
-    /// Attempts before a job is dead-lettered.
+    /// Attempts (failed, or whose lease ran out) before a job is dead-lettered.
     pub max_attempts: u32,
-    /// How often idle workers look for jobs when no notification woke them.
+    /// How often the idle dispatcher looks for jobs when no notification woke it.
     pub poll_every: Duration,
+    /// Whether the workers run on their own. Always true from the environment; tests
+    /// that drive the outbox themselves (`Workers::run_due`) switch it off.
+    pub in_background: bool,
 }
 
 impl SmtpSettings {
@@ -70,13 +74,17 @@ impl LiveStart {
 impl WorkerSettings {
     pub(super) fn read(r: &mut Reader) -> Self {
         let workers = Self {
-            count: r.parse("CHECKOUT_WORKERS", 16usize, "a whole number of workers"),
-            lease: Duration::from_secs(r.parse("OUTBOX_LEASE_SECONDS", 60u64, "whole seconds")),
+            concurrency: r.parse("OUTBOX_CONCURRENCY", 256usize, "a whole number of jobs"),
+            lease: Duration::from_secs(r.parse("OUTBOX_LEASE_SECONDS", 10u64, "whole seconds")),
             max_attempts: r.parse("OUTBOX_MAX_ATTEMPTS", 10u32, "a whole number"),
             poll_every: r.millis("OUTBOX_POLL_MS", 1000),
+            in_background: true,
         };
-        if workers.count == 0 {
-            r.problem("CHECKOUT_WORKERS: at least 1 (the outbox must drain)".to_string());
+        if workers.concurrency == 0 {
+            r.problem("OUTBOX_CONCURRENCY: at least 1 (the outbox must drain)".to_string());
+        }
+        if workers.lease < Duration::from_secs(1) {
+            r.problem("OUTBOX_LEASE_SECONDS: at least 1".to_string());
         }
         if workers.max_attempts == 0 {
             r.problem("OUTBOX_MAX_ATTEMPTS: at least 1".to_string());

@@ -34,6 +34,8 @@ pub struct Settings {
     /// After SIGTERM, requests in flight get this long; what still runs then is rolled
     /// back and counted.
     pub shutdown_timeout: Duration,
+    /// After that deadline, how long `/metrics` still answers, for a last scrape.
+    pub shutdown_metrics_linger: Duration,
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub smtp: SmtpSettings,
@@ -102,6 +104,8 @@ impl Settings {
         );
         let shutdown_timeout =
             Duration::from_secs(r.parse("SHUTDOWN_TIMEOUT_SECONDS", 20u64, "whole seconds"));
+        let shutdown_metrics_linger =
+            Duration::from_secs(r.parse("SHUTDOWN_METRICS_LINGER_SECONDS", 5u64, "whole seconds"));
         let database = DatabaseSettings::read(&mut r);
         let auth = auth::read(&mut r);
         let smtp = SmtpSettings::read(&mut r);
@@ -116,6 +120,7 @@ impl Settings {
         r.finish(Settings {
             bind_addr,
             shutdown_timeout,
+            shutdown_metrics_linger,
             database,
             auth,
             smtp,

@@ -46,6 +46,8 @@ pub enum CheckoutOutcome {
     InsufficientStock,
     PaymentDeclined,
     EmailFailed,
+    /// The cart's total is more than an order can hold.
+    TotalTooLarge,
     /// Anything else: the database or the gateway could not be reached.
     Error,
     /// Still running at the shutdown deadline: rolled back.
@@ -101,6 +103,6 @@ mod tests {
         assert_eq!(SettledOutcome::PaymentFailed.as_str(), "payment_failed");
         assert_eq!(" Blocking".trim().parse(), Ok(CheckoutMode::Blocking));
         assert!("sync".parse::<CheckoutMode>().is_err());
-        assert_eq!(CheckoutOutcome::VARIANTS.len(), 7);
+        assert_eq!(CheckoutOutcome::VARIANTS.len(), 8);
     }
 }

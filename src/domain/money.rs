@@ -118,6 +118,10 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
+/// The largest total an order can hold: 9,999,999,999.99, `NUMERIC(12,2)` in the schema
+/// (999,999,999,999 hundredths = 232·2³² + 3,567,587,327).
+pub const ORDER_TOTAL_MAX: Decimal = Decimal::from_parts(3_567_587_327, 232, 0, false, 2);
+
 /// Money counters count whole cents: counters are integers, and money is never a float.
 pub fn cents(amount: Decimal) -> u64 {
     (amount * Decimal::ONE_HUNDRED)
@@ -183,6 +187,12 @@ mod tests {
         for good in ["1.10", "0.01", "0.5", "99999999.99", "7"] {
             assert!(good.parse::<Money>().is_ok(), "{good:?} refused");
         }
+    }
+
+    #[test]
+    fn the_largest_total_is_what_numeric_12_2_holds() {
+        assert_eq!(ORDER_TOTAL_MAX.to_string(), "9999999999.99");
+        assert_eq!(MAX.to_string(), "99999999.99");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Live fault injection for teaching: make the gateway slow or flaky, the mail server
 //! slow or down — without a restart.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -11,7 +13,8 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{AdminUser, Json};
-use crate::domain::{CheckoutMode, FaultsUpdate, FaultsView};
+use crate::checkout::workers;
+use crate::domain::{CheckoutMode, FaultsUpdate, FaultsView, JobKind};
 use crate::reconciliation::{self, Reconciliation};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -19,6 +22,49 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_faults, update_faults))
         .routes(routes!(get_checkout_mode, set_checkout_mode))
         .routes(routes!(reconciliation))
+        .routes(routes!(replay_dead_letters))
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Only jobs of this kind; absent (`{}`): every dead letter.
+    pub kind: Option<JobKind>,
+}
+
+/// What was put back in the queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayView {
+    /// Jobs replayed, by kind.
+    pub replayed: BTreeMap<String, i64>,
+    pub total: i64,
+}
+
+/// Put dead-lettered outbox jobs back in the queue (admin), e.g. the e-mails that
+/// failed through a long mail outage, once it is over.
+///
+/// Their attempts start again from zero; each is due at once. Logged, and counted in
+/// `outbox_jobs_replayed_total{kind}`.
+#[utoipa::path(
+    post, path = "/api/admin/outbox/replay", tag = "admin",
+    security(("bearer" = ["admin"])),
+    request_body = ReplayRequest,
+    responses((status = 200, description = "What was replayed", body = ReplayView))
+)]
+async fn replay_dead_letters(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Json(request): Json<ReplayRequest>,
+) -> Result<Json<ReplayView>, ApiError> {
+    let replayed = workers::replay_dead_letters(&state.db, request.kind).await?;
+    Ok(Json(ReplayView {
+        total: replayed.iter().map(|(_, count)| count).sum(),
+        replayed: replayed
+            .into_iter()
+            .map(|(kind, count)| (kind.as_str().to_string(), count))
+            .collect(),
+    }))
 }
 
 /// Every approved charge of the payment gateway against the orders (admin).

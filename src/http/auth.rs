@@ -88,7 +88,7 @@ async fn register(
 ///
 /// An unknown e-mail and a wrong password get the same answer, in the same time.
 /// Attempts are limited per account and per client address
-/// (`LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE`, `LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE`);
+/// (`LOGIN_ATTEMPTS_PER_ACCOUNT_AND_ADDRESS_PER_MINUTE`, `LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE`);
 /// beyond that the answer is 429 with `Retry-After`.
 #[utoipa::path(
     post, path = "/api/auth/login", tag = "auth",

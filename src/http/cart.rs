@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{AuthUser, Json, Path};
 use super::openapi::{Conflict, NotFound};
 use crate::cart::{Cart, CartLine, store};
-use crate::domain::{LineItem, Quantity, StockShortage, whole};
+use crate::domain::{LineItem, ORDER_TOTAL_MAX, Quantity, StockShortage, whole};
 use crate::inventory;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -119,6 +119,7 @@ async fn add_item(
     let wanted = i64::from(already) + i64::from(add.quantity.get());
     ensure_in_stock(&mut tx, add.product_id, wanted).await?;
     let item_id = store::add(&mut tx, cart_id, add.product_id, add.quantity.get()).await?;
+    ensure_total_fits(&mut tx, user.id).await?;
     let line = store::line(&mut tx, user.id, item_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("cart item {item_id} vanished"))?;
@@ -150,6 +151,7 @@ async fn update_item(
     let quantity = update.quantity.get();
     ensure_in_stock(&mut tx, line.product_id, i64::from(quantity)).await?;
     store::set_quantity(&mut tx, item_id, quantity).await?;
+    ensure_total_fits(&mut tx, user.id).await?;
     tx.commit().await?;
     line.quantity = quantity;
     Ok(Json(CartItemView::from(&line)))
@@ -189,6 +191,20 @@ async fn clear_cart(State(state): State<AppState>, user: AuthUser) -> Result<Sta
 
 fn item_not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("cart item {id}"))
+}
+
+/// A cart may not cost more than an order can hold (the change is rolled back).
+async fn ensure_total_fits(conn: &mut PgConnection, user_id: i64) -> Result<(), ApiError> {
+    let total = store::find(conn, user_id).await?.total();
+    if total > ORDER_TOTAL_MAX {
+        return Err(ApiError::validation(
+            "quantity",
+            format!(
+                "the cart's total would be {total}, more than an order can hold ({ORDER_TOTAL_MAX})"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A cart may not hold more of a product than is available now. The checkout checks

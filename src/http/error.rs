@@ -81,8 +81,11 @@ pub enum ApiError {
     /// What the checkout refused or lost; its statuses are chosen in [`ApiError::kind`].
     #[error(transparent)]
     Checkout(CheckoutError),
-    #[error("a request with this Idempotency-Key is still being processed; retry later")]
-    RequestInProgress,
+    #[error(
+        "a request with this Idempotency-Key is still being processed; retry in {} s",
+        retry_after_seconds(.0)
+    )]
+    RequestInProgress(Duration),
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
     #[error("too many attempts; retry in {} s", retry_after_seconds(.0))]
@@ -164,16 +167,12 @@ impl ApiError {
                 "Validation Failed",
             ),
             Self::Checkout(error) => checkout_kind(error),
-            Self::RequestInProgress => (
+            Self::RequestInProgress(_) => (
                 StatusCode::CONFLICT,
                 "request-in-progress",
                 "Request In Progress",
             ),
-            Self::IdempotencyKeyReused => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                "Idempotency Key Reused",
-            ),
+            Self::IdempotencyKeyReused => IDEMPOTENCY_KEY_REUSED,
             Self::TooManyRequests(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-requests",
@@ -231,6 +230,10 @@ impl ApiError {
                 error @ (CheckoutError::EmailFailed(_)
                 | CheckoutError::Payment(PaymentError::Unavailable(_))),
             ) => (Severity::Warning, error.to_string()),
+            // The orphaned payment itself is logged (an error) where it happens.
+            Self::Checkout(CheckoutError::Charged { cause, .. }) => {
+                (Severity::Warning, cause.to_string())
+            }
             _ => return None,
         };
         Some(FailureLog { severity, cause })
@@ -245,7 +248,9 @@ const SERVICE_UNAVAILABLE: Kind = (
     "Service Unavailable",
 );
 
-/// The checkout's refusals and failures as HTTP sees them.
+/// The checkout's refusals and failures as HTTP sees them. An order lost after its
+/// charge answers as its cause would (an e-mail failure 502, the rest 503: retry), with
+/// what happened to the money in the detail.
 fn checkout_kind(error: &CheckoutError) -> Kind {
     match error {
         // `From<CheckoutError>` classifies database errors like any other request's.
@@ -254,9 +259,16 @@ fn checkout_kind(error: &CheckoutError) -> Kind {
             "internal-error",
             "Internal Server Error",
         ),
+        CheckoutError::Payment(PaymentError::KeyReused(_)) => IDEMPOTENCY_KEY_REUSED,
         other => refusal_kind(other.outcome()).unwrap_or(SERVICE_UNAVAILABLE),
     }
 }
+
+const IDEMPOTENCY_KEY_REUSED: Kind = (
+    StatusCode::UNPROCESSABLE_ENTITY,
+    "idempotency-key-reused",
+    "Idempotency Key Reused",
+);
 
 /// The answer of each checkout outcome that has one of its own; the others (`error`,
 /// `shutdown`) are a 503 or a 500 like any other request's failure.
@@ -274,6 +286,11 @@ fn refusal_kind(outcome: CheckoutOutcome) -> Option<Kind> {
             "Payment Declined",
         ),
         CheckoutOutcome::EmailFailed => (StatusCode::BAD_GATEWAY, "email-failed", "E-mail Failed"),
+        CheckoutOutcome::TotalTooLarge => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "total-too-large",
+            "Total Too Large",
+        ),
         CheckoutOutcome::Success | CheckoutOutcome::Error | CheckoutOutcome::Shutdown => {
             return None;
         }
@@ -350,7 +367,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::TooManyRequests(wait) => {
+            Self::TooManyRequests(wait) | Self::RequestInProgress(wait) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after_seconds(wait)),
@@ -446,6 +463,7 @@ mod tests {
         let answers = [
             CheckoutError::EmptyCart,
             CheckoutError::InsufficientStock(Vec::new()),
+            CheckoutError::TotalTooLarge(crate::domain::ORDER_TOTAL_MAX),
             CheckoutError::Payment(PaymentError::Declined),
             CheckoutError::Payment(PaymentError::Unavailable("down".into())),
             CheckoutError::EmailFailed(EmailError::InjectedOutage),

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, FieldError};
 use crate::auth::{JwtKeys, Role, TokenError};
-use crate::idempotency::IdempotencyKey;
+use crate::domain::IdempotencyKey;
 
 /// A JSON request body. Malformed JSON is a 400; a well-formed body with a missing,
 /// mistyped or invalid field is a 422 whose `errors` name the field.

@@ -18,10 +18,11 @@ use std::any::Any;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::http::{Method, Uri};
-use axum::middleware;
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
+use axum::http::{HeaderValue, Method, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
@@ -51,6 +52,8 @@ pub struct AppState {
     /// Work that must finish even if its client goes away (a checkout); shutdown waits
     /// for it until the deadline.
     pub in_flight: TaskTracker,
+    /// Cancelled at SIGTERM: new requests are refused (but `/metrics` and `/health`).
+    pub draining: CancellationToken,
     /// `None` when metrics are switched off (or in tests that run several apps in
     /// one process, where the global recorder cannot tell them apart).
     pub metrics: Option<Exposition>,
@@ -85,8 +88,34 @@ pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
         // A bug must still answer with a problem (and be logged with its trace id),
         // not drop the connection.
         .layer(CatchPanicLayer::custom(panic_to_problem))
+        .layer(middleware::from_fn_with_state(
+            state.draining.clone(),
+            refuse_while_draining,
+        ))
         .layer(middleware::from_fn(telemetry::http::instrument_request))
         .with_state(state)
+}
+
+/// While the service drains (after SIGTERM), new requests get a 503 that says so, with
+/// `Connection: close`: the load balancer sends them elsewhere. `/metrics` and `/health`
+/// still answer, so that what the drain rolls back can be scraped.
+async fn refuse_while_draining(
+    State(draining): State<CancellationToken>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let exempt = matches!(request.uri().path(), "/metrics" | "/health" | "/ready");
+    if !draining.is_cancelled() || exempt {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::ServiceUnavailable(
+        "the service is shutting down; retry shortly (another replica will answer)".to_string(),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -38,13 +38,13 @@ problem_responses! {
     Forbidden,
     /// No such resource (someone else's looks the same: ids reveal nothing).
     NotFound,
-    /// A conflict with the current state: a duplicate, a transition not allowed, not enough stock (`products` lists what is short), or a request with the same `Idempotency-Key` still running.
+    /// A conflict with the current state: a duplicate, a transition not allowed, not enough stock (`products` lists what is short), or a request with the same `Idempotency-Key` still running (`Retry-After` says when its lease lapses).
     Conflict,
     /// The request body is larger than `HTTP_BODY_LIMIT_BYTES`.
     PayloadTooLarge,
     /// The body must be JSON with `Content-Type: application/json`.
     UnsupportedMediaType,
-    /// A field or parameter is invalid (`errors` names each one), or an `Idempotency-Key` was used with another request.
+    /// A field or parameter is invalid (`errors` names each one), an `Idempotency-Key` was used with another request, or a cart's total would be more than an order can hold: 9999999999.99 (`total-too-large`).
     UnprocessableEntity,
     /// Too many attempts: wait the seconds in `Retry-After`.
     TooManyRequests,

@@ -42,7 +42,8 @@ async fn health() -> Json<HealthView> {
     })
 }
 
-/// Readiness: the database answers. 503 while it does not.
+/// Readiness: the database answers. 503 while it does not, and while the service
+/// shuts down.
 #[utoipa::path(
     get, path = "/ready", tag = "ops",
     responses(
@@ -51,6 +52,11 @@ async fn health() -> Json<HealthView> {
     )
 )]
 async fn ready(State(state): State<AppState>) -> Result<Json<HealthView>, ApiError> {
+    if state.draining.is_cancelled() {
+        return Err(ApiError::ServiceUnavailable(
+            "the service is shutting down".to_string(),
+        ));
+    }
     if state.db.ping().await {
         Ok(Json(HealthView {
             status: "ready",

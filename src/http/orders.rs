@@ -14,7 +14,8 @@ use super::error::ApiError;
 use super::extract::{AdminUser, AuthUser, IdempotencyHeader, Json, Page, Paged, Path, Query};
 use super::openapi::{BadGateway, Conflict, PaymentRequired};
 use crate::checkout::{CheckoutError, CheckoutRequest, Placement};
-use crate::idempotency::{self, Claim, IdempotencyKey, StoredAnswer};
+use crate::domain::IdempotencyKey;
+use crate::idempotency::{self, Claim, StoredAnswer};
 use crate::orders::store::{self, Scope};
 use crate::orders::{OrderStatus, OrderView, lifecycle};
 use crate::telemetry::http::in_request_context;
@@ -38,9 +39,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// `payment_failed`. A client that gives up cancels neither.
 ///
 /// With an `Idempotency-Key`, a repeated request (same user, key and body) gets the
-/// first answer again, with `Idempotent-Replayed: true`, and nothing is charged twice;
-/// the same key with another body is a 422, and a repeat while the first request still
-/// runs a 409. Keys are kept for 24 hours.
+/// first answer again, with `Idempotent-Replayed: true`, and nothing is charged twice:
+/// the gateway's charge is bound to the key, so even a checkout that lost its order
+/// after the charge (a 503 that says so) is retried with the same key into an order
+/// paid by that first charge. The same key with another body is a 422; a repeat while
+/// the first request still runs a 409 with `Retry-After` (after a crash, seconds until
+/// the dead request's lease lapses). Keys are kept for 24 hours.
+///
+/// An order holds at most 9999999999.99: a larger cart is a 422 (`total-too-large`).
 #[utoipa::path(
     post, path = "/api/orders/checkout", tag = "orders",
     security(("bearer" = [])),
@@ -91,17 +97,27 @@ async fn checkout_once(
     request: CheckoutRequest,
 ) -> Result<Response, ApiError> {
     let Some(key) = key else {
-        return Ok(answer(state.checkout.place_order(user_id, request).await));
+        return Ok(answer(
+            state.checkout.place_order(user_id, request, None).await,
+        ));
     };
     let fingerprint = serde_json::to_string(&request).map_err(anyhow::Error::new)?;
     match idempotency::claim(&state.db, user_id, &key, &fingerprint).await? {
         Claim::Replay(earlier) => Ok(replay(earlier)),
-        Claim::InProgress => Err(ApiError::RequestInProgress),
+        Claim::InProgress(lease_left) => Err(ApiError::RequestInProgress(lease_left)),
         Claim::Mismatch => Err(ApiError::IdempotencyKeyReused),
         Claim::First => {
-            let (response, kept) =
-                keep(answer(state.checkout.place_order(user_id, request).await)).await;
-            // A 503 did nothing (shutting down, database away): the client may retry.
+            let placing = state.checkout.place_order(user_id, request, Some(&key));
+            // The key's lease is renewed while the checkout runs, so that a retry can
+            // tell a running first request from one that died with its process.
+            let placed = tokio::select! {
+                placed = placing => placed,
+                never = idempotency::keep_alive(&state.db, user_id, &key) => match never {},
+            };
+            let (response, kept) = keep(answer(placed)).await;
+            // A 503 took no money for good (shutting down, database away; a charge
+            // taken is bound to the key, and the retry gets it back): the client may
+            // retry, and the retry runs anew.
             let stored = if kept.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() as i16 {
                 idempotency::release(&state.db, user_id, &key).await
             } else {

@@ -26,6 +26,7 @@ pub const PAYMENT_GATEWAY_DURATION: &str = "payment_gateway_duration_seconds";
 pub const EMAIL_SEND_DURATION: &str = "email_send_duration_seconds";
 pub const PAYMENTS_ORPHANED: &str = "payments_orphaned_total";
 pub const PAYMENTS_ORPHANED_AMOUNT: &str = "payments_orphaned_amount_cents_total";
+pub const PAYMENTS_REATTACHED: &str = "payments_reattached_total";
 pub const PAYMENTS_WITHOUT_ORDER: &str = "payments_without_order";
 pub const PAYMENTS_WITHOUT_ORDER_AMOUNT: &str = "payments_without_order_amount_cents";
 pub const LOGIN_THROTTLED: &str = "login_attempts_throttled_total";
@@ -49,6 +50,9 @@ pub const OUTBOX_DEAD: &str = "outbox_jobs_dead";
 pub const OUTBOX_PROCESSED: &str = "outbox_jobs_processed_total";
 pub const OUTBOX_ATTEMPTS: &str = "outbox_job_attempts_total";
 pub const OUTBOX_JOB_DURATION: &str = "outbox_job_duration_seconds";
+pub const OUTBOX_IN_FLIGHT: &str = "outbox_jobs_in_flight";
+pub const OUTBOX_CONCURRENCY_LIMIT: &str = "outbox_concurrency_limit";
+pub const OUTBOX_REPLAYED: &str = "outbox_jobs_replayed_total";
 
 /// Histogram buckets from 5 ms to 10 s, dense around the 1 s payment, the 2 s e-mail
 /// and the 3–5 s checkout, so each lands in a bucket of its own.
@@ -163,6 +167,18 @@ fn describe_all() {
         "Outbox job runs by kind and outcome (done, retried, dead_lettered, lease_lost)."
     );
     describe_counter!(OUTBOX_ATTEMPTS, "Attempts made at outbox jobs, by kind.");
+    describe_gauge!(
+        OUTBOX_IN_FLIGHT,
+        "Outbox jobs running now in this process, by kind (against outbox_concurrency_limit)."
+    );
+    describe_gauge!(
+        OUTBOX_CONCURRENCY_LIMIT,
+        "How many outbox jobs may run at once in this process (OUTBOX_CONCURRENCY)."
+    );
+    describe_counter!(
+        OUTBOX_REPLAYED,
+        "Dead-lettered outbox jobs put back in the queue by an admin, by kind."
+    );
     describe_histogram!(
         OUTBOX_JOB_DURATION,
         Unit::Seconds,
@@ -203,6 +219,10 @@ fn describe_all() {
     describe_counter!(
         PAYMENTS_ORPHANED_AMOUNT,
         "Money charged for orders that were then lost, in cents, by reason."
+    );
+    describe_counter!(
+        PAYMENTS_REATTACHED,
+        "Orphaned payments a retried checkout (same Idempotency-Key) attached to its order instead of charging again."
     );
     describe_gauge!(
         PAYMENTS_WITHOUT_ORDER,

@@ -228,10 +228,16 @@ fn the_documented_layers_have_no_cycle_and_name_real_modules() {
     for module in layers.values().flatten().chain(layers.keys()) {
         let exists = repo_file(&format!("src/{module}.rs")).exists()
             || repo_file(&format!("src/{module}")).is_dir();
-        assert!(exists, "the table names `{module}`, which src/ does not have");
+        assert!(
+            exists,
+            "the table names `{module}`, which src/ does not have"
+        );
     }
     for module in modules {
-        assert!(layers.contains_key(&module), "`{module}` is missing from the table");
+        assert!(
+            layers.contains_key(&module),
+            "`{module}` is missing from the table"
+        );
     }
 }
 

@@ -220,7 +220,7 @@ async fn whole_numbers_written_as_floats_are_whole_numbers() {
 
 #[tokio::test]
 async fn repeated_wrong_passwords_throttle_that_account_only() {
-    let app = spawn_app_with(&[("LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE", "5")]).await;
+    let app = spawn_app_with(&[("LOGIN_ATTEMPTS_PER_ACCOUNT_AND_ADDRESS_PER_MINUTE", "5")]).await;
     app.customer("victim@example.com").await;
     let bystander = app.customer("bystander@example.com").await;
     assert!(!bystander.is_empty());

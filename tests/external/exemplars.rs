@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::helpers::{expect_json, traced_app};
 use crate::otlp::OtlpReceiver;
+use crate::prometheus::Prometheus;
 use crate::require::{PROMETHEUS_PACKAGE, tool_available};
-use crate::stack::{EXEMPLAR_HISTOGRAMS, Prometheus};
+use crate::stack::EXEMPLAR_HISTOGRAMS;
 
 const BLOCKING_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const ASYNC_TRACE: &str = "5c1e7d0f3b9a4e8d9f2a6b7c8d9e0f1a";

@@ -222,8 +222,8 @@ async fn the_demo_fits_the_app_it_runs() {
         Some("/metrics")
     );
 
-    // The kubelet's SIGKILL comes after the app's own shutdown deadline and the preStop
-    // pause.
+    // The kubelet's SIGKILL comes after the preStop pause and the app's whole shutdown:
+    // the deadline, the rollbacks after it, and the last scrape's linger.
     let grace = pod["spec"]["terminationGracePeriodSeconds"]
         .as_u64()
         .expect("terminationGracePeriodSeconds");
@@ -233,10 +233,12 @@ async fn the_demo_fits_the_app_it_runs() {
         .and_then(Yaml::as_str)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let shutdown = settings.shutdown_timeout
+        + ecommerce_monolith::startup::AFTER_DEADLINE
+        + settings.shutdown_metrics_linger;
     assert!(
-        grace > settings.shutdown_timeout.as_secs() + pause,
-        "grace {grace} s vs deadline {:?} + preStop {pause} s",
-        settings.shutdown_timeout
+        grace > shutdown.as_secs() + pause,
+        "grace {grace} s vs shutdown {shutdown:?} + preStop {pause} s"
     );
     assert_eq!(
         app["securityContext"]["readOnlyRootFilesystem"].as_bool(),

@@ -5,7 +5,7 @@
 //! Postgres server of their own to stop and start (initdb, pg_ctl). Without a tool its tests are skipped with
 //! a note; with `CI=true` a missing tool fails them.
 
-#[path = "../api/helpers.rs"]
+#[path = "../api/helpers/mod.rs"]
 #[allow(dead_code)]
 mod helpers;
 #[path = "../api/otlp.rs"]
@@ -19,6 +19,8 @@ mod kubernetes;
 mod loadgen_report;
 mod outage;
 mod postgres_cluster;
+mod prometheus;
 mod promtool;
 mod require;
+mod slo;
 mod stack;

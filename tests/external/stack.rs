@@ -12,7 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use yaml_serde::Value as Yaml;
 
-use crate::helpers::{TestApp, closed_port, expect_json, spawn_process};
+use crate::helpers::{TestApp, expect_json, spawn_process};
+use crate::prometheus::{Prometheus, compose_prometheus_features};
 use crate::require::{PROMETHEUS_PACKAGE, tool_available};
 
 /// The latency histograms whose buckets carry exemplars (trace ids).
@@ -22,11 +23,11 @@ pub(crate) const EXEMPLAR_HISTOGRAMS: [&str; 3] = [
     "order_time_to_confirmed_seconds",
 ];
 
-fn repo_file(path: &str) -> PathBuf {
+pub(crate) fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn read_yaml(path: &str) -> Yaml {
+pub(crate) fn read_yaml(path: &str) -> Yaml {
     let text = std::fs::read_to_string(repo_file(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
     yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
 }
@@ -217,7 +218,9 @@ async fn promtool_accepts_the_config_the_rules_and_their_unit_tests() {
     for args in [
         ["check", "config", "prometheus.yml"],
         ["check", "rules", "alerts.yml"],
+        ["check", "rules", "slo.yml"],
         ["test", "rules", "alerts.test.yml"],
+        ["test", "rules", "slo.test.yml"],
     ] {
         let output = tokio::process::Command::new("promtool")
             .args(args)
@@ -277,7 +280,7 @@ fn the_alert_rules_tell_what_is_wrong_and_where_to_look() {
     }
 }
 
-fn alert_rules() -> Vec<Yaml> {
+pub(crate) fn alert_rules() -> Vec<Yaml> {
     let alerts = read_yaml("alerts.yml");
     alerts["groups"]
         .as_sequence()
@@ -443,157 +446,6 @@ fn the_dockerfile_builds_a_small_non_root_image() {
     assert!(dockerfile.contains("--locked"), "builds from Cargo.lock");
     let ignore = std::fs::read_to_string(repo_file(".dockerignore")).expect(".dockerignore");
     assert!(ignore.lines().any(|l| l.trim_matches('/') == "target"));
-}
-
-/// A real Prometheus (Debian's package) with the repository's config and rules and the
-/// compose file's feature flags (exemplar storage), scraping one address every second.
-/// Killed when dropped.
-pub(crate) struct Prometheus {
-    pub(crate) url: String,
-    _child: tokio::process::Child,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Prometheus {
-    pub(crate) async fn start(target: &str) -> Self {
-        let dir = TempDir(std::env::temp_dir().join(format!("prom-{}", uuid::Uuid::new_v4())));
-        std::fs::create_dir_all(&dir.0).expect("temp dir");
-        let mut config = read_yaml("prometheus.yml");
-        config["global"]["scrape_interval"] = Yaml::from("1s");
-        config["global"]["evaluation_interval"] = Yaml::from("1s");
-        config["rule_files"] = Yaml::Sequence(vec![Yaml::from(
-            repo_file("alerts.yml").display().to_string(),
-        )]);
-        let jobs = config["scrape_configs"]
-            .as_sequence_mut()
-            .expect("scrape_configs");
-        assert_eq!(jobs.len(), 1, "one scrape job");
-        assert_eq!(jobs[0]["job_name"].as_str(), Some("ecommerce-monolith"));
-        jobs[0]["static_configs"][0]["targets"] = Yaml::Sequence(vec![Yaml::from(target)]);
-        let config_path = dir.0.join("prometheus.yml");
-        std::fs::write(&config_path, yaml_serde::to_string(&config).expect("yaml")).unwrap();
-
-        let port = closed_port().await;
-        let child = tokio::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.0.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .args(compose_prometheus_features())
-            .arg("--log.level=warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("prometheus (Debian package) must be installed");
-        let prometheus = Prometheus {
-            url: format!("http://127.0.0.1:{port}"),
-            _child: child,
-            _dir: dir,
-        };
-        // Ready is not enough: Prometheus applies new targets on a 5 s tick, and the
-        // counters' starting values must be scraped before the test moves them.
-        for _ in 0..150 {
-            if reqwest::get(format!("{}/-/ready", prometheus.url))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                let up = prometheus
-                    .query("up{job=\"ecommerce-monolith\"} == 1")
-                    .await;
-                if up["data"]["result"]
-                    .as_array()
-                    .is_some_and(|r| !r.is_empty())
-                {
-                    return prometheus;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("prometheus did not start scraping the app");
-    }
-
-    pub(crate) async fn query(&self, expr: &str) -> Value {
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("query", expr)
-            .finish();
-        let response = reqwest::get(format!("{}/api/v1/query?{query}", self.url))
-            .await
-            .expect("query prometheus");
-        response.json().await.expect("prometheus answers JSON")
-    }
-
-    /// Alerts pending or firing now, by name.
-    async fn active_alerts(&self) -> BTreeSet<String> {
-        let alerts: Value = reqwest::get(format!("{}/api/v1/alerts", self.url))
-            .await
-            .expect("alerts")
-            .json()
-            .await
-            .expect("alerts JSON");
-        alerts["data"]["alerts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_string))
-            .collect()
-    }
-
-    /// Waits until the scrape of the app has happened `scrapes` more times.
-    async fn wait_for_scrapes(&self, scrapes: usize) {
-        tokio::time::sleep(Duration::from_millis(1100 * scrapes as u64)).await;
-    }
-
-    /// Until `condition` holds for the active alerts (or 30 s pass).
-    async fn wait_for_alerts(
-        &self,
-        what: &str,
-        condition: impl Fn(&BTreeSet<String>) -> bool,
-    ) -> BTreeSet<String> {
-        for _ in 0..60 {
-            let active = self.active_alerts().await;
-            if condition(&active) {
-                return active;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        let mut values = String::new();
-        for rule in alert_rules() {
-            let expr = rule["expr"].as_str().unwrap_or_default();
-            let answer = self.query(expr).await;
-            values.push_str(&format!(
-                "\n  {}: {}",
-                rule["alert"].as_str().unwrap_or_default(),
-                answer["data"]["result"]
-            ));
-        }
-        panic!(
-            "{what}: alerts active: {:?}; rule expressions now:{values}",
-            self.active_alerts().await
-        );
-    }
-}
-
-/// The `--enable-feature` flags the compose stack starts Prometheus with.
-fn compose_prometheus_features() -> Vec<String> {
-    read_yaml("docker-compose.yml")["services"]["prometheus"]["command"]
-        .as_sequence()
-        .expect("prometheus command")
-        .iter()
-        .filter_map(Yaml::as_str)
-        .filter(|arg| arg.starts_with("--enable-feature="))
-        .map(str::to_string)
-        .collect()
 }
 
 /// The alert whose expression mentions `series`.

@@ -1,0 +1,49 @@
+//! The app's `/metrics`, read as Prometheus text.
+
+use reqwest::StatusCode;
+
+use super::TestApp;
+
+impl TestApp {
+    pub async fn metrics(&self) -> String {
+        let response = self.get("/metrics", None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("metrics body")
+    }
+}
+
+/// The value of a metric in Prometheus text format over the series that carry `labels`
+/// (summed, like PromQL's `sum`; `None` if there is no such series), e.g.
+/// `sample(&text, "checkouts_total", &[("outcome", "success")])`.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let matches = series_name == name
+                && labels.iter().all(|(k, v)| {
+                    series_labels
+                        .split(',')
+                        .any(|l| l == format!("{k}=\"{v}\""))
+                });
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// The sum of every series of one metric (all label values).
+pub fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,93 @@
+//! A minimal but real SMTP server: the app's mailer talks to it over TCP, and the test
+//! reads what it was sent.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// A captured e-mail: the SMTP envelope and the raw message.
+#[derive(Debug, Clone)]
+pub struct CapturedMail {
+    pub recipients: Vec<String>,
+    pub data: String,
+}
+
+/// A minimal but real SMTP server on a free port, recording every message it accepts.
+pub struct SmtpCapture {
+    pub port: u16,
+    messages: Arc<Mutex<Vec<CapturedMail>>>,
+}
+
+impl SmtpCapture {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        let port = listener.local_addr().expect("smtp addr").port();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_smtp(stream, sink.clone()));
+            }
+        });
+        Self { port, messages }
+    }
+
+    pub fn messages(&self) -> Vec<CapturedMail> {
+        self.messages.lock().expect("smtp lock").clone()
+    }
+}
+
+async fn serve_smtp(stream: tokio::net::TcpStream, sink: Arc<Mutex<Vec<CapturedMail>>>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut recipients = Vec::new();
+    let _ = write.write_all(b"220 smtp.test ESMTP ready\r\n").await;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let verb = line
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" | "HELO" => b"250 smtp.test\r\n",
+            "MAIL" => {
+                recipients.clear();
+                b"250 OK\r\n"
+            }
+            "RCPT" => {
+                recipients.push(
+                    line[line.find(':').map_or(0, |i| i + 1)..]
+                        .trim()
+                        .to_string(),
+                );
+                b"250 OK\r\n"
+            }
+            "DATA" => {
+                let _ = write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await;
+                let mut data = String::new();
+                while let Ok(Some(body_line)) = lines.next_line().await {
+                    if body_line == "." {
+                        break;
+                    }
+                    data.push_str(&body_line);
+                    data.push('\n');
+                }
+                sink.lock().expect("smtp lock").push(CapturedMail {
+                    recipients: std::mem::take(&mut recipients),
+                    data,
+                });
+                b"250 OK queued\r\n"
+            }
+            "RSET" | "NOOP" => b"250 OK\r\n",
+            "QUIT" => {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                return;
+            }
+            _ => b"502 command not implemented\r\n",
+        };
+        if write.write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
