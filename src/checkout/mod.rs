@@ -17,6 +17,7 @@
 //! and the handler turns either into a response.
 
 mod outcomes;
+pub mod timings;
 
 use std::fmt::Display;
 use std::future::Future;
@@ -170,7 +171,9 @@ async fn observe_step<T, E: Display>(
 ) -> Result<T, E> {
     let started = Instant::now();
     let result = work.instrument(span.clone()).await;
-    histogram!(CHECKOUT_STEP_DURATION, "step" => name).record(started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    histogram!(CHECKOUT_STEP_DURATION, "step" => name).record(took.as_secs_f64());
+    timings::note(name, took);
     if let Err(error) = &result {
         span.set_status(Status::error(error.to_string()));
     }

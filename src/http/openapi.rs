@@ -66,7 +66,7 @@ pub struct RequestHeaderFieldsTooLarge;
         title = "ecommerce-monolith",
         description = "A deliberately monolithic, thoroughly instrumented shop for learning \
                        system design. Errors are RFC 9457 problem details; every response \
-                       carries its trace id in `X-Trace-Id`. Money is a decimal string such \
+                       carries its trace id in `X-Trace-Id` and its span in `traceresponse` (W3C Trace Context 2). Money is a decimal string such \
                        as \"19.99\".",
     ),
     modifiers(&BearerAuth),

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -13,6 +13,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminUser, AuthUser, IdempotencyHeader, Json, Page, Paged, Path, Query};
 use super::openapi::{BadGateway, Conflict, PaymentRequired};
+use crate::checkout::timings::{self, StepTiming};
 use crate::checkout::{CheckoutError, CheckoutRequest, Placement};
 use crate::domain::IdempotencyKey;
 use crate::idempotency::{self, Claim, StoredAnswer};
@@ -27,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_orders))
         .routes(routes!(get_order))
         .routes(routes!(change_status))
+        .routes(routes!(cancel_order))
 }
 
 /// Buy what is in the cart, in the checkout mode in force.
@@ -58,12 +60,18 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 202, description = "Order accepted (asynchronous mode): `pending` until the workers charge and confirm it",
             body = OrderView,
-            headers(("Location" = String, description = "The order, to follow: /api/orders/{id}")),
+            headers(
+                ("Location" = String, description = "The order, to follow: /api/orders/{id}"),
+                ("Server-Timing" = String, description = "The request's own steps (validate_cart … enqueue_payment, commit), `name;dur=<ms>` each"),
+            ),
             links(
                 ("GetAcceptedOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id"))))
             )
         ),
         (status = 201, description = "Order confirmed (blocking mode)", body = OrderView,
+            headers(
+                ("Server-Timing" = String, description = "Each of the eleven steps that ran and the commit, `name;dur=<ms>` (W3C Server Timing): `process_payment;dur=1001.2, …, send_email;dur=2002.9, commit;dur=1.1`"),
+            ),
             links(
                 ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))),
                 ("ChangeOrderStatus" = (operation_id = "change_status", parameters(("id" = "$response.body#/id"))))
@@ -97,9 +105,7 @@ async fn checkout_once(
     request: CheckoutRequest,
 ) -> Result<Response, ApiError> {
     let Some(key) = key else {
-        return Ok(answer(
-            state.checkout.place_order(user_id, request, None).await,
-        ));
+        return Ok(place(&state, user_id, request, None).await);
     };
     let fingerprint = serde_json::to_string(&request).map_err(anyhow::Error::new)?;
     match idempotency::claim(&state.db, user_id, &key, &fingerprint).await? {
@@ -107,14 +113,14 @@ async fn checkout_once(
         Claim::InProgress(lease_left) => Err(ApiError::RequestInProgress(lease_left)),
         Claim::Mismatch => Err(ApiError::IdempotencyKeyReused),
         Claim::First => {
-            let placing = state.checkout.place_order(user_id, request, Some(&key));
+            let placing = place(&state, user_id, request, Some(&key));
             // The key's lease is renewed while the checkout runs, so that a retry can
             // tell a running first request from one that died with its process.
             let placed = tokio::select! {
                 placed = placing => placed,
                 never = idempotency::keep_alive(&state.db, user_id, &key) => match never {},
             };
-            let (response, kept) = keep(answer(placed)).await;
+            let (response, kept) = keep(placed).await;
             // A 503 took no money for good (shutting down, database away; a charge
             // taken is bound to the key, and the retry gets it back): the client may
             // retry, and the retry runs anew.
@@ -129,6 +135,41 @@ async fn checkout_once(
             Ok(response)
         }
     }
+}
+
+/// Runs the checkout and answers with its result and, in `Server-Timing`, how long each
+/// of its steps took (the browser's developer tools draw them).
+async fn place(
+    state: &AppState,
+    user_id: i64,
+    request: CheckoutRequest,
+    key: Option<&IdempotencyKey>,
+) -> Response {
+    let (placed, steps) =
+        timings::recorded(state.checkout.place_order(user_id, request, key)).await;
+    let mut response = answer(placed);
+    if let Ok(value) = HeaderValue::from_str(&server_timing(&steps)) {
+        response.headers_mut().insert(SERVER_TIMING, value);
+    }
+    response
+}
+
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// `validate_cart;dur=0.4, check_inventory;dur=1.2, …` (W3C Server Timing), in
+/// milliseconds, one entry per step that ran.
+fn server_timing(steps: &[StepTiming]) -> String {
+    steps
+        .iter()
+        .map(|step| {
+            format!(
+                "{};dur={:.1}",
+                step.step,
+                step.duration.as_secs_f64() * 1000.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// 201 with the confirmed order; 202 with the accepted one and where to follow it.
@@ -289,5 +330,41 @@ async fn change_status(
 ) -> Result<Json<OrderView>, ApiError> {
     let order =
         lifecycle::change_status(&state.db, state.gateway.as_ref(), id, change.status).await?;
+    Ok(Json(order))
+}
+
+/// Cancel one of your orders while nothing has shipped: the stock goes back and the
+/// payment is refunded.
+///
+/// Only a `confirmed` order can be cancelled (409 otherwise); someone else's order is a
+/// 404.
+#[utoipa::path(
+    post, path = "/api/orders/{id}/cancel", tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order, cancelled and refunded", body = OrderView),
+        (status = 409, response = Conflict),
+    )
+)]
+async fn cancel_order(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> Result<Json<OrderView>, ApiError> {
+    let owner = {
+        let mut conn = state.db.acquire().await?;
+        store::owner_of(&mut conn, id).await?
+    };
+    if owner.is_none_or(|owner| owner != user.id && !user.is_admin()) {
+        return Err(ApiError::not_found(format!("order {id}")));
+    }
+    let order = lifecycle::change_status(
+        &state.db,
+        state.gateway.as_ref(),
+        id,
+        OrderStatus::Cancelled,
+    )
+    .await?;
     Ok(Json(order))
 }

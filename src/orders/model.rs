@@ -76,7 +76,11 @@ pub struct OrderView {
     #[serde(with = "rust_decimal::serde::str")]
     pub total: Decimal,
     pub shipping_address: String,
-    /// How long the checkout that created this order took, in milliseconds.
+    /// How long the checkout took, in milliseconds (the original system's
+    /// `processing_duration_ms`). Blocking mode: the whole checkout request, the eleven
+    /// steps and the commit — what the customer waited for. Asynchronous mode: from the
+    /// order's acceptance (the 202) to its confirmation by the workers; absent while it
+    /// is `pending` and for a declined payment.
     pub processing_time_ms: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

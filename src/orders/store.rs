@@ -168,6 +168,14 @@ pub async fn fetch_row(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<O
     .await
 }
 
+/// Whose order it is; `None` if there is no such order.
+pub async fn owner_of(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT user_id FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// The order's status, with the row locked until the transaction ends.
 pub async fn lock_status(
     conn: &mut PgConnection,

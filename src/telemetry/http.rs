@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics::gauge;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{Status, TraceContextExt, TraceId};
+use opentelemetry::trace::{SpanId, Status, TraceContextExt, TraceId};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Instrument;
@@ -21,6 +21,9 @@ use super::exemplars;
 use super::metrics::HTTP_REQUESTS_IN_FLIGHT;
 
 pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
+/// W3C Trace Context level 2: the server's span, so a client (the storefront) can name
+/// the very span that served it.
+pub const TRACE_RESPONSE_HEADER: HeaderName = HeaderName::from_static("traceresponse");
 /// The `route` label of requests that matched no route: raw paths would make the
 /// label's cardinality unbounded.
 const UNMATCHED_ROUTE: &str = "unmatched";
@@ -98,6 +101,7 @@ pub async fn instrument_request(request: Request, next: Next) -> Response {
     // Fails only when export is off (no OpenTelemetry layer); the id is still honoured below.
     let _ = span.set_parent(remote);
     let trace_id = trace_id_of(&span, remote_trace_id);
+    let trace_response = trace_response_of(&span, &trace_id);
 
     let in_flight = gauge!(HTTP_REQUESTS_IN_FLIGHT);
     in_flight.increment(1.0);
@@ -126,7 +130,23 @@ pub async fn instrument_request(request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert(TRACE_ID_HEADER, value);
     }
+    if let Ok(value) = HeaderValue::from_str(&trace_response) {
+        response.headers_mut().insert(TRACE_RESPONSE_HEADER, value);
+    }
     response
+}
+
+/// `00-<trace id>-<the server span's id>-<flags>`; with export switched off the span
+/// has no id of its own, and a random one stands in (flags 00: not sampled).
+fn trace_response_of(span: &tracing::Span, trace_id: &str) -> String {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    let (span_id, sampled) = if span_context.is_valid() {
+        (span_context.span_id(), span_context.is_sampled())
+    } else {
+        (SpanId::from_bytes(rand::random::<[u8; 8]>()), false)
+    };
+    format!("00-{trace_id}-{span_id}-{:02x}", u8::from(sampled))
 }
 
 /// The cause of a failed request, logged inside its span so the line carries the trace

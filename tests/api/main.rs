@@ -16,6 +16,7 @@ mod otlp;
 mod products;
 mod replicas;
 mod reviews_and_notifications;
+mod storefront;
 mod telemetry;
 mod tools;
 mod tour;
