@@ -307,11 +307,12 @@ impl Workers {
         let outcome = match result {
             Ok(()) => JobOutcome::Done,
             Err(JobError::LeaseLost) => JobOutcome::LeaseLost,
-            Err(JobError::Retry(error)) => {
+            // Whatever failed, while the database is away the job cannot be given back.
+            Err(JobError::Retry(error)) if self.shared.db.is_reachable() => {
                 span.set_status(Status::error(error.clone()));
                 self.give_back(&job, &error).instrument(span).await
             }
-            Err(JobError::DatabaseAway(error)) => {
+            Err(JobError::Retry(error) | JobError::DatabaseAway(error)) => {
                 span.set_status(Status::error(error.clone()));
                 self.give_back_when_reachable(&job, &error)
                     .instrument(span)

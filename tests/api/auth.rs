@@ -280,3 +280,47 @@ async fn customers_get_403_on_admin_endpoints() {
     )
     .await;
 }
+
+/// A client whose connections come from another loopback address: a second person.
+fn client_from(address: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(address))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stranger_guessing_a_password_cannot_lock_its_owner_out() {
+    let app = crate::helpers::spawn_process(&[]).await;
+    app.customer("victim@example.com").await;
+    let login = |client: reqwest::Client, password: &'static str| {
+        let url = format!("{}/api/auth/login", app.address);
+        async move {
+            client
+                .post(url)
+                .json(&json!({"email": "victim@example.com", "password": password}))
+                .send()
+                .await
+                .expect("login")
+                .status()
+        }
+    };
+    // 30 wrong passwords from one address: it is throttled...
+    let attacker = client_from([127, 0, 0, 1]);
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(login(attacker.clone(), "wrong guess").await);
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        login(attacker.clone(), crate::helpers::PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even with the right password, from that address"
+    );
+    // ...and the owner, from an address that has not been failing, logs in at once.
+    let owner = client_from([127, 0, 0, 2]);
+    assert_eq!(login(owner, crate::helpers::PASSWORD).await, StatusCode::OK);
+}

@@ -196,3 +196,35 @@ async fn another_users_cart_item_is_a_404() {
     let cart = expect_json(app.get("/api/cart", Some(&alice)).await, StatusCode::OK).await;
     assert_eq!(cart["items"][0]["quantity"], 1, "Alice's cart is untouched");
 }
+
+#[tokio::test]
+async fn a_cart_costing_more_than_an_order_can_hold_is_refused() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let alice = app.customer("alice@example.com").await;
+    let yacht = app
+        .create_product(&admin, "Yacht", "99999999.99", 500)
+        .await;
+    expect_json(
+        app.add_to_cart(&alice, yacht, 100).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    // 101 × 99,999,999.99 does not fit in NUMERIC(12,2): a 422, not a 500.
+    let problem = expect_problem(
+        app.add_to_cart(&alice, yacht, 1).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation-error",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "quantity");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("9999999999.99"),
+        "{problem}"
+    );
+    let cart = expect_json(app.get("/api/cart", Some(&alice)).await, StatusCode::OK).await;
+    assert_eq!(cart["items"][0]["quantity"], 100, "the cart as it was");
+}

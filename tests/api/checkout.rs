@@ -413,3 +413,35 @@ async fn invalid_checkout_requests_are_422() {
     }
     assert_eq!(app.count("orders").await, 0);
 }
+
+#[tokio::test]
+async fn a_total_too_large_for_an_order_is_a_422_and_leaves_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let alice = app.customer("alice@example.com").await;
+    let widget = app.create_product(&admin, "Widget", "1.00", 200).await;
+    expect_json(
+        app.add_to_cart(&alice, widget, 101).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    // The price rises after the cart was filled: the checkout's total no longer fits.
+    expect_json(
+        app.patch(
+            &format!("/api/products/{widget}"),
+            Some(&admin),
+            &json!({"price": "99999999.99"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_problem(
+        app.checkout(&alice).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "total-too-large",
+    )
+    .await;
+    assert_nothing_written(&app, widget, 200, 101, &alice).await;
+    app.assert_charges_reconcile(0).await;
+}

@@ -6,6 +6,7 @@ mod async_checkout;
 mod auth;
 mod cart;
 mod checkout;
+mod crashes_and_retries;
 mod errors;
 mod helpers;
 mod lifecycle;

@@ -3,11 +3,12 @@
 //! lose their order after the charge are counted, and service is back moments after
 //! the database is.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{TestApp, expect_json, spawn_process_on};
+use crate::helpers::{TestApp, eventually, expect_json, spawn_process_on};
 use crate::postgres_cluster::{PostgresCluster, server_programs};
 use crate::require::tool_available;
 
@@ -56,27 +57,22 @@ async fn a_database_outage_gives_fast_503s_counts_lost_orders_and_recovers() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let stopped = Instant::now();
         cluster.stop();
-        // Read the catalog every 100 ms until the answer is a quick 503.
-        let mut reads = Vec::new();
-        let fast_503 = loop {
-            let (status, took) = read(&app, &product).await;
-            reads.push((stopped.elapsed(), status, took));
-            if status == Some(StatusCode::SERVICE_UNAVAILABLE) && took < Duration::from_millis(500)
-            {
-                break stopped.elapsed();
-            }
-            assert!(
-                stopped.elapsed() < Duration::from_secs(20),
-                "no fast 503: {reads:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        // Read the catalog until the answer is a quick 503.
+        let reads = RefCell::new(Vec::new());
+        let (app, product, log) = (&app, &product, &reads);
+        let fast_503 = eventually(Duration::from_secs(20), "a quick 503", move || async move {
+            let (status, took) = read(app, product).await;
+            log.borrow_mut().push((stopped.elapsed(), status, took));
+            let quick = took < Duration::from_millis(500);
+            (status == Some(StatusCode::SERVICE_UNAVAILABLE) && quick).then(|| stopped.elapsed())
+        })
+        .await;
+        let reads = reads.into_inner();
         // While it lasts, every read is a quick 503 with Retry-After.
-        let response = app.get(&product, None).await;
+        let response = app.get(product, None).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.headers().contains_key("retry-after"));
         let ready = app.get("/ready", None).await.status();
-        tokio::time::sleep(Duration::from_secs(2)).await;
         (fast_503, reads, ready)
     };
     let (checked_out, (fast_503, reads, ready)) = tokio::join!(checkouts, outage);
@@ -96,13 +92,10 @@ async fn a_database_outage_gives_fast_503s_counts_lost_orders_and_recovers() {
 
     cluster.start();
     let restarted = Instant::now();
-    let recovered = loop {
-        if read(&app, &product).await.0 == Some(StatusCode::OK) {
-            break restarted.elapsed();
-        }
-        assert!(restarted.elapsed() < Duration::from_secs(20), "no recovery");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let recovered = eventually(Duration::from_secs(20), "the recovery", || async {
+        (read(&app, &product).await.0 == Some(StatusCode::OK)).then(|| restarted.elapsed())
+    })
+    .await;
     // Full service: a write as well as a read.
     let late = app.customer("after-the-outage@example.com").await;
     expect_json(app.add_to_cart(&late, kettle, 1).await, StatusCode::CREATED).await;
@@ -122,4 +115,83 @@ async fn a_database_outage_gives_fast_503s_counts_lost_orders_and_recovers() {
     );
     assert!(fast_503 < Duration::from_secs(5), "{fast_503:?}");
     assert!(recovered < Duration::from_secs(5), "{recovered:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkout_in_the_gateway_when_the_database_stops_fails_as_fast_as_the_rest() {
+    let Some(bin) = server_programs() else {
+        tool_available("initdb", "apt-get install postgresql");
+        return;
+    };
+    let cluster = PostgresCluster::start_new(bin).await;
+    let app = spawn_process_on(&cluster.url(), &[("PAYMENT_DELAY_MS", "1500")]).await;
+    let (alice, _kettle) = app.alice_with_kettles(1).await;
+    let started = Instant::now();
+    let checkout = app.checkout(&alice);
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.stop();
+    };
+    let (response, ()) = tokio::join!(checkout, outage);
+    let took = started.elapsed();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The gateway's ledger shares the shop's probe: its write after the 1.5 s wait fails
+    // at once, instead of waiting for its pool's acquire timeout (~7 s in all before).
+    println!("a checkout in the gateway when the database stopped: 503 after {took:?}");
+    assert!(took < Duration::from_millis(1500 + 2500), "{took:?}");
+
+    cluster.start();
+    eventually(Duration::from_secs(20), "the database back", || async {
+        (app.get("/ready", None).await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    let ledger = app.assert_ledger_identity().await;
+    assert_eq!(ledger.approved, 0, "nothing was charged: {ledger:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_interrupted_by_an_outage_run_again_when_it_ends_not_a_lease_later() {
+    let Some(bin) = server_programs() else {
+        tool_available("initdb", "apt-get install postgresql");
+        return;
+    };
+    let cluster = PostgresCluster::start_new(bin).await;
+    let app = spawn_process_on(
+        &cluster.url(),
+        &[
+            ("CHECKOUT_MODE", "async"),
+            ("PAYMENT_DELAY_MS", "1500"),
+            // Were the job left to its lease, it would run again a minute later.
+            ("OUTBOX_LEASE_SECONDS", "60"),
+        ],
+    )
+    .await;
+    let (alice, _kettle) = app.alice_with_kettles(1).await;
+    let accepted = expect_json(app.checkout(&alice).await, StatusCode::ACCEPTED).await;
+    // The charge job is in the gateway's 1.5 s when the database goes.
+    tokio::time::sleep(Duration::from_millis(500)).await; // into the gateway's wait
+    cluster.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await; // the outage lasts past the charge
+    cluster.start();
+    let back = Instant::now();
+    let path = format!("/api/orders/{}", accepted["id"]);
+    eventually(Duration::from_secs(30), "the order confirmed", || async {
+        let response = app.get(&path, Some(&alice)).await;
+        if response.status() != StatusCode::OK {
+            return None;
+        }
+        let order = expect_json(response, StatusCode::OK).await;
+        (order["status"] == "confirmed").then_some(())
+    })
+    .await;
+    let after = back.elapsed();
+    println!(
+        "an order whose charge job the outage interrupted: confirmed {after:?} after the database was back"
+    );
+    assert!(
+        after < Duration::from_secs(20),
+        "not a lease (60 s) later: {after:?}"
+    );
+    let ledger = app.assert_ledger_identity().await;
+    assert_eq!((ledger.approved, ledger.with_order), (1, 1), "{ledger:?}");
 }

@@ -389,6 +389,58 @@ impl TestApp {
     }
 }
 
+/// The gateway's ledger as the admin's reconciliation reads it, and the orders it
+/// should match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ledger {
+    pub approved: i64,
+    pub with_order: i64,
+    pub refunded: i64,
+    pub without_order: i64,
+}
+
+impl TestApp {
+    /// The ledger identity, each side read on its own: every charge the gateway approved
+    /// (its table) is the payment of an order that exists (the orders table), a refund,
+    /// or a charge without an order (the reconciliation). Returns the figures.
+    pub async fn assert_ledger_identity(&self) -> Ledger {
+        let admin = self.admin_token().await;
+        let reconciliation = expect_json(
+            self.get("/api/admin/reconciliation", Some(&admin)).await,
+            StatusCode::OK,
+        )
+        .await;
+        let (approved, refunded): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status <> 'declined'), \
+                    count(*) FILTER (WHERE status = 'refunded') FROM gateway_charges",
+        )
+        .fetch_one(&self.db)
+        .await
+        .expect("the gateway's ledger");
+        let with_order: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders o JOIN payments p ON p.order_id = o.id \
+             WHERE o.status IN ('confirmed', 'shipped', 'delivered')",
+        )
+        .fetch_one(&self.db)
+        .await
+        .expect("orders");
+        let ledger = Ledger {
+            approved,
+            with_order,
+            refunded,
+            without_order: reconciliation["without_order"]
+                .as_i64()
+                .expect("without_order"),
+        };
+        assert_eq!(
+            ledger.approved,
+            ledger.with_order + ledger.refunded + ledger.without_order,
+            "approved = with order + refunded + without order: {ledger:?}"
+        );
+        ledger
+    }
+}
+
 fn checkout_body() -> Value {
     json!({"shipping_address": "1 Test Street\n12345 Testville", "payment_method": "credit_card"})
 }

@@ -133,6 +133,14 @@ impl TestApp {
         self.process = Some(process);
         self.address = address;
     }
+
+    /// The same binary again on the same database (on a new port), after it exited.
+    pub async fn restart(&mut self) {
+        let environment = self.process().environment.clone();
+        let (process, address) = start_binary(environment).await;
+        self.process = Some(process);
+        self.address = address;
+    }
 }
 
 impl TestApp {
@@ -149,19 +157,25 @@ impl TestApp {
 
     /// Sends SIGTERM (what `docker stop` sends) and waits for the exit status.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        self.send_sigterm();
+        let child = &mut self.process().child;
+        eventually(Duration::from_secs(20), "the exit after SIGTERM", || {
+            std::future::ready(child.try_wait().expect("wait"))
+        })
+        .await
+    }
+
+    /// Sends SIGTERM and returns at once: the test watches the shutdown.
+    pub fn send_sigterm(&mut self) {
         let pid = self.process().child.id();
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
             .expect("kill");
         assert!(sent.success());
-        let child = &mut self.process().child;
-        eventually(Duration::from_secs(15), "the exit after SIGTERM", || {
-            std::future::ready(child.try_wait().expect("wait"))
-        })
-        .await
     }
 }
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,412 @@
+//! Money and messages under crashes, restarts and retries, against the real binary:
+//! one charge per `Idempotency-Key` whatever lost the first order, leases that renew
+//! and attempts that count, dead letters that can be replayed, the charges a crash left
+//! without an order named at start, and the checkouts the shutdown deadline rolled back
+//! logged and scraped. Each ends with the ledger identity.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, eventually, expect_json, sample, spawn_process};
+
+fn checkout_body() -> Value {
+    json!({"shipping_address": "1 Test Street", "payment_method": "credit_card"})
+}
+
+async fn checkout_with_key(app: &TestApp, token: &str, key: &str) -> reqwest::Response {
+    app.request(reqwest::Method::POST, "/api/orders/checkout", Some(token))
+        .header("Idempotency-Key", key)
+        .json(&checkout_body())
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn transaction_ids(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT transaction_id FROM gateway_charges WHERE status <> 'declined' ORDER BY id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("ledger")
+}
+
+/// How many attempts the e-mail job has had.
+async fn email_attempts(app: &TestApp) -> i32 {
+    sqlx::query_scalar("SELECT attempts FROM outbox_jobs WHERE kind = 'send_confirmation'")
+        .fetch_one(&app.db)
+        .await
+        .expect("job")
+}
+
+/// Waits until the process has printed a line containing `message`.
+async fn logged(app: &mut TestApp, message: &str) -> String {
+    let wanted = message.to_string();
+    eventually(Duration::from_secs(30), message, || {
+        let lines = app.output();
+        std::future::ready(lines.into_iter().find(|line| line.contains(&wanted)))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkout_lost_at_the_deadline_is_retried_with_its_key_into_one_charge() {
+    let mut app = spawn_process(&[
+        ("SHUTDOWN_TIMEOUT_SECONDS", "1"),
+        ("PAYMENT_DELAY_MS", "200"),
+        ("EMAIL_DELAY_MS", "3000"),
+    ])
+    .await;
+    let (alice, _kettle) = app.alice_with_kettles(1).await;
+    let first = {
+        let client = app.client.clone();
+        let url = format!("{}/api/orders/checkout", app.address);
+        let token = alice.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", "order-of-the-day")
+                .json(&checkout_body())
+                .send()
+                .await
+        })
+    };
+    // Charged, now in the 3 s e-mail: the deadline (1 s) comes first.
+    eventually(Duration::from_secs(10), "the charge", || async {
+        (transaction_ids(&app).await.len() == 1).then_some(())
+    })
+    .await;
+    app.terminate().await;
+    let lost = first
+        .await
+        .expect("join")
+        .expect("an answer before the exit");
+    assert_eq!(lost.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(lost.headers().contains_key("retry-after"));
+    let problem: Value = lost.json().await.expect("problem");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("payment of 19.99 was taken") && detail.contains("same Idempotency-Key"),
+        "the answer says what happened to the money: {detail}"
+    );
+    assert!(!detail.contains("rolled back"), "{detail}");
+
+    // The retry that Retry-After invites, on the restarted service: an order, paid by
+    // the first charge, and no second one.
+    app.restart().await;
+    let order = expect_json(
+        checkout_with_key(&app, &alice, "order-of-the-day").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let charges = transaction_ids(&app).await;
+    assert_eq!(charges.len(), 1, "one charge for one key: {charges:?}");
+    assert_eq!(order["payment"]["transaction_id"], charges[0]);
+    let metrics = app.metrics().await;
+    assert_eq!(
+        sample(&metrics, "payments_reattached_total", &[]),
+        Some(1.0)
+    );
+    let ledger = app.assert_ledger_identity().await;
+    assert_eq!(
+        (ledger.approved, ledger.with_order, ledger.without_order),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_crash_a_retry_with_the_key_resolves_within_seconds_and_charges_once() {
+    let mut app = spawn_process(&[("PAYMENT_DELAY_MS", "100"), ("EMAIL_DELAY_MS", "5000")]).await;
+    let (alice, _kettle) = app.alice_with_kettles(1).await;
+    let in_flight = {
+        let client = app.client.clone();
+        let url = format!("{}/api/orders/checkout", app.address);
+        let token = alice.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", "crash-test")
+                .json(&checkout_body())
+                .send()
+                .await
+        })
+    };
+    eventually(Duration::from_secs(10), "the charge", || async {
+        (transaction_ids(&app).await.len() == 1).then_some(())
+    })
+    .await;
+    app.kill_and_restart().await;
+    let _ = in_flight.await;
+
+    // While the dead request's lease may still run: 409, and when to come back.
+    let conflict = checkout_with_key(&app, &alice, "crash-test").await;
+    if conflict.status() == StatusCode::CONFLICT {
+        let retry_after: u64 = conflict.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (1..=10).contains(&retry_after),
+            "Retry-After: {retry_after}"
+        );
+    }
+    // Then the key is taken over, and the order is placed with the first charge.
+    let order = eventually(
+        Duration::from_secs(20),
+        "the retry placing the order",
+        || async {
+            let response = checkout_with_key(&app, &alice, "crash-test").await;
+            match response.status() {
+                StatusCode::CONFLICT => None,
+                _ => Some(expect_json(response, StatusCode::CREATED).await),
+            }
+        },
+    )
+    .await;
+    let charges = transaction_ids(&app).await;
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    assert_eq!(order["payment"]["transaction_id"], charges[0]);
+    let ledger = app.assert_ledger_identity().await;
+    assert_eq!(
+        (ledger.approved, ledger.with_order, ledger.without_order),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_outliving_its_lease_is_renewed_and_sent_once() {
+    // The e-mail takes longer than the lease: only the heartbeat keeps the job.
+    let app = spawn_process(&[
+        ("CHECKOUT_MODE", "async"),
+        ("OUTBOX_LEASE_SECONDS", "1"),
+        ("EMAIL_DELAY_MS", "2500"),
+    ])
+    .await;
+    let (alice, _kettle) = app.alice_with_kettles(1).await;
+    expect_json(app.checkout(&alice).await, StatusCode::ACCEPTED).await;
+    eventually(Duration::from_secs(20), "the e-mail", || {
+        std::future::ready((!app.smtp.messages().is_empty()).then_some(()))
+    })
+    .await;
+    eventually(Duration::from_secs(10), "both jobs done", || async {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox_jobs WHERE status = 'done'")
+                .fetch_one(&app.db)
+                .await
+                .expect("jobs");
+        (done == 2).then_some(())
+    })
+    .await;
+    // Another lease length later, nobody took the job again.
+    tokio::time::sleep(Duration::from_secs(3)).await; // about time itself: a resend would come now
+    assert_eq!(app.smtp.messages().len(), 1, "sent once");
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT attempts FROM outbox_jobs WHERE kind = 'send_confirmation'")
+            .fetch_one(&app.db)
+            .await
+            .expect("job");
+    assert_eq!(attempts, 1);
+    app.assert_ledger_identity().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_replicas_jobs_resume_within_the_lease_and_expired_leases_count() {
+    let mut app = spawn_process(&[
+        ("CHECKOUT_MODE", "async"),
+        ("OUTBOX_LEASE_SECONDS", "2"),
+        ("OUTBOX_MAX_ATTEMPTS", "2"),
+        ("EMAIL_DELAY_MS", "60000"),
+    ])
+    .await;
+    let (alice, _kettle) = app.alice_with_kettles(1).await;
+    let accepted = expect_json(app.checkout(&alice).await, StatusCode::ACCEPTED).await;
+    let path = format!("/api/orders/{}", accepted["id"]);
+    let confirmed = || async {
+        let order = expect_json(app.get(&path, Some(&alice)).await, StatusCode::OK).await;
+        (order["status"] == "confirmed").then_some(())
+    };
+    eventually(Duration::from_secs(10), "the order confirmed", confirmed).await;
+    // The e-mail job (60 s) is running: crash twice in the middle of it.
+    for attempt in 1..=2 {
+        eventually(
+            Duration::from_secs(10),
+            "the e-mail job claimed",
+            || async { (email_attempts(&app).await == attempt).then_some(()) },
+        )
+        .await;
+        app.kill_and_restart().await;
+    }
+    // Two attempts whose leases ran out: dead-lettered, not tried forever.
+    let status = eventually(Duration::from_secs(15), "the job dead-lettered", || async {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM outbox_jobs WHERE kind = 'send_confirmation'")
+                .fetch_one(&app.db)
+                .await
+                .expect("job");
+        (status == "dead").then_some(status)
+    })
+    .await;
+    assert_eq!(status, "dead");
+    assert_eq!(email_attempts(&app).await, 2);
+    assert!(app.smtp.messages().is_empty());
+    app.assert_ledger_identity().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_replayed_after_the_outage_and_counted() {
+    let app = spawn_process(&[
+        ("CHECKOUT_MODE", "async"),
+        ("EMAIL_OUTAGE", "true"),
+        ("OUTBOX_MAX_ATTEMPTS", "1"),
+    ])
+    .await;
+    let (alice, _kettle) = app.alice_with_kettles(1).await;
+    expect_json(app.checkout(&alice).await, StatusCode::ACCEPTED).await;
+    eventually(
+        Duration::from_secs(15),
+        "the e-mail dead-lettered",
+        || async {
+            let dead: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox_jobs WHERE status = 'dead'")
+                    .fetch_one(&app.db)
+                    .await
+                    .expect("jobs");
+            (dead == 1).then_some(())
+        },
+    )
+    .await;
+
+    app.faults(&["set", "--email-outage", "false"]).await;
+    let replayed = app
+        .admin_tool("outbox", &["replay", "--kind", "send_confirmation"])
+        .await;
+    assert_eq!(replayed["total"], 1, "{replayed}");
+    assert_eq!(replayed["replayed"]["send_confirmation"], 1);
+    eventually(Duration::from_secs(15), "the replayed e-mail", || {
+        std::future::ready((app.smtp.messages().len() == 1).then_some(()))
+    })
+    .await;
+    let metrics = app.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "outbox_jobs_replayed_total",
+            &[("kind", "send_confirmation")]
+        ),
+        Some(1.0)
+    );
+    app.assert_ledger_identity().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn charges_a_crash_left_without_an_order_are_named_at_start() {
+    let mut app = spawn_process(&[("PAYMENT_DELAY_MS", "100"), ("EMAIL_DELAY_MS", "5000")]).await;
+    let (alice, _kettle) = app.alice_with_kettles(1).await;
+    let client = app.client.clone();
+    let url = format!("{}/api/orders/checkout", app.address);
+    let checkout = tokio::spawn(async move {
+        client
+            .post(url)
+            .bearer_auth(alice)
+            .json(&checkout_body())
+            .send()
+            .await
+    });
+    eventually(Duration::from_secs(10), "the charge", || async {
+        (transaction_ids(&app).await.len() == 1).then_some(())
+    })
+    .await;
+    // SIGKILL in the e-mail step: the in-process counter dies with the process.
+    app.kill_and_restart().await;
+    let _ = checkout.await;
+    let order_id: i64 = sqlx::query_scalar("SELECT order_id FROM gateway_charges")
+        .fetch_one(&app.db)
+        .await
+        .expect("ledger");
+    let line = logged(
+        &mut app,
+        "charges without an order in the gateway's ledger at start",
+    )
+    .await;
+    assert!(line.contains(&order_id.to_string()), "{line}");
+    // The ledger gauge (what PaymentsWithoutOrder alerts on) sees it; the counter does not.
+    let metrics = eventually(Duration::from_secs(15), "the ledger gauge", || async {
+        let metrics = app.metrics().await;
+        (sample(&metrics, "payments_without_order", &[]) == Some(1.0)).then_some(metrics)
+    })
+    .await;
+    assert_eq!(sample(&metrics, "payments_orphaned_total", &[]), Some(0.0));
+    let ledger = app.assert_ledger_identity().await;
+    assert_eq!((ledger.approved, ledger.without_order), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkouts_rolled_back_at_the_deadline_are_logged_and_scraped() {
+    let mut app = spawn_process(&[
+        ("SHUTDOWN_TIMEOUT_SECONDS", "1"),
+        ("SHUTDOWN_METRICS_LINGER_SECONDS", "10"),
+        ("PAYMENT_DELAY_MS", "3000"),
+    ])
+    .await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 10).await;
+    let buyers = app.buyers(3, kettle, "late-").await;
+    let client = app.client.clone();
+    let url = format!("{}/api/orders/checkout", app.address);
+    let checkouts: Vec<_> = buyers
+        .into_iter()
+        .map(|token| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&checkout_body())
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(10),
+        "checkouts in the gateway",
+        || async {
+            let metrics = app.metrics().await;
+            (sample(&metrics, "checkouts_in_flight", &[]) == Some(3.0)).then_some(())
+        },
+    )
+    .await;
+    app.send_sigterm();
+    logged(&mut app, "shutdown deadline reached").await;
+    // Until the deadline has passed (and a while after), /metrics answers with them.
+    let metrics = eventually(Duration::from_secs(10), "the rollbacks scraped", || async {
+        let response = app.get("/metrics", None).await;
+        let metrics = response.text().await.ok()?;
+        (sample(&metrics, "checkouts_total", &[("outcome", "shutdown")]) == Some(3.0))
+            .then_some(metrics)
+    })
+    .await;
+    assert!(metrics.contains("checkouts_total"));
+    // Anything else is refused while the service drains.
+    let refused = app.get("/api/products", None).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    for checkout in checkouts {
+        let answer = checkout.await.expect("join").expect("answered");
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let rolled_back: Vec<String> = app
+        .output()
+        .into_iter()
+        .filter(|line| line.contains("checkout rolled back at the shutdown deadline"))
+        .collect();
+    assert_eq!(rolled_back.len(), 3, "each one logged: {rolled_back:#?}");
+    assert!(rolled_back.iter().all(|line| line.contains("\"trace_id\"")));
+    app.terminate().await;
+    app.restart().await;
+    app.assert_ledger_identity().await;
+}
