@@ -15,7 +15,9 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
 }
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/ecommerce";
+/// Works against the compose stack's Postgres (postgres/postgres) and a local one with
+/// trust authentication, which ignores the password.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/ecommerce";
 
 impl DatabaseSettings {
     /// Only what `migrate` and `seed` need: they must work without a JWT secret.

@@ -9,18 +9,17 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, expect_json, sample, spawn_app_with, spawn_process};
+use crate::helpers::{
+    TestApp, eventually, expect_json, sample, spawn_app_running_jobs_by_hand, spawn_process,
+};
 
 /// Follows an order until it leaves `pending` (bounded); returns it.
 async fn settled(app: &TestApp, token: &str, location: &str) -> Value {
-    for _ in 0..150 {
+    eventually(Duration::from_secs(15), "the order settled", || async {
         let order = expect_json(app.get(location, Some(token)).await, StatusCode::OK).await;
-        if order["status"] != "pending" {
-            return order;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{location} still pending after 15 s");
+        (order["status"] != "pending").then_some(order)
+    })
+    .await
 }
 
 /// The `Location` of a 202, after checking the answer.
@@ -55,16 +54,14 @@ async fn count_where(app: &TestApp, sql: &str) -> i64 {
         .expect("count")
 }
 
-/// How many orders are confirmed once there are `expected`, or after `tries` × 100 ms.
-async fn confirmed_orders(app: &TestApp, expected: i64, tries: u32) -> i64 {
-    let query = "SELECT count(*) FROM orders WHERE status = 'confirmed'";
-    for _ in 0..tries {
-        if count_where(app, query).await == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    count_where(app, query).await
+const CONFIRMED: &str = "SELECT count(*) FROM orders WHERE status = 'confirmed'";
+
+/// Waits until `expected` orders are confirmed.
+async fn wait_for_confirmed_orders(app: &TestApp, expected: i64) {
+    eventually(Duration::from_secs(15), "the orders confirmed", || async {
+        (count_where(app, CONFIRMED).await == expected).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,13 +87,11 @@ async fn an_accepted_order_is_charged_confirmed_and_emailed_by_the_workers() {
     assert!(confirmed["processing_time_ms"].as_i64().unwrap() >= 300);
     assert_eq!(app.stock_of(kettle).await, (3, 0));
     // The e-mail follows as a job of its own.
-    for _ in 0..50 {
-        if !app.smtp.messages().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mail = app.smtp.messages();
+    let mail = eventually(Duration::from_secs(5), "the e-mail", || {
+        let mail = app.smtp.messages();
+        std::future::ready((!mail.is_empty()).then_some(mail))
+    })
+    .await;
     assert_eq!(mail.len(), 1);
     assert!(
         mail[0]
@@ -148,7 +143,7 @@ async fn an_accepted_order_is_charged_confirmed_and_emailed_by_the_workers() {
 async fn racing_buyers_in_async_mode_get_exactly_the_units_in_stock() {
     const BUYERS: usize = 30;
     const UNITS: i64 = 5;
-    let app = spawn_app_with(&[("CHECKOUT_MODE", "async"), ("PAYMENT_DELAY_MS", "20")]).await;
+    let app = spawn_app_running_jobs_by_hand(&[("CHECKOUT_MODE", "async")]).await;
     let admin = app.admin_token().await;
     let scarce = app.create_product(&admin, "Last few", "9.99", UNITS).await;
     let buyers = app.buyers(BUYERS, scarce, "async-race-").await;
@@ -164,17 +159,28 @@ async fn racing_buyers_in_async_mode_get_exactly_the_units_in_stock() {
         .count();
     assert_eq!(accepted as i64, UNITS, "{statuses:?}");
     assert_eq!(sold_out, BUYERS - UNITS as usize, "clean 409s for the rest");
-    assert_eq!(confirmed_orders(&app, UNITS, 100).await, UNITS);
+    // A charge and an e-mail for each accepted order.
+    assert_eq!(app.run_due_jobs().await, 2 * UNITS as usize);
+    assert_eq!(count_where(&app, CONFIRMED).await, UNITS);
     assert_eq!(app.stock_of(scarce).await, (0, 0));
     app.assert_charges_reconcile(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
-    let app = spawn_app_with(&[("CHECKOUT_MODE", "async"), ("PAYMENT_SUCCESS_RATE", "0")]).await;
+    let app = spawn_app_running_jobs_by_hand(&[
+        ("CHECKOUT_MODE", "async"),
+        ("PAYMENT_SUCCESS_RATE", "0"),
+    ])
+    .await;
     let (alice, kettle) = app.alice_with_kettles(2).await;
     let (location, _) = accepted(app.checkout(&alice).await).await;
-    let failed = settled(&app, &alice, &location).await;
+    assert_eq!(
+        app.run_due_jobs().await,
+        1,
+        "the charge, and nothing after it"
+    );
+    let failed = expect_json(app.get(&location, Some(&alice)).await, StatusCode::OK).await;
     assert_eq!(failed["status"], "payment_failed");
     assert!(failed["payment"].is_null());
     assert_eq!(
@@ -188,7 +194,6 @@ async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
     )
     .await;
     assert_eq!(notifications[0]["kind"], "payment_failed");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         app.smtp.messages().is_empty(),
         "no confirmation for a failed order"
@@ -210,15 +215,21 @@ async fn a_mail_outage_delays_emails_and_fails_no_order() {
         assert_eq!(settled(&app, token, location).await["status"], "confirmed");
     }
     // The e-mails wait and retry while the outage lasts.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(app.smtp.messages().is_empty());
-    let retried = count_where(
-        &app,
-        "SELECT count(*) FROM outbox_jobs WHERE kind = 'send_confirmation' \
-         AND status = 'pending' AND attempts >= 1",
+    eventually(
+        Duration::from_secs(10),
+        "three e-mails waiting to be retried",
+        || async {
+            let retried = count_where(
+                &app,
+                "SELECT count(*) FROM outbox_jobs WHERE kind = 'send_confirmation' \
+             AND status = 'pending' AND attempts >= 1 AND last_error IS NOT NULL",
+            )
+            .await;
+            (retried == 3).then_some(())
+        },
     )
     .await;
-    assert_eq!(retried, 3, "three e-mails waiting to be retried");
+    assert!(app.smtp.messages().is_empty());
 
     // The outage ends: every e-mail goes out (within the backoff), none is lost.
     expect_json(
@@ -231,17 +242,12 @@ async fn a_mail_outage_delays_emails_and_fails_no_order() {
         StatusCode::OK,
     )
     .await;
-    for _ in 0..150 {
-        if app.smtp.messages().len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        app.smtp.messages().len(),
-        3,
-        "every e-mail delivered after the outage"
-    );
+    eventually(
+        Duration::from_secs(15),
+        "every e-mail delivered after the outage",
+        || std::future::ready((app.smtp.messages().len() == 3).then_some(())),
+    )
+    .await;
     let metrics = app.metrics().await;
     assert_eq!(sample(&metrics, "payments_orphaned_total", &[]), Some(0.0));
     assert!(
@@ -266,8 +272,16 @@ async fn a_worker_killed_mid_job_loses_nothing_and_charges_once() {
     .await;
     let (alice, kettle) = app.alice_with_kettles(1).await;
     let (location, order) = accepted(app.checkout(&alice).await).await;
-    // The worker is waiting on the gateway when the process dies.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The worker is waiting on the gateway (1.5 s) when the process dies.
+    eventually(Duration::from_secs(5), "the charge job claimed", || async {
+        let claimed = count_where(
+            &app,
+            "SELECT count(*) FROM outbox_jobs WHERE kind = 'charge_order' AND attempts = 1",
+        )
+        .await;
+        (claimed == 1).then_some(())
+    })
+    .await;
     app.kill_and_restart().await;
 
     let confirmed = settled(&app, &alice, &location).await;
@@ -295,18 +309,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_charges_once() {
 async fn a_retried_charge_gets_the_gateways_first_answer() {
     // As if a worker had charged the card and died before confirming: the charge is in
     // the gateway's ledger, the job is still to do.
-    let app = spawn_app_with(&[("CHECKOUT_MODE", "async"), ("OUTBOX_POLL_MS", "100")]).await;
-    let admin = app.admin_token().await;
-    expect_json(
-        app.put(
-            "/api/admin/faults",
-            Some(&admin),
-            &json!({"payment_delay_ms": 1000}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    let app = spawn_app_running_jobs_by_hand(&[("CHECKOUT_MODE", "async")]).await;
     let (alice, _) = app.alice_with_kettles(1).await;
     let (location, order) = accepted(app.checkout(&alice).await).await;
     sqlx::query(
@@ -319,7 +322,8 @@ async fn a_retried_charge_gets_the_gateways_first_answer() {
     .execute(&app.db)
     .await
     .unwrap();
-    let confirmed = settled(&app, &alice, &location).await;
+    app.run_due_jobs().await;
+    let confirmed = expect_json(app.get(&location, Some(&alice)).await, StatusCode::OK).await;
     assert_eq!(
         confirmed["payment"]["transaction_id"], "txn_charged_before_the_crash",
         "the retry is answered from the ledger, not charged again"
@@ -335,12 +339,12 @@ async fn switching_modes_under_load_loses_no_checkout() {
     let buyers = app.buyers(24, kettle, "switch-").await;
     // Checkouts in three waves; the mode flips while the first two are running.
     let switching = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.wait_for_checkouts_in_flight(1).await;
         app.set_checkout_mode(&admin, "async").await;
     };
     let (first, ()) = tokio::join!(wave(&app, &buyers[..8]), switching);
     let switching_back = async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        app.wait_for_checkouts_in_flight(1).await;
         app.set_checkout_mode(&admin, "blocking").await;
     };
     let (second, ()) = tokio::join!(wave(&app, &buyers[8..16]), switching_back);
@@ -353,11 +357,8 @@ async fn switching_modes_under_load_loses_no_checkout() {
         "{statuses:?}"
     );
     assert!(statuses.contains(&StatusCode::ACCEPTED) && statuses.contains(&StatusCode::CREATED));
-    assert_eq!(
-        confirmed_orders(&app, 24, 150).await,
-        24,
-        "every checkout became a confirmed order"
-    );
+    // Every checkout becomes a confirmed order.
+    wait_for_confirmed_orders(&app, 24).await;
     assert_eq!(app.stock_of(kettle).await, (76, 0));
     app.assert_every_cent_accounted().await;
 }

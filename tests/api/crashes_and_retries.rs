@@ -33,6 +33,24 @@ async fn transaction_ids(app: &TestApp) -> Vec<String> {
     .expect("ledger")
 }
 
+/// A checkout (with `key` as its Idempotency-Key, if any) in a task of its own, so the
+/// test can crash or stop the app while it runs.
+fn checkout_in_background(
+    app: &TestApp,
+    token: &str,
+    key: Option<&str>,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let mut request = app
+        .client
+        .post(format!("{}/api/orders/checkout", app.address))
+        .bearer_auth(token)
+        .json(&checkout_body());
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    tokio::spawn(request.send())
+}
+
 /// How many attempts the e-mail job has had.
 async fn email_attempts(app: &TestApp) -> i32 {
     sqlx::query_scalar("SELECT attempts FROM outbox_jobs WHERE kind = 'send_confirmation'")
@@ -60,20 +78,7 @@ async fn a_checkout_lost_at_the_deadline_is_retried_with_its_key_into_one_charge
     ])
     .await;
     let (alice, _kettle) = app.alice_with_kettles(1).await;
-    let first = {
-        let client = app.client.clone();
-        let url = format!("{}/api/orders/checkout", app.address);
-        let token = alice.clone();
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(token)
-                .header("Idempotency-Key", "order-of-the-day")
-                .json(&checkout_body())
-                .send()
-                .await
-        })
-    };
+    let first = checkout_in_background(&app, &alice, Some("order-of-the-day"));
     // Charged, now in the 3 s e-mail: the deadline (1 s) comes first.
     eventually(Duration::from_secs(10), "the charge", || async {
         (transaction_ids(&app).await.len() == 1).then_some(())
@@ -121,20 +126,7 @@ async fn a_checkout_lost_at_the_deadline_is_retried_with_its_key_into_one_charge
 async fn after_a_crash_a_retry_with_the_key_resolves_within_seconds_and_charges_once() {
     let mut app = spawn_process(&[("PAYMENT_DELAY_MS", "100"), ("EMAIL_DELAY_MS", "5000")]).await;
     let (alice, _kettle) = app.alice_with_kettles(1).await;
-    let in_flight = {
-        let client = app.client.clone();
-        let url = format!("{}/api/orders/checkout", app.address);
-        let token = alice.clone();
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(token)
-                .header("Idempotency-Key", "crash-test")
-                .json(&checkout_body())
-                .send()
-                .await
-        })
-    };
+    let in_flight = checkout_in_background(&app, &alice, Some("crash-test"));
     eventually(Duration::from_secs(10), "the charge", || async {
         (transaction_ids(&app).await.len() == 1).then_some(())
     })
@@ -307,16 +299,7 @@ async fn dead_letters_are_replayed_after_the_outage_and_counted() {
 async fn charges_a_crash_left_without_an_order_are_named_at_start() {
     let mut app = spawn_process(&[("PAYMENT_DELAY_MS", "100"), ("EMAIL_DELAY_MS", "5000")]).await;
     let (alice, _kettle) = app.alice_with_kettles(1).await;
-    let client = app.client.clone();
-    let url = format!("{}/api/orders/checkout", app.address);
-    let checkout = tokio::spawn(async move {
-        client
-            .post(url)
-            .bearer_auth(alice)
-            .json(&checkout_body())
-            .send()
-            .await
-    });
+    let checkout = checkout_in_background(&app, &alice, None);
     eventually(Duration::from_secs(10), "the charge", || async {
         (transaction_ids(&app).await.len() == 1).then_some(())
     })
@@ -356,31 +339,11 @@ async fn checkouts_rolled_back_at_the_deadline_are_logged_and_scraped() {
     let admin = app.admin_token().await;
     let kettle = app.create_product(&admin, "Kettle", "19.99", 10).await;
     let buyers = app.buyers(3, kettle, "late-").await;
-    let client = app.client.clone();
-    let url = format!("{}/api/orders/checkout", app.address);
     let checkouts: Vec<_> = buyers
-        .into_iter()
-        .map(|token| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                client
-                    .post(url)
-                    .bearer_auth(token)
-                    .json(&checkout_body())
-                    .send()
-                    .await
-            })
-        })
+        .iter()
+        .map(|token| checkout_in_background(&app, token, None))
         .collect();
-    eventually(
-        Duration::from_secs(10),
-        "checkouts in the gateway",
-        || async {
-            let metrics = app.metrics().await;
-            (sample(&metrics, "checkouts_in_flight", &[]) == Some(3.0)).then_some(())
-        },
-    )
-    .await;
+    app.wait_for_checkouts_in_flight(3).await;
     app.send_sigterm();
     logged(&mut app, "shutdown deadline reached").await;
     // Until the deadline has passed (and a while after), /metrics answers with them.

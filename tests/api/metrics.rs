@@ -138,16 +138,22 @@ async fn a_checkout_shows_up_in_every_series() {
 
     // The pool, the fault settings, the process.
     assert_eq!(value("db_pool_connections_max", &[]), 10.0);
-    assert!(value("db_pool_connections_size", &[]) >= 1.0);
-    assert!(value("db_pool_connections_idle", &[]) >= 0.0);
-    assert!(value("db_pool_connections_in_use", &[]) >= 0.0);
+    let size = value("db_pool_connections_size", &[]);
+    assert!(size >= 1.0);
+    assert_eq!(
+        value("db_pool_connections_idle", &[]) + value("db_pool_connections_in_use", &[]),
+        size,
+        "every open connection is idle or in use"
+    );
     assert!(value("db_pool_acquire_duration_seconds_count", &[]) >= 5.0);
     assert_eq!(value("fault_payment_delay_seconds", &[]), 0.15);
     assert_eq!(value("fault_email_delay_seconds", &[]), 0.3);
     assert_eq!(value("fault_payment_success_ratio", &[]), 1.0);
     assert_eq!(value("fault_email_outage", &[]), 0.0);
     assert!(value("process_resident_memory_bytes", &[]) > 1_000_000.0);
-    assert!(value("process_cpu_seconds_total", &[]) >= 0.0);
+    // Exposed (`value` fails on a missing series); a fresh process may not have used a
+    // whole clock tick of CPU yet, so its value says nothing here.
+    value("process_cpu_seconds_total", &[]);
     assert_eq!(
         value(
             "ecommerce_monolith_build_info",

@@ -8,7 +8,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, expect_json, expect_problem, sample, spawn_process};
+use crate::helpers::{TestApp, eventually, expect_json, expect_problem, sample, spawn_process};
 
 const ADDRESS: &str = "1 Test Street\n12345 Testville";
 
@@ -39,16 +39,10 @@ async fn approved_charges(app: &TestApp) -> i64 {
 
 /// Waits until `orders` holds `count` rows (a detached checkout finishing).
 async fn wait_for_orders(app: &TestApp, count: i64) {
-    for _ in 0..100 {
-        if app.count("orders").await == count {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "expected {count} orders, found {}",
-        app.count("orders").await
-    );
+    eventually(Duration::from_secs(10), "the orders", || async {
+        (app.count("orders").await == count).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -299,7 +293,8 @@ async fn sigterm_with_checkouts_queued_on_one_row_ends_within_the_deadline() {
             .send()
     }));
     let shutdown = async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // SIGTERM once all six are in (the first in the gateway, the others queued).
+        app.wait_for_checkouts_in_flight(6).await;
         let sent = Instant::now();
         let exit = app.terminate().await;
         (sent.elapsed(), exit)

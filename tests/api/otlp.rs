@@ -1,7 +1,7 @@
 //! A real OTLP/HTTP receiver: accepts `POST /v1/traces` with a protobuf
 //! `ExportTraceServiceRequest`, as a collector would, and keeps the spans.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
+
+use crate::helpers::poll_until;
 
 /// One received span, flattened for assertions.
 #[derive(Debug, Clone)]
@@ -72,29 +74,32 @@ impl OtlpReceiver {
         self.spans.lock().expect("lock").clone()
     }
 
-    /// The spans of one trace, once a span named `name` has arrived in it.
+    /// The spans of one trace, once a span named `name` has arrived in it and the trace
+    /// is whole: every span's parent has arrived too, but for one root (whose parent, if
+    /// any, is the caller's). A parent ends after its children, so it lands in the same
+    /// batch or a later one.
     pub async fn wait_for_trace(&self, trace_id: &str, name: &str) -> Vec<ReceivedSpan> {
-        for _ in 0..200 {
+        let whole = poll_until(Duration::from_secs(20), || {
             let spans: Vec<ReceivedSpan> = self
                 .spans()
                 .into_iter()
                 .filter(|span| span.trace_id == trace_id)
                 .collect();
-            if spans.iter().any(|span| span.name == name) {
-                // Give late batches of the same trace a moment to land.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                return self
-                    .spans()
-                    .into_iter()
-                    .filter(|span| span.trace_id == trace_id)
-                    .collect();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "no span {name} of trace {trace_id} arrived; got: {:?}",
-            self.spans().iter().map(|s| &s.name).collect::<Vec<_>>()
-        );
+            let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+            let roots = spans
+                .iter()
+                .filter(|s| !ids.contains(s.parent_span_id.as_str()))
+                .count();
+            let arrived = spans.iter().any(|span| span.name == name) && roots == 1;
+            std::future::ready(arrived.then_some(spans))
+        })
+        .await;
+        whole.unwrap_or_else(|| {
+            panic!(
+                "no whole trace {trace_id} with a span {name} arrived; got: {:?}",
+                self.spans().iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{ADMIN_EMAIL, TestApp, expect_json, sample, spawn_replicas};
+use crate::helpers::{ADMIN_EMAIL, TestApp, eventually, expect_json, sample, spawn_replicas};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_started_together_share_one_database_safely() {
@@ -61,18 +61,20 @@ async fn a_fault_set_through_one_replica_is_in_force_on_all_within_a_second() {
     )
     .await;
     for replica in &replicas[1..] {
-        let seen = loop {
-            let faults = expect_json(
-                replica.get("/api/admin/faults", Some(&admin)).await,
-                StatusCode::OK,
-            )
-            .await;
-            if faults["payment_success_rate"] == 0.25 && faults["email_outage"] == true {
-                break changed.elapsed();
-            }
-            assert!(changed.elapsed() < Duration::from_secs(5), "{faults}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let seen = eventually(
+            Duration::from_secs(5),
+            "the faults on every replica",
+            || async {
+                let faults = expect_json(
+                    replica.get("/api/admin/faults", Some(&admin)).await,
+                    StatusCode::OK,
+                )
+                .await;
+                (faults["payment_success_rate"] == 0.25 && faults["email_outage"] == true)
+                    .then(|| changed.elapsed())
+            },
+        )
+        .await;
         assert!(seen < Duration::from_secs(1), "seen after {seen:?}");
         let metrics = replica.metrics().await;
         assert_eq!(
@@ -84,13 +86,16 @@ async fn a_fault_set_through_one_replica_is_in_force_on_all_within_a_second() {
     }
     // The checkout mode travels the same way.
     replicas[2].set_checkout_mode(&admin, "async").await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
     for replica in &replicas {
-        let metrics = replica.metrics().await;
-        assert_eq!(
-            sample(&metrics, "checkout_mode", &[("mode", "async")]),
-            Some(1.0)
-        );
+        eventually(
+            Duration::from_secs(5),
+            "the mode on every replica",
+            || async {
+                let metrics = replica.metrics().await;
+                (sample(&metrics, "checkout_mode", &[("mode", "async")]) == Some(1.0)).then_some(())
+            },
+        )
+        .await;
     }
 
     // A restarted replica keeps what was switched live, except the settings its own
@@ -110,16 +115,20 @@ async fn a_fault_set_through_one_replica_is_in_force_on_all_within_a_second() {
     .await;
     assert_eq!(faults["email_outage"], true, "not in the environment: kept");
     assert_eq!(faults["payment_success_rate"], 1.0, "from the environment");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let faults = expect_json(
-        replicas[0].get("/api/admin/faults", Some(&admin)).await,
-        StatusCode::OK,
+    // ...shared with the others.
+    eventually(
+        Duration::from_secs(5),
+        "the restarted replica's setting on the others",
+        || async {
+            let faults = expect_json(
+                replicas[0].get("/api/admin/faults", Some(&admin)).await,
+                StatusCode::OK,
+            )
+            .await;
+            (faults["payment_success_rate"] == 1.0).then_some(())
+        },
     )
     .await;
-    assert_eq!(
-        faults["payment_success_rate"], 1.0,
-        "shared with the others"
-    );
 }
 
 /// Registers `count` buyers through the replicas in turn, each with `product` in the
@@ -193,18 +202,16 @@ async fn outbox_jobs_are_done_exactly_once_across_replicas() {
         "{statuses:?}"
     );
     let db = &replicas[0].db;
-    for _ in 0..150 {
+    eventually(Duration::from_secs(15), "every e-mail job done", || async {
         let done: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM outbox_jobs WHERE status = 'done' AND kind = 'send_confirmation'",
         )
         .fetch_one(db)
         .await
         .unwrap();
-        if done == 18 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (done == 18).then_some(())
+    })
+    .await;
     let (confirmed, charges, jobs, emails): (i64, i64, i64, usize) = (
         sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'confirmed'")
             .fetch_one(db)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, closed_port, expect_json, sample, spawn_process, traced_app};
+use crate::helpers::{TestApp, closed_port, eventually, expect_json, spawn_process, traced_app};
 use crate::otlp::{OtlpReceiver, ReceivedSpan};
 
 const STEPS: [&str; 12] = [
@@ -356,13 +356,7 @@ async fn log_lines_inside_a_request_carry_its_trace_and_span_ids() {
         .await;
     let trace_id = trace_id_of(&response);
     assert_eq!(response.status(), StatusCode::CREATED);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let line = app
-        .output()
-        .into_iter()
-        .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
-        .find(|entry| entry["fields"]["message"] == "user registered")
-        .expect("the registration is logged as JSON");
+    let line = logged_entry(&mut app, "user registered").await;
     assert_eq!(line["trace_id"], trace_id.as_str());
     assert_eq!(line["span_id"].as_str().map(str::len), Some(16));
     assert_eq!(line["level"], "INFO");
@@ -380,13 +374,7 @@ async fn with_tracing_off_responses_and_logs_still_carry_a_trace_id() {
         .await;
     let trace_id = trace_id_of(&response);
     assert_eq!(trace_id.len(), 32);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let line = app
-        .output()
-        .into_iter()
-        .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
-        .find(|entry| entry["fields"]["message"] == "user registered")
-        .expect("logged");
+    let line = logged_entry(&mut app, "user registered").await;
     assert_eq!(line["trace_id"], trace_id.as_str());
 }
 
@@ -407,6 +395,7 @@ async fn a_dead_collector_is_reported_once_and_slows_nothing() {
             app.get("/api/products", None).await.status(),
             StatusCode::OK
         );
+        // About time itself: requests spread over several 50 ms export batches.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(
@@ -414,6 +403,7 @@ async fn a_dead_collector_is_reported_once_and_slows_nothing() {
         "40 requests took {:?}",
         started.elapsed()
     );
+    // About time itself: ten more export batches fail while nothing more is said.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let warnings = app
         .output()
@@ -449,7 +439,7 @@ async fn sigterm_lets_a_checkout_in_flight_finish() {
         .request(reqwest::Method::POST, "/api/orders/checkout", Some(&alice))
         .json(&serde_json::json!({"shipping_address": "1 Road", "payment_method": "paypal"}));
     let in_flight = tokio::spawn(request.send());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_for_checkouts_in_flight(1).await;
     let exit = app.terminate().await;
     let response = in_flight.await.unwrap().expect("answered before exit");
     assert_eq!(response.status(), StatusCode::CREATED);
@@ -477,23 +467,20 @@ async fn an_asynchronous_checkout_that_queues_for_the_database_shows_the_wait() 
         .await
         .unwrap();
     let release = async {
-        wait_until("Alice's checkout waits on the row lock", async || {
-            sqlx::query_scalar::<_, i64>(
+        eventually(WAIT, "Alice's checkout waiting on the row lock", || async {
+            let waiting: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_stat_activity
                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
             )
             .fetch_one(&app.db)
             .await
-            .unwrap()
-                == 1
+            .unwrap();
+            (waiting == 1).then_some(())
         })
         .await;
         let bob_checkout = app.checkout(&bob);
         let watch = async {
-            wait_until("Bob's checkout has begun", async || {
-                sample(&app.metrics().await, "checkouts_in_flight", &[]) == Some(2.0)
-            })
-            .await;
+            app.wait_for_checkouts_in_flight(2).await;
             // Bob is at the door now; keep him there a moment before letting Alice go.
             tokio::time::sleep(Duration::from_millis(300)).await;
             holder.commit().await.unwrap();
@@ -528,11 +515,17 @@ async fn an_asynchronous_checkout_that_queues_for_the_database_shows_the_wait() 
     );
 }
 
-/// Polls `condition` every 20 ms for up to 10 s.
-async fn wait_until(what: &str, condition: impl AsyncFn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The first JSON log line of the process whose message is `message`, once printed.
+async fn logged_entry(app: &mut TestApp, message: &str) -> Value {
+    eventually(WAIT, message, || {
+        let entry = app
+            .output()
+            .into_iter()
+            .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+            .find(|entry| entry["fields"]["message"] == message);
+        std::future::ready(entry)
+    })
+    .await
 }

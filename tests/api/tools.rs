@@ -6,7 +6,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::{TestDatabase, expect_json, run_tool, sample, spawn_app, spawn_process};
+use crate::helpers::{
+    TestDatabase, eventually, expect_json, run_tool, sample, spawn_app, spawn_process,
+};
 
 async fn catalog(db: &PgPool) -> Vec<(String, String, String, i32)> {
     sqlx::query_as(
@@ -156,7 +158,12 @@ async fn loadgen_prints_its_report_on_ctrl_c() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Interrupted once the shoppers are at it.
+    eventually(Duration::from_secs(20), "shoppers checking out", || async {
+        let metrics = app.metrics().await;
+        (sample(&metrics, "checkouts_total", &[]) > Some(0.0)).then_some(())
+    })
+    .await;
     let pid = child.id().unwrap().to_string();
     let sent = tokio::process::Command::new("kill")
         .args(["-INT", &pid])

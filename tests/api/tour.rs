@@ -102,8 +102,9 @@ async fn tour_3_checkouts_exhaust_the_pool_and_catalog_reads_wait_too() {
             .iter()
             .map(|t| async { app.checkout(t).await.status() }),
     );
+    // Browse once the checkouts hold both connections of the pool.
     let browse = async {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        app.wait_for_checkouts_in_flight(2).await;
         app.get("/api/products", None).await.status()
     };
     let (statuses, browsed) = tokio::join!(checkouts, browse);

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{expect_json, traced_app};
+use crate::helpers::{expect_json, poll_until, traced_app};
 use crate::otlp::OtlpReceiver;
 use crate::prometheus::Prometheus;
 use crate::require::{PROMETHEUS_PACKAGE, tool_available};
@@ -57,12 +57,16 @@ async fn stored_exemplars(prometheus: &Prometheus, selector: &str) -> Vec<(Strin
 /// Waits (≤ 30 s of 1 s scrapes) until Prometheus has an exemplar of `trace_id` for
 /// `selector`, and returns its span id.
 async fn exemplar_span(prometheus: &Prometheus, selector: &str, trace_id: &str) -> String {
-    for _ in 0..60 {
+    let found = poll_until(Duration::from_secs(30), || async {
         let found = stored_exemplars(prometheus, selector).await;
-        if let Some((_, span_id)) = found.iter().find(|(trace, _)| trace == trace_id) {
-            return span_id.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        found
+            .into_iter()
+            .find(|(trace, _)| trace == trace_id)
+            .map(|(_, span_id)| span_id)
+    })
+    .await;
+    if let Some(span_id) = found {
+        return span_id;
     }
     panic!(
         "no exemplar of trace {trace_id} on {selector}: {:?}",

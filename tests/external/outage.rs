@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{TestApp, eventually, expect_json, spawn_process_on};
+use crate::helpers::{TestApp, eventually, expect_json, sample, spawn_process_on};
 use crate::postgres_cluster::{PostgresCluster, server_programs};
 use crate::require::tool_available;
 
@@ -54,7 +54,14 @@ async fn a_database_outage_gives_fast_503s_counts_lost_orders_and_recovers() {
     // the database goes down under them.
     let checkouts = futures::future::join_all(buyers.iter().map(|token| app.checkout(token)));
     let outage = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Both charged, both in the 1.5 s e-mail.
+        eventually(Duration::from_secs(10), "both charged", || async {
+            let metrics = app.metrics().await;
+            let charged =
+                sample(&metrics, "payment_gateway_duration_seconds_count", &[]) == Some(2.0);
+            charged.then_some(())
+        })
+        .await;
         let stopped = Instant::now();
         cluster.stop();
         // Read the catalog until the answer is a quick 503.
@@ -129,7 +136,8 @@ async fn a_checkout_in_the_gateway_when_the_database_stops_fails_as_fast_as_the_
     let started = Instant::now();
     let checkout = app.checkout(&alice);
     let outage = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Into the gateway's 1.5 s wait.
+        app.wait_for_checkouts_in_flight(1).await;
         cluster.stop();
     };
     let (response, ()) = tokio::join!(checkout, outage);
@@ -169,7 +177,16 @@ async fn jobs_interrupted_by_an_outage_run_again_when_it_ends_not_a_lease_later(
     let (alice, _kettle) = app.alice_with_kettles(1).await;
     let accepted = expect_json(app.checkout(&alice).await, StatusCode::ACCEPTED).await;
     // The charge job is in the gateway's 1.5 s when the database goes.
-    tokio::time::sleep(Duration::from_millis(500)).await; // into the gateway's wait
+    eventually(Duration::from_secs(5), "the charge job claimed", || async {
+        let metrics = app.metrics().await;
+        let running = sample(
+            &metrics,
+            "outbox_jobs_in_flight",
+            &[("kind", "charge_order")],
+        );
+        (running == Some(1.0)).then_some(())
+    })
+    .await;
     cluster.stop();
     tokio::time::sleep(Duration::from_secs(2)).await; // the outage lasts past the charge
     cluster.start();

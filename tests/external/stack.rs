@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use yaml_serde::Value as Yaml;
 
-use crate::helpers::{TestApp, expect_json, spawn_process};
+use crate::helpers::{TestApp, eventually, expect_json, spawn_process};
 use crate::prometheus::{Prometheus, compose_prometheus_features};
 use crate::require::{PROMETHEUS_PACKAGE, tool_available};
 
@@ -559,22 +559,27 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     // an outage (dead-lettered after its single attempt), and a stuck job (the queue
     // lags).
     app.set_checkout_mode(&admin, "async").await;
+    // The switch is on the charts (annotations) once a scrape has seen it.
+    prometheus.wait_for_scrapes(2).await;
     for token in &customers[..2] {
         assert_eq!(buy(token, kettle).await.1, StatusCode::ACCEPTED);
     }
     set_faults(&app, &admin, json!({"email_outage": true})).await;
     assert_eq!(buy(&customers[2], kettle).await.1, StatusCode::ACCEPTED);
-    for _ in 0..100 {
-        let dead: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox_jobs WHERE status = 'dead'")
-                .fetch_one(&app.db)
-                .await
-                .unwrap();
-        if dead == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // (The e-mails of the first two may die in the outage too.)
+    eventually(
+        Duration::from_secs(10),
+        "an e-mail dead-lettered",
+        || async {
+            let dead: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox_jobs WHERE status = 'dead'")
+                    .fetch_one(&app.db)
+                    .await
+                    .unwrap();
+            (dead >= 1).then_some(())
+        },
+    )
+    .await;
     set_faults(&app, &admin, json!({"email_outage": false})).await;
     sqlx::query(
         "INSERT INTO outbox_jobs (kind, order_id, created_at, run_after) \
@@ -592,24 +597,27 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     // new series' first value does not count towards rate().
     set_faults(&app, &admin, json!({"payment_delay_ms": 5000})).await;
     let long = join_all(customers[4..6].iter().map(|t| buy(t, kettle)));
-    let read_wave = |delay_ms: u64, reads: usize| {
-        let app = &app;
-        async move {
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-            join_all((0..reads).map(|_| async { app.get("/api/products", None).await.status() }))
-                .await
-        }
+    let pool_held = || app.wait_for_checkouts_in_flight(2);
+    let read_wave = |reads: usize| {
+        join_all((0..reads).map(|_| async { app.get("/api/products", None).await.status() }))
+    };
+    let waves = async {
+        pool_held().await;
+        let first = read_wave(3).await;
+        // The first wave's series has been scraped before the second one moves it.
+        prometheus.wait_for_scrapes(1).await;
+        let second = read_wave(20).await;
+        (first, second)
     };
     let saturated = async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        pool_held().await;
         prometheus
             .wait_for_alerts("pool saturation", |active| {
                 active.contains(&alert_on("db_pool_"))
             })
             .await
     };
-    let (long, first_wave, second_wave, _) =
-        tokio::join!(long, read_wave(300, 3), read_wave(3000, 20), saturated);
+    let (long, (first_wave, second_wave), _) = tokio::join!(long, waves, saturated);
     assert!(
         long.iter().all(|(_, s)| *s == StatusCode::CREATED),
         "{long:?}"

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ecommerce_monolith::checkout::workers::Workers;
 use ecommerce_monolith::config::Settings;
 use ecommerce_monolith::startup::Application;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -55,6 +56,8 @@ pub struct TestApp {
     pub smtp: Arc<SmtpCapture>,
     /// Set for apps started as a separate process.
     pub(super) process: Option<Process>,
+    /// Set for an app whose outbox the test runs itself ([`spawn_app_running_jobs_by_hand`]).
+    jobs: Option<Workers>,
     _database: Arc<TestDatabase>,
 }
 
@@ -66,6 +69,16 @@ pub async fn spawn_app() -> TestApp {
 /// The app with some variables of the test environment changed, e.g.
 /// `&[("PAYMENT_SUCCESS_RATE", "0")]`.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_in_process(overrides, true).await
+}
+
+/// The app without its outbox workers: the test runs the due jobs itself, when it
+/// chooses and to the end, with [`TestApp::run_due_jobs`] — no waiting, no races.
+pub async fn spawn_app_running_jobs_by_hand(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_in_process(overrides, false).await
+}
+
+async fn spawn_in_process(overrides: &[(&str, &str)], background_jobs: bool) -> TestApp {
     let database = TestDatabase::create().await;
     let smtp = SmtpCapture::start().await;
     let mut environment = test_environment(&database.url, smtp.port);
@@ -73,14 +86,18 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         environment.retain(|(k, _)| k != key);
         environment.push((key.to_string(), value.to_string()));
     }
-    let settings = settings_from(&environment);
+    let mut settings = settings_from(&environment);
+    settings.workers.in_background = background_jobs;
     let app = Application::build(&settings, None)
         .await
         .expect("the app builds");
     let address = format!("http://{}", app.local_addr());
+    let jobs = (!background_jobs).then(|| app.workers());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
-    TestApp::new(address, Arc::new(database), Arc::new(smtp), None).await
+    let mut test_app = TestApp::new(address, Arc::new(database), Arc::new(smtp), None).await;
+    test_app.jobs = jobs;
+    test_app
 }
 
 impl TestApp {
@@ -106,8 +123,20 @@ impl TestApp {
                 .expect("test pool"),
             smtp,
             process,
+            jobs: None,
             _database: database,
         }
+    }
+
+    /// Runs every outbox job that is due, and those they enqueue, to the end; returns
+    /// how many attempts it made.
+    pub async fn run_due_jobs(&self) -> usize {
+        self.jobs
+            .as_ref()
+            .expect("only for apps from spawn_app_running_jobs_by_hand")
+            .run_due()
+            .await
+            .expect("the jobs ran")
     }
 
     /// The most common start of a checkout test: Alice, with `quantity` of a kettle
@@ -157,23 +186,25 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
-        self.request(Method::POST, path, token)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.send_json(Method::POST, path, token, body).await
     }
 
     pub async fn patch(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
-        self.request(Method::PATCH, path, token)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.send_json(Method::PATCH, path, token, body).await
     }
 
     pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
-        self.request(Method::PUT, path, token)
+        self.send_json(Method::PUT, path, token, body).await
+    }
+
+    async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> Response {
+        self.request(method, path, token)
             .json(body)
             .send()
             .await

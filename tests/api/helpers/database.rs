@@ -6,7 +6,8 @@ use sqlx::{Connection, PgConnection};
 /// The Postgres server the tests use, without a database name.
 pub fn server_url() -> String {
     let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        // The compose stack's Postgres wants this password; a trust-auth one ignores it.
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_string());
     match url.rsplit_once('/') {
         Some((server, _database)) if server.contains("://") && !server.ends_with('/') => {
             server.to_string()

@@ -1,10 +1,23 @@
 //! The app's `/metrics`, read as Prometheus text.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 
-use super::TestApp;
+use super::{TestApp, eventually};
 
 impl TestApp {
+    /// Waits until at least `count` checkouts run in the app at once (its
+    /// `checkouts_in_flight` gauge): to act while they are in the gateway, the mail
+    /// server or a queue.
+    pub async fn wait_for_checkouts_in_flight(&self, count: u32) {
+        eventually(Duration::from_secs(10), "checkouts in flight", || async {
+            let metrics = self.metrics().await;
+            (sample(&metrics, "checkouts_in_flight", &[]) >= Some(f64::from(count))).then_some(())
+        })
+        .await;
+    }
+
     pub async fn metrics(&self) -> String {
         let response = self.get("/metrics", None).await;
         assert_eq!(response.status(), StatusCode::OK);
