@@ -1,0 +1,78 @@
+// Showing what went wrong, next to what went wrong: an RFC 9457 problem's title and
+// detail in a box, and a 422's field errors right under the fields they are about.
+
+import { h } from './dom.js';
+import { state } from './state.js';
+
+/**
+ * Renders `error` (an ApiProblem, or anything with a message) into `slot`.
+ * With a form, field errors whose field names an input of the form go under that
+ * input (data-testid="field-error", data-field=…); the others stay in the box.
+ * extra: more nodes for the box (a retry button, a hint).
+ */
+export function showProblem(slot, error, { form = null, extra = [] } = {}) {
+  clearProblem(slot, form);
+  const problem = error?.problem ?? { title: 'Something went wrong', detail: String(error?.message ?? error) };
+  const leftover = [];
+  let firstField = null;
+  for (const fieldError of problem.errors ?? []) {
+    const input = form?.elements?.namedItem?.(fieldError.field);
+    if (input instanceof HTMLElement) {
+      markField(input, fieldError.message);
+      firstField ??= input;
+    } else {
+      leftover.push(fieldError);
+    }
+  }
+
+  const lines = [];
+  for (const p of problem.products ?? []) {
+    // insufficient-stock problems list the products concerned
+    if (p && typeof p === 'object') {
+      lines.push(`${p.product_name ?? `Product #${p.product_id}`}: ${p.requested} wanted, ${p.available} available`);
+    }
+  }
+  for (const f of leftover) lines.push(`${f.field}: ${f.message}`);
+  if (error?.retryAfter) lines.push(`The shop asks to try again in ${error.retryAfter} s.`);
+
+  slot.append(h('div', { class: 'problem', 'data-testid': 'problem', role: 'alert' },
+    h('p', { class: 'problem-title', 'data-testid': 'problem-title', text: problem.title ?? 'Error' }),
+    problem.detail ? h('p', { class: 'problem-detail', 'data-testid': 'problem-detail', text: problem.detail }) : null,
+    lines.length ? h('ul', { class: 'problem-list' }, lines.map((line) => h('li', { text: line }))) : null,
+    extra,
+    traceLine(error?.traceId ?? problem.trace_id),
+  ));
+  slot.hidden = false;
+  firstField?.focus();
+}
+
+export function clearProblem(slot, form = null) {
+  if (slot) {
+    slot.replaceChildren();
+  }
+  if (form) {
+    form.querySelectorAll('[data-testid="field-error"]').forEach((el) => el.remove());
+    form.querySelectorAll('[aria-invalid="true"]').forEach((el) => {
+      el.removeAttribute('aria-invalid');
+      el.removeAttribute('aria-describedby');
+    });
+  }
+}
+
+/** A field error under an input, announced with the input (aria-describedby). */
+export function markField(input, message) {
+  const id = `${input.id || input.name}-error`;
+  input.setAttribute('aria-invalid', 'true');
+  input.setAttribute('aria-describedby', id);
+  const note = h('p', { class: 'field-error', 'data-testid': 'field-error', 'data-field': input.name, id, text: message });
+  input.insertAdjacentElement('afterend', note);
+}
+
+function traceLine(traceId) {
+  if (!traceId) return null;
+  const jaeger = state.config?.jaeger_url;
+  return h('p', { class: 'problem-trace' },
+    'Trace ', h('code', { text: traceId.slice(0, 12) + '…', title: traceId }),
+    jaeger ? [' · ', h('a', { href: `${jaeger}/trace/${traceId}`, target: '_blank', rel: 'noopener', text: 'see it in Jaeger' })] : null,
+  );
+}
