@@ -1,5 +1,6 @@
-//! A real OTLP/HTTP receiver: accepts `POST /v1/traces` with a protobuf
-//! `ExportTraceServiceRequest`, as a collector would, and keeps the spans.
+//! A real OTLP/HTTP receiver: accepts `POST /v1/traces` with an
+//! `ExportTraceServiceRequest` as protobuf (the service) or JSON (the storefront, from a
+//! browser on another origin: CORS allowed), as a collector would, and keeps the spans.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -60,7 +61,7 @@ impl OtlpReceiver {
             port: listener.local_addr().expect("addr").port(),
         };
         let app = Router::new()
-            .route("/v1/traces", post(export))
+            .route("/v1/traces", post(export).options(preflight))
             .with_state(receiver.spans.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         receiver
@@ -105,9 +106,19 @@ impl OtlpReceiver {
 
 async fn export(
     State(store): State<Arc<Mutex<Vec<ReceivedSpan>>>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let decoded = if is_json {
+        serde_json::from_slice::<ExportTraceServiceRequest>(&body).ok()
+    } else {
+        ExportTraceServiceRequest::decode(body).ok()
+    };
+    let Some(request) = decoded else {
         return (StatusCode::BAD_REQUEST, Vec::new()).into_response();
     };
     let mut received = Vec::new();
@@ -139,11 +150,33 @@ async fn export(
         }
     }
     store.lock().expect("lock").extend(received);
+    if is_json {
+        return (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            ],
+            "{}",
+        )
+            .into_response();
+    }
     (
         [(header::CONTENT_TYPE, "application/x-protobuf")],
         ExportTraceServiceResponse::default().encode_to_vec(),
     )
         .into_response()
+}
+
+/// A browser's preflight before it posts JSON from another origin.
+async fn preflight() -> impl IntoResponse {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (header::ACCESS_CONTROL_ALLOW_METHODS, "POST"),
+            (header::ACCESS_CONTROL_ALLOW_HEADERS, "content-type"),
+        ],
+    )
 }
 
 fn flatten(

@@ -24,3 +24,4 @@ mod promtool;
 mod require;
 mod slo;
 mod stack;
+mod storefront;

@@ -175,6 +175,30 @@ async fn the_compose_file_validates_and_the_stack_is_light() {
         ["serve", "--seed"],
         "the demo catalog is seeded at start"
     );
+    // The shop page's spans go from the browser to Jaeger, which lets its origin in.
+    let browser_traces = app["environment"]["STOREFRONT_OTLP_TRACES_URL"]
+        .as_str()
+        .expect("the storefront exports its spans in the stack");
+    let published: Vec<&str> = compose["services"]["jaeger"]["ports"]
+        .as_sequence()
+        .expect("jaeger ports")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        browser_traces.starts_with("http://localhost:4318/")
+            && published.iter().any(|p| p.contains(":4318:4318")),
+        "{browser_traces} reaches Jaeger's published OTLP/HTTP port: {published:?}"
+    );
+    let jaeger = read_yaml("jaeger/config.yaml");
+    let origins: Vec<&str> =
+        jaeger["receivers"]["otlp"]["protocols"]["http"]["cors"]["allowed_origins"]
+            .as_sequence()
+            .expect("CORS for the storefront")
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+    assert!(origins.contains(&"http://localhost:8000"), "{origins:?}");
     // Everything the stack mounts from the repository exists.
     for service in services.values() {
         for volume in service["volumes"].as_sequence().into_iter().flatten() {

@@ -1,0 +1,537 @@
+//! The storefront at `/`, proven in a real browser: Debian's Chromium, driven over
+//! WebDriver (chromedriver) from here. A customer signs in with one click, fills a cart,
+//! and checks out — blocking (the timer ticks; the waterfall of the steps comes from the
+//! response's `Server-Timing`) and asynchronous (the order number at once, its status
+//! followed without a reload). The trace starts in the browser: its span is the parent
+//! of the server's, at a real OTLP receiver. Refusals show the problem's title, product
+//! names stay text, and the console stays clean. A screenshot of each state is kept in
+//! the target directory (`storefront/`).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, closed_port, eventually, expect_json, traced_app,
+};
+use crate::otlp::OtlpReceiver;
+use crate::require::tool_available;
+
+const STEPS: [&str; 12] = [
+    "validate_cart",
+    "check_inventory",
+    "reserve_inventory",
+    "create_order",
+    "create_order_items",
+    "process_payment",
+    "record_payment",
+    "reduce_inventory",
+    "send_email",
+    "create_notification",
+    "clear_cart",
+    "commit",
+];
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Chromium under chromedriver, both killed when dropped.
+struct Browser {
+    client: Client,
+    _driver: tokio::process::Child,
+    _profile: TempProfile,
+    shots: PathBuf,
+}
+
+struct TempProfile(PathBuf);
+
+impl Drop for TempProfile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The browser's console, through chromedriver's log endpoint (not in the W3C protocol).
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(r#"{"type":"browser"}"#.to_string()),
+        )
+    }
+}
+
+impl Browser {
+    async fn start(name: &str) -> Self {
+        let port = closed_port().await;
+        let driver = tokio::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver)");
+        let url = format!("http://127.0.0.1:{port}");
+        eventually(WAIT, "chromedriver answering", || async {
+            let status = reqwest::get(format!("{url}/status")).await.ok()?;
+            status.status().is_success().then_some(())
+        })
+        .await;
+        let profile =
+            TempProfile(std::env::temp_dir().join(format!("chromium-{}", uuid::Uuid::new_v4())));
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.0.display()),
+                ],
+            },
+            "goog:loggingPrefs": {"browser": "ALL"},
+        });
+        // Two TLS backends are in the dependency graph; rustls must be told which (the
+        // session is plain HTTP to 127.0.0.1 anyway).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = ClientBuilder::rustls()
+            .expect("a TLS config")
+            .capabilities(capabilities.as_object().cloned().unwrap_or_default())
+            .connect(&url)
+            .await
+            .expect("a WebDriver session");
+        let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("storefront");
+        std::fs::create_dir_all(&shots).expect("screenshot folder");
+        let _ = name;
+        Browser {
+            client,
+            _driver: driver,
+            _profile: profile,
+            shots,
+        }
+    }
+
+    fn by_testid(id: &str) -> String {
+        format!("[data-testid=\"{id}\"]")
+    }
+
+    async fn click(&self, testid: &str) {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(&Self::by_testid(testid)))
+            .await
+            .unwrap_or_else(|e| panic!("{testid}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {testid}: {e}"));
+    }
+
+    /// Runs `script` (a function body) in the page and returns what it returns.
+    async fn eval(&self, script: &str) -> Value {
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("{script}: {e}"))
+    }
+
+    /// Waits until `script` returns something truthy other than `false`; returns it.
+    async fn until(&self, what: &str, script: &str) -> Value {
+        eventually(WAIT, what, || async {
+            let value = self.client.execute(script, Vec::new()).await.ok()?;
+            let truthy = !matches!(value, Value::Null | Value::Bool(false))
+                && value != json!("")
+                && value != json!(0);
+            truthy.then_some(value)
+        })
+        .await
+    }
+
+    /// Waits until no request or user action of the page is under way.
+    async fn idle(&self) {
+        self.until(
+            "the page idle",
+            "return document.body.dataset.busy === 'false';",
+        )
+        .await;
+    }
+
+    /// Waits until the element is scrolled into view (its top on the screen).
+    async fn in_view(&self, testid: &str) {
+        let script = format!(
+            "const e = document.querySelector('{}');
+             if (!e) return false;
+             const top = e.getBoundingClientRect().top;
+             return top >= -1 && top < innerHeight / 2;",
+            Self::by_testid(testid)
+        );
+        self.until(&format!("{testid} in view"), &script).await;
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let path = self.shots.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write the screenshot");
+        println!("screenshot: {}", path.display());
+    }
+
+    /// The console messages of level WARNING or SEVERE since the last call.
+    async fn console_problems(&self) -> Vec<String> {
+        let log = self
+            .client
+            .issue_cmd(BrowserLog)
+            .await
+            .expect("browser log");
+        log.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|entry| matches!(entry["level"].as_str(), Some("WARNING" | "SEVERE")))
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+fn browser_available() -> bool {
+    tool_available("chromium", "apt-get install chromium")
+        && tool_available("chromedriver", "apt-get install chromium-driver")
+}
+
+/// The admin, through the API: the lab's switches.
+async fn admin_put(app: &TestApp, path: &str, body: Value) {
+    let admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    expect_json(app.put(path, Some(&admin), &body).await, StatusCode::OK).await;
+}
+
+/// The ids of the cards' products as the page shows them, with the stock they show.
+async fn products_on_the_page(browser: &Browser) -> Vec<(i64, i64)> {
+    let cards = browser
+        .eval(
+            "return [...document.querySelectorAll('[data-testid=product-card]')]
+               .map(c => [Number(c.dataset.productId), Number(c.dataset.stock)]);",
+        )
+        .await;
+    serde_json::from_value(cards).expect("cards")
+}
+
+async fn add_to_cart(browser: &Browser, product: i64) {
+    let button = format!(
+        "[data-testid=product-card][data-product-id=\"{product}\"] [data-testid=add-to-cart]"
+    );
+    browser
+        .client
+        .find(Locator::Css(&button))
+        .await
+        .expect("the product's button")
+        .click()
+        .await
+        .expect("click");
+    browser.idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_feels_the_blocking_checkout_then_the_cure_and_the_trace_starts_at_the_click() {
+    if !browser_available() {
+        return;
+    }
+    let receiver = OtlpReceiver::start().await;
+    let browser_traces = format!("{}/v1/traces", receiver.endpoint());
+    let app = traced_app(
+        &receiver,
+        &[
+            ("PAYMENT_DELAY_MS", "400"),
+            ("EMAIL_DELAY_MS", "800"),
+            ("STOREFRONT_OTLP_TRACES_URL", browser_traces.as_str()),
+            ("OTEL_SERVICE_NAME", "ecommerce-monolith"),
+        ],
+    )
+    .await;
+    app.seed().await;
+    let browser = Browser::start("checkout").await;
+    browser
+        .client
+        .goto(&app.address)
+        .await
+        .expect("open the shop");
+    browser.idle().await;
+    browser.screenshot("01-start").await;
+
+    // One click: the demo customer.
+    browser.click("demo-signin").await;
+    let signed_in = browser
+        .until(
+            "signed in",
+            "return document.querySelector('[data-testid=signed-in-as]').textContent;",
+        )
+        .await;
+    assert!(
+        signed_in.as_str().unwrap().contains("demo@example.com"),
+        "{signed_in}"
+    );
+    browser.idle().await;
+    browser.screenshot("02-signed-in").await;
+
+    let (kettle, _) = products_on_the_page(&browser)
+        .await
+        .into_iter()
+        .find(|(_, stock)| *stock > 10)
+        .expect("a product in stock");
+    add_to_cart(&browser, kettle).await;
+    browser
+        .until(
+            "the cart line",
+            "return document.querySelectorAll('[data-testid=cart-line]').length;",
+        )
+        .await;
+    browser.screenshot("03-in-cart").await;
+
+    // Blocking: the timer ticks while the customer waits ~1.2 s.
+    browser.click("checkout-button").await;
+    let ticking = browser
+        .until(
+            "the timer past 0.3 s",
+            "const t = document.querySelector('[data-testid=checkout-timer]');
+             const waiting = document.querySelector('[data-testid=checkout-waiting]');
+             const s = parseFloat(t.textContent);
+             return !waiting.hidden && s >= 0.3 ? t.textContent : false;",
+        )
+        .await;
+    browser.screenshot("04-waiting").await;
+    let confirmation = browser
+        .until(
+            "the confirmation",
+            "const c = document.querySelector('[data-testid=order-confirmation]');
+             return c && c.dataset.status === 'confirmed' ? c.dataset.orderId : false;",
+        )
+        .await;
+    browser.idle().await;
+    // Unlike the original's page, the answer comes into view by itself.
+    browser.in_view("order-confirmation").await;
+    browser.screenshot("05-confirmed").await;
+    println!("the timer read {ticking} while the customer waited");
+    let order_id: i64 = confirmation.as_str().unwrap().parse().expect("an order id");
+    let number = browser
+        .eval("return document.querySelector('[data-testid=order-number]').textContent;")
+        .await;
+    assert_eq!(number, json!(order_id.to_string()));
+    let bars: Vec<(String, f64, bool)> = serde_json::from_value(
+        browser
+            .eval(
+                "return [...document.querySelectorAll('[data-testid=waterfall-bar]')]
+                   .map(b => [b.dataset.step, Number(b.dataset.ms), b.dataset.remote === 'true']);",
+            )
+            .await,
+    )
+    .expect("bars");
+    let steps: Vec<&str> = bars.iter().map(|(step, ..)| step.as_str()).collect();
+    assert_eq!(steps, STEPS, "every step and the commit, in order");
+    let mut by_length = bars.clone();
+    by_length.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let longest: Vec<&str> = by_length[..2].iter().map(|(s, ..)| s.as_str()).collect();
+    assert_eq!(longest, ["send_email", "process_payment"], "{bars:?}");
+    assert!(
+        by_length[..2].iter().all(|(_, _, remote)| *remote),
+        "marked as remote calls"
+    );
+    let trace_link = browser
+        .eval("return document.querySelector('[data-testid=trace-link]').href;")
+        .await;
+    let trace_id = trace_link
+        .as_str()
+        .and_then(|href| href.rsplit('/').next())
+        .expect("a trace link")
+        .to_string();
+    assert_eq!(trace_id.len(), 32, "{trace_link}");
+
+    // The trace began in the browser: the server's span is the child of the page's.
+    let spans = receiver
+        .wait_for_trace(&trace_id, "POST /api/orders/checkout")
+        .await;
+    let server = spans
+        .iter()
+        .find(|s| s.name == "POST /api/orders/checkout")
+        .expect("the server span");
+    let parent = eventually(WAIT, "the browser's span of the checkout call", || {
+        let found = receiver
+            .spans()
+            .into_iter()
+            .find(|s| s.span_id == server.parent_span_id && s.trace_id == trace_id);
+        std::future::ready(found)
+    })
+    .await;
+    assert_eq!(
+        parent.resource.get("service.name").map(String::as_str),
+        Some("storefront")
+    );
+    assert_eq!(
+        server.resource.get("service.name").map(String::as_str),
+        Some("ecommerce-monolith")
+    );
+
+    // The cure: the same click, asynchronous. The order number comes before the
+    // payment (1.5 s) could have been made; the status follows without a reload.
+    admin_put(&app, "/api/admin/checkout-mode", json!({"mode": "async"})).await;
+    admin_put(&app, "/api/admin/faults", json!({"payment_delay_ms": 1500})).await;
+    browser
+        .eval("window.stillTheSamePage = true; return true;")
+        .await;
+    add_to_cart(&browser, kettle).await;
+    browser
+        .until(
+            "the cart line",
+            "return document.querySelectorAll('[data-testid=cart-line]').length;",
+        )
+        .await;
+    let clicked = Instant::now();
+    browser.click("checkout-button").await;
+    let accepted = browser
+        .until(
+            "the accepted order",
+            "const c = document.querySelector('[data-testid=order-confirmation]');
+             return c && c.dataset.orderId !== '' && c.dataset.status === 'pending'
+               ? c.dataset.orderId : false;",
+        )
+        .await;
+    let accepted_after = clicked.elapsed();
+    browser.in_view("order-confirmation").await;
+    browser.screenshot("06-async-accepted").await;
+    assert_ne!(accepted, confirmation, "a new order");
+    assert!(
+        accepted_after < Duration::from_millis(1500),
+        "the order number before the payment could be made: {accepted_after:?}"
+    );
+    browser
+        .until(
+            "the async order confirmed",
+            "const c = document.querySelector('[data-testid=order-confirmation]');
+             return c.dataset.status === 'confirmed'
+               && document.querySelector('[data-testid=time-to-confirmed]').textContent;",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("return window.stillTheSamePage === true;")
+            .await,
+        json!(true),
+        "no reload"
+    );
+    browser.idle().await;
+    browser.in_view("order-confirmation").await;
+    browser.screenshot("07-async-confirmed").await;
+    let modes = browser
+        .eval(
+            "return [...document.querySelectorAll('[data-testid=history-row]')]
+               .map(r => r.dataset.mode);",
+        )
+        .await;
+    assert_eq!(
+        modes,
+        json!(["async", "blocking"]),
+        "both checkouts, newest first"
+    );
+    browser
+        .client
+        .execute(
+            "document.getElementById('history').scrollIntoView(); return true;",
+            vec![],
+        )
+        .await
+        .expect("scroll");
+    browser.screenshot("08-history").await;
+
+    let problems = browser.console_problems().await;
+    assert!(problems.is_empty(), "the console: {problems:#?}");
+    let _ = browser.client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_show_their_problem_and_product_names_stay_text() {
+    if !browser_available() {
+        return;
+    }
+    let receiver = OtlpReceiver::start().await;
+    let app = traced_app(&receiver, &[]).await;
+    app.seed().await;
+    let admin = app.admin_token().await;
+    let hostile = "<img src=x onerror=alert(1)>";
+    let last_one = app.create_product(&admin, hostile, "9.99", 1).await;
+
+    let browser = Browser::start("refusals").await;
+    browser
+        .client
+        .goto(&app.address)
+        .await
+        .expect("open the shop");
+    browser.idle().await;
+    browser.click("demo-signin").await;
+    browser.idle().await;
+    let search = browser
+        .client
+        .find(Locator::Css("[data-testid=search]"))
+        .await
+        .expect("search");
+    search.send_keys("onerror").await.expect("type");
+    browser
+        .until(
+            "only the hostile product",
+            "const cards = document.querySelectorAll('[data-testid=product-card]');
+             return document.body.dataset.busy === 'false' && cards.length === 1;",
+        )
+        .await;
+
+    // Text, not markup: the name reads as typed, and no image was made of it.
+    let name = browser
+        .eval("return document.querySelector('[data-testid=product-name]').textContent;")
+        .await;
+    assert_eq!(name, json!(hostile));
+    let images = browser
+        .eval("return document.querySelectorAll('[data-testid=product-card] img').length;")
+        .await;
+    assert_eq!(images, json!(0));
+    assert!(
+        browser.client.get_alert_text().await.is_err(),
+        "no script ran: no alert"
+    );
+
+    // The last one, twice: the second add is refused, and the page says why.
+    add_to_cart(&browser, last_one).await;
+    add_to_cart(&browser, last_one).await;
+    let title = browser
+        .until(
+            "the problem shown",
+            "const p = document.querySelector('[data-testid=problem] [data-testid=problem-title]');
+             return p && p.textContent;",
+        )
+        .await;
+    assert_eq!(title, json!("Insufficient Stock"));
+    let detail = browser
+        .eval("return document.querySelector('[data-testid=problem] [data-testid=problem-detail]').textContent;")
+        .await;
+    assert!(detail.as_str().unwrap().contains("1 available"), "{detail}");
+    browser.screenshot("09-refused").await;
+
+    // Only the browser's own line about the refused request (409), nothing of the page.
+    let problems: Vec<String> = browser
+        .console_problems()
+        .await
+        .into_iter()
+        .filter(|message| !message.contains("the server responded with a status of 409"))
+        .collect();
+    assert!(problems.is_empty(), "the console: {problems:#?}");
+    let _ = browser.client.close().await;
+}
