@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -124,6 +125,37 @@ class App:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class Floor:
+    """The floor under GET /api/products/{id}: the same SQL and JSON served by a bare
+    axum + sqlx handler (examples/read_floor.rs), on a free port."""
+
+    def __init__(self, binary, database_url):
+        self.port = free_port()
+        env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url,
+               "BIND_ADDR": f"127.0.0.1:{self.port}"}
+        self.process = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        for _ in range(300):
+            if self.process.poll() is not None:
+                raise SystemExit(f"the floor did not start:\n{self.process.stderr.read()}")
+            try:
+                urllib.request.urlopen(f"{self.url}/api/products/1", timeout=1)
+                return
+            except urllib.error.HTTPError:
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit("the floor did not answer within 30 s")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(timeout=30)
 
 
 class Sinks:
@@ -249,6 +281,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per comparison (medians)")
     parser.add_argument("--seconds", type=int, default=10, help="length of each throughput measurement")
     parser.add_argument("--binary", help="use this binary instead of building the release one")
+    parser.add_argument("--floor", help="use this build of examples/read_floor instead of building it")
     parser.add_argument("--server", default=os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432"),
                         help="the Postgres server (no database name); a fresh database is created on it")
     parser.add_argument("--json", help="also write the results as JSON to this file")
@@ -264,12 +297,17 @@ def main():
     for tool in ("wrk", "pgbench", "psql"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: apt-get install wrk postgresql-client")
-    binary = opts.binary
+    binary, floor = opts.binary, opts.floor
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     if not binary:
         log("building the release binary (cargo build --release --locked)")
         subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)
-        target = os.environ.get("CARGO_TARGET_DIR", REPO / "target")
-        binary = str(Path(target) / "release" / "ecommerce-monolith")
+        binary = str(target / "release" / "ecommerce-monolith")
+    if not floor:
+        log("building the floor (cargo build --release --locked --example read_floor)")
+        subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--example", "read_floor"],
+                       cwd=REPO, check=True)
+        floor = str(target / "release" / "examples" / "read_floor")
 
     server = opts.server.rstrip("/")
     database = f"bench_{uuid.uuid4().hex[:12]}"
@@ -305,9 +343,12 @@ def main():
             reads = {f"{build}{key}": [] for build, _ in builds
                      for key in ("on_id", "off_id", "on_list", "off_list")}
             reads["pgbench"] = []
+            reads["floor_id"] = []
             for _ in range(opts.rounds):
                 reads["pgbench"].append(pgbench(database_url, "product_by_id.sql", 32, opts.seconds,
                                                 {"lo": ids[0], "hi": ids[1]}))
+                with Floor(floor, database_url) as bare:
+                    reads["floor_id"].append(wrk(bare.url, "/", opts.seconds, 32, product_ids=ids))
                 for build, build_binary in builds:
                     for label, env in (("on", telemetry_on), ("off", telemetry_off)):
                         with App(build_binary, database_url, sinks, env, f"{build}reads") as app:
@@ -435,6 +476,10 @@ def print_table(r, opts):
             f"pgbench {r['pgbench']['rps']:,.0f} tps", f"{by_id:.2f}", ">= 0.50", by_id >= 0.5)
         row("1 GET /api/products (20) @32", f"{r['on_list']['rps']:,.0f} req/s, p99 {r['on_list']['p99_ms']:.1f} ms",
             "", "", "", True)
+        for label, key in (("off", "off_id"), ("on", "on_id")):
+            ratio = r[key]["rps"] / r["floor_id"]["rps"]
+            row(f"1 app / floor, telemetry {label}", f"{r[key]['rps']:,.0f} req/s",
+                f"bare axum+sqlx {r['floor_id']['rps']:,.0f} req/s", f"{ratio:.2f}", ">= 0.90", ratio >= 0.9)
         overhead_id = r["on_id"]["rps"] / r["off_id"]["rps"]
         overhead_list = r["on_list"]["rps"] / r["off_list"]["rps"]
         row("2 telemetry on/off, /{id}", f"{r['on_id']['rps']:,.0f} / {r['off_id']['rps']:,.0f} req/s", "",
