@@ -344,6 +344,7 @@ def main():
                      for key in ("on_id", "off_id", "on_list", "off_list")}
             reads["pgbench"] = []
             reads["floor_id"] = []
+            reads["noping_id"] = []
             for _ in range(opts.rounds):
                 reads["pgbench"].append(pgbench(database_url, "product_by_id.sql", 32, opts.seconds,
                                                 {"lo": ids[0], "hi": ids[1]}))
@@ -355,6 +356,10 @@ def main():
                             reads[f"{build}{label}_id"].append(wrk(app.url, "/", opts.seconds, 32, product_ids=ids))
                             reads[f"{build}{label}_list"].append(
                                 wrk(app.url, "/api/products?limit=20", opts.seconds, 32))
+                # The pool's ping per request (DB_PING_BEFORE_ACQUIRE), priced: same build,
+                # telemetry on, without it.
+                with App(binary, database_url, sinks, {"DB_PING_BEFORE_ACQUIRE": "false"}, "reads") as app:
+                    reads["noping_id"].append(wrk(app.url, "/", opts.seconds, 32, product_ids=ids))
             for key, runs in reads.items():
                 field = "tps" if key == "pgbench" else "rps"
                 results[key] = {"rps": median([r[field] for r in runs])}
@@ -480,6 +485,9 @@ def print_table(r, opts):
             ratio = r[key]["rps"] / r["floor_id"]["rps"]
             row(f"1 app / floor, telemetry {label}", f"{r[key]['rps']:,.0f} req/s",
                 f"bare axum+sqlx {r['floor_id']['rps']:,.0f} req/s", f"{ratio:.2f}", ">= 0.90", ratio >= 0.9)
+        ping = r["on_id"]["rps"] / r["noping_id"]["rps"]
+        row("1 pool ping on/off, /{id}", f"{r['on_id']['rps']:,.0f} / {r['noping_id']['rps']:,.0f} req/s",
+            "DB_PING_BEFORE_ACQUIRE", f"{ping:.2f}", "(priced)", True)
         overhead_id = r["on_id"]["rps"] / r["off_id"]["rps"]
         overhead_list = r["on_list"]["rps"] / r["off_list"]["rps"]
         row("2 telemetry on/off, /{id}", f"{r['on_id']['rps']:,.0f} / {r['off_id']['rps']:,.0f} req/s", "",

@@ -36,6 +36,8 @@ pub struct Database {
     max_connections: u32,
     /// Whether the last probe reached the server (see [`Database::connect`]).
     reachable: watch::Receiver<bool>,
+    /// `db_pool_acquire_duration_seconds`, looked up once rather than per request.
+    acquire_wait: metrics::Histogram,
 }
 
 impl Database {
@@ -48,6 +50,7 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            .test_before_acquire(settings.ping_before_acquire)
             .connect_lazy_with(options.clone());
         let (reachable_tx, reachable) = watch::channel(true);
         tokio::spawn(watch_reachability(
@@ -58,6 +61,7 @@ impl Database {
             pool,
             max_connections: settings.max_connections,
             reachable,
+            acquire_wait: metrics::histogram!(DB_POOL_ACQUIRE_DURATION),
         })
     }
 
@@ -78,6 +82,7 @@ impl Database {
             pool: Self::separate_pool(settings, size)?,
             max_connections: size,
             reachable: self.reachable.clone(),
+            acquire_wait: self.acquire_wait.clone(),
         })
     }
 
@@ -127,7 +132,7 @@ impl Database {
             () = outage => Err(unreachable()),
         };
         let waited = started.elapsed();
-        metrics::histogram!(DB_POOL_ACQUIRE_DURATION).record(waited.as_secs_f64());
+        self.acquire_wait.record(waited.as_secs_f64());
         if waited >= NOTABLE_POOL_WAIT {
             tracing::debug!(
                 target: POOL_WAIT_TARGET,

@@ -16,6 +16,12 @@ use ecommerce_monolith::{checkout, db, seed, telemetry};
 use secrecy::ExposeSecret;
 use sqlx::Connection;
 
+/// mimalloc instead of the system allocator: the request path allocates and frees across
+/// threads (a span built on a worker is freed by the exporter's thread), where glibc's
+/// arenas take a lock; measured in BENCHMARKS.md (measure 1 and the burst's peak memory).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,

@@ -18,7 +18,7 @@ use crate::checkout::Checkout;
 use crate::checkout::workers::Workers;
 use crate::config::Settings;
 use crate::db::{self, Database};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Services};
 use crate::live_settings::{self, LiveSettings};
 use crate::mailer::Mailer;
 use crate::payment::{self, PaymentGateway, SimulatedGateway};
@@ -106,7 +106,7 @@ impl Application {
         ));
 
         let login_throttle = Arc::new(LoginThrottle::new(settings.auth.login_throttle));
-        let state = AppState {
+        let state = AppState::new(Services {
             checkout: Checkout::new(
                 db.clone(),
                 gateway.clone(),
@@ -126,7 +126,7 @@ impl Application {
             draining: draining.clone(),
             metrics,
             storefront: Arc::new(settings.storefront.clone()),
-        };
+        });
         tokio::spawn(housekeeping(db, login_throttle));
         let router = http::router(state, settings.http.body_limit_bytes);
         let listener = TcpListener::bind(settings.bind_addr)

@@ -13,6 +13,11 @@ pub struct DatabaseSettings {
     /// The pool is part of the lesson: checkouts hold a connection for ~3 s.
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// A round trip to test every connection before a request uses it (sqlx's
+    /// `test_before_acquire`). On by default: without it, every pooled connection a
+    /// restarted server (or a killed backend) has cut fails one request; with it, none
+    /// does. What it costs the reads is measured in BENCHMARKS.md (measure 1).
+    pub ping_before_acquire: bool,
 }
 
 /// Works against the compose stack's Postgres (postgres/postgres) and a local one with
@@ -38,10 +43,12 @@ impl DatabaseSettings {
         }
         let acquire_timeout =
             Duration::from_secs(r.parse("DB_ACQUIRE_TIMEOUT_SECONDS", 30u64, "whole seconds"));
+        let ping_before_acquire = r.bool("DB_PING_BEFORE_ACQUIRE", true);
         Self {
             url: SecretString::from(url),
             max_connections,
             acquire_timeout,
+            ping_before_acquire,
         }
     }
 

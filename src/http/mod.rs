@@ -39,9 +39,27 @@ use crate::payment::PaymentGateway;
 use crate::telemetry;
 use crate::telemetry::metrics::Exposition;
 
-/// What every handler can reach. Cheap to clone: everything inside is shared.
+/// What every handler can reach: one `Arc`, so that the extractors that clone it per
+/// request (every `State<AppState>`) pay one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Services {
     pub db: Database,
     pub jwt: Arc<JwtKeys>,
     pub login_throttle: Arc<LoginThrottle>,
@@ -89,10 +107,13 @@ pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
         // not drop the connection.
         .layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(middleware::from_fn_with_state(
-            state.draining.clone(),
+            state.clone(),
             refuse_while_draining,
         ))
-        .layer(middleware::from_fn(telemetry::http::instrument_request))
+        .layer(middleware::from_fn_with_state(
+            telemetry::http::RequestInstruments::new(),
+            telemetry::http::instrument_request,
+        ))
         .with_state(state)
 }
 
@@ -100,12 +121,12 @@ pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
 /// `Connection: close`: the load balancer sends them elsewhere. `/metrics` and `/health`
 /// still answer, so that what the drain rolls back can be scraped.
 async fn refuse_while_draining(
-    State(draining): State<CancellationToken>,
+    State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
     let exempt = matches!(request.uri().path(), "/metrics" | "/health" | "/ready");
-    if !draining.is_cancelled() || exempt {
+    if !state.draining.is_cancelled() || exempt {
         return next.run(request).await;
     }
     let mut response = ApiError::ServiceUnavailable(

@@ -85,12 +85,9 @@ where
 
 /// Name, kind and attributes of a statement's span, per the database conventions.
 fn statement_span(fields: StatementFields) -> (String, SpanKind, Vec<KeyValue>) {
-    let text = if fields.statement.trim().is_empty() {
-        fields.summary.trim()
-    } else {
-        fields.statement.trim()
-    };
-    let statement = KnownStatement::of(text);
+    let statement = fields
+        .statement
+        .unwrap_or_else(|| KnownStatement::of(fields.summary.trim()));
     let mut attributes = vec![
         KeyValue::new("db.system.name", "postgresql"),
         KeyValue::new("db.operation.name", statement.operation.clone()),
@@ -142,10 +139,13 @@ impl KnownStatement {
     }
 }
 
+/// What a `sqlx::query` event says. The full text (sqlx's `db.statement`, empty when
+/// the summary is the whole statement) is looked up among the known statements as it
+/// is visited, never copied.
 #[derive(Default)]
 struct StatementFields {
     summary: String,
-    statement: String,
+    statement: Option<Arc<KnownStatement>>,
     elapsed_secs: f64,
     rows_returned: u64,
     rows_affected: u64,
@@ -155,7 +155,9 @@ impl Visit for StatementFields {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
             "summary" => self.summary = value.to_string(),
-            "db.statement" => self.statement = value.to_string(),
+            "db.statement" if !value.trim().is_empty() => {
+                self.statement = Some(KnownStatement::of(value.trim()));
+            }
             _ => {}
         }
     }
@@ -178,8 +180,11 @@ impl Visit for StatementFields {
         // `summary` and `db.statement` may arrive as display/debug values.
         match field.name() {
             "summary" if self.summary.is_empty() => self.summary = format!("{value:?}"),
-            "db.statement" if self.statement.is_empty() => {
-                self.statement = format!("{value:?}");
+            "db.statement" if self.statement.is_none() => {
+                let text = format!("{value:?}");
+                if !text.trim().is_empty() {
+                    self.statement = Some(KnownStatement::of(text.trim()));
+                }
             }
             _ => {}
         }

@@ -8,11 +8,14 @@
 //! and are appended to the same `/metrics` body (see [`super::metrics::Exposition`]).
 //! The `metrics` facade never records them, so each series is exposed exactly once.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
-use opentelemetry::trace::TraceContextExt;
-use prometheus_client::encoding::EncodeLabelSet;
+use axum::extract::MatchedPath;
+use axum::http::{Method, StatusCode};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceId};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::{Registry, Unit};
@@ -25,11 +28,53 @@ use crate::domain::CheckoutMode;
 /// in-process) recording is a no-op, like the `metrics` facade without a recorder.
 static LATENCY: OnceLock<LatencyHistograms> = OnceLock::new();
 
+/// Built for every request, so made of what the request already holds (the method, the
+/// route's shared string, the status number): no text is copied to count a request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
-    route: String,
-    status: String,
+    method: MethodLabel,
+    route: RouteLabel,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct MethodLabel(Method);
+
+impl EncodeLabelValue for MethodLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        encoder.write_str(self.0.as_str())
+    }
+}
+
+/// The route template; requests that matched no route share one value, as raw paths
+/// would make the label's cardinality unbounded.
+#[derive(Clone, Debug)]
+struct RouteLabel(Option<MatchedPath>);
+
+impl RouteLabel {
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for RouteLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteLabel {}
+
+impl Hash for RouteLabel {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        encoder.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,11 +88,22 @@ struct ModeLabels {
     mode: &'static str,
 }
 
-/// 63 characters of names and values: well inside OpenMetrics' limit of 128.
+/// 63 characters of names and values: well inside OpenMetrics' limit of 128. Kept as
+/// the ids' bytes and written out as hex only when a scrape renders them.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TraceExemplar {
-    trace_id: String,
-    span_id: String,
+    trace_id: Hex<TraceId>,
+    span_id: Hex<SpanId>,
+}
+
+/// An id written out by its `Display` (lower-case hex for trace and span ids).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Hex<T>(T);
+
+impl<T: fmt::Display> EncodeLabelValue for Hex<T> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        write!(encoder, "{}", self.0)
+    }
 }
 
 type Latency = HistogramWithExemplars<TraceExemplar>;
@@ -113,24 +169,24 @@ pub fn install() -> &'static LatencyHistograms {
     LATENCY.get_or_init(LatencyHistograms::new)
 }
 
-/// One request served; `span` is its server span.
+/// One request served; `span` is its server span's context.
 pub fn record_http_request(
-    span: &tracing::Span,
-    method: &str,
-    route: String,
-    status: &str,
+    span: &SpanContext,
+    method: Method,
+    route: Option<MatchedPath>,
+    status: StatusCode,
     seconds: f64,
 ) {
     if let Some(latency) = LATENCY.get() {
         let labels = HttpLabels {
-            method: method.to_owned(),
-            route,
-            status: status.to_owned(),
+            method: MethodLabel(method),
+            route: RouteLabel(route),
+            status: status.as_u16(),
         };
         latency
             .http
             .get_or_create(&labels)
-            .observe(seconds, exemplar_of(span), None);
+            .observe(seconds, exemplar_from(span), None);
     }
 }
 
@@ -170,11 +226,13 @@ pub fn record_time_to_confirmed(span: &tracing::Span, mode: CheckoutMode, second
 /// The ids of `span` if its trace is sampled (exported): an exemplar must lead to a
 /// trace that exists. Spans switched off or dropped by the sampler give none.
 fn exemplar_of(span: &tracing::Span) -> Option<TraceExemplar> {
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    (span_context.is_valid() && span_context.is_sampled()).then(|| TraceExemplar {
-        trace_id: span_context.trace_id().to_string(),
-        span_id: span_context.span_id().to_string(),
+    exemplar_from(span.context().span().span_context())
+}
+
+fn exemplar_from(span: &SpanContext) -> Option<TraceExemplar> {
+    (span.is_valid() && span.is_sampled()).then(|| TraceExemplar {
+        trace_id: Hex(span.trace_id()),
+        span_id: Hex(span.span_id()),
     })
 }
 
@@ -185,8 +243,8 @@ mod tests {
     fn observed() -> LatencyHistograms {
         let latency = LatencyHistograms::new();
         let sampled = TraceExemplar {
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            span_id: "00f067aa0ba902b7".into(),
+            trace_id: Hex(TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex")),
+            span_id: Hex(SpanId::from_hex("00f067aa0ba902b7").expect("hex")),
         };
         latency
             .checkout

@@ -4,13 +4,13 @@
 use std::future::Future;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Version};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics::gauge;
+use metrics::{Gauge, gauge};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanId, Status, TraceContextExt, TraceId};
+use opentelemetry::trace::{SpanContext, SpanId, Status, TraceContextExt, TraceId};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Instrument;
@@ -24,10 +24,6 @@ pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
 /// W3C Trace Context level 2: the server's span, so a client (the storefront) can name
 /// the very span that served it.
 pub const TRACE_RESPONSE_HEADER: HeaderName = HeaderName::from_static("traceresponse");
-/// The `route` label of requests that matched no route: raw paths would make the
-/// label's cardinality unbounded.
-const UNMATCHED_ROUTE: &str = "unmatched";
-
 /// How loudly a failed request is logged by the request middleware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -47,44 +43,73 @@ pub struct FailureLog {
 }
 
 tokio::task_local! {
-    static TRACE_ID: String;
+    /// Kept as the 16 bytes it is, and written out only when a problem or a log line
+    /// quotes it: most requests never need its text.
+    static TRACE_ID: TraceId;
 }
 
 /// The trace id of the request being served by this task, for problem bodies and logs.
 pub fn current_trace_id() -> Option<String> {
-    TRACE_ID.try_with(Clone::clone).ok()
+    TRACE_ID
+        .try_with(|id| *id)
+        .ok()
+        .filter(|id| *id != TraceId::INVALID)
+        .map(|id| id.to_string())
 }
 
 /// `work` with the request's span and trace id, for a task spawned on the request's
 /// behalf: its spans stay in the request's trace, its problems carry the trace id.
 pub fn in_request_context<F: Future>(work: F) -> impl Future<Output = F::Output> {
-    let trace_id = current_trace_id().unwrap_or_default();
+    let trace_id = TRACE_ID.try_with(|id| *id).unwrap_or(TraceId::INVALID);
     TRACE_ID.scope(trace_id, work.instrument(tracing::Span::current()))
+}
+
+/// The metric handles the middleware updates on every request, looked up once when the
+/// router is built rather than by name per request.
+#[derive(Clone)]
+pub struct RequestInstruments {
+    in_flight: Gauge,
+}
+
+impl RequestInstruments {
+    /// Call after the metrics recorder is installed (without one, updates go nowhere).
+    pub fn new() -> Self {
+        Self {
+            in_flight: gauge!(HTTP_REQUESTS_IN_FLIGHT),
+        }
+    }
+}
+
+impl Default for RequestInstruments {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Wraps a request in a server span named `{METHOD} {route}` that continues an incoming
 /// W3C `traceparent`, records the HTTP semantic-convention attributes and the request
 /// duration histogram, and answers with the trace id in `X-Trace-Id`.
-pub async fn instrument_request(request: Request, next: Next) -> Response {
+pub async fn instrument_request(
+    State(instruments): State<RequestInstruments>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned());
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let span_name = match &route {
-        Some(route) => format!("{method} {route}"),
-        None => method.clone(),
+        Some(route) => format!("{method} {}", route.as_str()),
+        None => method.to_string(),
     };
     let span = tracing::info_span!(
         "http.request",
-        otel.name = %span_name,
+        otel.name = span_name,
         otel.kind = "server",
-        http.request.method = %method,
-        http.route = route.as_deref().unwrap_or_default(),
-        url.path = %request.uri().path(),
+        http.request.method = method.as_str(),
+        http.route = route.as_ref().map(MatchedPath::as_str).unwrap_or_default(),
+        url.path = request.uri().path(),
         url.scheme = "http",
-        network.protocol.version = ?request.version(),
+        network.protocol.version = protocol_version(request.version()),
         user_agent.original = request
             .headers()
             .get(axum::http::header::USER_AGENT)
@@ -100,15 +125,14 @@ pub async fn instrument_request(request: Request, next: Next) -> Response {
     let remote_trace_id = remote.span().span_context().trace_id();
     // Fails only when export is off (no OpenTelemetry layer); the id is still honoured below.
     let _ = span.set_parent(remote);
-    let trace_id = trace_id_of(&span, remote_trace_id);
-    let trace_response = trace_response_of(&span, &trace_id);
+    let span_context = span.context().span().span_context().clone();
+    let trace_id = trace_id_of(&span_context, remote_trace_id);
 
-    let in_flight = gauge!(HTTP_REQUESTS_IN_FLIGHT);
-    in_flight.increment(1.0);
+    instruments.in_flight.increment(1.0);
     let mut response = TRACE_ID
-        .scope(trace_id.clone(), next.run(request).instrument(span.clone()))
+        .scope(trace_id, next.run(request).instrument(span.clone()))
         .await;
-    in_flight.decrement(1.0);
+    instruments.in_flight.decrement(1.0);
 
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
@@ -120,27 +144,38 @@ pub async fn instrument_request(request: Request, next: Next) -> Response {
         span.set_status(Status::error(status.to_string()));
     }
     exemplars::record_http_request(
-        &span,
-        &method,
-        route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned()),
-        status.as_str(),
+        &span_context,
+        method,
+        route,
+        status,
         started.elapsed().as_secs_f64(),
     );
 
-    if let Ok(value) = HeaderValue::from_str(&trace_id) {
-        response.headers_mut().insert(TRACE_ID_HEADER, value);
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&trace_id.to_string()) {
+        headers.insert(TRACE_ID_HEADER, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&trace_response) {
-        response.headers_mut().insert(TRACE_RESPONSE_HEADER, value);
+    if let Ok(value) = HeaderValue::from_str(&trace_response_of(&span_context, trace_id)) {
+        headers.insert(TRACE_RESPONSE_HEADER, value);
     }
     response
 }
 
+/// `network.protocol.version` as the HTTP conventions spell it ("1.1", "2").
+fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "",
+    }
+}
+
 /// `00-<trace id>-<the server span's id>-<flags>`; with export switched off the span
 /// has no id of its own, and a random one stands in (flags 00: not sampled).
-fn trace_response_of(span: &tracing::Span, trace_id: &str) -> String {
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
+fn trace_response_of(span_context: &SpanContext, trace_id: TraceId) -> String {
     let (span_id, sampled) = if span_context.is_valid() {
         (span_context.span_id(), span_context.is_sampled())
     } else {
@@ -160,11 +195,9 @@ fn log_failure(failure: &FailureLog) {
 
 /// The span's own trace id when spans are exported; otherwise the caller's, or a fresh
 /// random one, so that `X-Trace-Id` is always there to quote in a bug report.
-fn trace_id_of(span: &tracing::Span, remote: TraceId) -> String {
-    let own = span.context().span().span_context().trace_id();
-    let id = [own, remote]
+fn trace_id_of(span_context: &SpanContext, remote: TraceId) -> TraceId {
+    [span_context.trace_id(), remote]
         .into_iter()
         .find(|id| *id != TraceId::INVALID)
-        .unwrap_or_else(|| TraceId::from_bytes(rand::random::<[u8; 16]>()));
-    id.to_string()
+        .unwrap_or_else(|| TraceId::from_bytes(rand::random::<[u8; 16]>()))
 }
