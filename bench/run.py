@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -271,6 +272,135 @@ def wait_for_outbox_drained(server, database):
     raise SystemExit("the outbox did not drain within 5 minutes")
 
 
+def scrape(url):
+    """The app's /metrics as {(name, ((label, value), ...)): value}."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        name, _, labels = series.partition("{")
+        pairs = tuple(sorted(tuple(pair.split("=", 1)) for pair in
+                             re.findall(r'[a-zA-Z_]+="[^"]*"', labels)))
+        try:
+            samples[(name, tuple((k, v.strip('"')) for k, v in pairs))] = float(value)
+        except ValueError:
+            pass
+    return samples
+
+
+def total(samples, name, **labels):
+    """The sum of a metric's series that carry `labels`."""
+    return sum(value for (series, pairs), value in samples.items()
+               if series == name and all((k, v) in pairs for k, v in labels.items()))
+
+
+def quantile_between(before, after, name, q, **labels):
+    """The q-quantile of a histogram's observations between two scrapes (linear within
+    a bucket, as Prometheus's histogram_quantile does); NaN without observations."""
+    buckets = {}
+    for (series, pairs), value in after.items():
+        if series != f"{name}_bucket" or not all((k, v) in pairs for k, v in labels.items()):
+            continue
+        le = float(dict(pairs)["le"])
+        buckets[le] = buckets.get(le, 0) + value - before.get((series, pairs), 0)
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] <= 0:
+        return float("nan")
+    rank, lower, below = q * buckets[bounds[-1]], 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= rank:
+            if math.isinf(bound):
+                return lower
+            within = buckets[bound] - below
+            return lower + (bound - lower) * ((rank - below) / within if within else 0)
+        lower, below = bound, buckets[bound]
+    return lower
+
+
+def cpu_seconds(pid):
+    """User + system CPU of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy():
+    """(busy, total) jiffies of the whole machine so far."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def offered_step(binary, app, rate, users, seconds, product_ids):
+    """`rate` checkouts/s offered for `seconds` (loadgen --rate, orders not followed), with a
+    trickle of catalog reads beside them; what the service did, from its own metrics."""
+    before, cpu_before, busy_before = scrape(app.url), cpu_seconds(app.process.pid), machine_busy()
+    reads = start_wrk(app.url, "/", seconds, 2, product_ids, 40)
+    depth = []
+    sampler_stop = threading.Event()
+
+    confirmed_at = []  # (seconds into the step, orders confirmed so far)
+    step_started = time.monotonic()
+
+    def sample_depth():
+        while not sampler_stop.wait(1):
+            try:
+                now = scrape(app.url)
+                depth.append((total(now, "outbox_jobs_pending", kind="charge_order"),
+                              total(now, "outbox_oldest_job_age_seconds", kind="charge_order")))
+                confirmed_at.append((time.monotonic() - step_started,
+                                     total(now, "orders_settled_total", outcome="confirmed")))
+            except OSError:
+                pass
+    sampler = threading.Thread(target=sample_depth, daemon=True)
+    sampler.start()
+    report = loadgen(binary, app.url, "--scenario", "checkout", "--rate", str(rate), "--users", str(users),
+                     "--no-follow", "--duration", f"{seconds}s")
+    sampler_stop.set()
+    sampler.join()
+    at_end = scrape(app.url)
+    cpu = (cpu_seconds(app.process.pid) - cpu_before) / seconds
+    busy_after = machine_busy()
+    catalog = finish_wrk(reads)
+    mode = "async" if total(at_end, "checkout_mode", mode="async") == 1 else "blocking"
+    # Sustained: confirmations per second once the first orders have had their gateway
+    # second (from 2 s in to the end), not diluted by the start.
+    steady = [(t, n) for t, n in confirmed_at if t >= 2]
+    confirmed_per_s = ((steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
+                       if len(steady) >= 2 and steady[-1][0] > steady[0][0] else
+                       (total(at_end, "orders_settled_total", outcome="confirmed")
+                        - total(before, "orders_settled_total", outcome="confirmed")) / seconds)
+    answered = report["operations"].get("checkout", {}).get("count", 0)
+    # The backlog left at the end is confirmed afterwards: its time to confirmed counts too.
+    drain_started = time.monotonic()
+    for _ in range(1200):
+        if total(scrape(app.url), "outbox_jobs_pending", kind="charge_order") == 0:
+            break
+        time.sleep(0.25)
+    after = scrape(app.url)
+    acquire_count = (total(at_end, "db_pool_acquire_duration_seconds_count")
+                     - total(before, "db_pool_acquire_duration_seconds_count"))
+    acquire_sum = (total(at_end, "db_pool_acquire_duration_seconds_sum")
+                   - total(before, "db_pool_acquire_duration_seconds_sum"))
+    return {
+        "mode": mode, "offered": rate, "answered_per_s": answered / seconds,
+        "confirmed_per_s": confirmed_per_s,
+        "confirmed_p50_s": quantile_between(before, after, "order_time_to_confirmed_seconds", 0.5, mode=mode),
+        "confirmed_p99_s": quantile_between(before, after, "order_time_to_confirmed_seconds", 0.99, mode=mode),
+        "response_p99_ms": report["operations"].get("checkout", {}).get("latency_ms", {}).get("p99", float("nan")),
+        "outbox_depth_max": max((d for d, _ in depth), default=0),
+        "outbox_depth_end": depth[-1][0] if depth else 0,
+        "outbox_lag_max_s": max((a for _, a in depth), default=0),
+        "drain_s": time.monotonic() - drain_started,
+        "pool_wait_mean_ms": 1000 * acquire_sum / acquire_count if acquire_count else 0,
+        "app_cpu": cpu,
+        "machine_busy": (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1),
+        "catalog_p99_ms": catalog["p99_ms"],
+        "server_errors": report["server_errors"],
+    }
+
+
 def median(values):
     return statistics.median(values) if values else float("nan")
 
@@ -455,6 +585,24 @@ def main():
                 "blocking_catalog_ratio": (storm[0]["catalog_p99_storm_ms"] / max(storm[0]["catalog_p99_rest_ms"], 0.001)
                                            if storm else float("nan")),
             }
+        if wanted(8):
+            # 8: offered load in steps (an open model: arrivals do not wait for answers) →
+            # what each mode confirms, at the default delays and the default pool of 10.
+            seconds = max(opts.seconds * 2, 3)
+            steps = {"async": [5, 10] if opts.smoke else [10, 25, 50, 100, 200],
+                     "blocking": [2, 5] if opts.smoke else [2, 5, 10]}
+            knee = {}
+            for mode, rates in steps.items():
+                with App(binary, database_url, sinks, {**slow, "CHECKOUT_MODE": mode}, f"offered load, {mode}") as app:
+                    at_rest = wrk(app.url, "/", max(opts.seconds // 2, 2), 2, ids, 40)
+                    knee[mode] = {"catalog_p99_rest_ms": at_rest["p99_ms"], "steps": []}
+                    for rate in rates:
+                        # Enough shoppers to carry the rate: each holds a blocking checkout
+                        # for its seconds, an async one for milliseconds.
+                        users = max(8, int(rate * (waiting_ms / 1000 + 1))) if mode == "blocking" else max(8, rate // 2)
+                        log(f"8: {mode}, {rate} checkouts/s offered for {seconds} s ({users} shoppers)")
+                        knee[mode]["steps"].append(offered_step(binary, app, rate, users, seconds, ids))
+            results["knee"] = knee
         results["peak_rss_mib"] = {phase: kib / 1024 for phase, kib in App.peak_rss_kib.items()}
         results["max_connections"] = max_connections
     finally:
@@ -533,6 +681,33 @@ def print_table(r, opts):
             f"{b['catalog_p99_storm_ms']:,.1f} ms in the storm ({b['catalog_reads_storm']} reads)",
             f"{b['catalog_p99_rest_ms']:.1f} ms at rest (blocking x{b['blocking_catalog_ratio']:,.0f})",
             f"{storm_ratio:.2f}", "<= 2.0", storm_ratio <= 2.0)
+    if "knee" in r:
+        for mode, data in r["knee"].items():
+            rest = data["catalog_p99_rest_ms"]
+            for step in data["steps"]:
+                kept_up = step["confirmed_per_s"] >= 0.95 * step["offered"]
+                row(f"8 {mode}, {step['offered']:g} checkouts/s offered",
+                    f"{step['confirmed_per_s']:.1f}/s confirmed, p50/p99 {step['confirmed_p50_s']:.2f}/"
+                    f"{step['confirmed_p99_s']:.2f} s",
+                    f"outbox max {step['outbox_depth_max']:.0f} (lag {step['outbox_lag_max_s']:.1f} s), "
+                    f"pool wait {step['pool_wait_mean_ms']:.1f} ms, CPU app {100 * step['app_cpu']:.0f}% "
+                    f"machine {100 * step['machine_busy']:.0f}%, catalog p99 {step['catalog_p99_ms']:.1f} ms "
+                    f"(rest {rest:.1f})",
+                    f"{step['confirmed_per_s'] / step['offered']:.2f}", "kept up" if kept_up else "knee passed",
+                    True)
+            knee_at = next((s["offered"] for s in data["steps"] if s["confirmed_per_s"] < 0.95 * s["offered"]), None)
+            best = max((s["confirmed_per_s"] for s in data["steps"]), default=0)
+            row(f"8 {mode}: the knee", f"{best:.1f} confirmed/s at most",
+                f"first missed at {knee_at:g}/s" if knee_at else "never missed", "", "", True)
+        steps = r["knee"].get("async", {}).get("steps", [])
+        hundred = next((s for s in steps if s["offered"] == 100), None)
+        if hundred:
+            rest = r["knee"]["async"]["catalog_p99_rest_ms"]
+            ok = (hundred["confirmed_per_s"] >= 100 * 0.97 and hundred["confirmed_p99_s"] <= 3
+                  and hundred["catalog_p99_ms"] <= 2 * rest and hundred["server_errors"] == 0)
+            row("8 async at 100/s offered", f"{hundred['confirmed_per_s']:.1f}/s, p99 {hundred['confirmed_p99_s']:.2f} s",
+                f"catalog p99 x{hundred['catalog_p99_ms'] / max(rest, 0.001):.1f}, {hundred['server_errors']} errors",
+                "", ">= 100/s, p99 <= 3 s, catalog <= 2x", ok)
     own = {phase: mib for phase, mib in r["peak_rss_mib"].items() if not phase.startswith("before_")}
     peak = max(own.values(), default=float("nan"))
     row("6 peak RSS of the app", f"{peak:.1f} MiB", "", "", "<= 30 MiB", peak <= 30)

@@ -1,6 +1,7 @@
 //! The database: connecting, creating it on first start, migrating, and handing out
 //! pooled connections with the wait for one measured.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -9,7 +10,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, Transaction};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::DatabaseSettings;
 use crate::telemetry::db_spans::POOL_WAIT_TARGET;
@@ -38,6 +39,8 @@ pub struct Database {
     reachable: watch::Receiver<bool>,
     /// `db_pool_acquire_duration_seconds`, looked up once rather than per request.
     acquire_wait: metrics::Histogram,
+    /// The asynchronous checkout's share of the pool (see [`Database::async_share`]).
+    async_share: Arc<Semaphore>,
 }
 
 impl Database {
@@ -62,6 +65,7 @@ impl Database {
             max_connections: settings.max_connections,
             reachable,
             acquire_wait: metrics::histogram!(DB_POOL_ACQUIRE_DURATION),
+            async_share: Arc::new(Semaphore::new(async_share_of(settings.max_connections))),
         })
     }
 
@@ -83,7 +87,19 @@ impl Database {
             max_connections: size,
             reachable: self.reachable.clone(),
             acquire_wait: self.acquire_wait.clone(),
+            async_share: Arc::new(Semaphore::new(async_share_of(size))),
         })
+    }
+
+    /// The places of the asynchronous checkout's work in the pool — its requests and its
+    /// outbox jobs alike: half the connections. A burst of either queues here, holding
+    /// nothing, instead of in the pool, so a catalog read arriving during the burst still
+    /// finds a free connection. Each place is needed for milliseconds (the jobs wait for
+    /// the gateway and the mail server outside it), so the queue drains as fast as it
+    /// would have in the pool. The blocking checkout takes no place: it holds its
+    /// connection for seconds, and the pool it exhausts is the lesson it teaches.
+    pub fn async_share(&self) -> &Semaphore {
+        &self.async_share
     }
 
     /// Whether the database answered its last probe.
@@ -236,6 +252,11 @@ async fn watch_reachability(options: PgConnectOptions, reachable: watch::Sender<
     }
 }
 
+/// Half the pool (at least one connection): see [`Database::async_share`].
+fn async_share_of(pool_size: u32) -> usize {
+    usize::try_from(pool_size / 2).unwrap_or(usize::MAX).max(1)
+}
+
 /// `SELECT 1` on the probe's connection, reconnecting once if it was lost.
 async fn probe(connection: &mut Option<PgConnection>, options: &PgConnectOptions) -> bool {
     for _attempt in 0..2 {
@@ -306,4 +327,17 @@ pub async fn create_and_migrate(settings: &DatabaseSettings) -> anyhow::Result<(
     pool.close().await;
     tracing::info!("database schema is up to date");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::async_share_of;
+
+    #[test]
+    fn the_async_share_is_half_the_pool_and_never_nobody() {
+        assert_eq!(async_share_of(10), 5);
+        assert_eq!(async_share_of(11), 5);
+        assert_eq!(async_share_of(2), 1);
+        assert_eq!(async_share_of(1), 1);
+    }
 }

@@ -18,7 +18,8 @@ use sqlx::Connection;
 
 /// mimalloc instead of the system allocator: the request path allocates and frees across
 /// threads (a span built on a worker is freed by the exporter's thread), where glibc's
-/// arenas take a lock; measured in BENCHMARKS.md (measure 1 and the burst's peak memory).
+/// arenas take a lock. Built without transparent huge pages (`no_thp`), which doubled
+/// the resident memory. Measured in BENCHMARKS.md (measures 1 and 6).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

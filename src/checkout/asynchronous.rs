@@ -58,28 +58,18 @@ impl Checkout {
     /// A place among the checkouts in the database now; a `checkout.admission` span
     /// when this one had to queue for it.
     async fn admit(&self) -> Result<SemaphorePermit<'_>, CheckoutError> {
-        if let Ok(permit) = self.admission.try_acquire() {
+        let share = self.db.async_share();
+        if let Ok(permit) = share.try_acquire() {
             return Ok(permit);
         }
         let span = tracing::info_span!("checkout.admission");
-        self.admission
+        share
             .acquire()
             .instrument(span)
             .await
             // Never closed; if it were, this checkout could not start: as at shutdown.
             .map_err(|_closed| CheckoutError::Interrupted)
     }
-}
-
-/// How many asynchronous checkouts may be in the database at once: half the pool.
-///
-/// A burst of checkouts then queues here, holding nothing, instead of in the pool, so a
-/// catalog read or a worker arriving during the burst still finds a free connection.
-/// Each admitted checkout needs its connection for milliseconds, so the queue drains as
-/// fast as it would have in the pool. (The blocking checkout has no such door: it holds
-/// its connection for seconds, and the pool it exhausts is the lesson it teaches.)
-pub(super) fn admitted_at_once(pool_size: u32) -> usize {
-    usize::try_from(pool_size / 2).unwrap_or(usize::MAX).max(1)
 }
 
 /// The payment job, in the same transaction as the order, carrying the request's trace
@@ -113,17 +103,4 @@ pub(super) fn current_traceparent() -> Option<String> {
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&Span::current().context(), &mut carrier);
     carrier.remove("traceparent")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::admitted_at_once;
-
-    #[test]
-    fn half_the_pool_is_admitted_and_never_nobody() {
-        assert_eq!(admitted_at_once(10), 5);
-        assert_eq!(admitted_at_once(11), 5);
-        assert_eq!(admitted_at_once(2), 1);
-        assert_eq!(admitted_at_once(1), 1);
-    }
 }

@@ -10,9 +10,13 @@
 //!   backoff), it never fails an order or orphans a payment.
 //!
 //! Each finishes its job (`outbox::finish`, fenced by the lease token) in the same
-//! transaction as its effects.
+//! transaction as its effects. Their database work takes a place in the asynchronous
+//! checkout's share of the pool (`Database::async_share`), as the requests do: a
+//! hundred jobs finishing at once queue there, not in front of the catalog's reads.
 
 use sqlx::PgConnection;
+use tokio::sync::SemaphorePermit;
+use tracing::Instrument;
 
 use super::asynchronous::current_traceparent;
 use super::outcomes::{count_checkout, count_settled, settled};
@@ -67,8 +71,23 @@ impl Workers {
         }
     }
 
+    /// A place in the asynchronous checkout's share of the pool, for one short piece of
+    /// database work; an `outbox.admission` span when the job had to queue for it.
+    async fn admitted(&self) -> Result<SemaphorePermit<'_>, JobError> {
+        let share = self.shared.db.async_share();
+        if let Ok(permit) = share.try_acquire() {
+            return Ok(permit);
+        }
+        share
+            .acquire()
+            .instrument(tracing::info_span!("outbox.admission"))
+            .await
+            .map_err(|_closed| JobError::Retry("the database share is closed".to_string()))
+    }
+
     /// The order of a charge job, if it still waits for its payment.
     async fn pending_order(&self, job: &Job) -> Result<Option<OrderRow>, JobError> {
+        let _admitted = self.admitted().await?;
         let mut conn = self.shared.db.acquire().await?;
         let order = store::fetch_row(&mut conn, job.order_id)
             .await?
@@ -85,6 +104,7 @@ impl Workers {
         charge: &Charge,
         payload: &ChargeOrder,
     ) -> Result<(), JobError> {
+        let _admitted = self.admitted().await?;
         let mut tx = self.shared.db.begin().await?;
         step!(record_payment(
             &mut tx,
@@ -113,6 +133,7 @@ impl Workers {
 
     /// Declined: the reserved units go back, the order fails, the customer is told.
     async fn fail_payment(&self, job: &Job, order: &OrderRow) -> Result<(), JobError> {
+        let _admitted = self.admitted().await?;
         let mut tx = self.shared.db.begin().await?;
         step!(release_inventory(&mut tx, order))?;
         store::set_status(&mut tx, order.id, OrderStatus::PaymentFailed).await?;
@@ -143,6 +164,7 @@ impl Workers {
         payload: &SendConfirmation,
     ) -> Result<(), JobError> {
         let order = {
+            let _admitted = self.admitted().await?;
             let mut conn = self.shared.db.acquire().await?;
             store::fetch(&mut conn, job.order_id).await?
         };
@@ -161,6 +183,7 @@ impl Workers {
 
     /// Ends a job whose work left nothing to write.
     async fn finish_alone(&self, job: &Job) -> Result<(), JobError> {
+        let _admitted = self.admitted().await?;
         let mut tx = self.shared.db.begin().await?;
         if !outbox::finish(&mut tx, job).await? {
             return Err(JobError::LeaseLost);

@@ -29,7 +29,6 @@ use opentelemetry::trace::Status;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
@@ -199,8 +198,6 @@ pub struct Checkout {
     live: LiveSettings,
     /// Cancelled when the shutdown deadline passes: checkouts still running roll back.
     stopping: CancellationToken,
-    /// The asynchronous request path's front door (see `asynchronous::admitted_at_once`).
-    admission: Arc<Semaphore>,
 }
 
 impl Checkout {
@@ -211,14 +208,12 @@ impl Checkout {
         live: LiveSettings,
         stopping: CancellationToken,
     ) -> Self {
-        let admission = Semaphore::new(asynchronous::admitted_at_once(db.max_connections()));
         Self {
             db,
             gateway,
             mailer,
             live,
             stopping,
-            admission: Arc::new(admission),
         }
     }
 

@@ -7,14 +7,20 @@ use std::fmt::Write as _;
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+use strum::VariantArray;
 
 use super::report::{Latency, Operation, Report};
 use crate::domain::{CheckoutMode, CheckoutOutcome};
 
-const WIDTH: u32 = 620;
-const HEIGHT: u32 = 300;
+/// Charts as wide as the page (scaled down by the browser on a narrow one), with the
+/// legend in a column of its own on the right, where it covers no line.
+const WIDTH: u32 = 1200;
+const HEIGHT: u32 = 320;
+const LEGEND_WIDTH: u32 = 230;
 
-/// The page for one run, or for the runs of `--compare` side by side.
+/// The page for one run, or for the runs of `--compare`: the SLO verdicts first, then
+/// what each run did, then every chart as wide as the page, the runs' one above the
+/// other's so that the eye compares them down the page.
 pub fn render(reports: &[Report]) -> String {
     let mut page = String::new();
     let title = match reports {
@@ -24,23 +30,40 @@ pub fn render(reports: &[Report]) -> String {
     let _ = write!(
         page,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n\
-         <style>body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}\
-         .runs{{display:grid;grid-template-columns:repeat({columns},minmax(0,1fr));gap:2rem}}\
-         table{{border-collapse:collapse;margin:.5rem 0 1rem}}td,th{{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}}\
-         th:first-child,td:first-child{{text-align:left}}figure{{margin:0 0 1.5rem}}\
-         figcaption{{font-weight:600;margin-bottom:.3rem}}svg{{max-width:100%;height:auto}}\
-         .note{{color:#555;font-size:.9rem}}</style></head><body>\n<h1>{title}</h1>\n",
+         <style>body{{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:1300px;padding:0 1rem;color:#222}}\
+         table{{border-collapse:collapse;margin:.5rem 0 1.5rem;width:100%}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}\
+         th:first-child,td:first-child{{text-align:left}}th{{background:#f4f4f4}}figure{{margin:0 0 1.2rem}}\
+         figcaption{{font-weight:600;margin-bottom:.3rem}}svg{{width:100%;height:auto;display:block}}\
+         .held{{color:#1a7f37;font-weight:600}}.broken{{color:#cf222e;font-weight:600}}\
+         .note{{color:#555;font-size:.9rem}}h2{{margin-top:2rem;border-bottom:1px solid #ddd}}</style></head><body>\n<h1>{title}</h1>\n",
         title = escape(&title),
-        columns = reports.len().max(1),
     );
+    page.push_str(&slo_table(reports));
     if reports.len() > 1 {
         page.push_str(&comparison_table(reports));
     }
-    page.push_str("<div class=\"runs\">\n");
     for report in reports {
-        page.push_str(&run_section(report));
+        page.push_str(&run_summary(report));
     }
-    page.push_str("</div>\n</body></html>\n");
+    for (name, caption, draw) in CHARTS {
+        let _ = writeln!(
+            page,
+            "<section data-chart-group=\"{name}\"><h2>{}</h2>",
+            escape(caption)
+        );
+        for report in reports {
+            let body = draw(report).unwrap_or_else(|error| {
+                format!("<p class=\"note\">(no chart: {})</p>", escape(&error))
+            });
+            let _ = writeln!(
+                page,
+                "<figure data-chart=\"{name}\"><figcaption>{}</figcaption>\n{body}</figure>",
+                escape(&run_name(report))
+            );
+        }
+        page.push_str("</section>\n");
+    }
+    page.push_str("</body></html>\n");
     page
 }
 
@@ -49,6 +72,61 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+fn run_name(report: &Report) -> String {
+    match report.mode {
+        Some(mode) => format!("{} checkout", mode.as_str()),
+        None => "this run".to_string(),
+    }
+}
+
+/// The verdicts first, as k6 prints its thresholds: per SLO and run, the good events,
+/// the error ratio, held or broken, and the share of a 30-day budget the run burned.
+fn slo_table(reports: &[Report]) -> String {
+    let mut table = String::from(
+        "<table data-table=\"slos\"><tr><th>SLO (30-day objective)</th><th>objective</th>",
+    );
+    for report in reports {
+        let _ = write!(table, "<th>{}</th>", escape(&run_name(report)));
+    }
+    table.push_str("</tr>\n");
+    let Some(first) = reports.first() else {
+        return String::new();
+    };
+    for (index, verdict) in first.slos.iter().enumerate() {
+        let _ = write!(
+            table,
+            "<tr data-slo=\"{}\"><td>{}<br><span class=\"note\">{}</span></td><td>{} %</td>",
+            escape(verdict.slo),
+            escape(verdict.slo),
+            escape(verdict.describe),
+            verdict.objective * 100.0,
+        );
+        for report in reports {
+            let Some(v) = report.slos.get(index) else {
+                table.push_str("<td>–</td>");
+                continue;
+            };
+            let (class, word) = if v.held {
+                ("held", "held")
+            } else {
+                ("broken", "broken")
+            };
+            let _ = write!(
+                table,
+                "<td data-verdict=\"{class}\"><span class=\"{class}\">{word}</span> \
+                 {} of {} good, error ratio {:.4}<br><span class=\"note\">burned {}</span></td>",
+                v.good,
+                v.total,
+                v.error_ratio,
+                escape(&v.budget_burned_text()),
+            );
+        }
+        table.push_str("</tr>\n");
+    }
+    table.push_str("</table>\n");
+    table
 }
 
 /// The lesson in one table: what the customer waits for, and when the work is done.
@@ -90,17 +168,13 @@ fn comparison_table(reports: &[Report]) -> String {
     table
 }
 
-fn run_section(report: &Report) -> String {
-    let mut section = String::from("<section>\n");
-    let heading = match report.mode {
-        Some(mode) => format!("{} checkout", mode.as_str()),
-        None => "Run".to_string(),
-    };
-    let _ = writeln!(
-        section,
-        "<h2>{}</h2>\n<p>{} users for {:.1} s: {} requests, <strong>{} server errors ({:.2} %)</strong>; \
-         business outcomes (the shop saying no, not errors): {}; client mistakes: {}.</p>",
-        escape(&heading),
+fn run_summary(report: &Report) -> String {
+    format!(
+        "<p data-run=\"{}\"><strong>{}</strong>: {} users for {:.1} s, {} requests, \
+         <strong>{} server errors ({:.2} %)</strong>; business outcomes (the shop saying no, \
+         not errors): {}; client mistakes: {}.</p>\n",
+        escape(report.mode.map_or("run", CheckoutMode::as_str)),
+        escape(&run_name(report)),
         report.users,
         report.duration_seconds,
         report.requests,
@@ -115,47 +189,40 @@ fn run_section(report: &Report) -> String {
                 .join(", ")
         ),
         report.client_mistakes,
-    );
-    let charts: [(&str, &str, Result<String, String>); 5] = [
-        (
-            "latency-over-time",
-            "Latency over time: p95 per operation",
-            latency_over_time(report),
-        ),
-        (
-            "latency-distribution",
-            "Latency distribution per operation",
-            latency_distribution(report),
-        ),
-        (
-            "outcomes-over-time",
-            "Answers per second: fine, business outcomes, client mistakes, server errors",
-            outcomes_over_time(report),
-        ),
-        (
-            "checkouts-per-second",
-            "Checkouts per second by outcome",
-            checkouts_per_second(report),
-        ),
-        (
-            "response-vs-confirmed",
-            "What the customer waits for vs when the order is confirmed",
-            response_vs_confirmed(report),
-        ),
-    ];
-    for (name, caption, chart) in charts {
-        let body = chart.unwrap_or_else(|error| {
-            format!("<p class=\"note\">(no chart: {})</p>", escape(&error))
-        });
-        let _ = writeln!(
-            section,
-            "<figure data-chart=\"{name}\"><figcaption>{}</figcaption>\n{body}</figure>",
-            escape(caption)
-        );
-    }
-    section.push_str("</section>\n");
-    section
+    )
 }
+
+/// How one chart of a run is drawn.
+type DrawChart = fn(&Report) -> Chart;
+
+/// Every chart of a run: its name (for `data-chart`), its caption, how it is drawn.
+const CHARTS: [(&str, &str, DrawChart); 5] = [
+    (
+        "latency-over-time",
+        "Latency over time: p95 per operation",
+        latency_over_time,
+    ),
+    (
+        "latency-distribution",
+        "Latency distribution per operation",
+        latency_distribution,
+    ),
+    (
+        "outcomes-over-time",
+        "Answers per second: fine, business outcomes, client mistakes, server errors",
+        outcomes_over_time,
+    ),
+    (
+        "checkouts-per-second",
+        "Checkouts per second by outcome",
+        checkouts_per_second,
+    ),
+    (
+        "response-vs-confirmed",
+        "What the customer waits for vs when the order is confirmed",
+        response_vs_confirmed,
+    ),
+];
 
 type Chart = Result<String, String>;
 
@@ -191,6 +258,17 @@ fn color(index: usize) -> RGBColor {
     COLORS[index % COLORS.len()]
 }
 
+/// The colour of a series: an operation or a checkout outcome keeps its colour in every
+/// chart and every run (there are ten of each, as there are colours); other series go
+/// by their position.
+fn color_of(name: &str, position: usize) -> RGBColor {
+    let operation = Operation::VARIANTS.iter().position(|o| o.as_str() == name);
+    let outcome = CheckoutOutcome::VARIANTS
+        .iter()
+        .position(|o| o.as_str() == name);
+    color(operation.or(outcome).unwrap_or(position))
+}
+
 /// A line chart of named series of (x, y) points, x from `x_from`; y on a log scale if
 /// asked (milliseconds span three orders of magnitude here).
 fn lines(
@@ -207,8 +285,11 @@ fn lines(
     let x_min = x_from;
     let x_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0);
     let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.2;
+    let names: Vec<String> = series.iter().map(|(name, _)| name.clone()).collect();
     svg(|root| {
-        let mut builder = ChartBuilder::on(&root);
+        let (plot, legend) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
+        draw_legend(&legend, &names)?;
+        let mut builder = ChartBuilder::on(&plot);
         builder
             .margin(10)
             .x_label_area_size(35)
@@ -237,8 +318,30 @@ fn lines(
     })
 }
 
-/// The mesh, one line per series with its legend entry, and the legend, on either
-/// y scale.
+/// The legend in its own column: a coloured stroke and the name per series, in the
+/// order (and colours) the lines were drawn.
+fn draw_legend(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    names: &[String],
+) -> Result<(), String> {
+    for (index, name) in names.iter().enumerate() {
+        let y = 20 + 22 * i32::try_from(index).unwrap_or(i32::MAX / 32);
+        area.draw(&PathElement::new(
+            vec![(10, y), (34, y)],
+            color_of(name, index).stroke_width(3),
+        ))
+        .map_err(|e| e.to_string())?;
+        area.draw(&Text::new(
+            name.clone(),
+            (42, y - 8),
+            ("sans-serif", 15).into_font(),
+        ))
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The mesh and one line per series, on either y scale.
 fn draw_lines<'a, Y>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
     series: Vec<(String, Vec<(f64, f64)>)>,
@@ -255,22 +358,13 @@ where
         .draw()
         .map_err(|e| e.to_string())?;
     for (index, (name, data)) in series.into_iter().enumerate() {
-        let line = color(index);
         chart
-            .draw_series(LineSeries::new(data, line.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], line.stroke_width(2))
-            });
+            .draw_series(LineSeries::new(
+                data,
+                color_of(&name, index).stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 mod html;
 pub mod report;
 mod shopper;
+pub mod slo;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use strum::VariantArray;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use self::report::{Operation, Recorder, Report, RunInfo};
@@ -70,6 +71,17 @@ pub struct LoadgenArgs {
     /// never. Needs the admin account.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub restock_every: Duration,
+    /// Offer checkouts at this rate per second (the checkout scenario only), whatever
+    /// the service answers: arrivals are handed to free shoppers, so the service's
+    /// slowness does not slow the arrivals (an open model, as real customers are).
+    /// `--users` must be enough to carry the rate. 0: each shopper goes at its own pace.
+    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    pub rate: f64,
+    /// Do not follow accepted orders until they settle: for offered loads where the
+    /// polls would be load of their own; the service's metrics then tell when orders
+    /// are confirmed.
+    #[arg(long)]
+    pub no_follow: bool,
     /// Run the scenario twice, in the blocking then the asynchronous checkout (switched
     /// through the admin API and restored afterwards), and report them side by side.
     #[arg(long)]
@@ -98,6 +110,19 @@ fn ratio(text: &str) -> Result<f64, String> {
     }
 }
 
+fn rate(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=10_000.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "must be between 0 and 10000 per second, got {value}"
+        ))
+    }
+}
+
 /// How long the run waits, after its end, for accepted orders to be settled.
 const SETTLE_AT_MOST: Duration = Duration::from_secs(65);
 
@@ -121,6 +146,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Vec<Report>> {
     let mut stdout = std::io::stdout();
     for report in &reports {
         let _ = stdout.write_all(report.render().as_bytes());
+    }
+    if reports.len() > 1 {
+        let _ = stdout.write_all(report::render_slo_comparison(&reports).as_bytes());
     }
     if let Some(path) = &args.json {
         let json = if let [only] = reports.as_slice() {
@@ -232,6 +260,11 @@ async fn run_once(
     let recorder = Arc::new(Recorder::new(window));
     let catalog = load_catalog(client, &recorder).await?;
     let users = usize::from(args.users);
+    anyhow::ensure!(
+        args.rate == 0.0 || args.scenario == Scenario::Checkout,
+        "--rate offers checkouts: it goes with --scenario checkout"
+    );
+    let arrivals = (args.rate > 0.0).then(|| Arc::new(Semaphore::new(0)));
     let shop = Arc::new(Shop {
         client: client.clone(),
         recorder: recorder.clone(),
@@ -244,6 +277,8 @@ async fn run_once(
         hot_product_share: args.hot_product_share,
         think_time: args.think_time,
         following: TaskTracker::new(),
+        arrivals: arrivals.clone(),
+        follow_orders: !args.no_follow,
     });
 
     let (stop, stopped) = watch::channel(false);
@@ -260,6 +295,7 @@ async fn run_once(
         ))),
         _ => None,
     };
+    let arrival_clock = arrivals.map(|arrivals| tokio::spawn(arrive(arrivals, args.rate)));
     let progress = progress_bar(args.duration);
     let ticker = tokio::spawn(update_progress(progress.clone(), recorder.clone(), started));
 
@@ -291,6 +327,9 @@ async fn run_once(
     if let Some(restocker) = restocker {
         restocker.abort();
     }
+    if let Some(clock) = arrival_clock {
+        clock.abort();
+    }
     // Accepted orders are followed until they are settled, so that the report counts
     // every checkout's outcome as the service does.
     shop.following.close();
@@ -308,6 +347,17 @@ async fn run_once(
     Ok(recorder.report(run, started.elapsed(), interrupted))
 }
 
+/// Hands out `rate` arrivals per second, evenly spaced; arrivals no shopper is free to
+/// take wait (and are taken late), as customers queue at a busy shop.
+async fn arrive(arrivals: Arc<Semaphore>, rate: f64) {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    loop {
+        tick.tick().await;
+        arrivals.add_permits(1);
+    }
+}
+
 /// Every `every`, puts stock back on the products that are running out.
 async fn restock(client: ApiClient, admin: String, recorder: Arc<Recorder>, every: Duration) {
     const RUNNING_OUT: i64 = 20;
@@ -321,8 +371,10 @@ async fn restock(client: ApiClient, admin: String, recorder: Arc<Recorder>, ever
             let started = Instant::now();
             let path = format!("/api/products?limit=100&offset={offset}");
             let page = client.send(Method::GET, &path, None, None).await;
+            // A catalog read like any other (it counts in the catalog SLO, as it does
+            // in Prometheus); the writes below are the restocking.
             recorder.record(
-                Operation::Restock,
+                Operation::Catalog,
                 page.as_ref().ok().map(|p| p.status),
                 started.elapsed(),
             );

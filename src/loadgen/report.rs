@@ -15,11 +15,12 @@ use serde::Serialize;
 
 use strum::{IntoStaticStr, VariantArray};
 
+use super::slo::{self, Events, Slo, Verdict};
 use crate::domain::{CheckoutMode, CheckoutOutcome};
 
 /// What a shopper (or the load generator itself) asked the service: the rows of the
 /// report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, IntoStaticStr, VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum Operation {
     Register,
@@ -30,7 +31,7 @@ pub enum Operation {
     Checkout,
     AbandonCart,
     FollowOrder,
-    /// The load generator reading the catalog before the run.
+    /// The load generator reading the catalog (before the run, and to restock).
     Catalog,
     /// The load generator putting stock back.
     Restock,
@@ -156,6 +157,7 @@ struct Inner {
     /// The checkout's answer, per mode (`blocking`: 201s, `async`: 202s).
     response_us: BTreeMap<CheckoutMode, Histogram<u64>>,
     unsettled: u64,
+    slo_events: BTreeMap<Slo, Events>,
 }
 
 /// Collects measurements from all shoppers; cheap enough to call per request.
@@ -222,6 +224,9 @@ impl Recorder {
         if let Class::Business(kind) = class {
             *inner.business.entry(kind).or_default() += 1;
         }
+        for (slo, good) in slo::request_events(operation, status, took) {
+            inner.slo_events.entry(slo).or_default().add(good);
+        }
         let index = self.window_of(&mut inner);
         let window = &mut inner.windows[index];
         window.classes.add(class);
@@ -251,11 +256,14 @@ impl Recorder {
 
     /// An order confirmed `took` after its checkout request.
     pub fn record_confirmed(&self, mode: CheckoutMode, took: Duration) {
-        self.lock()
+        let mut inner = self.lock();
+        inner
             .time_to_confirmed_us
             .entry(mode)
             .or_insert_with(|| latency_histogram(3))
             .saturating_record(micros(took));
+        let (slo, good) = slo::confirmation_event(took);
+        inner.slo_events.entry(slo).or_default().add(good);
     }
 
     /// An accepted order still pending when the load generator stopped following it.
@@ -314,6 +322,13 @@ impl Recorder {
                 })
                 .collect(),
             mode: run.mode,
+            slos: Slo::VARIANTS
+                .iter()
+                .map(|&slo| {
+                    let events = inner.slo_events.get(&slo).copied().unwrap_or_default();
+                    Verdict::of(slo, events, elapsed)
+                })
+                .collect(),
             server_errors,
             error_rate: if requests == 0 {
                 0.0
@@ -370,6 +385,40 @@ impl Recorder {
     }
 }
 
+/// The SLO verdicts of several runs (`--compare`) side by side, one column per run.
+pub fn render_slo_comparison(reports: &[Report]) -> String {
+    let mut out = String::from(
+        "\nSLOs side by side (error ratio, verdict, share of the 30-day budget burned):\n",
+    );
+    let _ = write!(out, "  {:<24}", "slo");
+    for report in reports {
+        let mode = report.mode.map_or("run", CheckoutMode::as_str);
+        let _ = write!(out, " {mode:<40}");
+    }
+    out.push('\n');
+    for &slo in Slo::VARIANTS {
+        let _ = write!(out, "  {:<24}", slo.name());
+        for report in reports {
+            let cell =
+                report
+                    .slos
+                    .iter()
+                    .find(|v| v.slo == slo.name())
+                    .map_or("–".to_string(), |v| {
+                        format!(
+                            "{:.4} {} {}",
+                            v.error_ratio,
+                            if v.held { "held" } else { "BROKEN" },
+                            v.budget_burned_text()
+                        )
+                    });
+            let _ = write!(out, " {cell:<40}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// How many whole slices of `window` fit in `elapsed`.
 fn whole_windows(elapsed: Duration, window: Duration) -> usize {
     (elapsed.as_secs_f64() / window.as_secs_f64()) as usize
@@ -410,6 +459,8 @@ pub struct Report {
     pub checkouts: BTreeMap<String, u64>,
     /// `blocking` or `async` when the load generator set the mode (`--compare`).
     pub mode: Option<CheckoutMode>,
+    /// The service's SLOs judged on this run (see `slo.yml`).
+    pub slos: Vec<Verdict>,
     /// 5xx, timeouts and connection failures: the headline error count.
     pub server_errors: u64,
     /// `server_errors / requests`.
@@ -471,6 +522,27 @@ pub struct TimelinePoint {
 }
 
 impl Report {
+    /// The SLO verdicts, first thing in the report.
+    pub fn render_slos(&self) -> String {
+        let mut out = String::from("SLOs (30-day objectives), judged on this run:\n");
+        for verdict in &self.slos {
+            let _ = writeln!(
+                out,
+                "  {:<8} {:<24} {:>6} % of {:<46} {:>7} of {:<7} error ratio {:.4}, burned {}",
+                if verdict.held { "held" } else { "BROKEN" },
+                verdict.slo,
+                verdict.objective * 100.0,
+                verdict.describe,
+                verdict.good,
+                verdict.total,
+                verdict.error_ratio,
+                verdict.budget_burned_text(),
+            );
+        }
+        out.push('\n');
+        out
+    }
+
     /// The report as a table for people.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -496,6 +568,7 @@ impl Report {
             self.server_errors,
             self.error_rate * 100.0,
         );
+        out.push_str(&self.render_slos());
         let business = self
             .business_outcomes
             .iter()

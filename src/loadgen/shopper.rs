@@ -11,7 +11,7 @@ use rand::Rng;
 use rand::seq::IndexedRandom;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::{Barrier, watch};
+use tokio::sync::{Barrier, Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use super::Scenario;
@@ -48,6 +48,10 @@ pub struct Shop {
     pub all_ready: Barrier,
     /// Accepted orders being followed; the run waits for them before it reports.
     pub following: TaskTracker,
+    /// With `--rate`: one permit per arrival; a shopper takes one before each checkout.
+    pub arrivals: Option<Arc<Semaphore>>,
+    /// Whether accepted orders are followed until they settle (`--no-follow`: not).
+    pub follow_orders: bool,
 }
 
 /// Runs until `stop` turns true. A request under way is finished and recorded first,
@@ -75,10 +79,15 @@ pub async fn run(shop: Arc<Shop>, number: usize, stop: watch::Receiver<bool>) {
         }
         Scenario::Checkout => {
             while !shopper.stopped() {
+                if !shopper.next_arrival().await {
+                    break;
+                }
                 if shopper.fill_cart_with_own_product(&token).await {
                     shopper.check_out(&token).await;
                 }
-                shopper.think().await;
+                if shopper.shop.arrivals.is_none() {
+                    shopper.think().await;
+                }
             }
         }
         Scenario::Burst => {
@@ -238,9 +247,12 @@ impl Shopper {
                     .recorder
                     .record_response(CheckoutMode::Async, took);
                 if let Some(order) = answer.body["id"].as_i64() {
-                    let shop = self.shop.clone();
-                    let token = token.to_string();
-                    self.shop.following.spawn(follow(shop, token, order, took));
+                    // With --no-follow the service's metrics tell the rest.
+                    if self.shop.follow_orders {
+                        let shop = self.shop.clone();
+                        let token = token.to_string();
+                        self.shop.following.spawn(follow(shop, token, order, took));
+                    }
                 } else {
                     self.shop.recorder.record_unsettled();
                 }
@@ -308,6 +320,25 @@ impl Shopper {
             .or_else(|| self.shop.product_ids.choose(&mut rng))
             .copied()
             .unwrap_or(self.shop.hot_product)
+    }
+
+    /// Waits for the next arrival (with `--rate`; at once without). False if the run
+    /// ended first.
+    async fn next_arrival(&self) -> bool {
+        let Some(arrivals) = &self.shop.arrivals else {
+            return true;
+        };
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            permit = arrivals.acquire() => match permit {
+                Ok(permit) => {
+                    permit.forget();
+                    true
+                }
+                Err(_) => false,
+            },
+            _ = stop.wait_for(|stopped| *stopped) => false,
+        }
     }
 
     /// A pause of 0.5–1.5 × the think time, like a person reading the page; cut short

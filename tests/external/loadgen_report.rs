@@ -81,12 +81,20 @@ async fn the_compare_report_renders_every_chart_in_a_browser() {
     let dumped = chromium(&["--dump-dom", &url]);
     assert!(dumped.status.success(), "{dumped:?}");
     let dom = String::from_utf8_lossy(&dumped.stdout);
+    // The verdicts come first, as k6 puts its thresholds: every SLO, judged in both runs.
+    let slos = dom.find("data-table=\"slos\"").expect("the SLO table");
+    assert!(
+        slos < dom.find("data-chart=").expect("charts"),
+        "SLOs before charts"
+    );
+    assert_eq!(dom.matches("<tr data-slo=").count(), 4, "four SLOs");
     assert_eq!(
-        dom.matches("<section>").count(),
-        2,
-        "blocking and async, side by side"
+        dom.matches("data-verdict=").count(),
+        8,
+        "each judged in both runs"
     );
     assert!(dom.contains("data-table=\"comparison\""));
+    assert_eq!(dom.matches("<p data-run=").count(), 2, "blocking and async");
     for chart in CHARTS {
         let figures: Vec<&str> = dom
             .split(&format!("data-chart=\"{chart}\""))

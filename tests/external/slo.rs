@@ -6,9 +6,16 @@
 //! rules compute is proven by promtool (`slo.test.yml`) and against a real Prometheus.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
+use ecommerce_monolith::loadgen::slo::Slo;
+use serde_json::Value;
+use strum::VariantArray;
 use yaml_serde::Value as Yaml;
 
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, run_tool, spawn_process};
+use crate::prometheus::Prometheus;
+use crate::require::tool_available;
 use crate::stack::{read_yaml, repo_file};
 
 /// The windows of the error ratio: the workbook's six, Sloth's 3d, and the 30-day
@@ -163,5 +170,188 @@ fn every_slo_has_every_window_its_budget_and_both_alerts() {
             unit_tests.contains(slo),
             "{slo}: promtool cases in slo.test.yml"
         );
+    }
+}
+
+/// The load generator judges runs against the same four SLOs: same names, objectives,
+/// and thresholds (the `le` of each 5m ratio) as `slo.yml`.
+#[test]
+fn the_load_generator_judges_the_slos_of_slo_yml() {
+    let rules = rules();
+    let in_rules: BTreeSet<&str> = rules.iter().filter_map(|r| label(r, "sloth_slo")).collect();
+    let in_loadgen: BTreeSet<&str> = Slo::VARIANTS.iter().map(|s| s.name()).collect();
+    assert_eq!(in_rules, in_loadgen);
+    for slo in Slo::VARIANTS {
+        let of_slo = |record: &str| {
+            rules
+                .iter()
+                .find(|r| {
+                    label(r, "sloth_slo") == Some(slo.name())
+                        && r["record"].as_str() == Some(record)
+                })
+                .unwrap_or_else(|| panic!("{}: {record}", slo.name()))
+        };
+        let objective = constant(of_slo("slo:objective:ratio"));
+        assert!((objective - slo.objective()).abs() < 1e-9, "{}", slo.name());
+        let ratio = of_slo("slo:sli_error:ratio_rate5m")["expr"]
+            .as_str()
+            .unwrap_or_default();
+        match slo.threshold() {
+            Some(limit) => {
+                let seconds = limit.as_secs_f64();
+                assert!(
+                    ratio.contains(&format!("le=~\"{seconds}|")),
+                    "{}: the rules count events within {seconds} s: {ratio}",
+                    slo.name()
+                );
+            }
+            None => assert!(!ratio.contains("le=~"), "{}", slo.name()),
+        }
+    }
+}
+
+/// A minute of shoppers who all check out, then what the load generator and
+/// Prometheus's recording rules each say: (the loadgen's verdicts by SLO, Prometheus's
+/// 5m error ratio by SLO).
+async fn a_minute_of_checkouts(app: &TestApp) -> (BTreeMap<String, Value>, BTreeMap<String, f64>) {
+    app.seed().await;
+    let prometheus = Prometheus::start(app.address.trim_start_matches("http://")).await;
+    let output = run_tool(
+        &[
+            "loadgen",
+            "--base-url",
+            &app.address,
+            "--users",
+            "8",
+            "--duration",
+            "60s",
+            "--think-time",
+            "50ms",
+            "--checkout-ratio",
+            "1",
+            "--restock-every",
+            "0s",
+            "--json",
+            "-",
+        ],
+        &[
+            ("ADMIN_EMAIL", ADMIN_EMAIL),
+            ("ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(&stdout[stdout.find("\n{").map_or(0, |i| i + 1)..])
+        .expect("the JSON report");
+    // What the run did is in the series, and the rules have been evaluated on it.
+    prometheus.wait_for_scrapes(2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // about time itself: one rule evaluation (1 s) after the last scrape
+    let verdicts = report["slos"]
+        .as_array()
+        .expect("slos")
+        .iter()
+        .map(|v| (v["slo"].as_str().unwrap_or_default().to_string(), v.clone()))
+        .collect();
+    let answer = prometheus.query("slo:sli_error:ratio_rate5m").await;
+    let ratios = answer["data"]["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .map(|series| {
+            let slo = series["metric"]["sloth_slo"].as_str().unwrap_or_default();
+            let value = series["value"][1]
+                .as_str()
+                .unwrap_or("NaN")
+                .parse()
+                .unwrap_or(f64::NAN);
+            (slo.to_string(), value)
+        })
+        .collect();
+    (verdicts, ratios)
+}
+
+/// The loadgen's error ratio for `slo` agrees with Prometheus's 5m ratio: the run is
+/// shorter than the window, so both cover the same events, but for those of the last
+/// scrape interval (a second of load) that Prometheus may not have yet.
+fn assert_agree(slo: &str, loadgen: &BTreeMap<String, Value>, prometheus: &BTreeMap<String, f64>) {
+    let verdict = &loadgen[slo];
+    let ours = verdict["error_ratio"].as_f64().expect("error_ratio");
+    let total = verdict["total"].as_f64().expect("total");
+    let theirs = prometheus[slo];
+    println!("{slo}: loadgen {ours:.4} of {total} events, Prometheus {theirs:.4}");
+    // A second of the minute's events, or a tenth of a percent.
+    let tolerance = (2.0 / 60.0_f64).max(1.0 / total.max(1.0)).max(0.001);
+    assert!(
+        (ours - theirs).abs() <= tolerance,
+        "{slo}: loadgen {ours:.4} of {total} events, Prometheus {theirs:.4} (tolerance {tolerance:.4})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocking_checkouts_burn_the_responsiveness_budget_and_starve_the_catalog() {
+    if !tool_available("prometheus", "apt-get install prometheus") {
+        return;
+    }
+    // 600 ms of waiting in each checkout, holding one of two pooled connections: every
+    // checkout is slow, and the shoppers' catalog reads queue behind them for the pool.
+    let app = spawn_process(&[
+        ("CHECKOUT_MODE", "blocking"),
+        ("PAYMENT_DELAY_MS", "300"),
+        ("EMAIL_DELAY_MS", "300"),
+        ("DB_MAX_CONNECTIONS", "2"),
+    ])
+    .await;
+    let (loadgen, prometheus) = a_minute_of_checkouts(&app).await;
+    let responsiveness = prometheus["checkout-responsiveness"];
+    assert!(
+        responsiveness > 0.99,
+        "every checkout is slow: {responsiveness}"
+    );
+    assert_eq!(loadgen["checkout-responsiveness"]["held"], false);
+    let catalog = prometheus["catalog-responsiveness"];
+    assert!(
+        catalog > 0.0,
+        "the pool storm reaches the catalog: {prometheus:?}"
+    );
+    assert_eq!(
+        loadgen["catalog-responsiveness"]["held"], false,
+        "{loadgen:?}"
+    );
+    for slo in [
+        "checkout-responsiveness",
+        "checkout-availability",
+        "catalog-responsiveness",
+    ] {
+        assert_agree(slo, &loadgen, &prometheus);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn async_checkouts_keep_the_responsiveness_budget() {
+    if !tool_available("prometheus", "apt-get install prometheus") {
+        return;
+    }
+    let app = spawn_process(&[
+        ("CHECKOUT_MODE", "async"),
+        ("PAYMENT_DELAY_MS", "300"),
+        ("EMAIL_DELAY_MS", "300"),
+        ("DB_MAX_CONNECTIONS", "2"),
+    ])
+    .await;
+    let (loadgen, prometheus) = a_minute_of_checkouts(&app).await;
+    let responsiveness = prometheus["checkout-responsiveness"];
+    assert!(
+        responsiveness < 0.01,
+        "202s in milliseconds: {responsiveness}"
+    );
+    assert_eq!(loadgen["checkout-responsiveness"]["held"], true);
+    assert!(loadgen["order-confirmation"]["total"].as_u64() > Some(0));
+    for slo in [
+        "checkout-responsiveness",
+        "checkout-availability",
+        "order-confirmation",
+    ] {
+        assert_agree(slo, &loadgen, &prometheus);
     }
 }
