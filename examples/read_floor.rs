@@ -2,7 +2,8 @@
 //! service (`catalog::store::product`, `ProductView`), served by a bare axum + sqlx
 //! handler and nothing else — no telemetry, no problem details, no middleware. The
 //! benchmark (`bench/run.py`, measure 1) runs it beside the service and reports the
-//! service's rate as a share of this one: what the service's own parts cost.
+//! service's rate as a share of this one: what the service's own parts cost. It uses
+//! the service's allocator, so that the ratio is not about the allocator.
 //!
 //! `DATABASE_URL=… BIND_ADDR=127.0.0.1:8090 cargo run --release --example read_floor`
 
@@ -14,6 +15,12 @@ use ecommerce_monolith::catalog::ProductView;
 use ecommerce_monolith::catalog::store;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+
+/// The service's allocator (the system one, or mimalloc with `--features mimalloc`),
+/// so that the ratio measures the service's own parts, not the choice of allocator.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 async fn product(
     State(pool): State<PgPool>,

@@ -16,10 +16,13 @@ use ecommerce_monolith::{checkout, db, seed, telemetry};
 use secrecy::ExposeSecret;
 use sqlx::Connection;
 
-/// mimalloc instead of the system allocator: the request path allocates and frees across
-/// threads (a span built on a worker is freed by the exporter's thread), where glibc's
-/// arenas take a lock. Built without transparent huge pages (`no_thp`), which doubled
-/// the resident memory. Measured in BENCHMARKS.md (measures 1 and 6).
+/// With `--features mimalloc`: mimalloc instead of the system allocator. The request
+/// path allocates and frees across threads (a span built on a worker is freed by the
+/// exporter's thread), where glibc's arenas take a lock, so reads get ~15-20 % faster —
+/// but a burst of checkouts takes 6-8 MiB more, and memory is the budget this service
+/// keeps (BENCHMARKS.md, measures 1 and 6). Built without transparent huge pages
+/// (`no_thp`), which doubled the resident memory.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -8,6 +8,7 @@ mod throttle;
 pub mod users;
 
 use std::sync::LazyLock;
+use std::sync::mpsc::TryRecvError;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,11 +41,12 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(argon2::Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Argon2's working memory, allocated once and reused by every hash.
+/// Argon2's working memory, reused by the hashes of one burst.
 type WorkingMemory = Vec<Block>;
 type HashJob = Box<dyn FnOnce(&mut WorkingMemory) + Send>;
 
-/// All hashing runs on one dedicated thread with one reused buffer. Argon2 is CPU-bound
+/// All hashing runs on one dedicated thread with one buffer, reused while hashes queue
+/// and released when none waits. Argon2 is CPU-bound
 /// and memory-hard: more hashes at once would not finish sooner on a small machine, and
 /// a fresh multi-megabyte allocation per hash, spread over the blocking pool's threads,
 /// left each malloc arena holding its own copies (the benchmark saw 570 MB after a burst
@@ -55,7 +57,20 @@ static HASHING_THREAD: LazyLock<Option<std::sync::mpsc::Sender<HashJob>>> = Lazy
         .name("password-hashing".into())
         .spawn(move || {
             let mut memory = WorkingMemory::new();
-            for job in queue {
+            loop {
+                let job = match queue.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty) => {
+                        // Idle: the 7 MiB go back until the next hash, so that a burst
+                        // of logins does not leave them resident for good.
+                        memory = WorkingMemory::new();
+                        match queue.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        }
+                    }
+                    Err(TryRecvError::Disconnected) => return,
+                };
                 job(&mut memory);
             }
         })

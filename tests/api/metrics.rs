@@ -7,23 +7,8 @@ use std::collections::BTreeSet;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{expect_json, sample, spawn_process, traced_app};
+use crate::helpers::{CHECKOUT_STEPS, expect_json, sample, spawn_process, traced_app};
 use crate::otlp::OtlpReceiver;
-
-const STEPS: [&str; 12] = [
-    "validate_cart",
-    "check_inventory",
-    "reserve_inventory",
-    "create_order",
-    "create_order_items",
-    "process_payment",
-    "record_payment",
-    "reduce_inventory",
-    "send_email",
-    "create_notification",
-    "clear_cart",
-    "commit",
-];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkout_shows_up_in_every_series() {
@@ -64,7 +49,7 @@ async fn a_checkout_shows_up_in_every_series() {
         1.0
     );
     assert!(value("checkout_duration_seconds_sum", &[("outcome", "success")]) >= 0.45);
-    for step in STEPS {
+    for step in CHECKOUT_STEPS {
         assert!(
             value("checkout_step_duration_seconds_count", &[("step", step)]) >= 1.0,
             "{step}"

@@ -8,21 +8,7 @@ use std::time::Instant;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{expect_json, expect_problem, spawn_app, spawn_app_with};
-
-const STEPS: [&str; 11] = [
-    "validate_cart",
-    "check_inventory",
-    "reserve_inventory",
-    "create_order",
-    "create_order_items",
-    "process_payment",
-    "record_payment",
-    "reduce_inventory",
-    "send_email",
-    "create_notification",
-    "clear_cart",
-];
+use crate::helpers::{CHECKOUT_STEPS, expect_json, expect_problem, spawn_app, spawn_app_with};
 
 /// `(name, milliseconds)` of each `Server-Timing` entry.
 fn server_timing(response: &reqwest::Response) -> Vec<(String, f64)> {
@@ -51,9 +37,10 @@ async fn the_blocking_checkout_times_each_of_its_steps_for_the_browser() {
 
     let timings = server_timing(&response);
     let names: Vec<&str> = timings.iter().map(|(name, _)| name.as_str()).collect();
-    let mut expected = STEPS.to_vec();
-    expected.push("commit");
-    assert_eq!(names, expected, "exactly the steps that ran, in order");
+    assert_eq!(
+        names, CHECKOUT_STEPS,
+        "exactly the steps that ran, in order"
+    );
     let ms = |step: &str| timings.iter().find(|(n, _)| n == step).map(|(_, ms)| *ms);
     assert!(ms("process_payment") >= Some(150.0), "{timings:?}");
     assert!(ms("send_email") >= Some(250.0), "{timings:?}");
@@ -85,7 +72,11 @@ async fn a_refused_checkout_times_only_the_steps_that_ran() {
         .into_iter()
         .map(|(n, _)| n)
         .collect();
-    assert_eq!(names, STEPS[..6], "nothing after the declined payment");
+    assert_eq!(
+        names,
+        CHECKOUT_STEPS[..6],
+        "nothing after the declined payment"
+    );
 }
 
 #[tokio::test]

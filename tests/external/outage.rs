@@ -24,23 +24,32 @@ async fn read(app: &TestApp, path: &str) -> (Option<StatusCode>, Duration) {
     (status, started.elapsed())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_database_outage_gives_fast_503s_counts_lost_orders_and_recovers() {
+/// The real binary against a Postgres cluster of the test's own, to stop and start;
+/// `None` (the test skipped, or failed under CI) without Postgres' server programs.
+async fn app_on_a_cluster_of_its_own(
+    overrides: &[(&str, &str)],
+) -> Option<(PostgresCluster, TestApp)> {
     let Some(bin) = server_programs() else {
         tool_available("initdb", "apt-get install postgresql");
-        return;
+        return None;
     };
     let cluster = PostgresCluster::start_new(bin).await;
-    let app = spawn_process_on(
-        &cluster.url(),
-        &[
-            ("PAYMENT_DELAY_MS", "0"),
-            ("EMAIL_DELAY_MS", "1500"),
-            // The pool would wait this long for a connection that cannot come.
-            ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
-        ],
-    )
-    .await;
+    let app = spawn_process_on(&cluster.url(), overrides).await;
+    Some((cluster, app))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_outage_gives_fast_503s_counts_lost_orders_and_recovers() {
+    let Some((cluster, app)) = app_on_a_cluster_of_its_own(&[
+        ("PAYMENT_DELAY_MS", "0"),
+        ("EMAIL_DELAY_MS", "1500"),
+        // The pool would wait this long for a connection that cannot come.
+        ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
+    ])
+    .await
+    else {
+        return;
+    };
     let admin = app.admin_token().await;
     let kettle = app.create_product(&admin, "Kettle", "19.99", 10).await;
     let mug = app.create_product(&admin, "Mug", "4.50", 10).await;
@@ -126,12 +135,10 @@ async fn a_database_outage_gives_fast_503s_counts_lost_orders_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkout_in_the_gateway_when_the_database_stops_fails_as_fast_as_the_rest() {
-    let Some(bin) = server_programs() else {
-        tool_available("initdb", "apt-get install postgresql");
+    let Some((cluster, app)) = app_on_a_cluster_of_its_own(&[("PAYMENT_DELAY_MS", "1500")]).await
+    else {
         return;
     };
-    let cluster = PostgresCluster::start_new(bin).await;
-    let app = spawn_process_on(&cluster.url(), &[("PAYMENT_DELAY_MS", "1500")]).await;
     let (alice, _kettle) = app.alice_with_kettles(1).await;
     let started = Instant::now();
     let checkout = app.checkout(&alice);
@@ -159,21 +166,16 @@ async fn a_checkout_in_the_gateway_when_the_database_stops_fails_as_fast_as_the_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_interrupted_by_an_outage_run_again_when_it_ends_not_a_lease_later() {
-    let Some(bin) = server_programs() else {
-        tool_available("initdb", "apt-get install postgresql");
+    let Some((cluster, app)) = app_on_a_cluster_of_its_own(&[
+        ("CHECKOUT_MODE", "async"),
+        ("PAYMENT_DELAY_MS", "1500"),
+        // Were the job left to its lease, it would run again a minute later.
+        ("OUTBOX_LEASE_SECONDS", "60"),
+    ])
+    .await
+    else {
         return;
     };
-    let cluster = PostgresCluster::start_new(bin).await;
-    let app = spawn_process_on(
-        &cluster.url(),
-        &[
-            ("CHECKOUT_MODE", "async"),
-            ("PAYMENT_DELAY_MS", "1500"),
-            // Were the job left to its lease, it would run again a minute later.
-            ("OUTBOX_LEASE_SECONDS", "60"),
-        ],
-    )
-    .await;
     let (alice, _kettle) = app.alice_with_kettles(1).await;
     let accepted = expect_json(app.checkout(&alice).await, StatusCode::ACCEPTED).await;
     // The charge job is in the gateway's 1.5 s when the database goes.

@@ -13,7 +13,7 @@ use serde_json::Value;
 use strum::VariantArray;
 use yaml_serde::Value as Yaml;
 
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, run_tool, spawn_process};
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, run_tool, spawn_process};
 use crate::prometheus::Prometheus;
 use crate::require::tool_available;
 use crate::stack::{read_yaml, repo_file};
@@ -210,10 +210,18 @@ fn the_load_generator_judges_the_slos_of_slo_yml() {
     }
 }
 
-/// A minute of shoppers who all check out, then what the load generator and
+/// A minute of shoppers who all check out, in `mode`, with 600 ms of waiting in each
+/// checkout and a pool of two connections; then what the load generator and
 /// Prometheus's recording rules each say: (the loadgen's verdicts by SLO, Prometheus's
 /// 5m error ratio by SLO).
-async fn a_minute_of_checkouts(app: &TestApp) -> (BTreeMap<String, Value>, BTreeMap<String, f64>) {
+async fn a_minute_of_checkouts(mode: &str) -> (BTreeMap<String, Value>, BTreeMap<String, f64>) {
+    let app = spawn_process(&[
+        ("CHECKOUT_MODE", mode),
+        ("PAYMENT_DELAY_MS", "300"),
+        ("EMAIL_DELAY_MS", "300"),
+        ("DB_MAX_CONNECTIONS", "2"),
+    ])
+    .await;
     app.seed().await;
     let prometheus = Prometheus::start(app.address.trim_start_matches("http://")).await;
     let output = run_tool(
@@ -293,16 +301,8 @@ async fn blocking_checkouts_burn_the_responsiveness_budget_and_starve_the_catalo
     if !tool_available("prometheus", "apt-get install prometheus") {
         return;
     }
-    // 600 ms of waiting in each checkout, holding one of two pooled connections: every
-    // checkout is slow, and the shoppers' catalog reads queue behind them for the pool.
-    let app = spawn_process(&[
-        ("CHECKOUT_MODE", "blocking"),
-        ("PAYMENT_DELAY_MS", "300"),
-        ("EMAIL_DELAY_MS", "300"),
-        ("DB_MAX_CONNECTIONS", "2"),
-    ])
-    .await;
-    let (loadgen, prometheus) = a_minute_of_checkouts(&app).await;
+    // Every checkout is slow, and the shoppers' catalog reads queue behind them for the pool.
+    let (loadgen, prometheus) = a_minute_of_checkouts("blocking").await;
     let responsiveness = prometheus["checkout-responsiveness"];
     assert!(
         responsiveness > 0.99,
@@ -332,14 +332,7 @@ async fn async_checkouts_keep_the_responsiveness_budget() {
     if !tool_available("prometheus", "apt-get install prometheus") {
         return;
     }
-    let app = spawn_process(&[
-        ("CHECKOUT_MODE", "async"),
-        ("PAYMENT_DELAY_MS", "300"),
-        ("EMAIL_DELAY_MS", "300"),
-        ("DB_MAX_CONNECTIONS", "2"),
-    ])
-    .await;
-    let (loadgen, prometheus) = a_minute_of_checkouts(&app).await;
+    let (loadgen, prometheus) = a_minute_of_checkouts("async").await;
     let responsiveness = prometheus["checkout-responsiveness"];
     assert!(
         responsiveness < 0.01,

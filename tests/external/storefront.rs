@@ -16,25 +16,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, closed_port, eventually, expect_json, traced_app,
+    ADMIN_EMAIL, ADMIN_PASSWORD, CHECKOUT_STEPS, TestApp, closed_port, eventually, expect_json,
+    traced_app,
 };
 use crate::otlp::OtlpReceiver;
 use crate::require::tool_available;
 
-const STEPS: [&str; 12] = [
-    "validate_cart",
-    "check_inventory",
-    "reserve_inventory",
-    "create_order",
-    "create_order_items",
-    "process_payment",
-    "record_payment",
-    "reduce_inventory",
-    "send_email",
-    "create_notification",
-    "clear_cart",
-    "commit",
-];
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Chromium under chromedriver, both killed when dropped.
@@ -163,6 +150,14 @@ impl Browser {
         .await
     }
 
+    /// A browser on the shop at `address`, once the page has settled.
+    async fn open(name: &str, address: &str) -> Self {
+        let browser = Self::start(name).await;
+        browser.client.goto(address).await.expect("open the shop");
+        browser.idle().await;
+        browser
+    }
+
     /// Waits until no request or user action of the page is under way.
     async fn idle(&self) {
         self.until(
@@ -262,13 +257,7 @@ async fn a_customer_feels_the_blocking_checkout_then_the_cure_and_the_trace_star
     )
     .await;
     app.seed().await;
-    let browser = Browser::start("checkout").await;
-    browser
-        .client
-        .goto(&app.address)
-        .await
-        .expect("open the shop");
-    browser.idle().await;
+    let browser = Browser::open("checkout", &app.address).await;
     browser.screenshot("01-start").await;
 
     // One click: the demo customer.
@@ -339,7 +328,7 @@ async fn a_customer_feels_the_blocking_checkout_then_the_cure_and_the_trace_star
     )
     .expect("bars");
     let steps: Vec<&str> = bars.iter().map(|(step, ..)| step.as_str()).collect();
-    assert_eq!(steps, STEPS, "every step and the commit, in order");
+    assert_eq!(steps, CHECKOUT_STEPS, "every step and the commit, in order");
     let mut by_length = bars.clone();
     by_length.sort_by(|a, b| b.1.total_cmp(&a.1));
     let longest: Vec<&str> = by_length[..2].iter().map(|(s, ..)| s.as_str()).collect();
@@ -471,13 +460,7 @@ async fn refusals_show_their_problem_and_product_names_stay_text() {
     let hostile = "<img src=x onerror=alert(1)>";
     let last_one = app.create_product(&admin, hostile, "9.99", 1).await;
 
-    let browser = Browser::start("refusals").await;
-    browser
-        .client
-        .goto(&app.address)
-        .await
-        .expect("open the shop");
-    browser.idle().await;
+    let browser = Browser::open("refusals", &app.address).await;
     browser.click("demo-signin").await;
     browser.idle().await;
     let search = browser

@@ -398,13 +398,7 @@ impl TestApp {
     /// [`TestApp::assert_every_cent_accounted`] for an app without its own metrics: the
     /// test says how many orphaned payments it caused (the 502s it saw, say).
     pub async fn assert_charges_reconcile(&self, orphans: i64) {
-        let (approved, refunded): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status <> 'declined'), \
-                    count(*) FILTER (WHERE status = 'refunded') FROM gateway_charges",
-        )
-        .fetch_one(&self.db)
-        .await
-        .expect("the gateway's ledger");
+        let (approved, refunded) = self.charges_approved_and_refunded().await;
         let confirmed: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM orders WHERE status IN ('confirmed', 'shipped', 'delivered')",
         )
@@ -417,6 +411,20 @@ impl TestApp {
             "charges approved {approved} != confirmed orders {confirmed} + orphans counted \
              {orphans} + refunds {refunded}"
         );
+    }
+}
+
+impl TestApp {
+    /// The gateway's ledger, read directly: charges approved (refunded later or not),
+    /// and of those the refunded.
+    async fn charges_approved_and_refunded(&self) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status <> 'declined'), \
+                    count(*) FILTER (WHERE status = 'refunded') FROM gateway_charges",
+        )
+        .fetch_one(&self.db)
+        .await
+        .expect("the gateway's ledger")
     }
 }
 
@@ -441,13 +449,7 @@ impl TestApp {
             StatusCode::OK,
         )
         .await;
-        let (approved, refunded): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status <> 'declined'), \
-                    count(*) FILTER (WHERE status = 'refunded') FROM gateway_charges",
-        )
-        .fetch_one(&self.db)
-        .await
-        .expect("the gateway's ledger");
+        let (approved, refunded) = self.charges_approved_and_refunded().await;
         let with_order: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM orders o JOIN payments p ON p.order_id = o.id \
              WHERE o.status IN ('confirmed', 'shipped', 'delivered')",

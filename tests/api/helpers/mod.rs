@@ -28,6 +28,23 @@ pub use self::process::*;
 pub use self::smtp::*;
 
 pub const ADMIN_EMAIL: &str = "admin@shop.test";
+
+/// The blocking checkout's eleven steps in the order the design lists them, then the
+/// commit: what its spans, its histogram and its `Server-Timing` must name.
+pub const CHECKOUT_STEPS: [&str; 12] = [
+    "validate_cart",
+    "check_inventory",
+    "reserve_inventory",
+    "create_order",
+    "create_order_items",
+    "process_payment",
+    "record_payment",
+    "reduce_inventory",
+    "send_email",
+    "create_notification",
+    "clear_cart",
+    "commit",
+];
 pub const ADMIN_PASSWORD: &str = "admin password for tests";
 pub const JWT_SECRET: &str = "a-test-secret-that-is-long-enough-0123456789";
 pub const PASSWORD: &str = "customer password";
