@@ -151,8 +151,9 @@ pub async fn claim(
 }
 
 /// Extends the leases of the jobs a worker still runs, `(id, lease token)` pairs, by
-/// `lease` from now; returns the ids it still holds. A job missing from the answer is
-/// no longer this worker's (its lease ran out and another took it): it must stop.
+/// `lease` from now; returns the ids of those another worker has taken meanwhile (their
+/// lease ran out and the job was claimed again, under another token): they must stop.
+/// A job finished or handed back since the pairs were read is neither renewed nor taken.
 pub async fn renew(
     db: &Database,
     held: &[(i64, uuid::Uuid)],
@@ -161,10 +162,13 @@ pub async fn renew(
     let (ids, tokens): (Vec<i64>, Vec<uuid::Uuid>) = held.iter().copied().unzip();
     let mut conn = db.acquire().await?;
     sqlx::query_scalar(
-        "UPDATE outbox_jobs j SET locked_until = now() + make_interval(secs => $3) \
-         FROM UNNEST($1::bigint[], $2::uuid[]) AS h(id, token) \
-         WHERE j.id = h.id AND j.lease_token = h.token AND j.status = 'pending' \
-         RETURNING j.id",
+        "WITH held AS (SELECT * FROM UNNEST($1::bigint[], $2::uuid[]) AS h(id, token)), \
+              renewed AS ( \
+                  UPDATE outbox_jobs j SET locked_until = now() + make_interval(secs => $3) \
+                  FROM held h \
+                  WHERE j.id = h.id AND j.lease_token = h.token AND j.status = 'pending') \
+         SELECT j.id FROM outbox_jobs j JOIN held h ON j.id = h.id \
+         WHERE j.status = 'pending' AND j.lease_token <> h.token",
     )
     .bind(ids)
     .bind(tokens)

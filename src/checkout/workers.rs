@@ -421,18 +421,21 @@ impl Workers {
         }
         // A failure (the database away) renews nothing and stops nothing: the jobs
         // cannot finish either, and their leases are renewed when it answers again.
-        let Ok(renewed) = outbox::renew(&self.shared.db, &held, self.shared.settings.lease).await
+        let Ok(taken) = outbox::renew(&self.shared.db, &held, self.shared.settings.lease).await
         else {
             return;
         };
-        for (id, held) in self.held_jobs().iter() {
-            if !renewed.contains(id) {
+        // Only the attempts this renewal was about: jobs started while it was on its
+        // way to the database are not in `held`, and they are not anyone else's.
+        let running = self.held_jobs();
+        for (id, token) in held.iter().filter(|(id, _)| taken.contains(id)) {
+            if let Some(attempt) = running.get(id).filter(|a| a.lease_token == *token) {
                 tracing::warn!(
                     job.id = id,
-                    job.kind = held.kind.as_str(),
+                    job.kind = attempt.kind.as_str(),
                     "outbox job stopped: another worker holds its lease now"
                 );
-                held.lost.cancel();
+                attempt.lost.cancel();
             }
         }
     }

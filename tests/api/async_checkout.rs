@@ -404,7 +404,7 @@ async fn sixty_four_charges_wait_on_the_gateway_at_once_and_each_is_charged_once
     })
     .await;
     // Printed, not asserted (timing belongs to the benchmark): about one gateway delay,
-    // where 16 workers took four.
+    // where the fixed 16 workers of earlier versions took four.
     println!(
         "{confirmed} orders confirmed {:?} after their checkouts",
         started.elapsed()

@@ -7,22 +7,9 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::helpers::{TestApp, eventually, expect_json, sample, spawn_process};
-
-fn checkout_body() -> Value {
-    json!({"shipping_address": "1 Test Street", "payment_method": "credit_card"})
-}
-
-async fn checkout_with_key(app: &TestApp, token: &str, key: &str) -> reqwest::Response {
-    app.request(reqwest::Method::POST, "/api/orders/checkout", Some(token))
-        .header("Idempotency-Key", key)
-        .json(&checkout_body())
-        .send()
-        .await
-        .expect("request")
-}
+use crate::helpers::{TestApp, checkout_body, eventually, expect_json, sample, spawn_process};
 
 async fn transaction_ids(app: &TestApp) -> Vec<String> {
     sqlx::query_scalar(
@@ -103,7 +90,8 @@ async fn a_checkout_lost_at_the_deadline_is_retried_with_its_key_into_one_charge
     // the first charge, and no second one.
     app.restart().await;
     let order = expect_json(
-        checkout_with_key(&app, &alice, "order-of-the-day").await,
+        app.checkout_with_key(&alice, "order-of-the-day", &checkout_body())
+            .await,
         StatusCode::CREATED,
     )
     .await;
@@ -135,7 +123,9 @@ async fn after_a_crash_a_retry_with_the_key_resolves_within_seconds_and_charges_
     let _ = in_flight.await;
 
     // While the dead request's lease may still run: 409, and when to come back.
-    let conflict = checkout_with_key(&app, &alice, "crash-test").await;
+    let conflict = app
+        .checkout_with_key(&alice, "crash-test", &checkout_body())
+        .await;
     if conflict.status() == StatusCode::CONFLICT {
         let retry_after: u64 = conflict.headers()["retry-after"]
             .to_str()
@@ -152,7 +142,9 @@ async fn after_a_crash_a_retry_with_the_key_resolves_within_seconds_and_charges_
         Duration::from_secs(20),
         "the retry placing the order",
         || async {
-            let response = checkout_with_key(&app, &alice, "crash-test").await;
+            let response = app
+                .checkout_with_key(&alice, "crash-test", &checkout_body())
+                .await;
             match response.status() {
                 StatusCode::CONFLICT => None,
                 _ => Some(expect_json(response, StatusCode::CREATED).await),
@@ -203,6 +195,105 @@ async fn a_job_outliving_its_lease_is_renewed_and_sent_once() {
             .await
             .expect("job");
     assert_eq!(attempts, 1);
+    app.assert_ledger_identity().await;
+}
+
+/// The heartbeat renews the leases of the jobs running when it starts; a job that
+/// starts while the renewal is on its way to the database is not one another worker
+/// took. Here the renewal is held up on a row lock while two more jobs start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_started_while_the_heartbeat_renews_keeps_running() {
+    let app = spawn_process(&[
+        ("CHECKOUT_MODE", "async"),
+        ("OUTBOX_LEASE_SECONDS", "4"),
+        ("PAYMENT_DELAY_MS", "5000"),
+    ])
+    .await;
+    let admin = app.admin_token().await;
+    let mug = app.create_product(&admin, "Mug", "7.00", 10).await;
+    let buyers = app.buyers(3, mug, "lease").await;
+    let charges_in_flight = |count: f64| {
+        let app = &app;
+        move || async move {
+            let metrics = app.metrics().await;
+            let running = sample(
+                &metrics,
+                "outbox_jobs_in_flight",
+                &[("kind", "charge_order")],
+            );
+            (running == Some(count)).then_some(())
+        }
+    };
+
+    expect_json(app.checkout(&buyers[0]).await, StatusCode::ACCEPTED).await;
+    eventually(
+        Duration::from_secs(10),
+        "the first charge running",
+        charges_in_flight(1.0),
+    )
+    .await;
+    // Hold the first job's row: the heartbeat's next renewal waits on it, mid-statement.
+    let mut blocker = app.db.begin().await.expect("transaction");
+    sqlx::query("SELECT id FROM outbox_jobs WHERE kind = 'charge_order' FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    eventually(
+        Duration::from_secs(10),
+        "the renewal waiting on the lock",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+               AND query LIKE '%UPDATE outbox_jobs j SET locked_until%'",
+            )
+            .fetch_one(&app.db)
+            .await
+            .expect("pg_stat_activity");
+            (waiting == 1).then_some(())
+        },
+    )
+    .await;
+    for buyer in &buyers[1..] {
+        expect_json(app.checkout(buyer).await, StatusCode::ACCEPTED).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "three charges running",
+        charges_in_flight(3.0),
+    )
+    .await;
+    blocker.commit().await.expect("unlock");
+
+    eventually(
+        Duration::from_secs(30),
+        "three orders confirmed",
+        || async {
+            let confirmed: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'confirmed'")
+                    .fetch_one(&app.db)
+                    .await
+                    .expect("orders");
+            (confirmed == 3).then_some(())
+        },
+    )
+    .await;
+    let attempts: Vec<i32> = sqlx::query_scalar(
+        "SELECT attempts FROM outbox_jobs WHERE kind = 'charge_order' ORDER BY id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("jobs");
+    assert_eq!(attempts, [1, 1, 1], "no charge stopped and taken again");
+    let metrics = app.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "outbox_jobs_processed_total",
+            &[("kind", "charge_order"), ("outcome", "lease_lost")]
+        ),
+        Some(0.0)
+    );
     app.assert_ledger_identity().await;
 }
 

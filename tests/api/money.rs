@@ -6,29 +6,11 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{TestApp, eventually, expect_json, expect_problem, sample, spawn_process};
-
-const ADDRESS: &str = "1 Test Street\n12345 Testville";
-
-fn checkout_body() -> Value {
-    json!({"shipping_address": ADDRESS, "payment_method": "credit_card"})
-}
-
-async fn checkout_with_key(
-    app: &TestApp,
-    token: &str,
-    key: &str,
-    body: &Value,
-) -> reqwest::Response {
-    app.request(reqwest::Method::POST, "/api/orders/checkout", Some(token))
-        .header("Idempotency-Key", key)
-        .json(body)
-        .send()
-        .await
-        .expect("request")
-}
+use crate::helpers::{
+    TestApp, checkout_body, eventually, expect_json, expect_problem, sample, spawn_process,
+};
 
 async fn approved_charges(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM gateway_charges WHERE status <> 'declined'")
@@ -83,11 +65,15 @@ async fn the_same_idempotency_key_gets_the_first_answer_and_one_charge() {
     let app = spawn_process(&[]).await;
     let (alice, kettle) = app.alice_with_kettles(2).await;
 
-    let first = checkout_with_key(&app, &alice, "order-attempt-1", &checkout_body()).await;
+    let first = app
+        .checkout_with_key(&alice, "order-attempt-1", &checkout_body())
+        .await;
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first = expect_json(first, StatusCode::CREATED).await;
 
-    let again = checkout_with_key(&app, &alice, "order-attempt-1", &checkout_body()).await;
+    let again = app
+        .checkout_with_key(&alice, "order-attempt-1", &checkout_body())
+        .await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     let again = expect_json(again, StatusCode::CREATED).await;
     assert_eq!(again, first, "the very same answer");
@@ -98,7 +84,8 @@ async fn the_same_idempotency_key_gets_the_first_answer_and_one_charge() {
     // The same key with another request is refused, and changes nothing.
     let other = json!({"shipping_address": "2 Other Road", "payment_method": "paypal"});
     expect_problem(
-        checkout_with_key(&app, &alice, "order-attempt-1", &other).await,
+        app.checkout_with_key(&alice, "order-attempt-1", &other)
+            .await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "idempotency-key-reused",
     )
@@ -106,14 +93,16 @@ async fn the_same_idempotency_key_gets_the_first_answer_and_one_charge() {
     // Keys belong to their user: Bob's "order-attempt-1" is a checkout of his own.
     let bob = app.customer("bob@example.com").await;
     expect_problem(
-        checkout_with_key(&app, &bob, "order-attempt-1", &checkout_body()).await,
+        app.checkout_with_key(&bob, "order-attempt-1", &checkout_body())
+            .await,
         StatusCode::BAD_REQUEST,
         "empty-cart",
     )
     .await;
     // A malformed key is a 400 that names the header.
     let bad = expect_problem(
-        checkout_with_key(&app, &alice, "has spaces", &checkout_body()).await,
+        app.checkout_with_key(&alice, "has spaces", &checkout_body())
+            .await,
         StatusCode::BAD_REQUEST,
         "bad-request",
     )
@@ -130,7 +119,7 @@ async fn a_retry_while_the_first_runs_is_a_conflict_and_never_a_second_charge() 
 
     // Two requests with one key at once: one runs, the other is told it is running.
     let body = checkout_body();
-    let both = join_all((0..2).map(|_| checkout_with_key(&app, &alice, "k-42", &body))).await;
+    let both = join_all((0..2).map(|_| app.checkout_with_key(&alice, "k-42", &body))).await;
     let mut statuses: Vec<StatusCode> = both.iter().map(reqwest::Response::status).collect();
     statuses.sort();
     assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT]);
@@ -158,10 +147,14 @@ async fn a_retry_while_the_first_runs_is_a_conflict_and_never_a_second_charge() 
         .send()
         .await;
     assert!(timed_out.is_err());
-    let retry = checkout_with_key(&app, &alice, "k-43", &checkout_body()).await;
+    let retry = app
+        .checkout_with_key(&alice, "k-43", &checkout_body())
+        .await;
     assert_eq!(retry.status(), StatusCode::CONFLICT, "still running");
     wait_for_orders(&app, 2).await;
-    let retry = checkout_with_key(&app, &alice, "k-43", &checkout_body()).await;
+    let retry = app
+        .checkout_with_key(&alice, "k-43", &checkout_body())
+        .await;
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     expect_json(retry, StatusCode::CREATED).await;
     assert_eq!(approved_charges(&app).await, 2, "one charge per key");
@@ -174,7 +167,8 @@ async fn a_declined_payment_is_replayed_not_tried_again() {
     let (alice, _kettle) = app.alice_with_kettles(1).await;
     for _ in 0..2 {
         expect_problem(
-            checkout_with_key(&app, &alice, "declined-once", &checkout_body()).await,
+            app.checkout_with_key(&alice, "declined-once", &checkout_body())
+                .await,
             StatusCode::PAYMENT_REQUIRED,
             "payment-declined",
         )

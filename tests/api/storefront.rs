@@ -26,6 +26,14 @@ fn server_timing(response: &reqwest::Response) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The names of the `Server-Timing` entries, in order.
+fn timed_step_names(response: &reqwest::Response) -> Vec<String> {
+    server_timing(response)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
 #[tokio::test]
 async fn the_blocking_checkout_times_each_of_its_steps_for_the_browser() {
     let app = spawn_app_with(&[("PAYMENT_DELAY_MS", "150"), ("EMAIL_DELAY_MS", "250")]).await;
@@ -68,10 +76,7 @@ async fn a_refused_checkout_times_only_the_steps_that_ran() {
     let (alice, _kettle) = app.alice_with_kettles(1).await;
     let response = app.checkout(&alice).await;
     assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
-    let names: Vec<String> = server_timing(&response)
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let names = timed_step_names(&response);
     assert_eq!(
         names,
         CHECKOUT_STEPS[..6],
@@ -85,10 +90,7 @@ async fn the_asynchronous_checkout_times_its_own_short_transaction() {
     let (alice, _kettle) = app.alice_with_kettles(1).await;
     let response = app.checkout(&alice).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let names: Vec<String> = server_timing(&response)
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let names = timed_step_names(&response);
     assert_eq!(
         names,
         [

@@ -239,6 +239,15 @@ async fn add_to_cart(browser: &Browser, product: i64) {
     browser.idle().await;
 }
 
+async fn see_the_cart_line(browser: &Browser) {
+    browser
+        .until(
+            "the cart line",
+            "return document.querySelectorAll('[data-testid=cart-line]').length;",
+        )
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_customer_feels_the_blocking_checkout_then_the_cure_and_the_trace_starts_at_the_click() {
     if !browser_available() {
@@ -281,12 +290,7 @@ async fn a_customer_feels_the_blocking_checkout_then_the_cure_and_the_trace_star
         .find(|(_, stock)| *stock > 10)
         .expect("a product in stock");
     add_to_cart(&browser, kettle).await;
-    browser
-        .until(
-            "the cart line",
-            "return document.querySelectorAll('[data-testid=cart-line]').length;",
-        )
-        .await;
+    see_the_cart_line(&browser).await;
     browser.screenshot("03-in-cart").await;
 
     // Blocking: the timer ticks while the customer waits ~1.2 s.
@@ -380,12 +384,7 @@ async fn a_customer_feels_the_blocking_checkout_then_the_cure_and_the_trace_star
         .eval("window.stillTheSamePage = true; return true;")
         .await;
     add_to_cart(&browser, kettle).await;
-    browser
-        .until(
-            "the cart line",
-            "return document.querySelectorAll('[data-testid=cart-line]').length;",
-        )
-        .await;
+    see_the_cart_line(&browser).await;
     let clicked = Instant::now();
     browser.click("checkout-button").await;
     let accepted = browser

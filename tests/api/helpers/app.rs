@@ -294,6 +294,16 @@ impl TestApp {
             .await
     }
 
+    /// `POST /api/orders/checkout` with `body` and an `Idempotency-Key`.
+    pub async fn checkout_with_key(&self, token: &str, key: &str, body: &Value) -> Response {
+        self.request(Method::POST, "/api/orders/checkout", Some(token))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("checkout")
+    }
+
     /// Switches the running service's checkout mode, as an admin would.
     pub async fn set_checkout_mode(&self, admin: &str, mode: &str) {
         let answer = expect_json(
@@ -474,7 +484,8 @@ impl TestApp {
     }
 }
 
-fn checkout_body() -> Value {
+/// The body of a checkout: an address and a card.
+pub fn checkout_body() -> Value {
     json!({"shipping_address": "1 Test Street\n12345 Testville", "payment_method": "credit_card"})
 }
 
