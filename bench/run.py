@@ -113,6 +113,16 @@ class App:
         except (OSError, AttributeError):
             return 0
 
+    def next_phase(self, phase):
+        """Ends the current phase's memory peak and starts `phase`'s: the kernel's peak
+        (VmHWM) is put back to the resident size now (`clear_refs`, value 5)."""
+        App.peak_rss_kib[self.phase] = max(App.peak_rss_kib.get(self.phase, 0), self.rss_peak_kib())
+        try:
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+        except OSError as error:
+            log(f"cannot reset the peak RSS ({error}): {phase} includes {self.phase}")
+        self.phase = phase
+
     def stop(self):
         App.peak_rss_kib[self.phase] = max(App.peak_rss_kib.get(self.phase, 0), self.rss_peak_kib())
         self.process.terminate()
@@ -232,10 +242,13 @@ def psql(server_url, database, sql, variables=None):
     return run(args, input=sql).stdout.strip()
 
 
-def burst_beside_reads(binary, url, users, product_ids, rest_seconds):
+def burst_beside_reads(binary, app, users, product_ids, rest_seconds):
     """A burst of `users` simultaneous checkouts, with browsing reads at rest before it (for
     `rest_seconds`) and during it (from the first checkout until the burst's load generator is done).
-    Returns (reads at rest, reads during the burst, the load generator's report)."""
+    The app's memory peak of the shoppers' logins (argon2, one at a time) is kept apart from
+    that of the checkouts in flight. Returns (reads at rest, reads during the burst, the load
+    generator's report)."""
+    url = app.url
     at_rest = wrk(url, "/", rest_seconds, 4, product_ids, BROWSING_PAUSE_MS)
     burst = subprocess.Popen(
         [binary, "loadgen", "--base-url", url, "--scenario", "burst", "--restock-every", "0s",
@@ -244,6 +257,9 @@ def burst_beside_reads(binary, url, users, product_ids, rest_seconds):
         stdout=subprocess.PIPE, text=True)
     # Not during the shoppers' logins: the reads start with the checkouts.
     wait_for_first_checkout(url)
+    burst_phase = app.phase
+    app.phase = f"{burst_phase}: reads at rest, {users} logins"
+    app.next_phase(burst_phase)
     reads = start_wrk(url, "/", 600, 4, product_ids, BROWSING_PAUSE_MS)
     out, _ = burst.communicate()
     during = finish_wrk(reads, interrupt=True)
@@ -535,7 +551,7 @@ def main():
                 phase = f"burst, pool {pool}"
                 with App(binary, database_url, sinks, {**slow, "DB_MAX_CONNECTIONS": str(pool)}, phase) as app:
                     # Catalog reads while the checkouts hold the pool: the shared-pool lesson.
-                    at_rest, during, report = burst_beside_reads(binary, app.url, burst_users, ids,
+                    at_rest, during, report = burst_beside_reads(binary, app, burst_users, ids,
                                                              max(opts.seconds // 2, 1))
                 rounds_needed = math.ceil(burst_users / pool)
                 checkout = report["operations"]["checkout"]
@@ -571,7 +587,7 @@ def main():
             with App(binary, database_url, sinks, {**asynchronous, "DB_MAX_CONNECTIONS": str(pool)},
                      "async burst") as app:
                 # The reads cover the answers and the workers' seconds after them.
-                at_rest, during, report = burst_beside_reads(binary, app.url, burst_users, ids,
+                at_rest, during, report = burst_beside_reads(binary, app, burst_users, ids,
                                                              max(opts.seconds // 2, 1))
             checkout = report["operations"]["checkout"]
             results["async_burst"] = {

@@ -26,6 +26,25 @@ use sqlx::Connection;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// glibc's malloc serves a block above `M_MMAP_THRESHOLD` with its own mapping and gives
+/// it back on free — but after the first such free it raises the threshold to that
+/// block's size, so argon2's 7 MiB and other large buffers move into the heap and stay
+/// resident after a burst. A fixed threshold keeps large blocks returnable: a burst of
+/// 100 logins and checkouts peaked at ~30.5 instead of ~34.5 MiB and fell back to ~27
+/// (BENCHMARKS.md, measure 6); reads did not measurably change.
+#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
+fn keep_large_blocks_returnable() {
+    const LARGE_BLOCK_BYTES: libc::c_int = 256 * 1024;
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any other
+    // thread of ours exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))))]
+fn keep_large_blocks_returnable() {}
+
 #[derive(Parser)]
 #[command(
     version,
@@ -67,8 +86,22 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    keep_large_blocks_returnable();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run())
+}
+
+async fn run() -> ExitCode {
     // A `.env` file is optional; real environment variables win over it.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();

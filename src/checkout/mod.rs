@@ -35,7 +35,6 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::ToSchema;
 
-pub use self::outcomes::start_metrics_at_zero;
 use self::outcomes::{count_checkout, orphaned_payment, settled};
 use crate::cart::{self, Cart};
 use crate::db::Database;
@@ -162,6 +161,13 @@ macro_rules! step {
 mod asynchronous;
 mod jobs;
 pub mod workers;
+
+/// Counters exist from the start, at zero: `rate()` and `increase()` then see the first
+/// event, and dashboards show 0 rather than "no data" on a quiet service.
+pub fn start_metrics_at_zero() {
+    outcomes::start_metrics_at_zero();
+    workers::start_metrics_at_zero();
+}
 
 async fn observe_step<T, E: Display>(
     name: &'static str,

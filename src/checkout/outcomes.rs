@@ -17,9 +17,9 @@ use crate::telemetry::metrics::{
     PAYMENTS_ORPHANED_AMOUNT, PAYMENTS_REATTACHED,
 };
 
-/// Counters exist from the start, at zero: `rate()` and `increase()` then see the first
-/// event, and dashboards show 0 rather than "no data" on a quiet service.
-pub fn start_metrics_at_zero() {
+/// The checkout's counters exist from the start, at zero (see
+/// `checkout::start_metrics_at_zero`).
+pub(super) fn start_metrics_at_zero() {
     for mode in CheckoutMode::VARIANTS {
         for outcome in CheckoutOutcome::VARIANTS {
             counter!(CHECKOUTS, "mode" => mode.as_str(), "outcome" => outcome.as_str()).absolute(0);
@@ -36,7 +36,6 @@ pub fn start_metrics_at_zero() {
     counter!(ORDERS_REVENUE).absolute(0);
     counter!(PAYMENTS_REATTACHED).absolute(0);
     gauge!(CHECKOUTS_IN_FLIGHT).set(0.0);
-    super::workers::start_metrics_at_zero();
 }
 
 /// A checkout has ended.

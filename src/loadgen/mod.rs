@@ -5,6 +5,7 @@
 //! other, and puts them side by side.
 
 mod html;
+mod operation;
 pub mod report;
 mod shopper;
 pub mod slo;

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use strum::{IntoStaticStr, VariantArray};
 
-use super::report::Operation;
+use super::operation::Operation;
 
 /// The SLOs of `slo.yml`, by their `sloth_slo` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, IntoStaticStr, VariantArray)]

@@ -14,7 +14,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge}
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
-use super::exemplars::{self, LatencyHistograms};
+use super::exemplars::{self, DURATION_BUCKETS, LatencyHistograms};
 use super::openmetrics;
 
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_server_active_requests";
@@ -53,13 +53,6 @@ pub const OUTBOX_JOB_DURATION: &str = "outbox_job_duration_seconds";
 pub const OUTBOX_IN_FLIGHT: &str = "outbox_jobs_in_flight";
 pub const OUTBOX_CONCURRENCY_LIMIT: &str = "outbox_concurrency_limit";
 pub const OUTBOX_REPLAYED: &str = "outbox_jobs_replayed_total";
-
-/// Histogram buckets from 5 ms to 10 s, dense around the 1 s payment, the 2 s e-mail
-/// and the 3–5 s checkout, so each lands in a bucket of its own.
-pub const DURATION_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.25, 2.5, 3.0, 3.25, 3.5,
-    4.0, 5.0, 7.5, 10.0,
-];
 
 /// What `/metrics` serves: the series of the `metrics` facade (rendered by
 /// metrics-exporter-prometheus) followed by the three latency histograms with exemplars
