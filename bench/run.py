@@ -113,15 +113,14 @@ class App:
         except (OSError, AttributeError):
             return 0
 
-    def next_phase(self, phase):
-        """Ends the current phase's memory peak and starts `phase`'s: the kernel's peak
-        (VmHWM) is put back to the resident size now (`clear_refs`, value 5)."""
-        App.peak_rss_kib[self.phase] = max(App.peak_rss_kib.get(self.phase, 0), self.rss_peak_kib())
+    def split_off(self, earlier):
+        """The peak so far becomes phase `earlier`'s, and `self.phase` counts from now: the
+        kernel's peak (VmHWM) is put back to the resident size (`clear_refs`, value 5)."""
+        App.peak_rss_kib[earlier] = max(App.peak_rss_kib.get(earlier, 0), self.rss_peak_kib())
         try:
             Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
         except OSError as error:
-            log(f"cannot reset the peak RSS ({error}): {phase} includes {self.phase}")
-        self.phase = phase
+            log(f"cannot reset the peak RSS ({error}): {self.phase} includes {earlier}")
 
     def stop(self):
         App.peak_rss_kib[self.phase] = max(App.peak_rss_kib.get(self.phase, 0), self.rss_peak_kib())
@@ -257,9 +256,7 @@ def burst_beside_reads(binary, app, users, product_ids, rest_seconds):
         stdout=subprocess.PIPE, text=True)
     # Not during the shoppers' logins: the reads start with the checkouts.
     wait_for_first_checkout(url)
-    burst_phase = app.phase
-    app.phase = f"{burst_phase}: reads at rest, {users} logins"
-    app.next_phase(burst_phase)
+    app.split_off(f"{app.phase}: reads at rest, {users} logins")
     reads = start_wrk(url, "/", 600, 4, product_ids, BROWSING_PAUSE_MS)
     out, _ = burst.communicate()
     during = finish_wrk(reads, interrupt=True)
@@ -270,10 +267,8 @@ def wait_for_first_checkout(url):
     """Until the app has begun or counted a checkout: an asynchronous burst is answered
     within a fraction of a second, too fast to catch in flight."""
     for _ in range(3000):
-        metrics = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
-        counted = sum(float(value) for value in
-                      re.findall(r"^checkouts_(?:in_flight|total\{[^}]*\}) (\S+)$", metrics, re.MULTILINE))
-        if counted > 0:
+        samples = scrape(url)
+        if total(samples, "checkouts_in_flight") + total(samples, "checkouts_total") > 0:
             return
         time.sleep(0.02)
     raise SystemExit("the burst of checkouts never started")

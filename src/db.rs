@@ -10,7 +10,8 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, Transaction};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{AcquireError, Semaphore, SemaphorePermit, watch};
+use tracing::Instrument;
 
 use crate::config::DatabaseSettings;
 use crate::telemetry::db_spans::POOL_WAIT_TARGET;
@@ -39,7 +40,7 @@ pub struct Database {
     reachable: watch::Receiver<bool>,
     /// `db_pool_acquire_duration_seconds`, looked up once rather than per request.
     acquire_wait: metrics::Histogram,
-    /// The asynchronous checkout's share of the pool (see [`Database::async_share`]).
+    /// The asynchronous checkout's share of the pool (see [`Database::enter_async_share`]).
     async_share: Arc<Semaphore>,
 }
 
@@ -98,8 +99,17 @@ impl Database {
     /// the gateway and the mail server outside it), so the queue drains as fast as it
     /// would have in the pool. The blocking checkout takes no place: it holds its
     /// connection for seconds, and the pool it exhausts is the lesson it teaches.
-    pub fn async_share(&self) -> &Semaphore {
-        &self.async_share
+    ///
+    /// Returns a place, queueing for it in `waiting` (a span, made only if every place is
+    /// taken) when it must. Never fails while the service runs: the share is never closed.
+    pub async fn enter_async_share(
+        &self,
+        waiting: impl FnOnce() -> tracing::Span,
+    ) -> Result<SemaphorePermit<'_>, AcquireError> {
+        if let Ok(place) = self.async_share.try_acquire() {
+            return Ok(place);
+        }
+        self.async_share.acquire().instrument(waiting()).await
     }
 
     /// Whether the database answered its last probe.
@@ -252,7 +262,7 @@ async fn watch_reachability(options: PgConnectOptions, reachable: watch::Sender<
     }
 }
 
-/// Half the pool (at least one connection): see [`Database::async_share`].
+/// Half the pool (at least one connection): see [`Database::enter_async_share`].
 fn async_share_of(pool_size: u32) -> usize {
     usize::try_from(pool_size / 2).unwrap_or(usize::MAX).max(1)
 }

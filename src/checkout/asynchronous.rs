@@ -10,7 +10,7 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::SemaphorePermit;
-use tracing::{Instrument, Span};
+use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
@@ -58,14 +58,8 @@ impl Checkout {
     /// A place among the checkouts in the database now; a `checkout.admission` span
     /// when this one had to queue for it.
     async fn admit(&self) -> Result<SemaphorePermit<'_>, CheckoutError> {
-        let share = self.db.async_share();
-        if let Ok(permit) = share.try_acquire() {
-            return Ok(permit);
-        }
-        let span = tracing::info_span!("checkout.admission");
-        share
-            .acquire()
-            .instrument(span)
+        self.db
+            .enter_async_share(|| tracing::info_span!("checkout.admission"))
             .await
             // Never closed; if it were, this checkout could not start: as at shutdown.
             .map_err(|_closed| CheckoutError::Interrupted)

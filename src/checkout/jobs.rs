@@ -11,12 +11,11 @@
 //!
 //! Each finishes its job (`outbox::finish`, fenced by the lease token) in the same
 //! transaction as its effects. Their database work takes a place in the asynchronous
-//! checkout's share of the pool (`Database::async_share`), as the requests do: a
+//! checkout's share of the pool (`Database::enter_async_share`), as the requests do: a
 //! hundred jobs finishing at once queue there, not in front of the catalog's reads.
 
 use sqlx::PgConnection;
 use tokio::sync::SemaphorePermit;
-use tracing::Instrument;
 
 use super::asynchronous::current_traceparent;
 use super::outcomes::{count_checkout, count_settled, settled};
@@ -74,13 +73,9 @@ impl Workers {
     /// A place in the asynchronous checkout's share of the pool, for one short piece of
     /// database work; an `outbox.admission` span when the job had to queue for it.
     async fn admitted(&self) -> Result<SemaphorePermit<'_>, JobError> {
-        let share = self.shared.db.async_share();
-        if let Ok(permit) = share.try_acquire() {
-            return Ok(permit);
-        }
-        share
-            .acquire()
-            .instrument(tracing::info_span!("outbox.admission"))
+        self.shared
+            .db
+            .enter_async_share(|| tracing::info_span!("outbox.admission"))
             .await
             .map_err(|_closed| JobError::Retry("the database share is closed".to_string()))
     }

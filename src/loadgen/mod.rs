@@ -101,25 +101,23 @@ pub struct LoadgenArgs {
 }
 
 fn ratio(text: &str) -> Result<f64, String> {
-    let value: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
-    if (0.0..=1.0).contains(&value) {
-        Ok(value)
-    } else {
-        Err(format!("must be between 0 and 1, got {value}"))
-    }
+    number_within(text, 0.0, 1.0, "")
 }
 
 fn rate(text: &str) -> Result<f64, String> {
+    number_within(text, 0.0, 10_000.0, " per second")
+}
+
+/// A number from `low` to `high` (inclusive); `unit` follows the bounds in the error.
+fn number_within(text: &str, low: f64, high: f64, unit: &str) -> Result<f64, String> {
     let value: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number"))?;
-    if (0.0..=10_000.0).contains(&value) {
+    if (low..=high).contains(&value) {
         Ok(value)
     } else {
         Err(format!(
-            "must be between 0 and 10000 per second, got {value}"
+            "must be between {low} and {high}{unit}, got {value}"
         ))
     }
 }

@@ -56,14 +56,6 @@ async fn count_where(app: &TestApp, sql: &str) -> i64 {
 
 const CONFIRMED: &str = "SELECT count(*) FROM orders WHERE status = 'confirmed'";
 
-/// Waits until `expected` orders are confirmed.
-async fn wait_for_confirmed_orders(app: &TestApp, expected: i64) {
-    eventually(Duration::from_secs(15), "the orders confirmed", || async {
-        (count_where(app, CONFIRMED).await == expected).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_accepted_order_is_charged_confirmed_and_emailed_by_the_workers() {
     let app = spawn_process(&[
@@ -358,7 +350,8 @@ async fn switching_modes_under_load_loses_no_checkout() {
     );
     assert!(statuses.contains(&StatusCode::ACCEPTED) && statuses.contains(&StatusCode::CREATED));
     // Every checkout becomes a confirmed order.
-    wait_for_confirmed_orders(&app, 24).await;
+    app.wait_for_confirmed_orders(24, Duration::from_secs(15))
+        .await;
     assert_eq!(app.stock_of(kettle).await, (76, 0));
     app.assert_every_cent_accounted().await;
 }
@@ -380,33 +373,14 @@ async fn sixty_four_charges_wait_on_the_gateway_at_once_and_each_is_charged_once
     for answer in answers {
         assert_eq!(answer.status(), StatusCode::ACCEPTED);
     }
-    eventually(
-        Duration::from_secs(15),
-        "64 charges in the gateway at once",
-        || async {
-            let metrics = app.metrics().await;
-            let charging = sample(
-                &metrics,
-                "outbox_jobs_in_flight",
-                &[("kind", "charge_order")],
-            );
-            (charging == Some(ORDERS as f64)).then_some(())
-        },
-    )
-    .await;
-    let confirmed = eventually(Duration::from_secs(30), "every order confirmed", || async {
-        let confirmed: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'confirmed'")
-                .fetch_one(&app.db)
-                .await
-                .expect("orders");
-        (confirmed == ORDERS as i64).then_some(confirmed)
-    })
-    .await;
+    app.wait_for_jobs_in_flight("charge_order", ORDERS as u32, Duration::from_secs(15))
+        .await;
+    app.wait_for_confirmed_orders(ORDERS as i64, Duration::from_secs(30))
+        .await;
     // Printed, not asserted (timing belongs to the benchmark): about one gateway delay,
     // where the fixed 16 workers of earlier versions took four.
     println!(
-        "{confirmed} orders confirmed {:?} after their checkouts",
+        "{ORDERS} orders confirmed {:?} after their checkouts",
         started.elapsed()
     );
 

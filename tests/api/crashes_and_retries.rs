@@ -212,26 +212,9 @@ async fn a_job_started_while_the_heartbeat_renews_keeps_running() {
     let admin = app.admin_token().await;
     let mug = app.create_product(&admin, "Mug", "7.00", 10).await;
     let buyers = app.buyers(3, mug, "lease").await;
-    let charges_in_flight = |count: f64| {
-        let app = &app;
-        move || async move {
-            let metrics = app.metrics().await;
-            let running = sample(
-                &metrics,
-                "outbox_jobs_in_flight",
-                &[("kind", "charge_order")],
-            );
-            (running == Some(count)).then_some(())
-        }
-    };
-
     expect_json(app.checkout(&buyers[0]).await, StatusCode::ACCEPTED).await;
-    eventually(
-        Duration::from_secs(10),
-        "the first charge running",
-        charges_in_flight(1.0),
-    )
-    .await;
+    app.wait_for_jobs_in_flight("charge_order", 1, Duration::from_secs(10))
+        .await;
     // Hold the first job's row: the heartbeat's next renewal waits on it, mid-statement.
     let mut blocker = app.db.begin().await.expect("transaction");
     sqlx::query("SELECT id FROM outbox_jobs WHERE kind = 'charge_order' FOR UPDATE")
@@ -257,27 +240,12 @@ async fn a_job_started_while_the_heartbeat_renews_keeps_running() {
     for buyer in &buyers[1..] {
         expect_json(app.checkout(buyer).await, StatusCode::ACCEPTED).await;
     }
-    eventually(
-        Duration::from_secs(10),
-        "three charges running",
-        charges_in_flight(3.0),
-    )
-    .await;
+    app.wait_for_jobs_in_flight("charge_order", 3, Duration::from_secs(10))
+        .await;
     blocker.commit().await.expect("unlock");
 
-    eventually(
-        Duration::from_secs(30),
-        "three orders confirmed",
-        || async {
-            let confirmed: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'confirmed'")
-                    .fetch_one(&app.db)
-                    .await
-                    .expect("orders");
-            (confirmed == 3).then_some(())
-        },
-    )
-    .await;
+    app.wait_for_confirmed_orders(3, Duration::from_secs(30))
+        .await;
     let attempts: Vec<i32> = sqlx::query_scalar(
         "SELECT attempts FROM outbox_jobs WHERE kind = 'charge_order' ORDER BY id",
     )

@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use super::process::Process;
-use super::{ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, PASSWORD, SmtpCapture, TestDatabase, sum_of};
+use super::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, PASSWORD, SmtpCapture, TestDatabase, eventually,
+    sum_of,
+};
 
 /// Test settings: the production parser fed with a test environment, so tests run the
 /// same configuration code as the service. Delays are zero and payments always pass.
@@ -348,6 +351,19 @@ impl TestApp {
             .fetch_one(&self.db)
             .await
             .expect("inventory row")
+    }
+
+    /// Waits until `expected` orders are confirmed.
+    pub async fn wait_for_confirmed_orders(&self, expected: i64, within: Duration) {
+        eventually(within, "the orders confirmed", || async {
+            let confirmed: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'confirmed'")
+                    .fetch_one(&self.db)
+                    .await
+                    .expect("orders");
+            (confirmed == expected).then_some(())
+        })
+        .await;
     }
 
     pub async fn count(&self, table: &str) -> i64 {

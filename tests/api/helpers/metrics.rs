@@ -18,6 +18,17 @@ impl TestApp {
         .await;
     }
 
+    /// Waits until exactly `count` outbox jobs of `kind` run at once (the
+    /// `outbox_jobs_in_flight` gauge): to act while they wait on the gateway.
+    pub async fn wait_for_jobs_in_flight(&self, kind: &str, count: u32, within: Duration) {
+        eventually(within, "outbox jobs in flight", || async {
+            let metrics = self.metrics().await;
+            let running = sample(&metrics, "outbox_jobs_in_flight", &[("kind", kind)]);
+            (running == Some(f64::from(count))).then_some(())
+        })
+        .await;
+    }
+
     pub async fn metrics(&self) -> String {
         let response = self.get("/metrics", None).await;
         assert_eq!(response.status(), StatusCode::OK);
