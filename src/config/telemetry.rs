@@ -77,7 +77,7 @@ pub(super) fn read(r: &mut Reader, default_service_name: &str) -> TelemetrySetti
         }
     };
     let otlp_protocol = match r
-        .string("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .string("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         .to_ascii_lowercase()
         .as_str()
     {
@@ -87,7 +87,7 @@ pub(super) fn read(r: &mut Reader, default_service_name: &str) -> TelemetrySetti
             r.problem(format!(
                 "OTEL_EXPORTER_OTLP_PROTOCOL: expected grpc or http/protobuf, got {other:?}"
             ));
-            OtlpProtocol::Grpc
+            OtlpProtocol::HttpProtobuf
         }
     };
     let default_endpoint = match otlp_protocol {

@@ -8,15 +8,18 @@
 //! say) show up in Jaeger as the statement that waited. `Database::acquire` reports a
 //! notable wait for a connection the same way, as a `db.pool.acquire` span.
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry_sdk::trace::SdkTracer;
+use rustc_hash::FxHashMap;
+use std::any::TypeId;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
@@ -26,25 +29,88 @@ pub const SQLX_TARGET: &str = "sqlx::query";
 /// Where `Database::acquire` reports a long wait for a pooled connection.
 pub const POOL_WAIT_TARGET: &str = "ecommerce_monolith::db::pool_wait";
 
-pub struct DbStatementSpans {
+/// The OpenTelemetry layer `spans`, with the statements' events turned into spans
+/// beside it. One layer rather than two, so one per-layer filter: each filter is
+/// consulted on every span entry and exit, and a request enters its span several times
+/// (sqlx re-enters the current span at every poll of a query).
+pub struct WithStatementSpans<L> {
+    spans: L,
     tracer: SdkTracer,
 }
 
-impl DbStatementSpans {
-    pub fn new(tracer: SdkTracer) -> Self {
-        Self { tracer }
+impl<L> WithStatementSpans<L> {
+    pub fn new(spans: L, tracer: SdkTracer) -> Self {
+        Self { spans, tracer }
     }
 }
 
-impl<S> Layer<S> for DbStatementSpans
+impl<S, L> Layer<S> for WithStatementSpans<L>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
 {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        self.spans.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.spans.on_layer(subscriber);
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        self.spans.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_record(&self, span: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        self.spans.on_record(span, values, ctx);
+    }
+
+    fn on_follows_from(&self, span: &Id, follows: &Id, ctx: Context<'_, S>) {
+        self.spans.on_follows_from(span, follows, ctx);
+    }
+
+    /// Statements become spans; every other event goes to `spans` (as a span event).
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let target = event.metadata().target();
-        if target != SQLX_TARGET && target != POOL_WAIT_TARGET {
-            return;
+        if target == SQLX_TARGET || target == POOL_WAIT_TARGET {
+            self.statement_span(event, &ctx);
+        } else {
+            self.spans.on_event(event, ctx);
         }
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        self.spans.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        self.spans.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        self.spans.on_close(id, ctx);
+    }
+
+    fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
+        self.spans.on_id_change(old, new, ctx);
+    }
+
+    /// `tracing-opentelemetry` finds its layer (and a span's context) by downcasting.
+    unsafe fn downcast_raw(&self, id: TypeId) -> Option<*const ()> {
+        if id == TypeId::of::<Self>() {
+            Some(self as *const Self as *const ())
+        } else {
+            // SAFETY: forwarded unchanged to the wrapped layer, which answers for itself.
+            unsafe { self.spans.downcast_raw(id) }
+        }
+    }
+}
+
+impl<L> WithStatementSpans<L> {
+    fn statement_span<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         // Statements outside any span (migrations at start-up) are not traced.
         let Some(parent) = ctx.event_span(event) else {
             return;
@@ -62,7 +128,7 @@ where
         let start = end
             .checked_sub(Duration::from_secs_f64(fields.elapsed_secs.max(0.0)))
             .unwrap_or(end);
-        let (name, kind, attributes) = if target == POOL_WAIT_TARGET {
+        let (name, kind, attributes) = if event.metadata().target() == POOL_WAIT_TARGET {
             let attributes = vec![KeyValue::new("db.system.name", "postgresql")];
             (
                 "db.pool.acquire".to_string(),
@@ -114,7 +180,9 @@ struct KnownStatement {
 /// Beyond this many distinct statements (a bug, or ad-hoc SQL), nothing more is kept.
 const MAX_KNOWN_STATEMENTS: usize = 512;
 
-static KNOWN_STATEMENTS: LazyLock<RwLock<HashMap<Box<str>, Arc<KnownStatement>>>> =
+/// Keyed by the statement's text with a fast non-cryptographic hash: the keys are the
+/// application's own SQL, and SipHash over ~150 bytes per statement showed in the profile.
+static KNOWN_STATEMENTS: LazyLock<RwLock<FxHashMap<Box<str>, Arc<KnownStatement>>>> =
     LazyLock::new(RwLock::default);
 
 impl KnownStatement {

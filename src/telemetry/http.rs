@@ -151,11 +151,12 @@ pub async fn instrument_request(
         started.elapsed().as_secs_f64(),
     );
 
+    let trace_response = trace_response_of(&span_context, trace_id);
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&trace_id.to_string()) {
+    if let Ok(value) = HeaderValue::from_bytes(trace_response.trace_id()) {
         headers.insert(TRACE_ID_HEADER, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&trace_response_of(&span_context, trace_id)) {
+    if let Ok(value) = HeaderValue::from_bytes(&trace_response.0) {
         headers.insert(TRACE_RESPONSE_HEADER, value);
     }
     response
@@ -173,15 +174,32 @@ fn protocol_version(version: Version) -> &'static str {
     }
 }
 
-/// `00-<trace id>-<the server span's id>-<flags>`; with export switched off the span
-/// has no id of its own, and a random one stands in (flags 00: not sampled).
-fn trace_response_of(span_context: &SpanContext, trace_id: TraceId) -> String {
+/// `traceresponse`: `00-<trace id>-<the server span's id>-<flags>`, written out once
+/// per request; `X-Trace-Id` is its trace id part.
+struct TraceResponse([u8; 55]);
+
+impl TraceResponse {
+    fn trace_id(&self) -> &[u8] {
+        &self.0[3..35]
+    }
+}
+
+/// With export switched off the span has no id of its own, and a random one stands in
+/// (flags 00: not sampled).
+fn trace_response_of(span_context: &SpanContext, trace_id: TraceId) -> TraceResponse {
     let (span_id, sampled) = if span_context.is_valid() {
         (span_context.span_id(), span_context.is_sampled())
     } else {
         (SpanId::from_bytes(rand::random::<[u8; 8]>()), false)
     };
-    format!("00-{trace_id}-{span_id}-{:02x}", u8::from(sampled))
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    // The lengths are fixed (16 bytes into 32 digits, 8 into 16): these cannot fail.
+    let _ = hex::encode_to_slice(trace_id.to_bytes(), &mut text[3..35]);
+    let _ = hex::encode_to_slice(span_id.to_bytes(), &mut text[36..52]);
+    if sampled {
+        text[54] = b'1';
+    }
+    TraceResponse(text)
 }
 
 /// The cause of a failed request, logged inside its span so the line carries the trace
@@ -200,4 +218,38 @@ fn trace_id_of(span_context: &SpanContext, remote: TraceId) -> TraceId {
         .into_iter()
         .find(|id| *id != TraceId::INVALID)
         .unwrap_or_else(|| TraceId::from_bytes(rand::random::<[u8; 16]>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{TraceFlags, TraceState};
+
+    #[test]
+    fn traceresponse_names_the_server_span_and_carries_x_trace_id() {
+        let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex");
+        let sampled = SpanContext::new(
+            trace_id,
+            SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        let written = trace_response_of(&sampled, trace_id);
+        assert_eq!(
+            std::str::from_utf8(&written.0),
+            Ok("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        assert_eq!(written.trace_id(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+
+        // Export off: no span of our own, a random span id, not sampled.
+        let unexported = trace_response_of(&SpanContext::empty_context(), trace_id);
+        let text = std::str::from_utf8(&unexported.0).expect("ascii");
+        assert!(
+            text.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{text}"
+        );
+        assert!(text.ends_with("-00"), "{text}");
+        assert_ne!(&text[36..52], "0000000000000000");
+    }
 }

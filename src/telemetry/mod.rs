@@ -16,6 +16,7 @@ pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod openmetrics;
+pub mod otlp_http;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -34,6 +35,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use self::logs::LogOutput;
+use self::otlp_http::OtlpHttpExporter;
 use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings, TraceSampler};
 
 /// The crate's own spans are the only ones exported: the exporter's HTTP/gRPC
@@ -104,16 +106,14 @@ fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow:
             .with_context_activation(false)
             // An ERROR event inside a span (a 500, an orphaned payment) marks it failed;
             // business failures (a declined card) are marked explicitly by the checkout.
-            .with_error_events_to_status(true)
-            .with_filter(Targets::new().with_target(OWN_TARGET, Level::TRACE));
-        // The layer must also see the crate's own spans and events: a per-layer filter
-        // hides disabled spans from its context, and they are the statements' parents.
-        let statements = db_spans::DbStatementSpans::new(tracer).with_filter(
+            .with_error_events_to_status(true);
+        // Only the crate's own spans and events are exported (and its statements, as
+        // spans): the exporter's HTTP/gRPC clients must never trace themselves.
+        db_spans::WithStatementSpans::new(spans, tracer).with_filter(
             Targets::new()
-                .with_target(db_spans::SQLX_TARGET, Level::TRACE)
-                .with_target(OWN_TARGET, Level::TRACE),
-        );
-        spans.and_then(statements)
+                .with_target(OWN_TARGET, Level::TRACE)
+                .with_target(db_spans::SQLX_TARGET, Level::TRACE),
+        )
     });
 
     let subscriber = tracing_subscriber::registry()
@@ -145,26 +145,24 @@ pub fn init_cli_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 
 pub fn build_tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {
     let endpoint = settings.otlp_endpoint.trim_end_matches('/');
-    let exporter = match settings.otlp_protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-        // Given in code, the endpoint is used as-is: add the signal path ourselves.
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(format!("{endpoint}/v1/traces"))
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-    }
-    .context("building the OTLP span exporter")?;
-
     // Queue size, batch size and delay come from the standard OTEL_BSP_* variables
     // (defaults: 2048 spans queued, export every 5 s); beyond the queue, spans are dropped.
-    let processor =
-        BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint)).build();
+    let processor = match settings.otlp_protocol {
+        OtlpProtocol::Grpc => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()
+                .context("building the OTLP span exporter")?;
+            BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint)).build()
+        }
+        // Given in code, the endpoint is used as-is: add the signal path ourselves.
+        OtlpProtocol::HttpProtobuf => {
+            let exporter = OtlpHttpExporter::new(format!("{endpoint}/v1/traces"), EXPORT_TIMEOUT);
+            BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint)).build()
+        }
+    };
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(settings.service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))

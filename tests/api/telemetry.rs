@@ -380,10 +380,17 @@ async fn with_tracing_off_responses_and_logs_still_carry_a_trace_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_collector_is_reported_once_and_slows_nothing() {
+    // Both exporters: OTLP/HTTP (our own, the default) and gRPC (opentelemetry-otlp's).
+    for protocol in ["http/protobuf", "grpc"] {
+        a_dead_collector_is_reported_once_with(protocol).await;
+    }
+}
+
+async fn a_dead_collector_is_reported_once_with(protocol: &str) {
     let dead = format!("http://127.0.0.1:{}", closed_port().await);
     let mut app = spawn_process(&[
         ("OTEL_SDK_DISABLED", "false"),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", dead.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "50"),
     ])
@@ -400,7 +407,7 @@ async fn a_dead_collector_is_reported_once_and_slows_nothing() {
     }
     assert!(
         started.elapsed() < Duration::from_secs(20),
-        "40 requests took {:?}",
+        "{protocol}: 40 requests took {:?}",
         started.elapsed()
     );
     // About time itself: ten more export batches fail while nothing more is said.
@@ -413,7 +420,7 @@ async fn a_dead_collector_is_reported_once_and_slows_nothing() {
     assert_eq!(
         warnings,
         1,
-        "reported once, not per batch:\n{}",
+        "{protocol}: reported once, not per batch:\n{}",
         app.output().join("\n")
     );
 }
