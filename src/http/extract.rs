@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, FieldError};
 use crate::auth::{JwtKeys, Role, TokenError};
 use crate::domain::IdempotencyKey;
+use crate::telemetry;
 
 /// A JSON request body. Malformed JSON is a 400; a well-formed body with a missing,
 /// mistyped or invalid field is a 422 whose `errors` name the field.
@@ -266,7 +267,7 @@ where
             TokenError::Expired => ApiError::Unauthorized("the access token has expired".into()),
             TokenError::Invalid => ApiError::Unauthorized("the access token is invalid".into()),
         })?;
-        tracing::Span::current().record("enduser.id", id);
+        telemetry::http::record_end_user(id);
         Ok(AuthUser { id, role })
     }
 }

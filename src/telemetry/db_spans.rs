@@ -111,12 +111,16 @@ impl<L> WithStatementSpans<L> {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        // Statements outside any span (migrations at start-up) are not traced.
-        let Some(parent) = ctx.event_span(event) else {
-            return;
-        };
-        let Some(parent_cx) = super::logs::otel_context_of(&parent.id()) else {
-            return;
+        let parent_cx = match ctx.event_span(event) {
+            Some(parent) => match super::logs::otel_context_of(&parent.id()) {
+                Some(parent_cx) => parent_cx,
+                None => return,
+            },
+            // Outside any `tracing` span: under the request's server span, which the
+            // request middleware makes the current OpenTelemetry context (see
+            // `telemetry::http`). Statements outside any request (migrations at
+            // start-up) have neither, and are not traced.
+            None => opentelemetry::Context::current(),
         };
         if !parent_cx.span().span_context().is_valid() {
             return;

@@ -5,17 +5,19 @@ use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Version};
+use axum::http::{HeaderName, HeaderValue, Method, Version};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Gauge, gauge};
+use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanContext, SpanId, Status, TraceContextExt, TraceId};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceId, Tracer as _,
+};
+use opentelemetry::{Context as OtelContext, KeyValue};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Instrument;
-use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::exemplars;
 use super::metrics::HTTP_REQUESTS_IN_FLIGHT;
@@ -61,7 +63,11 @@ pub fn current_trace_id() -> Option<String> {
 /// behalf: its spans stay in the request's trace, its problems carry the trace id.
 pub fn in_request_context<F: Future>(work: F) -> impl Future<Output = F::Output> {
     let trace_id = TRACE_ID.try_with(|id| *id).unwrap_or(TraceId::INVALID);
-    TRACE_ID.scope(trace_id, work.instrument(tracing::Span::current()))
+    TRACE_ID.scope(
+        trace_id,
+        work.instrument(tracing::Span::current())
+            .with_context(OtelContext::current()),
+    )
 }
 
 /// The metric handles the middleware updates on every request, looked up once when the
@@ -89,6 +95,14 @@ impl Default for RequestInstruments {
 /// Wraps a request in a server span named `{METHOD} {route}` that continues an incoming
 /// W3C `traceparent`, records the HTTP semantic-convention attributes and the request
 /// duration histogram, and answers with the trace id in `X-Trace-Id`.
+///
+/// The server span is made with the OpenTelemetry API and made *current* as an
+/// OpenTelemetry context while the request runs; the `tracing` spans below it (the
+/// checkout, its steps) and the statements' spans take it as their parent from there.
+/// Made as a `tracing` span it cost a third of all the telemetry of the cheapest
+/// request: a registry slot, its attributes copied through a field visitor, and an
+/// entry and exit through every layer at each poll — sqlx re-enters the current span
+/// at every poll of a query (BENCHMARKS.md).
 pub async fn instrument_request(
     State(instruments): State<RequestInstruments>,
     request: Request,
@@ -97,52 +111,52 @@ pub async fn instrument_request(
     let started = Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let span_name = match &route {
-        Some(route) => format!("{method} {}", route.as_str()),
-        None => method.to_string(),
-    };
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = span_name,
-        otel.kind = "server",
-        http.request.method = method.as_str(),
-        http.route = route.as_ref().map(MatchedPath::as_str).unwrap_or_default(),
-        url.path = request.uri().path(),
-        url.scheme = "http",
-        network.protocol.version = protocol_version(request.version()),
-        user_agent.original = request
-            .headers()
-            .get(axum::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default(),
-        http.response.status_code = Empty,
-        enduser.id = Empty,
-    );
 
     // W3C trace context is part of the API contract, so it is honoured even when
     // trace export is switched off.
     let remote = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
     let remote_trace_id = remote.span().span_context().trace_id();
-    // Fails only when export is off (no OpenTelemetry layer); the id is still honoured below.
-    let _ = span.set_parent(remote);
-    let span_context = span.context().span().span_context().clone();
+    let cx = match super::server_tracer() {
+        Some(tracer) => {
+            let span = tracer
+                .span_builder(span_name(&method, route.as_ref()))
+                .with_kind(SpanKind::Server)
+                .with_attributes(request_attributes(&request, route.as_ref()))
+                .start_with_context(tracer, &remote);
+            remote.with_span(span)
+        }
+        // Export off: nothing is made current; the trace id is still honoured below.
+        None => OtelContext::new(),
+    };
+    let span_context = cx.span().span_context().clone();
     let trace_id = trace_id_of(&span_context, remote_trace_id);
 
     instruments.in_flight.increment(1.0);
     let mut response = TRACE_ID
-        .scope(trace_id, next.run(request).instrument(span.clone()))
+        .scope(trace_id, next.run(request).with_context(cx.clone()))
         .await;
     instruments.in_flight.decrement(1.0);
 
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
     if let Some(failure) = response.extensions().get::<FailureLog>() {
-        span.in_scope(|| log_failure(failure));
+        // The log line carries the request's trace and span ids; the span, the cause.
+        let _current = cx.clone().attach();
+        log_failure(failure);
+        span.add_event(
+            "request failed",
+            vec![KeyValue::new("error.message", failure.cause.clone())],
+        );
     }
     // Per the HTTP conventions a server span fails on 5xx only; a 4xx is the client's.
     if status.is_server_error() {
         span.set_status(Status::error(status.to_string()));
     }
+    span.end();
     exemplars::record_http_request(
         &span_context,
         method,
@@ -160,6 +174,62 @@ pub async fn instrument_request(
         headers.insert(TRACE_RESPONSE_HEADER, value);
     }
     response
+}
+
+/// `{METHOD} {route}`, or the method alone for a request no route matched (raw paths
+/// would make span names unbounded).
+fn span_name(method: &Method, route: Option<&MatchedPath>) -> String {
+    match route {
+        Some(route) => format!("{method} {}", route.as_str()),
+        None => method.to_string(),
+    }
+}
+
+/// The HTTP semantic conventions' attributes known when the request arrives.
+fn request_attributes(request: &Request, route: Option<&MatchedPath>) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(8);
+    attributes.push(KeyValue::new(
+        "http.request.method",
+        method_name(request.method()),
+    ));
+    if let Some(route) = route {
+        attributes.push(KeyValue::new("http.route", route.as_str().to_string()));
+    }
+    attributes.push(KeyValue::new("url.path", request.uri().path().to_string()));
+    attributes.push(KeyValue::new("url.scheme", "http"));
+    attributes.push(KeyValue::new(
+        "network.protocol.version",
+        protocol_version(request.version()),
+    ));
+    if let Some(agent) = request
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        attributes.push(KeyValue::new("user_agent.original", agent.to_string()));
+    }
+    attributes
+}
+
+/// The method's name without copying it for the common ones.
+fn method_name(method: &Method) -> opentelemetry::StringValue {
+    match *method {
+        Method::GET => "GET".into(),
+        Method::POST => "POST".into(),
+        Method::PUT => "PUT".into(),
+        Method::PATCH => "PATCH".into(),
+        Method::DELETE => "DELETE".into(),
+        Method::HEAD => "HEAD".into(),
+        Method::OPTIONS => "OPTIONS".into(),
+        _ => method.as_str().to_string().into(),
+    }
+}
+
+/// Records the authenticated caller on the request's server span.
+pub fn record_end_user(id: i64) {
+    OtelContext::current()
+        .span()
+        .set_attribute(KeyValue::new("enduser.id", id));
 }
 
 /// `network.protocol.version` as the HTTP conventions spell it ("1.1", "2").

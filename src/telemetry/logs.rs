@@ -100,7 +100,22 @@ where
             )
         })
     });
-    from_otel.unwrap_or_else(|| (super::http::current_trace_id(), None))
+    // Outside any `tracing` span: the request's server span, if export is on (it is the
+    // current OpenTelemetry context while the request runs; see `telemetry::http`).
+    let from_request = || {
+        let cx = opentelemetry::Context::current();
+        let span = cx.span();
+        let span_context = span.span_context();
+        span_context.is_valid().then(|| {
+            (
+                Some(span_context.trace_id().to_string()),
+                Some(span_context.span_id().to_string()),
+            )
+        })
+    };
+    from_otel
+        .or_else(from_request)
+        .unwrap_or_else(|| (super::http::current_trace_id(), None))
 }
 
 struct WithTraceIds<F> {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openmetrics;
 pub mod otlp_http;
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
 };
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -43,6 +44,14 @@ use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings, TraceSampler};
 const OWN_TARGET: &str = env!("CARGO_CRATE_NAME");
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The tracer of the HTTP server spans (see [`http::instrument_request`]); unset while
+/// trace export is off.
+static SERVER_TRACER: OnceLock<SdkTracer> = OnceLock::new();
+
+pub(crate) fn server_tracer() -> Option<&'static SdkTracer> {
+    SERVER_TRACER.get()
+}
 
 /// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes what is queued.
 pub struct Telemetry {
@@ -93,6 +102,8 @@ fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow:
     };
     let trace_layers = tracer_provider.as_ref().map(|provider| {
         let tracer = provider.tracer(OWN_TARGET);
+        // Only the first installation counts, like the subscriber's (tests install more).
+        let _ = SERVER_TRACER.set(tracer.clone());
         let spans = tracing_opentelemetry::layer()
             .with_tracer(tracer.clone())
             // Source locations, thread ids and busy/idle timings on every span cost

@@ -97,6 +97,12 @@ async fn a_checkout_is_one_trace_with_a_span_per_step_in_order() {
     // The checkout span and its eleven steps plus the commit, in order.
     let checkout = one(&spans, "checkout");
     assert_eq!(checkout.parent_span_id, server.span_id);
+    // The caller, on both: the server span's from the authentication, the checkout's own.
+    assert!(server.attribute("enduser.id").is_some(), "{server:?}");
+    assert_eq!(
+        server.attribute("enduser.id"),
+        checkout.attribute("enduser.id")
+    );
     assert_eq!(
         checkout.attribute("order.id"),
         Some(order["id"].to_string().as_str())
@@ -341,6 +347,13 @@ async fn an_incoming_traceparent_is_continued() {
     assert_eq!(server.parent_span_id, parent);
     assert_eq!(server.attribute("http.response.status_code"), Some("404"));
     assert_eq!(server.attribute("url.path"), Some("/api/products/42"));
+    // The statement that looked for the product, under the server span: no `tracing`
+    // span stands between them on a catalog read.
+    let statement = spans
+        .iter()
+        .find(|s| s.attribute("db.system.name") == Some("postgresql"))
+        .expect("the statement's span");
+    assert_eq!(statement.parent_span_id, server.span_id);
 }
 
 #[tokio::test(flavor = "multi_thread")]
