@@ -3,11 +3,12 @@
 //! sqlx logs every statement it runs as a `sqlx::query` event, after the fact, with
 //! the SQL text (placeholders such as `$1`, never the bound values) and the elapsed
 //! time. This layer turns each such event into a client span under the span that ran
-//! the statement, back-dated to when the statement started — so no query in the code
+//! the statement (or, outside any `tracing` span, the request's server span), back-dated to when the statement started — so no query in the code
 //! base has to be wrapped by hand, and the waits inside a checkout step (a row lock,
 //! say) show up in Jaeger as the statement that waited. `Database::acquire` reports a
 //! notable wait for a connection the same way, as a `db.pool.acquire` span.
 
+use std::any::TypeId;
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -15,9 +16,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry_sdk::trace::SdkTracer;
 use rustc_hash::FxHashMap;
-use std::any::TypeId;
 use tracing::field::{Field, Visit};
-
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::Layer;
@@ -36,12 +35,6 @@ pub const POOL_WAIT_TARGET: &str = "ecommerce_monolith::db::pool_wait";
 pub struct WithStatementSpans<L> {
     spans: L,
     tracer: SdkTracer,
-}
-
-impl<L> WithStatementSpans<L> {
-    pub fn new(spans: L, tracer: SdkTracer) -> Self {
-        Self { spans, tracer }
-    }
 }
 
 impl<S, L> Layer<S> for WithStatementSpans<L>
@@ -73,7 +66,7 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let target = event.metadata().target();
         if target == SQLX_TARGET || target == POOL_WAIT_TARGET {
-            self.statement_span(event, &ctx);
+            self.statement_span(target, event, &ctx);
         } else {
             self.spans.on_event(event, ctx);
         }
@@ -107,7 +100,11 @@ where
 }
 
 impl<L> WithStatementSpans<L> {
-    fn statement_span<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>)
+    pub fn new(spans: L, tracer: SdkTracer) -> Self {
+        Self { spans, tracer }
+    }
+
+    fn statement_span<S>(&self, target: &str, event: &Event<'_>, ctx: &Context<'_, S>)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
@@ -132,7 +129,7 @@ impl<L> WithStatementSpans<L> {
         let start = end
             .checked_sub(Duration::from_secs_f64(fields.elapsed_secs.max(0.0)))
             .unwrap_or(end);
-        let (name, kind, attributes) = if event.metadata().target() == POOL_WAIT_TARGET {
+        let (name, kind, attributes) = if target == POOL_WAIT_TARGET {
             let attributes = vec![KeyValue::new("db.system.name", "postgresql")];
             (
                 "db.pool.acquire".to_string(),

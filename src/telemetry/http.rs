@@ -272,8 +272,8 @@ fn trace_response_of(span_context: &SpanContext, trace_id: TraceId) -> TraceResp
     TraceResponse(text)
 }
 
-/// The cause of a failed request, logged inside its span so the line carries the trace
-/// id; an ERROR event also marks the span failed.
+/// The cause of a failed request, logged while the server span is the current context
+/// so the line carries its trace and span ids.
 fn log_failure(failure: &FailureLog) {
     match failure.severity {
         Severity::Error => tracing::error!(error = %failure.cause, "request failed"),

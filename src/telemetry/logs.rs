@@ -90,20 +90,13 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    let from_otel = ctx.lookup_current().and_then(|span| {
-        let cx = otel_context_of(&span.id())?;
-        let span_context = cx.span().span_context().clone();
-        span_context.is_valid().then(|| {
-            (
-                Some(span_context.trace_id().to_string()),
-                Some(span_context.span_id().to_string()),
-            )
-        })
-    });
     // Outside any `tracing` span: the request's server span, if export is on (it is the
     // current OpenTelemetry context while the request runs; see `telemetry::http`).
-    let from_request = || {
-        let cx = opentelemetry::Context::current();
+    let cx = match ctx.lookup_current() {
+        Some(span) => otel_context_of(&span.id()),
+        None => Some(opentelemetry::Context::current()),
+    };
+    cx.and_then(|cx| {
         let span = cx.span();
         let span_context = span.span_context();
         span_context.is_valid().then(|| {
@@ -112,10 +105,8 @@ where
                 Some(span_context.span_id().to_string()),
             )
         })
-    };
-    from_otel
-        .or_else(from_request)
-        .unwrap_or_else(|| (super::http::current_trace_id(), None))
+    })
+    .unwrap_or_else(|| (super::http::current_trace_id(), None))
 }
 
 struct WithTraceIds<F> {

@@ -111,9 +111,10 @@ fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow:
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
-            // Nothing here reads `opentelemetry::Context::current()`: spans find their
-            // parents through `tracing`, so attaching a context at every poll of every
-            // span is work without a reader.
+            // `tracing` spans find their parents through `tracing`; only the server span,
+            // which is not one, is made current as an OpenTelemetry context (by the
+            // request middleware, see `http`). Attaching a context at every poll of
+            // every `tracing` span as well would be work without a reader.
             .with_context_activation(false)
             // An ERROR event inside a span (a 500, an orphaned payment) marks it failed;
             // business failures (a declined card) are marked explicitly by the checkout.
