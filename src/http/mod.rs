@@ -24,6 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -102,18 +103,24 @@ pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit_bytes))
-        // A bug must still answer with a problem (and be logged with its trace id),
-        // not drop the connection.
-        .layer(CatchPanicLayer::custom(panic_to_problem))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            refuse_while_draining,
-        ))
-        .layer(middleware::from_fn_with_state(
-            telemetry::http::RequestInstruments::new(),
-            telemetry::http::instrument_request,
-        ))
+        // One `layer` call for the whole stack, outermost first: each call boxes every
+        // route once more, and a request cloned each box and the boxes inside it
+        // (22 allocations per request for four layers, heaptrack).
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn_with_state(
+                    telemetry::http::RequestInstruments::new(),
+                    telemetry::http::instrument_request,
+                ))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    refuse_while_draining,
+                ))
+                // A bug must still answer with a problem (and be logged with its trace
+                // id), not drop the connection.
+                .layer(CatchPanicLayer::custom(panic_to_problem))
+                .layer(DefaultBodyLimit::max(body_limit_bytes)),
+        )
         .with_state(state)
 }
 
