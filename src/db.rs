@@ -156,7 +156,8 @@ impl Database {
         // Boxed: sqlx's acquire (with the connect it may do) is a ~14 KB future, and
         // inline it made every future that takes a connection at least that large for
         // its whole life — a checkout waiting on the gateway, a job waiting on the mail
-        // server. Boxed, it is held only while a connection is being acquired.
+        // server, a login queued for the hashing thread. Boxed, it is held only while a
+        // connection is being acquired.
         let acquiring = Box::pin(self.pool.acquire());
         let connection = tokio::select! {
             connection = acquiring => connection,

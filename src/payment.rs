@@ -120,31 +120,16 @@ impl SimulatedGateway {
     }
 
     async fn charge_once(&self, request: &ChargeRequest) -> Result<Charge, PaymentError> {
-        // The ledger's statements are boxed, so a charge waiting out the delay holds a
-        // few pointers rather than room for them (13 KB per charge inline, heaptrack).
         // A known key is answered at once, like a real provider's idempotent replay.
-        if let Some(earlier) = Box::pin(self.earlier_answer(request)).await? {
-            return earlier;
+        {
+            let mut conn = self.ledger.acquire().await.map_err(unavailable)?;
+            if let Some(earlier) = recorded(&mut conn, request).await? {
+                return earlier;
+            }
         }
         let settings = self.live.faults();
         tokio::time::sleep(settings.payment_delay).await;
         let approved = rand::random::<f64>() < settings.payment_success_rate;
-        Box::pin(self.record_answer(request, approved)).await
-    }
-
-    async fn earlier_answer(
-        &self,
-        request: &ChargeRequest,
-    ) -> Result<Option<Result<Charge, PaymentError>>, PaymentError> {
-        let mut conn = self.ledger.acquire().await.map_err(unavailable)?;
-        recorded(&mut conn, request).await
-    }
-
-    async fn record_answer(
-        &self,
-        request: &ChargeRequest,
-        approved: bool,
-    ) -> Result<Charge, PaymentError> {
         let transaction_id = approved.then(|| format!("txn_{}", uuid::Uuid::new_v4().simple()));
         let mut conn = self.ledger.acquire().await.map_err(unavailable)?;
         // Two calls racing with one key: the first row wins, both get its answer.

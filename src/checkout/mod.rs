@@ -175,9 +175,8 @@ fn observe_step<T, E: Display>(
     work: impl Future<Output = Result<T, E>>,
 ) -> impl Future<Output = Result<T, E>> {
     // Boxed before anything holds it, so a checkout (or a job) in flight holds only the
-    // step that runs: inline, the steps' statements sized every checkout's future at
-    // ~30 KB for its whole life (heaptrack), and a burst has 100 of them waiting on
-    // the gateway at once.
+    // step that runs rather than room for the largest of its steps, for its whole life
+    // (a burst has 100 of them waiting on the gateway at once).
     let work = Box::pin(work.instrument(span.clone()));
     async move {
         let started = Instant::now();

@@ -16,7 +16,6 @@ use super::extract::{AuthUser, Json};
 use super::openapi::{Conflict, TooManyRequests, Unauthorized};
 use crate::auth::users::{self, UserView};
 use crate::auth::{Role, hash_password, verify_password};
-use crate::db::Database;
 use crate::domain::{Email, FullName, Password};
 use crate::telemetry::metrics::LOGIN_THROTTLED;
 
@@ -69,38 +68,20 @@ async fn register(
     Json(request): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let password_hash = hash_password(request.password).await?;
-    // Boxed, like the lookup in `login`: a future is as large as its largest state,
-    // and the statements' made each request queued for the hashing thread 7-9 KiB
-    // (heaptrack); a burst of 100 shoppers queues there at once (BENCHMARKS.md).
-    let user = Box::pin(insert_customer(
-        &state.db,
-        &request.email,
-        &request.full_name,
-        &password_hash,
-    ))
-    .await?;
-    tracing::info!(user.id = user.id, "user registered");
-    Ok((StatusCode::CREATED, Json(user)))
-}
-
-async fn insert_customer(
-    db: &Database,
-    email: &Email,
-    full_name: &FullName,
-    password_hash: &str,
-) -> Result<UserView, ApiError> {
-    let mut conn = db.acquire().await?;
-    users::insert(
+    let mut conn = state.db.acquire().await?;
+    let user = users::insert(
         &mut conn,
-        email.as_str(),
-        password_hash,
-        full_name.as_str(),
+        request.email.as_str(),
+        &password_hash,
+        request.full_name.as_str(),
         Role::Customer,
     )
     .await
     .on_constraint("users_email_key", || {
-        ApiError::AlreadyExists(format!("{email} is already registered"))
-    })
+        ApiError::AlreadyExists(format!("{} is already registered", request.email))
+    })?;
+    tracing::info!(user.id = user.id, "user registered");
+    Ok((StatusCode::CREATED, Json(user)))
 }
 
 /// Exchange e-mail and password for a bearer token.
@@ -129,13 +110,9 @@ async fn login(
     }
     let email = Email::parse(&request.email).ok();
     let account = match &email {
-        // Boxed: see `register`.
         Some(email) => {
-            Box::pin(async {
-                let mut conn = state.db.acquire().await?;
-                Ok::<_, ApiError>(users::credentials(&mut conn, email.as_str()).await?)
-            })
-            .await?
+            let mut conn = state.db.acquire().await?;
+            users::credentials(&mut conn, email.as_str()).await?
         }
         None => None,
     };

@@ -3,9 +3,10 @@
 //! sqlx logs every statement it runs as a `sqlx::query` event, after the fact, with
 //! the SQL text (placeholders such as `$1`, never the bound values) and the elapsed
 //! time. This layer turns each such event into a client span under the span that ran
-//! the statement (or, outside any `tracing` span, the request's server span), back-dated to when the statement started — so no query in the code
-//! base has to be wrapped by hand, and the waits inside a checkout step (a row lock,
-//! say) show up in Jaeger as the statement that waited. `Database::acquire` reports a
+//! the statement (or, outside any `tracing` span, the request's server span),
+//! back-dated to when the statement started — so no query in the code base has to be
+//! wrapped by hand, and the waits inside a checkout step (a row lock, say) show up in
+//! Jaeger as the statement that waited. `Database::acquire` reports a
 //! notable wait for a connection the same way, as a `db.pool.acquire` span.
 
 use std::any::TypeId;
