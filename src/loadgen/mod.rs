@@ -75,7 +75,9 @@ pub struct LoadgenArgs {
     /// Offer checkouts at this rate per second (the checkout scenario only), whatever
     /// the service answers: arrivals are handed to free shoppers, so the service's
     /// slowness does not slow the arrivals (an open model, as real customers are).
-    /// `--users` must be enough to carry the rate. 0: each shopper goes at its own pace.
+    /// `--users` must be enough to carry the rate; they sign up first, and the rate is
+    /// offered for `--duration` from when the last one has. 0: each shopper goes at its
+    /// own pace.
     #[arg(long, default_value_t = 0.0, value_parser = rate)]
     pub rate: f64,
     /// Do not follow accepted orders until they settle: for offered loads where the
@@ -271,6 +273,10 @@ async fn run_once(
         product_ids: catalog.by_stock_descending,
         scenario: args.scenario,
         all_ready: tokio::sync::Barrier::new(users),
+        // Every shopper, and the arrival clock.
+        signed_up: arrivals
+            .is_some()
+            .then(|| tokio::sync::Barrier::new(users + 1)),
         run_id: format!("{:08x}", rand::random::<u32>()),
         checkout_ratio: args.checkout_ratio,
         hot_product_share: args.hot_product_share,
@@ -294,7 +300,6 @@ async fn run_once(
         ))),
         _ => None,
     };
-    let arrival_clock = arrivals.map(|arrivals| tokio::spawn(arrive(arrivals, args.rate)));
     let progress = progress_bar(args.duration);
     let ticker = tokio::spawn(update_progress(progress.clone(), recorder.clone(), started));
 
@@ -306,7 +311,25 @@ async fn run_once(
                     let _ = shopper.await;
                 }
             }
-            Scenario::Browse | Scenario::Checkout => tokio::time::sleep(args.duration).await,
+            Scenario::Browse | Scenario::Checkout => match (&arrivals, &shop.signed_up) {
+                (Some(arrivals), Some(signed_up)) => {
+                    signed_up.wait().await;
+                    // A line the benchmark waits for: what follows is the offered load.
+                    progress.suspend(|| {
+                        eprintln!(
+                            "{users} shoppers signed up in {:.1} s; offering {} checkouts/s for {}",
+                            started.elapsed().as_secs_f64(),
+                            args.rate,
+                            humantime::format_duration(args.duration)
+                        );
+                    });
+                    tokio::select! {
+                        () = arrive(arrivals.clone(), args.rate) => {}
+                        () = tokio::time::sleep(args.duration) => {}
+                    }
+                }
+                _ => tokio::time::sleep(args.duration).await,
+            },
         }
     };
     let interrupted = tokio::select! {
@@ -326,9 +349,6 @@ async fn run_once(
     if let Some(restocker) = restocker {
         restocker.abort();
     }
-    if let Some(clock) = arrival_clock {
-        clock.abort();
-    }
     // Accepted orders are followed until they are settled, so that the report counts
     // every checkout's outcome as the service does.
     shop.following.close();
@@ -346,8 +366,8 @@ async fn run_once(
     Ok(recorder.report(run, started.elapsed(), interrupted))
 }
 
-/// Hands out `rate` arrivals per second, evenly spaced; arrivals no shopper is free to
-/// take wait (and are taken late), as customers queue at a busy shop.
+/// Hands out `rate` arrivals per second, evenly spaced, until dropped; arrivals no
+/// shopper is free to take wait (and are taken late), as customers queue at a busy shop.
 async fn arrive(arrivals: Arc<Semaphore>, rate: f64) {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);

@@ -46,6 +46,10 @@ pub struct Shop {
     pub scenario: Scenario,
     /// Where burst shoppers wait for each other before checking out together.
     pub all_ready: Barrier,
+    /// With `--rate`: where the shoppers and the arrival clock meet once every shopper
+    /// has signed up, so the rate is offered by shoppers who can carry it (and the
+    /// password hashes of the sign-ups are not mixed into the load).
+    pub signed_up: Option<Barrier>,
     /// Accepted orders being followed; the run waits for them before it reports.
     pub following: TaskTracker,
     /// With `--rate`: one permit per arrival; a shopper takes one before each checkout.
@@ -64,7 +68,12 @@ pub async fn run(shop: Arc<Shop>, number: usize, stop: watch::Receiver<bool>) {
         in_stock: Vec::new(),
     };
     let mut shopper = shopper;
-    let Some(token) = shopper.sign_up().await else {
+    let token = shopper.sign_up().await;
+    if let Some(signed_up) = &shopper.shop.signed_up {
+        // A shopper that could not sign up shows up too, or the clock would never start.
+        signed_up.wait().await;
+    }
+    let Some(token) = token else {
         if shopper.shop.scenario == Scenario::Burst {
             // Still show up at the barrier, or everybody else would wait forever.
             shopper.shop.all_ready.wait().await;

@@ -40,10 +40,14 @@ async fn the_benchmark_script_runs_end_to_end() {
         "4 checkout overhead p50/p99",
         "5 10 at once, pool 2",
         "5 catalog p99, pool 2",
-        "6 peak RSS of the app",
+        "6 peak RSS of the app, checkouts",
+        "6 peak RSS of the app, password hashing",
+        "6   during offered load, async: shoppers sign up",
         "7 async response p50/p99",
         "7 10 at once async, pool 2",
         "7 catalog p99 async, pool 2",
+        "8 async: the knee",
+        "8 blocking: the knee",
     ] {
         assert!(
             stdout.contains(measure),
