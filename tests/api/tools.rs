@@ -309,3 +309,57 @@ async fn a_shop_that_sells_out_is_business_not_server_errors() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("0 server errors (0.00 %)"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offered_rate_starts_once_every_shopper_has_signed_up() {
+    let app = spawn_process(&[("CHECKOUT_MODE", "async")]).await;
+    let admin = app.admin_token().await;
+    for name in ["Lamp", "Vase", "Chair", "Desk"] {
+        app.create_product(&admin, name, "9.99", 1000).await;
+    }
+    let output = run_tool(
+        &[
+            "loadgen",
+            "--base-url",
+            &app.address,
+            "--scenario",
+            "checkout",
+            "--rate",
+            "10",
+            "--users",
+            "4",
+            "--no-follow",
+            "--duration",
+            "2s",
+            "--restock-every",
+            "0s",
+        ],
+        &[],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("4 shoppers signed up"),
+        "the load generator says when the rate starts: {stderr}"
+    );
+    // The password hashes of the sign-ups are over before the first checkout: the
+    // offered load is checkouts alone (argon2 runs one hash at a time, so a shopper that
+    // went early would order while the others still registered).
+    let (last_registered, first_order): (
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "SELECT (SELECT max(created_at) FROM users WHERE email LIKE '%@loadgen.example'), \
+                (SELECT min(created_at) FROM orders)",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let last_registered = last_registered.expect("the shoppers registered");
+    let first_order = first_order.expect("the rate was offered: orders were placed");
+    assert!(
+        first_order > last_registered,
+        "first order at {first_order}, last shopper registered at {last_registered}"
+    );
+}
