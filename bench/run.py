@@ -235,24 +235,25 @@ def start_loadgen(binary, url, *args):
         [binary, "loadgen", "--base-url", url, "--json", str(report), "--restock-every", "0s", *args],
         env={"PATH": os.environ.get("PATH", ""), "OTEL_SDK_DISABLED": "true", "RUST_LOG": "error"},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return process, report
+    return process, report, []
 
 
 def wait_for_line(loadgen_run, fragment):
     """Reads the load generator's stderr until a line with `fragment`; False if it ended first."""
-    process, _ = loadgen_run
+    process, _, read = loadgen_run
     for line in process.stderr:
+        read.append(line)
         if fragment in line:
             return True
     return False
 
 
 def finish_loadgen(loadgen_run):
-    process, report = loadgen_run
+    process, report, read = loadgen_run
     try:
         _, stderr = process.communicate()
         if process.returncode != 0:
-            raise SystemExit(f"loadgen failed ({process.returncode}):\n{stderr}")
+            raise SystemExit(f"loadgen failed ({process.returncode}):\n{''.join(read)}{stderr}")
         return json.loads(report.read_text())
     finally:
         report.unlink(missing_ok=True)
