@@ -393,11 +393,11 @@ def offered_step(binary, app, database_url, rate, users, seconds, product_ids):
     """`rate` checkouts/s offered for `seconds` (loadgen --rate, orders not followed), with a
     trickle of catalog reads beside them; what the service did, from its own metrics. The
     shoppers sign up first, a phase of their own for the peak RSS (argon2's 7 MiB)."""
-    database = database_url.rsplit("/", 1)[1]
+    server, database = database_url.rsplit("/", 1)
     # Each step starts on vacuumed tables, as autovacuum keeps a busy queue table; some
     # servers (CI machines) run with autovacuum off, and the outbox's dead rows would
     # otherwise pile up from step to step.
-    run(["psql", "-qAt", database_url, "-c", "VACUUM ANALYZE"])
+    psql(server, database, "VACUUM ANALYZE")
     app.split_off(app.phase)
     shoppers = start_loadgen(binary, app.url, "--scenario", "checkout", "--rate", str(rate),
                              "--users", str(users), "--no-follow", "--duration", f"{seconds}s")
@@ -761,7 +761,7 @@ def print_table(r, opts):
                     f"{step['confirmed_p99_s']:.2f} s",
                     f"outbox max {step['outbox_depth_max']:.0f} (lag {step['outbox_lag_max_s']:.1f} s), "
                     f"pool wait {step['pool_wait_mean_ms']:.1f} ms, cores: app {step['app_cpu']:.2f} "
-                    f"Postgres {step.get('postgres_cpu', float('nan')):.2f} (machine "
+                    f"Postgres {step['postgres_cpu']:.2f} (machine "
                     f"{100 * step['machine_busy']:.0f}% busy), catalog p99 {step['catalog_p99_ms']:.1f} ms "
                     f"(rest {rest:.1f})",
                     f"{step['confirmed_per_s'] / step['offered']:.2f}", "kept up" if kept_up else "knee passed",
@@ -771,7 +771,7 @@ def print_table(r, opts):
             # What was busy there says what bounds the mode: CPU (the app's or Postgres's)
             # with the machine near 100 %, or the pool (waits) with the machine idle.
             where = (f"first missed at {knee['offered']:g}/s: cores app {knee['app_cpu']:.2f}, Postgres "
-                     f"{knee.get('postgres_cpu', float('nan')):.2f}, machine {100 * knee['machine_busy']:.0f}% "
+                     f"{knee['postgres_cpu']:.2f}, machine {100 * knee['machine_busy']:.0f}% "
                      f"busy, pool wait {knee['pool_wait_mean_ms']:.0f} ms" if knee else "never missed")
             row(f"8 {mode}: the knee", f"{best:.1f} confirmed/s at most", where, "", "", True)
         steps = r["knee"].get("async", {}).get("steps", [])

@@ -128,9 +128,9 @@ pub async fn enqueue(
 ///
 /// A claimed job is due again when its lease runs out (`run_after` moves with
 /// `locked_until`): the scan of the ready index then ends at the first job not yet due,
-/// instead of stepping over every job in flight — hundreds at 100 orders/s, which made
-/// each claim visit them all (and was most of Postgres's work per order in the
-/// benchmark). The `locked_until` test stays for jobs claimed before this was so.
+/// instead of stepping over every job in flight — hundreds at 100 orders/s, each
+/// visited by every claim (5× the tuples Postgres read, BENCHMARKS.md). The
+/// `locked_until` test stays for jobs claimed before this was so.
 pub async fn claim(
     db: &Database,
     at_most: usize,

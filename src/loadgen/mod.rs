@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use self::report::{Operation, Recorder, Report, RunInfo};
-use self::shopper::Shop;
+use self::shopper::{Arrivals, Shop};
 use crate::client::ApiClient;
 use crate::domain::CheckoutMode;
 use crate::shutdown::shutdown_signal;
@@ -265,7 +265,6 @@ async fn run_once(
         args.rate == 0.0 || args.scenario == Scenario::Checkout,
         "--rate offers checkouts: it goes with --scenario checkout"
     );
-    let arrivals = (args.rate > 0.0).then(|| Arc::new(Semaphore::new(0)));
     let shop = Arc::new(Shop {
         client: client.clone(),
         recorder: recorder.clone(),
@@ -273,16 +272,16 @@ async fn run_once(
         product_ids: catalog.by_stock_descending,
         scenario: args.scenario,
         all_ready: tokio::sync::Barrier::new(users),
-        // Every shopper, and the arrival clock.
-        signed_up: arrivals
-            .is_some()
-            .then(|| tokio::sync::Barrier::new(users + 1)),
         run_id: format!("{:08x}", rand::random::<u32>()),
         checkout_ratio: args.checkout_ratio,
         hot_product_share: args.hot_product_share,
         think_time: args.think_time,
         following: TaskTracker::new(),
-        arrivals: arrivals.clone(),
+        arrivals: (args.rate > 0.0).then(|| Arrivals {
+            permits: Semaphore::new(0),
+            // Every shopper, and the arrival clock.
+            signed_up: tokio::sync::Barrier::new(users + 1),
+        }),
         follow_orders: !args.no_follow,
     });
 
@@ -311,9 +310,9 @@ async fn run_once(
                     let _ = shopper.await;
                 }
             }
-            Scenario::Browse | Scenario::Checkout => match (&arrivals, &shop.signed_up) {
-                (Some(arrivals), Some(signed_up)) => {
-                    signed_up.wait().await;
+            Scenario::Browse | Scenario::Checkout => match &shop.arrivals {
+                Some(arrivals) => {
+                    arrivals.signed_up.wait().await;
                     // A line the benchmark waits for: what follows is the offered load.
                     progress.suspend(|| {
                         eprintln!(
@@ -324,11 +323,11 @@ async fn run_once(
                         );
                     });
                     tokio::select! {
-                        () = arrive(arrivals.clone(), args.rate) => {}
+                        () = arrive(&arrivals.permits, args.rate) => {}
                         () = tokio::time::sleep(args.duration) => {}
                     }
                 }
-                _ => tokio::time::sleep(args.duration).await,
+                None => tokio::time::sleep(args.duration).await,
             },
         }
     };
@@ -368,7 +367,7 @@ async fn run_once(
 
 /// Hands out `rate` arrivals per second, evenly spaced, until dropped; arrivals no
 /// shopper is free to take wait (and are taken late), as customers queue at a busy shop.
-async fn arrive(arrivals: Arc<Semaphore>, rate: f64) {
+async fn arrive(arrivals: &Semaphore, rate: f64) {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     loop {

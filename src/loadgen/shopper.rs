@@ -46,16 +46,22 @@ pub struct Shop {
     pub scenario: Scenario,
     /// Where burst shoppers wait for each other before checking out together.
     pub all_ready: Barrier,
-    /// With `--rate`: where the shoppers and the arrival clock meet once every shopper
-    /// has signed up, so the rate is offered by shoppers who can carry it (and the
-    /// password hashes of the sign-ups are not mixed into the load).
-    pub signed_up: Option<Barrier>,
     /// Accepted orders being followed; the run waits for them before it reports.
     pub following: TaskTracker,
-    /// With `--rate`: one permit per arrival; a shopper takes one before each checkout.
-    pub arrivals: Option<Arc<Semaphore>>,
+    /// With `--rate`: the arrivals the shoppers take their checkouts from.
+    pub arrivals: Option<Arrivals>,
     /// Whether accepted orders are followed until they settle (`--no-follow`: not).
     pub follow_orders: bool,
+}
+
+/// An offered rate (`--rate`), handed out by the run's arrival clock.
+pub struct Arrivals {
+    /// One permit per arrival; a shopper takes one before each checkout.
+    pub permits: Semaphore,
+    /// Where the shoppers and the arrival clock meet once every shopper has signed up,
+    /// so the rate is offered by shoppers who can carry it (and the password hashes of
+    /// the sign-ups are not mixed into the load).
+    pub signed_up: Barrier,
 }
 
 /// Runs until `stop` turns true. A request under way is finished and recorded first,
@@ -69,9 +75,9 @@ pub async fn run(shop: Arc<Shop>, number: usize, stop: watch::Receiver<bool>) {
     };
     let mut shopper = shopper;
     let token = shopper.sign_up().await;
-    if let Some(signed_up) = &shopper.shop.signed_up {
+    if let Some(arrivals) = &shopper.shop.arrivals {
         // A shopper that could not sign up shows up too, or the clock would never start.
-        signed_up.wait().await;
+        arrivals.signed_up.wait().await;
     }
     let Some(token) = token else {
         if shopper.shop.scenario == Scenario::Burst {
@@ -339,7 +345,7 @@ impl Shopper {
         };
         let mut stop = self.stop.clone();
         tokio::select! {
-            permit = arrivals.acquire() => match permit {
+            permit = arrivals.permits.acquire() => match permit {
                 Ok(permit) => {
                     permit.forget();
                     true
