@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use strum::VariantArray;
 
 use crate::client::ApiClient;
 use crate::domain::{CheckoutMode, FaultSettings, FaultsUpdate, JobKind};
@@ -90,16 +91,17 @@ pub struct OutboxArgs {
 pub enum OutboxCommand {
     /// Put dead-lettered jobs back in the queue (after the outage that killed them).
     Replay {
-        /// Only jobs of this kind: charge_order or send_confirmation.
+        /// Only jobs of this kind: charge_order, send_confirmation or send_cancellation.
         #[arg(long, value_parser = parse_kind)]
         kind: Option<JobKind>,
     },
 }
 
 fn parse_kind(text: &str) -> Result<JobKind, String> {
-    text.trim()
-        .parse()
-        .map_err(|_| format!("expected charge_order or send_confirmation, got {text:?}"))
+    text.trim().parse().map_err(|_| {
+        let kinds: Vec<&str> = JobKind::VARIANTS.iter().map(|k| k.as_str()).collect();
+        format!("expected one of {}, got {text:?}", kinds.join(", "))
+    })
 }
 
 fn parse_mode(text: &str) -> Result<CheckoutMode, String> {

@@ -7,11 +7,18 @@
 //! key whose lease lapsed belongs to a request that died with its process, and a retry
 //! takes it over within seconds.
 //!
+//! The first committed answer wins: a checkout binds its order to the key in the
+//! order's own transaction ([`bind_order`]), and from then on the key's answer is that
+//! order — a run that took the key over while the first one stalled, and found the
+//! cart already ordered, cannot store its "empty cart" over it ([`complete`]).
+//!
 //! Stored here is the answer as bytes, whatever produced it: this module knows nothing
 //! of HTTP or of the checkout.
 
 use std::convert::Infallible;
 use std::time::Duration;
+
+use sqlx::PgConnection;
 
 use crate::db::Database;
 use crate::domain::IdempotencyKey;
@@ -42,6 +49,9 @@ pub enum Claim {
     InProgress(Duration),
     /// The key was used for a different request.
     Mismatch,
+    /// A run under this key committed this order, and its answer was not kept (the
+    /// run died after its commit): answer with the order.
+    Order(i64),
 }
 
 /// A key's row: the first request, and its answer once there is one.
@@ -51,6 +61,8 @@ struct Earlier {
     status: Option<i16>,
     content_type: Option<String>,
     body: Option<String>,
+    /// The order a run under this key committed, if one did.
+    order_id: Option<i64>,
     /// Seconds until the running request's lease lapses (negative once it has).
     lease_left: Option<f64>,
 }
@@ -88,7 +100,7 @@ pub async fn claim(
     }
     let earlier: Option<Earlier> = sqlx::query_as(
         "SELECT request, response_status AS status, response_type AS content_type, \
-                response_body AS body, \
+                response_body AS body, order_id, \
                 EXTRACT(EPOCH FROM locked_until - now())::float8 AS lease_left \
          FROM idempotency_keys WHERE user_id = $1 AND key = $2",
     )
@@ -103,18 +115,32 @@ pub async fn claim(
     if earlier.request != request {
         return Ok(Claim::Mismatch);
     }
-    if let (Some(status), Some(content_type), Some(body)) =
-        (earlier.status, earlier.content_type, earlier.body)
-    {
-        return Ok(Claim::Replay(StoredAnswer {
-            status,
-            content_type,
-            body,
-        }));
+    match (
+        earlier.order_id,
+        earlier.status,
+        earlier.content_type,
+        earlier.body,
+    ) {
+        // A failure stored by a run that overlapped the one that committed the order,
+        // and the committing run died before it could store its own: the order wins.
+        (Some(order_id), Some(status), ..) if !is_success(status) => {
+            return Ok(Claim::Order(order_id));
+        }
+        (_, Some(status), Some(content_type), Some(body)) => {
+            return Ok(Claim::Replay(StoredAnswer {
+                status,
+                content_type,
+                body,
+            }));
+        }
+        _ => {}
     }
     let lease_left = earlier.lease_left.unwrap_or(0.0);
     if lease_left > 0.0 {
         return Ok(Claim::InProgress(Duration::from_secs_f64(lease_left)));
+    }
+    if let Some(order_id) = earlier.order_id {
+        return Ok(Claim::Order(order_id));
     }
     // The first request died with its process: this one takes the key over (one of
     // several racing retries does).
@@ -160,36 +186,118 @@ pub async fn keep_alive(db: &Database, user_id: i64, key: &IdempotencyKey) -> In
     }
 }
 
-/// Keeps the answer of the first request for replays.
+/// Binds the order a run under `key` placed to the key, in the order's own
+/// transaction: committed together, so no later run can give the key another answer.
+pub async fn bind_order(
+    conn: &mut PgConnection,
+    user_id: i64,
+    key: &IdempotencyKey,
+    order_id: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE idempotency_keys SET order_id = $3 WHERE user_id = $1 AND key = $2")
+        .bind(user_id)
+        .bind(key.as_str())
+        .bind(order_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// What became of a run's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kept {
+    /// It is the key's answer now.
+    Stored,
+    /// Another run under the key answered first: send its answer instead.
+    Earlier(StoredAnswer),
+    /// Another run under the key committed this order and has not stored its answer
+    /// yet: answer with the order.
+    Order(i64),
+}
+
+/// Keeps a run's answer for replays — unless another run under the key answered
+/// first, or committed an order: the first committed answer wins. A run that placed
+/// `order_id` stores its answer over a failure another run stored meanwhile.
 pub async fn complete(
     db: &Database,
     user_id: i64,
     key: &IdempotencyKey,
     answer: &StoredAnswer,
-) -> sqlx::Result<()> {
+    order_id: Option<i64>,
+) -> sqlx::Result<Kept> {
+    #[derive(sqlx::FromRow)]
+    struct Outcome {
+        stored: bool,
+        status: Option<i16>,
+        content_type: Option<String>,
+        body: Option<String>,
+        order_id: Option<i64>,
+    }
     let mut conn = db.acquire().await?;
-    sqlx::query(
-        "UPDATE idempotency_keys SET response_status = $3, response_type = $4, response_body = $5 \
-         WHERE user_id = $1 AND key = $2",
+    // The outer SELECT reads the row as it was before the UPDATE: what another run
+    // left there, when this one's answer was not stored.
+    let outcome: Option<Outcome> = sqlx::query_as(
+        "WITH stored AS ( \
+             UPDATE idempotency_keys \
+             SET response_status = $3, response_type = $4, response_body = $5, \
+                 locked_until = NULL \
+             WHERE user_id = $1 AND key = $2 \
+               AND ((response_status IS NULL AND order_id IS NULL) OR order_id = $6) \
+             RETURNING 1) \
+         SELECT EXISTS (SELECT 1 FROM stored) AS stored, response_status AS status, \
+                response_type AS content_type, response_body AS body, order_id \
+         FROM idempotency_keys WHERE user_id = $1 AND key = $2",
     )
     .bind(user_id)
     .bind(key.as_str())
     .bind(answer.status)
     .bind(&answer.content_type)
     .bind(&answer.body)
-    .execute(&mut *conn)
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(())
+    let Some(outcome) = outcome.filter(|outcome| !outcome.stored) else {
+        // Stored; or the key expired and was purged meanwhile: nobody else's answer.
+        return Ok(Kept::Stored);
+    };
+    Ok(
+        match (
+            outcome.order_id,
+            outcome.status,
+            outcome.content_type,
+            outcome.body,
+        ) {
+            // Another run's order, with a failure a third run stored before it.
+            (Some(order_id), Some(status), ..) if !is_success(status) => Kept::Order(order_id),
+            (_, Some(status), Some(content_type), Some(body)) => Kept::Earlier(StoredAnswer {
+                status,
+                content_type,
+                body,
+            }),
+            (Some(order_id), ..) => Kept::Order(order_id),
+            // Neither answer nor order, yet not stored: a race with a purge; ours stands.
+            _ => Kept::Stored,
+        },
+    )
 }
 
-/// Frees the key after a transient failure (nothing was done): a retry runs anew.
+fn is_success(status: i16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// Frees the key after a transient failure (nothing was done): a retry runs anew. The
+/// key stays bound to its request (another body is still a mismatch) and to any order
+/// a run under it committed.
 pub async fn release(db: &Database, user_id: i64, key: &IdempotencyKey) -> sqlx::Result<()> {
     let mut conn = db.acquire().await?;
-    sqlx::query("DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2")
-        .bind(user_id)
-        .bind(key.as_str())
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE idempotency_keys SET locked_until = NULL \
+         WHERE user_id = $1 AND key = $2 AND response_status IS NULL",
+    )
+    .bind(user_id)
+    .bind(key.as_str())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

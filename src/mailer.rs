@@ -12,6 +12,7 @@
 //! lettre#1159, not yet released). Idle connections are kept for the next message,
 //! checked with a NOOP before reuse, as lettre's own pool would.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,9 @@ pub enum EmailError {
     Smtp(#[from] lettre::transport::smtp::Error),
     #[error("cannot build the message: {0}")]
     Message(String),
+    /// Whether the e-mail was still wanted could not be found out (the database away).
+    #[error("cannot tell whether the e-mail is still wanted: {0}")]
+    Check(String),
 }
 
 /// What the confirmation says.
@@ -50,6 +54,38 @@ pub struct Confirmation<'a> {
     pub order_id: i64,
     pub items: Vec<LineItem>,
     pub total: Decimal,
+}
+
+/// What the notice of a cancelled order says.
+pub struct Cancellation<'a> {
+    pub to: &'a Customer,
+    pub order_id: i64,
+    pub total: Decimal,
+    /// The amount given back and the gateway's transaction, if the order was paid.
+    pub refund: Option<(Decimal, &'a str)>,
+}
+
+/// The e-mails the shop sends about an order.
+pub enum Email<'a> {
+    Confirmation(Confirmation<'a>),
+    Cancellation(Cancellation<'a>),
+}
+
+impl Email<'_> {
+    fn order_id(&self) -> i64 {
+        match self {
+            Self::Confirmation(c) => c.order_id,
+            Self::Cancellation(c) => c.order_id,
+        }
+    }
+
+    /// What the message is about, in its `Message-ID`.
+    fn topic(&self) -> &'static str {
+        match self {
+            Self::Confirmation(_) => "confirmation",
+            Self::Cancellation(_) => "cancellation",
+        }
+    }
 }
 
 /// Idle SMTP connections kept for reuse; beyond this many, a finished one is closed.
@@ -83,16 +119,27 @@ impl Mailer {
         })
     }
 
-    pub async fn send_confirmation(
+    /// Sends `email` through the (slow) mail server.
+    pub async fn send(&self, email: &Email<'_>) -> Result<(), EmailError> {
+        self.send_if(email, async { Ok(true) }).await.map(|_| ())
+    }
+
+    /// Sends `email` unless `still_wanted`, asked once the slow server is ready to take
+    /// the message, says no: an e-mail that became wrong while the server kept us
+    /// waiting (its order was cancelled meanwhile) is not sent. Returns whether it was.
+    pub async fn send_if(
         &self,
-        confirmation: &Confirmation<'_>,
-    ) -> Result<(), EmailError> {
+        email: &Email<'_>,
+        still_wanted: impl Future<Output = Result<bool, EmailError>>,
+    ) -> Result<bool, EmailError> {
         let span = tracing::info_span!(
             "smtp.send",
             otel.kind = "client",
             server.address = %self.host,
             server.port = self.port,
-            messaging.message.id = confirmation.order_id,
+            messaging.message.id = %self.message_id(email),
+            order.id = email.order_id(),
+            email.sent = tracing::field::Empty,
         );
         let started = Instant::now();
         let result = async {
@@ -102,14 +149,24 @@ impl Mailer {
             if settings.email_outage {
                 return Err(EmailError::InjectedOutage);
             }
-            let message = self.compose(confirmation)?;
+            if !still_wanted.await? {
+                tracing::Span::current().record("email.sent", false);
+                return Ok(false);
+            }
+            let message = self.compose(email)?;
             tokio::time::timeout(self.timeout, self.deliver(&message))
                 .await
-                .map_err(|_| EmailError::Timeout(self.timeout))?
+                .map_err(|_| EmailError::Timeout(self.timeout))??;
+            tracing::Span::current().record("email.sent", true);
+            Ok(true)
         }
         .instrument(span)
         .await;
-        let outcome = if result.is_ok() { "sent" } else { "failed" };
+        let outcome = match result {
+            Ok(true) => "sent",
+            Ok(false) => "not_wanted",
+            Err(_) => "failed",
+        };
         histogram!(EMAIL_SEND_DURATION, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
         result
@@ -158,33 +215,77 @@ impl Mailer {
         let _ = surplus.quit().await;
     }
 
-    fn compose(&self, c: &Confirmation<'_>) -> Result<Message, EmailError> {
+    /// The same for every send of one e-mail, so that a copy a crash causes (a worker
+    /// dying after the send, before it wrote it down) is recognisable as one by any mail
+    /// client: `<order-42.confirmation@shop.example.com>`.
+    fn message_id(&self, email: &Email<'_>) -> String {
+        format!(
+            "<order-{}.{}@{}>",
+            email.order_id(),
+            email.topic(),
+            self.from.email.domain()
+        )
+    }
+
+    fn compose(&self, email: &Email<'_>) -> Result<Message, EmailError> {
+        let (customer, subject, body) = match email {
+            Email::Confirmation(c) => (
+                c.to,
+                format!("Order #{} confirmed", c.order_id),
+                confirmation_text(c),
+            ),
+            Email::Cancellation(c) => (
+                c.to,
+                format!("Order #{} cancelled", c.order_id),
+                cancellation_text(c),
+            ),
+        };
         let to = Mailbox::new(
-            Some(c.to.name.clone()),
-            c.to.email
+            Some(customer.name.clone()),
+            customer
+                .email
                 .parse()
                 .map_err(|e| EmailError::Message(format!("recipient: {e}")))?,
         );
-        let mut body = format!(
-            "Hello {},\n\nthank you for your order #{}. We have received your payment.\n\n",
-            c.to.name, c.order_id
-        );
-        for item in &c.items {
-            body.push_str(&format!(
-                "  {} x {} at {:.2} = {:.2}\n",
-                item.quantity, item.product_name, item.unit_price, item.subtotal
-            ));
-        }
-        body.push_str(&format!(
-            "\nTotal: {:.2}\n\nOrder id: {}\n",
-            c.total, c.order_id
-        ));
         Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(format!("Order #{} confirmed", c.order_id))
+            .message_id(Some(self.message_id(email)))
+            .subject(subject)
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(|e| EmailError::Message(e.to_string()))
     }
+}
+
+fn confirmation_text(c: &Confirmation<'_>) -> String {
+    let mut body = format!(
+        "Hello {},\n\nthank you for your order #{}. We have received your payment.\n\n",
+        c.to.name, c.order_id
+    );
+    for item in &c.items {
+        body.push_str(&format!(
+            "  {} x {} at {:.2} = {:.2}\n",
+            item.quantity, item.product_name, item.unit_price, item.subtotal
+        ));
+    }
+    body.push_str(&format!(
+        "\nTotal: {:.2}\n\nOrder id: {}\n",
+        c.total, c.order_id
+    ));
+    body
+}
+
+fn cancellation_text(c: &Cancellation<'_>) -> String {
+    let money = match c.refund {
+        Some((amount, transaction)) => format!(
+            "Your payment of {amount:.2} has been refunded.\n\
+             Refund of transaction: {transaction}\n"
+        ),
+        None => "Nothing was charged for it.\n".to_string(),
+    };
+    format!(
+        "Hello {},\n\nyour order #{} over {:.2} has been cancelled.\n{money}\nOrder id: {}\n",
+        c.to.name, c.order_id, c.total, c.order_id
+    )
 }

@@ -23,6 +23,8 @@ pub enum NotificationKind {
     OrderConfirmed,
     /// The asynchronous checkout's payment was declined.
     PaymentFailed,
+    /// The order was cancelled (and its payment refunded).
+    OrderCancelled,
 }
 
 /// A new, unread notification for `user_id`.

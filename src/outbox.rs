@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -35,6 +36,7 @@ pub const CHANNEL: &str = "outbox_jobs";
 pub enum Task {
     ChargeOrder(ChargeOrder),
     SendConfirmation(SendConfirmation),
+    SendCancellation(SendCancellation),
 }
 
 /// The payload of a `charge_order` job: how to charge, and whom to tell.
@@ -43,6 +45,11 @@ pub struct ChargeOrder {
     pub payment_method: PaymentMethod,
     #[serde(flatten)]
     pub customer: Customer,
+    /// The customer's `Idempotency-Key`, if the checkout carried one: the charge is
+    /// made under it (and is the charge an earlier attempt with the key already took,
+    /// if there is one), whichever checkout mode that attempt ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// The payload of a `send_confirmation` job: whom to write to.
@@ -52,11 +59,30 @@ pub struct SendConfirmation {
     pub customer: Customer,
 }
 
+/// The payload of a `send_cancellation` job: whom to write to, and what was refunded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendCancellation {
+    #[serde(flatten)]
+    pub customer: Customer,
+    /// The refund of the order's payment, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund: Option<Refund>,
+}
+
+/// Money given back: how much, and the gateway's transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refund {
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    pub transaction_id: String,
+}
+
 impl Task {
     pub fn kind(&self) -> JobKind {
         match self {
             Self::ChargeOrder(_) => JobKind::ChargeOrder,
             Self::SendConfirmation(_) => JobKind::SendConfirmation,
+            Self::SendCancellation(_) => JobKind::SendCancellation,
         }
     }
 
@@ -65,6 +91,7 @@ impl Task {
         match self {
             Self::ChargeOrder(charge) => serde_json::to_value(charge),
             Self::SendConfirmation(confirmation) => serde_json::to_value(confirmation),
+            Self::SendCancellation(cancellation) => serde_json::to_value(cancellation),
         }
     }
 
@@ -72,6 +99,7 @@ impl Task {
         Ok(match kind {
             JobKind::ChargeOrder => Self::ChargeOrder(serde_json::from_value(payload)?),
             JobKind::SendConfirmation => Self::SendConfirmation(serde_json::from_value(payload)?),
+            JobKind::SendCancellation => Self::SendCancellation(serde_json::from_value(payload)?),
         })
     }
 }
@@ -126,11 +154,11 @@ pub async fn enqueue(
 /// Takes up to `at_most` of the oldest jobs that are due, not held by a live lease and
 /// not out of attempts, each for `lease` with a token of its own.
 ///
-/// A claimed job is due again when its lease runs out (`run_after` moves with
-/// `locked_until`): the scan of the ready index then ends at the first job not yet due,
-/// instead of stepping over every job in flight — hundreds at 100 orders/s, each
-/// visited by every claim (5× the tuples Postgres read, BENCHMARKS.md). The
-/// `locked_until` test stays for jobs claimed before this was so.
+/// A claimed job is due again when another worker may take it over (`run_after` moves
+/// with the lease, to [`takeover_after`] it): the scan of the ready index then ends at
+/// the first job not yet due, instead of stepping over every job in flight — hundreds
+/// at 100 orders/s, each visited by every claim (5× the tuples Postgres read,
+/// BENCHMARKS.md). The `locked_until` test stays for jobs claimed before this was so.
 pub async fn claim(
     db: &Database,
     at_most: usize,
@@ -142,7 +170,7 @@ pub async fn claim(
         "UPDATE outbox_jobs \
          SET attempts = attempts + 1, lease_token = gen_random_uuid(), \
              locked_until = now() + make_interval(secs => $2), \
-             run_after = now() + make_interval(secs => $2) \
+             run_after = now() + make_interval(secs => $4) \
          WHERE id IN ( \
              SELECT id FROM outbox_jobs \
              WHERE status = 'pending' AND run_after <= now() \
@@ -153,8 +181,18 @@ pub async fn claim(
     .bind(i64::try_from(at_most).unwrap_or(i64::MAX))
     .bind(lease.as_secs_f64())
     .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+    .bind(takeover_after(lease).as_secs_f64())
     .fetch_all(&mut *conn)
     .await
+}
+
+/// When another worker may take over a job whose lease was last renewed `lease` ago:
+/// one heartbeat (a third of the lease) after the lease's end. A worker cut off from
+/// the database renews its leases the moment it answers again; after an outage shorter
+/// than the lease, this margin keeps every other worker from taking the job in that
+/// same instant and doing its work — an e-mail, say — a second time.
+pub fn takeover_after(lease: Duration) -> Duration {
+    lease + lease / 3
 }
 
 /// Extends the leases of the jobs a worker still runs, `(id, lease token)` pairs, by
@@ -172,7 +210,7 @@ pub async fn renew(
         "WITH held AS (SELECT * FROM UNNEST($1::bigint[], $2::uuid[]) AS h(id, token)), \
               renewed AS ( \
                   UPDATE outbox_jobs j SET locked_until = now() + make_interval(secs => $3), \
-                         run_after = now() + make_interval(secs => $3) \
+                         run_after = now() + make_interval(secs => $4) \
                   FROM held h \
                   WHERE j.id = h.id AND j.lease_token = h.token AND j.status = 'pending') \
          SELECT j.id FROM outbox_jobs j JOIN held h ON j.id = h.id \
@@ -181,6 +219,7 @@ pub async fn renew(
     .bind(ids)
     .bind(tokens)
     .bind(lease.as_secs_f64())
+    .bind(takeover_after(lease).as_secs_f64())
     .fetch_all(&mut *conn)
     .await
 }
@@ -195,8 +234,9 @@ pub struct Exhausted {
     pub attempts: i32,
 }
 
-/// Dead-letters the jobs whose `max_attempts`-th lease ran out: an expired lease is an
-/// attempt like a failed one, so `OUTBOX_MAX_ATTEMPTS` holds whatever ends an attempt.
+/// Dead-letters the jobs whose `max_attempts`-th lease ran out (and could be taken over,
+/// see [`takeover_after`]): an expired lease is an attempt like a failed one, so
+/// `OUTBOX_MAX_ATTEMPTS` holds whatever ends an attempt.
 pub async fn dead_letter_exhausted(
     db: &Database,
     max_attempts: u32,
@@ -206,6 +246,7 @@ pub async fn dead_letter_exhausted(
         "UPDATE outbox_jobs SET status = 'dead', finished_at = now(), locked_until = NULL, \
                 last_error = concat_ws('; ', last_error, 'the lease of the last attempt ran out') \
          WHERE status = 'pending' AND attempts >= $1 AND locked_until < now() \
+           AND run_after <= now() \
          RETURNING id, kind, order_id, attempts",
     )
     .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
@@ -240,16 +281,26 @@ pub async fn replay_dead(
     Ok(replayed)
 }
 
-/// Marks the job done in the caller's transaction, with the job's effects. False if
+/// How a job ended well: its work done, or skipped because there was nothing left to
+/// do (the confirmation of an order cancelled meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Finished {
+    Done,
+    Skipped,
+}
+
+/// Marks the job finished in the caller's transaction, with the job's effects. False if
 /// the job is no longer this worker's (its lease ran out and another took it): the
 /// caller must roll back.
-pub async fn finish(conn: &mut PgConnection, job: &Job) -> sqlx::Result<bool> {
+pub async fn finish(conn: &mut PgConnection, job: &Job, how: Finished) -> sqlx::Result<bool> {
     let finished = sqlx::query(
-        "UPDATE outbox_jobs SET status = 'done', finished_at = now(), locked_until = NULL \
+        "UPDATE outbox_jobs SET status = $3, finished_at = now(), locked_until = NULL \
          WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
     )
     .bind(job.id)
     .bind(job.lease_token)
+    .bind(how)
     .execute(conn)
     .await?;
     Ok(finished.rows_affected() == 1)
@@ -318,18 +369,20 @@ pub async fn depth(db: &Database) -> sqlx::Result<Vec<Depth>> {
                 COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) \
                     FILTER (WHERE status = 'pending'))::float8, 0) AS oldest_pending_seconds, \
                 count(*) FILTER (WHERE status = 'dead') AS dead \
-         FROM outbox_jobs WHERE status <> 'done' GROUP BY kind",
+         FROM outbox_jobs WHERE status IN ('pending', 'dead') GROUP BY kind",
     )
     .fetch_all(&mut *conn)
     .await
 }
 
-/// Deletes finished jobs older than `age`; dead ones stay until a person looks.
+/// Deletes finished jobs (done or skipped) older than `age`; dead ones stay until a
+/// person looks.
 pub async fn purge_done(db: &Database, age: Duration) -> sqlx::Result<u64> {
     let mut conn = db.acquire().await?;
     let purged = sqlx::query(
         "DELETE FROM outbox_jobs \
-         WHERE status = 'done' AND finished_at < now() - make_interval(secs => $1)",
+         WHERE status IN ('done', 'skipped') \
+           AND finished_at < now() - make_interval(secs => $1)",
     )
     .bind(age.as_secs_f64())
     .execute(&mut *conn)
@@ -351,6 +404,7 @@ mod tests {
         let charge = Task::ChargeOrder(ChargeOrder {
             payment_method: PaymentMethod::Paypal,
             customer: customer.clone(),
+            idempotency_key: None,
         });
         let payload = charge.payload().unwrap();
         assert_eq!(
@@ -358,11 +412,34 @@ mod tests {
             serde_json::json!({"payment_method": "paypal", "email": "ada@example.com", "name": "Ada"})
         );
         assert_eq!(Task::decode(JobKind::ChargeOrder, payload).unwrap(), charge);
-        let confirmation = Task::SendConfirmation(SendConfirmation { customer });
+        let keyed = Task::ChargeOrder(ChargeOrder {
+            payment_method: PaymentMethod::Paypal,
+            customer: customer.clone(),
+            idempotency_key: Some("k-1".into()),
+        });
+        let payload = keyed.payload().unwrap();
+        assert_eq!(payload["idempotency_key"], "k-1");
+        assert_eq!(Task::decode(JobKind::ChargeOrder, payload).unwrap(), keyed);
+        let confirmation = Task::SendConfirmation(SendConfirmation {
+            customer: customer.clone(),
+        });
         let payload = confirmation.payload().unwrap();
         assert_eq!(
             Task::decode(JobKind::SendConfirmation, payload).unwrap(),
             confirmation
+        );
+        let cancellation = Task::SendCancellation(SendCancellation {
+            customer,
+            refund: Some(Refund {
+                amount: Decimal::new(1999, 2),
+                transaction_id: "txn_1".into(),
+            }),
+        });
+        let payload = cancellation.payload().unwrap();
+        assert_eq!(payload["refund"]["amount"], "19.99");
+        assert_eq!(
+            Task::decode(JobKind::SendCancellation, payload).unwrap(),
+            cancellation
         );
         assert!(Task::decode(JobKind::ChargeOrder, serde_json::json!({})).is_err());
         // As jobs were written before the payloads were typed.

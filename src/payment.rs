@@ -45,14 +45,20 @@ pub enum ChargeKey<'a> {
     Client { user_id: i64, key: &'a str },
 }
 
-impl ChargeRequest {
-    pub fn new(key: ChargeKey<'_>, order_id: i64, amount: Decimal, method: PaymentMethod) -> Self {
-        let idempotency_key = match key {
+impl ChargeKey<'_> {
+    /// The gateway's idempotency key for a charge of `order_id`.
+    pub fn for_order(self, order_id: i64) -> String {
+        match self {
             ChargeKey::Order => format!("order-{order_id}"),
             ChargeKey::Client { user_id, key } => format!("client-{user_id}-{key}"),
-        };
+        }
+    }
+}
+
+impl ChargeRequest {
+    pub fn new(key: ChargeKey<'_>, order_id: i64, amount: Decimal, method: PaymentMethod) -> Self {
         Self {
-            idempotency_key,
+            idempotency_key: key.for_order(order_id),
             order_id,
             amount,
             method,
@@ -70,6 +76,24 @@ pub struct Charge {
     pub first_order_id: i64,
 }
 
+/// What the gateway did under a key before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlierCharge {
+    pub amount: Decimal,
+    pub status: ChargeStatus,
+    /// Set for approved (and later refunded) charges.
+    pub transaction_id: Option<String>,
+    /// The order the charge was made for.
+    pub first_order_id: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeStatus {
+    Approved,
+    Declined,
+    Refunded,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
     #[error("the payment was declined by the issuer")]
@@ -77,10 +101,24 @@ pub enum PaymentError {
     /// Nothing was charged: the gateway could not be reached.
     #[error("the payment gateway is unavailable: {0}")]
     Unavailable(String),
-    /// The key was used before for another amount: the gateway refuses, like a real
-    /// provider's idempotent request with other parameters.
-    #[error("this idempotency key was used for a charge of {0}, not this amount")]
-    KeyReused(Decimal),
+    /// The key's earlier charge was for another amount, or was given back since: the
+    /// gateway refuses to charge again under it, like a real provider's idempotent
+    /// request with other parameters.
+    #[error("{}", describe_reused(.0))]
+    KeyReused(EarlierCharge),
+}
+
+fn describe_reused(earlier: &EarlierCharge) -> String {
+    match earlier.status {
+        ChargeStatus::Refunded => format!(
+            "the charge of {:.2} under this idempotency key was refunded; it pays for nothing",
+            earlier.amount
+        ),
+        _ => format!(
+            "this idempotency key was used for a charge of {:.2}, not this amount",
+            earlier.amount
+        ),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +134,11 @@ pub type GatewayFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait PaymentGateway: Send + Sync {
     /// Charges once per idempotency key; a repeated key returns the first answer.
     fn charge(&self, request: ChargeRequest) -> GatewayFuture<'_, Result<Charge, PaymentError>>;
+    /// What the gateway did under `idempotency_key` before, if anything; charges nothing.
+    fn earlier_charge(
+        &self,
+        idempotency_key: String,
+    ) -> GatewayFuture<'_, Result<Option<EarlierCharge>, PaymentError>>;
     /// Gives an approved charge back; refunding twice is not an error.
     fn refund(&self, transaction_id: &str) -> GatewayFuture<'_, Result<(), RefundError>>;
 }
@@ -160,25 +203,48 @@ async fn recorded(
     conn: &mut PgConnection,
     request: &ChargeRequest,
 ) -> Result<Option<Result<Charge, PaymentError>>, PaymentError> {
+    let earlier = ledger_entry(conn, &request.idempotency_key).await?;
+    Ok(
+        earlier.map(|earlier| match (earlier.status, &earlier.transaction_id) {
+            (ChargeStatus::Declined, _) if earlier.amount == request.amount => {
+                Err(PaymentError::Declined)
+            }
+            (ChargeStatus::Approved, Some(transaction_id)) if earlier.amount == request.amount => {
+                Ok(Charge {
+                    transaction_id: transaction_id.clone(),
+                    amount: earlier.amount,
+                    first_order_id: earlier.first_order_id,
+                })
+            }
+            _ => Err(PaymentError::KeyReused(earlier)),
+        }),
+    )
+}
+
+/// The ledger's row for an idempotency key.
+async fn ledger_entry(
+    conn: &mut PgConnection,
+    idempotency_key: &str,
+) -> Result<Option<EarlierCharge>, PaymentError> {
     let row: Option<(String, Option<String>, Decimal, i64)> = sqlx::query_as(
         "SELECT status, transaction_id, amount, order_id FROM gateway_charges \
          WHERE idempotency_key = $1",
     )
-    .bind(&request.idempotency_key)
+    .bind(idempotency_key)
     .fetch_optional(conn)
     .await
     .map_err(unavailable)?;
     Ok(row.map(|(status, transaction_id, amount, first_order_id)| {
-        if amount != request.amount {
-            return Err(PaymentError::KeyReused(amount));
-        }
-        match transaction_id {
-            Some(transaction_id) if status != "declined" => Ok(Charge {
-                transaction_id,
-                amount,
-                first_order_id,
-            }),
-            _ => Err(PaymentError::Declined),
+        let status = match status.as_str() {
+            "approved" => ChargeStatus::Approved,
+            "refunded" => ChargeStatus::Refunded,
+            _ => ChargeStatus::Declined,
+        };
+        EarlierCharge {
+            amount,
+            status,
+            transaction_id,
+            first_order_id,
         }
     }))
 }
@@ -217,6 +283,16 @@ impl PaymentGateway for SimulatedGateway {
             result
         };
         Box::pin(call.instrument(span))
+    }
+
+    fn earlier_charge(
+        &self,
+        idempotency_key: String,
+    ) -> GatewayFuture<'_, Result<Option<EarlierCharge>, PaymentError>> {
+        Box::pin(async move {
+            let mut conn = self.ledger.acquire().await.map_err(unavailable)?;
+            ledger_entry(&mut conn, &idempotency_key).await
+        })
     }
 
     fn refund(&self, transaction_id: &str) -> GatewayFuture<'_, Result<(), RefundError>> {

@@ -59,7 +59,18 @@ async fn lines(conn: &mut PgConnection, cart_id: i64) -> sqlx::Result<Vec<CartLi
     .await
 }
 
-/// The customer's cart id, creating the cart on first use.
+/// Locks the customer's cart row until the transaction ends, as the checkout does: a
+/// change made while a checkout of the cart runs waits for it, then applies to what
+/// the checkout left (never acknowledged and then lost). `None` if they have no cart.
+pub async fn lock_row(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT id FROM carts WHERE user_id = $1 FOR UPDATE")
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The customer's cart id, creating the cart on first use (and locking its row, like
+/// [`lock_row`]).
 pub async fn open(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "INSERT INTO carts (user_id) VALUES ($1) \

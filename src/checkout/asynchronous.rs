@@ -4,22 +4,20 @@
 //! with its items, clear the cart, and enqueue the payment in the outbox — and answers
 //! 202 in milliseconds. The workers (`super::workers`) charge, confirm and e-mail.
 
-use std::collections::HashMap;
-
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::SemaphorePermit;
-use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
     Basket, Checkout, CheckoutError, CheckoutRequest, check_inventory, clear_cart, create_order,
     create_order_items, observe_step, reserve_inventory, rollback, validate_cart,
 };
+use crate::domain::IdempotencyKey;
+use crate::idempotency;
 use crate::orders::OrderView;
 use crate::orders::store::OrderRow;
 use crate::outbox::{self, ChargeOrder, Task};
+use crate::payment::{ChargeKey, ChargeStatus, PaymentGateway};
+use crate::telemetry::current_traceparent;
 
 impl Checkout {
     /// The request path of the asynchronous checkout: the order `pending`, its payment
@@ -28,26 +26,31 @@ impl Checkout {
         &self,
         user_id: i64,
         request: &CheckoutRequest,
+        key: Option<&IdempotencyKey>,
     ) -> Result<OrderView, CheckoutError> {
         let _admitted = self.unless_stopped(self.admit()).await?;
         let mut tx = self
             .unless_stopped(async { Ok(self.db.begin().await?) })
             .await?;
+        let gateway = self.gateway.as_ref();
         let accepted = self
             .unless_stopped(async {
                 let tx = &mut *tx;
                 let basket = step!(validate_cart(tx, user_id))?;
+                if let Some(key) = key {
+                    step!(match_earlier_payment(gateway, user_id, key, &basket))?;
+                }
                 step!(check_inventory(tx, &basket.cart))?;
                 step!(reserve_inventory(tx, &basket.cart))?;
                 let order = step!(create_order(tx, &basket, request))?;
                 let items = step!(create_order_items(tx, &order, &basket.cart))?;
                 step!(clear_cart(tx, basket.user_id))?;
-                step!(enqueue_payment(tx, &order, basket, request))?;
+                step!(enqueue_payment(tx, &order, basket, request, key))?;
                 Ok(order.into_view(items, None))
             })
             .await;
         match accepted {
-            Ok(order) => step!(commit(tx, order)),
+            Ok(order) => step!(commit(tx, order, key)),
             Err(error) => {
                 rollback(tx).await;
                 Err(error)
@@ -66,35 +69,67 @@ impl Checkout {
     }
 }
 
+/// With an `Idempotency-Key` whose earlier attempt took a payment (in either mode) and
+/// lost its order: that payment is this order's if the cart still costs what it paid,
+/// and the worker attaches it instead of charging again; otherwise the customer is told
+/// before anything is accepted ([`CheckoutError::CartChanged`]).
+async fn match_earlier_payment(
+    gateway: &dyn PaymentGateway,
+    user_id: i64,
+    key: &IdempotencyKey,
+    basket: &Basket,
+) -> Result<(), CheckoutError> {
+    let charge_key = ChargeKey::Client {
+        user_id,
+        key: key.as_str(),
+    };
+    // The key names no order: a client key's charge is the same for every order.
+    let earlier = gateway.earlier_charge(charge_key.for_order(0)).await?;
+    match earlier {
+        Some(earlier)
+            if earlier.status == ChargeStatus::Refunded
+                || (earlier.status == ChargeStatus::Approved
+                    && earlier.amount != basket.cart.total()) =>
+        {
+            Err(CheckoutError::CartChanged {
+                earlier,
+                total: basket.cart.total(),
+                refunded: false,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The payment job, in the same transaction as the order, carrying the request's trace
-/// context so that the job's spans continue this trace.
+/// context so that the job's spans continue this trace, and the customer's key.
 async fn enqueue_payment(
     tx: &mut PgConnection,
     order: &OrderRow,
     basket: Basket,
     request: &CheckoutRequest,
+    key: Option<&IdempotencyKey>,
 ) -> Result<(), CheckoutError> {
     let task = Task::ChargeOrder(ChargeOrder {
         payment_method: request.payment_method,
         customer: basket.customer,
+        idempotency_key: key.map(|key| key.as_str().to_string()),
     });
     let traceparent = current_traceparent();
     outbox::enqueue(tx, order.id, &task, traceparent.as_deref()).await?;
     Ok(())
 }
 
-/// Then commit: the order is accepted, `pending` until the workers settle it.
+/// Then commit: the order is accepted, `pending` until the workers settle it (and is
+/// the answer of the customer's `Idempotency-Key`, if the checkout carried one).
 async fn commit(
-    tx: Transaction<'static, Postgres>,
+    mut tx: Transaction<'static, Postgres>,
     order: OrderView,
+    key: Option<&IdempotencyKey>,
 ) -> Result<OrderView, CheckoutError> {
+    if let Some(key) = key {
+        idempotency::bind_order(&mut tx, order.user_id, key, order.id).await?;
+    }
     tx.commit().await?;
     Ok(order)
-}
-
-/// The W3C `traceparent` of the current span, if it is being traced.
-pub(super) fn current_traceparent() -> Option<String> {
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&Span::current().context(), &mut carrier);
-    carrier.remove("traceparent")
 }

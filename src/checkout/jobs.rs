@@ -1,23 +1,28 @@
 //! What the asynchronous checkout's jobs do, each the continuation of the blocking
 //! checkout's steps after the request answered (`super::workers` runs them):
 //!
-//! - `charge_order`: charge through the gateway (idempotency key `order-<id>`, so a
-//!   retried job never charges twice), then in one transaction record the payment, take
-//!   the units out of stock, confirm the order, notify the customer and enqueue the
-//!   e-mail — or, if the card is declined, release the reservation and mark the order
-//!   `payment_failed`;
+//! - `charge_order`: charge through the gateway (idempotency key `order-<id>`, or the
+//!   customer's `Idempotency-Key` if the checkout carried one, so a retried job never
+//!   charges twice), then in one transaction record the payment, take the units out of
+//!   stock, confirm the order, notify the customer and enqueue the e-mail — or, if the
+//!   card is declined, release the reservation and mark the order `payment_failed`;
 //! - `send_confirmation`: send the e-mail; an outage delays it (retries with exponential
-//!   backoff), it never fails an order or orphans a payment.
+//!   backoff), it never fails an order or orphans a payment. An order cancelled before
+//!   its confirmation went out gets none: the job ends `skipped`;
+//! - `send_cancellation`: tell the customer their order was cancelled and what was
+//!   refunded (enqueued by the cancellation, `orders::lifecycle`).
 //!
 //! Each finishes its job (`outbox::finish`, fenced by the lease token) in the same
-//! transaction as its effects. Their database work takes a place in the asynchronous
-//! checkout's share of the pool (`Database::enter_async_share`), as the requests do: a
-//! hundred jobs finishing at once queue there, not in front of the catalog's reads.
+//! transaction as its effects, and that transaction is retried on its own
+//! ([`Workers::record`]) rather than the job run again: a charge taken or an e-mail sent
+//! stays done when the database is away for a moment. Their database work takes a
+//! place in the asynchronous checkout's share of the pool (`Database::enter_async_share`),
+//! as the requests do: a hundred jobs finishing at once queue there, not in front of the
+//! catalog's reads.
 
 use sqlx::PgConnection;
 use tokio::sync::SemaphorePermit;
 
-use super::asynchronous::current_traceparent;
 use super::outcomes::{count_checkout, count_settled, settled};
 use super::workers::{JobError, Workers};
 use super::{
@@ -26,16 +31,17 @@ use super::{
 };
 use crate::domain::{CheckoutMode, CheckoutOutcome, SettledOutcome};
 use crate::inventory::{self, Units};
-use crate::mailer::{Confirmation, EmailError, Mailer};
+use crate::mailer::{Cancellation, Confirmation, Email, EmailError, Mailer};
 use crate::notifications::{NotificationKind, notify};
-use crate::orders::OrderStatus;
 use crate::orders::store::{self, OrderRow};
-use crate::outbox::{self, ChargeOrder, Job, SendConfirmation, Task};
+use crate::orders::{OrderStatus, OrderView};
+use crate::outbox::{self, ChargeOrder, Finished, Job, SendCancellation, SendConfirmation, Task};
 use crate::payment::{Charge, ChargeKey, PaymentError};
+use crate::telemetry::current_traceparent;
 
 impl Workers {
     /// Does what `job` is to do.
-    pub(super) async fn perform(&self, job: &Job) -> Result<(), JobError> {
+    pub(super) async fn perform(&self, job: &Job) -> Result<Finished, JobError> {
         let task = job
             .task()
             .map_err(|e| JobError::Retry(format!("unreadable job payload: {e}")))?;
@@ -44,30 +50,56 @@ impl Workers {
             Task::SendConfirmation(confirmation) => {
                 self.send_confirmation(job, &confirmation).await
             }
+            Task::SendCancellation(cancellation) => {
+                self.send_cancellation(job, &cancellation).await
+            }
         }
     }
 
     /// Charge the order, then confirm it — or, declined, fail it.
-    async fn charge_order(&self, job: &Job, payload: &ChargeOrder) -> Result<(), JobError> {
+    async fn charge_order(&self, job: &Job, payload: &ChargeOrder) -> Result<Finished, JobError> {
         let order = self.pending_order(job).await?;
         let Some(order) = order else {
             // Settled by an earlier attempt whose answer was lost: only the job is left.
-            return self.finish_alone(job).await;
+            return self.finish_alone(job, Finished::Done).await;
         };
         let method = payload.payment_method;
+        // Under the customer's key, if the checkout had one: the charge an earlier
+        // attempt with it took (blocking or not) is then this order's, not charged again.
+        let charge_key = match payload.idempotency_key.as_deref() {
+            Some(key) => ChargeKey::Client {
+                user_id: order.user_id,
+                key,
+            },
+            None => ChargeKey::Order,
+        };
         let charged = step!(process_payment(
             self.shared.gateway.as_ref(),
-            ChargeKey::Order,
+            charge_key,
             &order,
             method
         ));
         match charged {
-            Ok(charge) => self.confirm(job, &order, &charge, payload).await,
-            Err(CheckoutError::Payment(PaymentError::Declined)) => {
-                self.fail_payment(job, &order).await
+            Ok(charge) => {
+                let waited = self
+                    .record(|| self.confirm(job, &order, &charge, payload))
+                    .await?;
+                settled(
+                    &tracing::Span::current(),
+                    CheckoutMode::Async,
+                    order.total,
+                    waited,
+                );
+                count_checkout(CheckoutMode::Async, CheckoutOutcome::Success);
             }
-            Err(other) => Err(JobError::from(other)),
+            Err(CheckoutError::Payment(PaymentError::Declined)) => {
+                self.record(|| self.fail_payment(job, &order)).await?;
+                count_settled(CheckoutMode::Async, SettledOutcome::PaymentFailed);
+                count_checkout(CheckoutMode::Async, CheckoutOutcome::PaymentDeclined);
+            }
+            Err(other) => return Err(JobError::from(other)),
         }
+        Ok(Finished::Done)
     }
 
     /// A place in the asynchronous checkout's share of the pool, for one short piece of
@@ -91,14 +123,15 @@ impl Workers {
     }
 
     /// The payment is taken: everything the blocking checkout did after it, in one
-    /// transaction with the end of the job.
+    /// transaction with the end of the job. Returns the seconds since the order was
+    /// accepted.
     async fn confirm(
         &self,
         job: &Job,
         order: &OrderRow,
         charge: &Charge,
         payload: &ChargeOrder,
-    ) -> Result<(), JobError> {
+    ) -> Result<f64, JobError> {
         let _admitted = self.admitted().await?;
         let mut tx = self.shared.db.begin().await?;
         step!(record_payment(
@@ -112,18 +145,11 @@ impl Workers {
         step!(create_notification(&mut tx, order.user_id, order))?;
         step!(enqueue_email(&mut tx, order, payload))?;
         let waited = step!(confirm_order(&mut tx, order))?;
-        if !outbox::finish(&mut tx, job).await? {
+        if !outbox::finish(&mut tx, job, Finished::Done).await? {
             return Err(JobError::LeaseLost);
         }
         tx.commit().await?;
-        settled(
-            &tracing::Span::current(),
-            CheckoutMode::Async,
-            order.total,
-            waited,
-        );
-        count_checkout(CheckoutMode::Async, CheckoutOutcome::Success);
-        Ok(())
+        Ok(waited)
     }
 
     /// Declined: the reserved units go back, the order fails, the customer is told.
@@ -143,48 +169,100 @@ impl Workers {
             &message,
         )
         .await?;
-        if !outbox::finish(&mut tx, job).await? {
+        if !outbox::finish(&mut tx, job, Finished::Done).await? {
             return Err(JobError::LeaseLost);
         }
         tx.commit().await?;
-        count_settled(CheckoutMode::Async, SettledOutcome::PaymentFailed);
-        count_checkout(CheckoutMode::Async, CheckoutOutcome::PaymentDeclined);
         Ok(())
     }
 
-    /// The confirmation e-mail of a confirmed order.
+    /// The confirmation e-mail of a confirmed order — none for an order cancelled
+    /// before it went out (the cancellation sends its own notice). The order is looked
+    /// at again when the slow mail server is ready to take the message, so a
+    /// cancellation made while it kept us waiting counts too.
     async fn send_confirmation(
         &self,
         job: &Job,
         payload: &SendConfirmation,
-    ) -> Result<(), JobError> {
+    ) -> Result<Finished, JobError> {
+        let order = self.order_of(job).await?;
+        let mut wanted = order.status != OrderStatus::Cancelled;
+        if wanted {
+            let confirmation = Confirmation {
+                to: &payload.customer,
+                order_id: order.id,
+                items: order.items.clone(),
+                total: order.total,
+            };
+            let still_wanted = async {
+                let order = self.order_of(job).await;
+                order
+                    .map(|order| order.status != OrderStatus::Cancelled)
+                    .map_err(|e| EmailError::Check(format!("{e:?}")))
+            };
+            wanted = step!(send_email(
+                &self.shared.mailer,
+                &Email::Confirmation(confirmation),
+                still_wanted
+            ))
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+        }
+        if !wanted {
+            tracing::info!(order.id = order.id, "no confirmation for a cancelled order");
+            return self.finish_alone(job, Finished::Skipped).await;
+        }
+        self.finish_alone(job, Finished::Done).await
+    }
+
+    /// The notice of a cancelled order, with its refund.
+    async fn send_cancellation(
+        &self,
+        job: &Job,
+        payload: &SendCancellation,
+    ) -> Result<Finished, JobError> {
+        let order = self.order_of(job).await?;
+        let cancellation = Cancellation {
+            to: &payload.customer,
+            order_id: order.id,
+            total: order.total,
+            refund: payload
+                .refund
+                .as_ref()
+                .map(|refund| (refund.amount, refund.transaction_id.as_str())),
+        };
+        let always = async { Ok(true) };
+        step!(send_email(
+            &self.shared.mailer,
+            &Email::Cancellation(cancellation),
+            always
+        ))
+        .map_err(|e| JobError::Retry(e.to_string()))?;
+        self.finish_alone(job, Finished::Done).await
+    }
+
+    /// The order a job is about, with its items.
+    async fn order_of(&self, job: &Job) -> Result<OrderView, JobError> {
         let order = {
             let _admitted = self.admitted().await?;
             let mut conn = self.shared.db.acquire().await?;
             store::fetch(&mut conn, job.order_id).await?
         };
-        let order =
-            order.ok_or_else(|| JobError::Retry(format!("order {} is gone", job.order_id)))?;
-        let confirmation = Confirmation {
-            to: &payload.customer,
-            order_id: order.id,
-            items: order.items.clone(),
-            total: order.total,
-        };
-        step!(send_email(&self.shared.mailer, &confirmation))
-            .map_err(|e| JobError::Retry(e.to_string()))?;
-        self.finish_alone(job).await
+        order.ok_or_else(|| JobError::Retry(format!("order {} is gone", job.order_id)))
     }
 
-    /// Ends a job whose work left nothing to write.
-    async fn finish_alone(&self, job: &Job) -> Result<(), JobError> {
-        let _admitted = self.admitted().await?;
-        let mut tx = self.shared.db.begin().await?;
-        if !outbox::finish(&mut tx, job).await? {
-            return Err(JobError::LeaseLost);
-        }
-        tx.commit().await?;
-        Ok(())
+    /// Ends a job whose work left nothing else to write (an e-mail sent, say): recorded
+    /// with retries, so the work is not done twice.
+    async fn finish_alone(&self, job: &Job, how: Finished) -> Result<Finished, JobError> {
+        self.record(|| async {
+            let _admitted = self.admitted().await?;
+            let mut tx = self.shared.db.begin().await?;
+            if !outbox::finish(&mut tx, job, how).await? {
+                return Err(JobError::LeaseLost);
+            }
+            tx.commit().await?;
+            Ok(how)
+        })
+        .await
     }
 }
 
@@ -220,6 +298,11 @@ async fn confirm_order(tx: &mut PgConnection, order: &OrderRow) -> Result<f64, C
     Ok(store::confirm_since_created(tx, order.id).await?)
 }
 
-async fn send_email(mailer: &Mailer, confirmation: &Confirmation<'_>) -> Result<(), EmailError> {
-    mailer.send_confirmation(confirmation).await
+/// Returns whether the e-mail went out (`still_wanted` may say it should not).
+async fn send_email(
+    mailer: &Mailer,
+    email: &Email<'_>,
+    still_wanted: impl std::future::Future<Output = Result<bool, EmailError>>,
+) -> Result<bool, EmailError> {
+    mailer.send_if(email, still_wanted).await
 }

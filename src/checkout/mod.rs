@@ -42,13 +42,16 @@ use crate::domain::{
     ACCEPTED, CheckoutMode, CheckoutOutcome, Customer, IdempotencyKey, ORDER_TOTAL_MAX,
     OrphanReason, PaymentMethod, ShippingAddress, StockShortage,
 };
+use crate::idempotency;
 use crate::inventory::{self, Units};
 use crate::live_settings::LiveSettings;
-use crate::mailer::{Confirmation, EmailError, Mailer};
+use crate::mailer::{Confirmation, Email, EmailError, Mailer};
 use crate::notifications::{NotificationKind, notify};
 use crate::orders::store::{self, OrderRow};
 use crate::orders::{OrderStatus, OrderView, PaymentView};
-use crate::payment::{Charge, ChargeKey, ChargeRequest, PaymentError, PaymentGateway};
+use crate::payment::{
+    Charge, ChargeKey, ChargeRequest, ChargeStatus, EarlierCharge, PaymentError, PaymentGateway,
+};
 use crate::telemetry::exemplars;
 use crate::telemetry::metrics::{CHECKOUT_STEP_DURATION, CHECKOUTS_IN_FLIGHT, INVENTORY_LOCK_WAIT};
 
@@ -67,6 +70,17 @@ pub enum CheckoutError {
     InsufficientStock(Vec<StockShortage>),
     #[error("the cart's total {0} is more than an order can hold ({ORDER_TOTAL_MAX})")]
     TotalTooLarge(Decimal),
+    /// An earlier attempt under the customer's `Idempotency-Key` took a payment and
+    /// lost its order, and the cart's total is no longer that payment's (or the payment
+    /// was given back since): the payment is refunded, nothing is charged now.
+    #[error("{}", describe_cart_changed(.earlier, *.total, *.refunded))]
+    CartChanged {
+        earlier: EarlierCharge,
+        total: Decimal,
+        /// Whether the earlier payment has been given back yet ([`Checkout::place_order`]
+        /// does it once the checkout's transaction is over).
+        refunded: bool,
+    },
     #[error("{0}")]
     Payment(#[from] PaymentError),
     /// Only after the charge (see [`CheckoutError::Charged`]).
@@ -94,6 +108,7 @@ impl CheckoutError {
             Self::EmptyCart => CheckoutOutcome::EmptyCart,
             Self::InsufficientStock(_) => CheckoutOutcome::InsufficientStock,
             Self::TotalTooLarge(_) => CheckoutOutcome::TotalTooLarge,
+            Self::CartChanged { .. } => CheckoutOutcome::CartChanged,
             Self::Payment(PaymentError::Declined) => CheckoutOutcome::PaymentDeclined,
             Self::Payment(PaymentError::Unavailable(_) | PaymentError::KeyReused(_))
             | Self::Database(_) => CheckoutOutcome::Error,
@@ -135,13 +150,33 @@ fn describe_charged(cause: &CheckoutError, charge: &Charge, retry_recovers: bool
     };
     let money = if retry_recovers {
         "retry with the same Idempotency-Key: the order is placed with this payment, \
-         which is not charged again"
+         which is not charged again (if your cart changes before you retry, the payment \
+         is refunded instead)"
     } else {
         "it is recorded as a payment without an order and will be refunded"
     };
     format!(
         "{lost}, but your payment of {:.2} was taken ({}); {money}",
         charge.amount, charge.transaction_id
+    )
+}
+
+fn describe_cart_changed(earlier: &EarlierCharge, total: Decimal, refunded: bool) -> String {
+    let what = if refunded {
+        "was refunded"
+    } else {
+        "is being refunded"
+    };
+    format!(
+        "your cart's total is {total:.2} now, but an earlier checkout with this \
+         Idempotency-Key took a payment of {:.2} and lost its order; that payment {what} \
+         ({}) and nothing was charged now: check the cart and check out again with a new \
+         Idempotency-Key",
+        earlier.amount,
+        earlier
+            .transaction_id
+            .as_deref()
+            .unwrap_or("no transaction"),
     )
 }
 
@@ -259,10 +294,21 @@ impl Checkout {
                 .await
                 .map(Placement::Confirmed),
             CheckoutMode::Async => self
-                .accept(user_id, &request)
+                .accept(user_id, &request, key)
                 .instrument(span.clone())
                 .await
                 .map(Placement::Accepted),
+        };
+        let result = match result {
+            Err(CheckoutError::CartChanged {
+                earlier,
+                total,
+                refunded: false,
+            }) => Err(self
+                .give_back(earlier, total)
+                .instrument(span.clone())
+                .await),
+            other => other,
         };
         in_flight.decrement(1.0);
 
@@ -318,7 +364,7 @@ impl Checkout {
         {
             Ok(placed) => {
                 let (order_id, charge) = (placed.order.id, placed.charge.clone());
-                step!(commit(tx, placed, started))
+                step!(commit(tx, placed, key, started))
                     .map_err(|error| orphaned_payment(error, order_id, charge, charge_key))
             }
             Err(error) => {
@@ -371,6 +417,52 @@ impl Checkout {
             payment,
             charge,
         })
+    }
+
+    /// Gives back the payment an earlier attempt under the customer's key took for
+    /// another cart, so that no money stays without an order; the customer is told to
+    /// check out anew. Unless an order holds that payment: then the order is the key's
+    /// answer, and the idempotency layer answers with it.
+    #[tracing::instrument(name = "checkout.refund_earlier_payment", skip_all, fields(
+        payment.transaction_id = earlier.transaction_id.as_deref(),
+        payment.amount = %earlier.amount,
+    ))]
+    async fn give_back(&self, earlier: EarlierCharge, total: Decimal) -> CheckoutError {
+        let transaction_id = match (&earlier.status, &earlier.transaction_id) {
+            (ChargeStatus::Approved, Some(transaction_id)) => transaction_id.clone(),
+            // Given back already (or nothing was taken).
+            _ => {
+                return CheckoutError::CartChanged {
+                    earlier,
+                    total,
+                    refunded: true,
+                };
+            }
+        };
+        let paying = async {
+            let mut conn = self.db.acquire().await?;
+            store::order_paid_by(&mut conn, &transaction_id).await
+        };
+        match paying.await {
+            Ok(None) => {}
+            Ok(Some(_order)) => return CheckoutError::Payment(PaymentError::KeyReused(earlier)),
+            Err(error) => return CheckoutError::Database(error),
+        }
+        if let Err(error) = self.gateway.refund(&transaction_id).await {
+            return CheckoutError::Payment(PaymentError::Unavailable(error.to_string()));
+        }
+        tracing::warn!(
+            payment.transaction_id = %transaction_id,
+            payment.amount = %earlier.amount,
+            order.total = %total,
+            "refunded the payment of an earlier attempt under the same Idempotency-Key: \
+             the cart changed since"
+        );
+        CheckoutError::CartChanged {
+            earlier,
+            total,
+            refunded: true,
+        }
     }
 
     /// Runs `work` unless the shutdown deadline passes first.
@@ -498,10 +590,27 @@ async fn process_payment(
     let outcome = match &result {
         Ok(_) => "approved",
         Err(PaymentError::Declined) => "declined",
-        Err(PaymentError::Unavailable(_) | PaymentError::KeyReused(_)) => "unavailable",
+        Err(PaymentError::Unavailable(_)) => "unavailable",
+        Err(PaymentError::KeyReused(_)) => "key_reused",
     };
     Span::current().set_attribute("payment.outcome", outcome);
-    Ok(result?)
+    result.map_err(|error| unmatched_earlier_charge(error, order.total))
+}
+
+/// An earlier attempt's payment under the same key that is not this cart's (another
+/// amount, or given back since) is [`CheckoutError::CartChanged`]; other failures are
+/// what they are.
+fn unmatched_earlier_charge(error: PaymentError, total: Decimal) -> CheckoutError {
+    match error {
+        PaymentError::KeyReused(earlier) if earlier.status != ChargeStatus::Declined => {
+            CheckoutError::CartChanged {
+                earlier,
+                total,
+                refunded: false,
+            }
+        }
+        other => CheckoutError::Payment(other),
+    }
 }
 
 /// Step 7: the payment row; the order becomes `paid`.
@@ -533,7 +642,7 @@ async fn send_email(mailer: &Mailer, basket: &Basket, order: &OrderRow) -> Resul
         items: basket.cart.items(),
         total: order.total,
     };
-    mailer.send_confirmation(&confirmation).await
+    mailer.send(&Email::Confirmation(confirmation)).await
 }
 
 /// Step 10: a notification for the customer's inbox in the app.
@@ -554,14 +663,19 @@ async fn clear_cart(tx: &mut PgConnection, user_id: i64) -> Result<(), CheckoutE
     Ok(cart::store::clear(tx, user_id).await?)
 }
 
-/// Then commit: the order is `confirmed` with its processing time.
+/// Then commit: the order is `confirmed` with its processing time (and is the answer of
+/// the customer's `Idempotency-Key`, if the checkout carried one).
 async fn commit(
     mut tx: Transaction<'static, Postgres>,
     placed: Placed,
+    key: Option<&IdempotencyKey>,
     started: Instant,
 ) -> Result<OrderView, CheckoutError> {
     let processing_time_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
     let updated_at = store::confirm(&mut tx, placed.order.id, processing_time_ms).await?;
+    if let Some(key) = key {
+        idempotency::bind_order(&mut tx, placed.order.user_id, key, placed.order.id).await?;
+    }
     tx.commit().await?;
     let order = OrderRow {
         status: OrderStatus::Confirmed,

@@ -19,6 +19,7 @@
 //! work seconds later.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,7 @@ use crate::config::WorkerSettings;
 use crate::db::{self, Database};
 use crate::domain::{CheckoutMode, CheckoutOutcome, JobKind};
 use crate::mailer::Mailer;
-use crate::outbox::{self, Job};
+use crate::outbox::{self, Finished, Job};
 use crate::payment::PaymentGateway;
 use crate::telemetry::metrics::{
     OUTBOX_ATTEMPTS, OUTBOX_CONCURRENCY_LIMIT, OUTBOX_DEAD, OUTBOX_IN_FLIGHT, OUTBOX_JOB_DURATION,
@@ -56,6 +57,8 @@ const DEPTH_EVERY: Duration = Duration::from_secs(2);
 #[strum(serialize_all = "snake_case")]
 pub(super) enum JobOutcome {
     Done,
+    /// Nothing left to do when it ran: the confirmation of an order cancelled meanwhile.
+    Skipped,
     Retried,
     DeadLettered,
     /// Another worker holds the job now: this attempt's result was refused, or the
@@ -305,7 +308,8 @@ impl Workers {
         counter!(OUTBOX_ATTEMPTS, "kind" => kind).increment(1);
         let result = self.perform(&job).instrument(span.clone()).await;
         let outcome = match result {
-            Ok(()) => JobOutcome::Done,
+            Ok(Finished::Done) => JobOutcome::Done,
+            Ok(Finished::Skipped) => JobOutcome::Skipped,
             Err(JobError::LeaseLost) => JobOutcome::LeaseLost,
             // Whatever failed, while the database is away the job cannot be given back.
             Err(JobError::Retry(error)) if self.shared.db.is_reachable() => {
@@ -323,6 +327,38 @@ impl Workers {
         counter!(OUTBOX_PROCESSED, "kind" => kind, "outcome" => outcome).increment(1);
         histogram!(OUTBOX_JOB_DURATION, "kind" => kind, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Writes down what a job did (`write`: a transaction that also finishes the job).
+    /// The work cannot be undone — money taken, an e-mail sent — so a failure to write
+    /// it down must not let the job run again: while the database is away, wait for it
+    /// and try again (the heartbeat renews the lease the moment it answers, and the
+    /// attempt ends if another worker took the job meanwhile); when it answers and
+    /// still fails, try a few times more before the job is given back.
+    pub(super) async fn record<T, Fut>(&self, mut write: impl FnMut() -> Fut) -> Result<T, JobError>
+    where
+        Fut: Future<Output = Result<T, JobError>>,
+    {
+        const TRIES_WHILE_REACHABLE: u32 = 5;
+        let mut failures = 0;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let error = match write().await {
+                Err(JobError::DatabaseAway(error)) => error,
+                Err(JobError::Retry(error)) if failures < TRIES_WHILE_REACHABLE => {
+                    failures += 1;
+                    error
+                }
+                done => return done,
+            };
+            tracing::warn!(%error, "could not record a finished job's work; trying again");
+            tokio::select! {
+                () = self.shared.db.until_reachable() => {}
+                () = self.shared.stopping.cancelled() => return Err(JobError::DatabaseAway(error)),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// A failed attempt: try again after a backoff, or give up after the last one.

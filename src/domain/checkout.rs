@@ -48,6 +48,10 @@ pub enum CheckoutOutcome {
     EmailFailed,
     /// The cart's total is more than an order can hold.
     TotalTooLarge,
+    /// A retry under an `Idempotency-Key` whose earlier attempt took a payment and lost
+    /// its order, for a cart that has changed since: that payment was refunded, nothing
+    /// was charged, and the customer checks out anew.
+    CartChanged,
     /// Anything else: the database or the gateway could not be reached.
     Error,
     /// Still running at the shutdown deadline: rolled back.
@@ -103,6 +107,6 @@ mod tests {
         assert_eq!(SettledOutcome::PaymentFailed.as_str(), "payment_failed");
         assert_eq!(" Blocking".trim().parse(), Ok(CheckoutMode::Blocking));
         assert!("sync".parse::<CheckoutMode>().is_err());
-        assert_eq!(CheckoutOutcome::VARIANTS.len(), 8);
+        assert_eq!(CheckoutOutcome::VARIANTS.len(), 9);
     }
 }

@@ -26,6 +26,8 @@ pub enum JobKind {
     ChargeOrder,
     /// Send a confirmed order's e-mail.
     SendConfirmation,
+    /// Tell the customer their order was cancelled and what was refunded.
+    SendCancellation,
 }
 
 impl JobKind {

@@ -145,6 +145,8 @@ async fn update_item(
     Json(update): Json<UpdateItem>,
 ) -> Result<Json<CartItemView>, ApiError> {
     let mut tx = state.db.begin().await?;
+    // Waits for a checkout of this cart: the item may be ordered (and gone) after it.
+    store::lock_row(&mut tx, user.id).await?;
     let mut line = store::line(&mut tx, user.id, item_id)
         .await?
         .ok_or_else(|| item_not_found(item_id))?;
@@ -169,11 +171,13 @@ async fn remove_item(
     user: AuthUser,
     Path(item_id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    if !store::remove(&mut conn, user.id, item_id).await? {
+    let mut tx = state.db.begin().await?;
+    store::lock_row(&mut tx, user.id).await?;
+    if !store::remove(&mut tx, user.id, item_id).await? {
         // Another user's item looks exactly like a missing one.
         return Err(item_not_found(item_id));
     }
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -184,11 +188,15 @@ async fn remove_item(
     responses((status = 204, description = "Emptied"))
 )]
 async fn clear_cart(State(state): State<AppState>, user: AuthUser) -> Result<StatusCode, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    store::clear(&mut conn, user.id).await?;
+    let mut tx = state.db.begin().await?;
+    store::lock_row(&mut tx, user.id).await?;
+    store::clear(&mut tx, user.id).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Also what a change to an item that a checkout ordered gets: it waited for that
+/// checkout, which took the item out of the cart.
 fn item_not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("cart item {id}"))
 }

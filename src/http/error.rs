@@ -291,6 +291,11 @@ fn refusal_kind(outcome: CheckoutOutcome) -> Option<Kind> {
             "total-too-large",
             "Total Too Large",
         ),
+        CheckoutOutcome::CartChanged => (
+            StatusCode::CONFLICT,
+            "cart-changed",
+            "Cart Changed Since The Earlier Payment",
+        ),
         CheckoutOutcome::Success | CheckoutOutcome::Error | CheckoutOutcome::Shutdown => {
             return None;
         }

@@ -16,7 +16,7 @@ use super::openapi::{BadGateway, Conflict, PaymentRequired};
 use crate::checkout::timings::{self, StepTiming};
 use crate::checkout::{CheckoutError, CheckoutRequest, Placement};
 use crate::domain::IdempotencyKey;
-use crate::idempotency::{self, Claim, StoredAnswer};
+use crate::idempotency::{self, Claim, Kept, StoredAnswer};
 use crate::orders::store::{self, Scope};
 use crate::orders::{OrderStatus, OrderView, lifecycle};
 use crate::telemetry::http::in_request_context;
@@ -105,18 +105,19 @@ async fn checkout_once(
     request: CheckoutRequest,
 ) -> Result<Response, ApiError> {
     let Some(key) = key else {
-        return Ok(place(&state, user_id, request, None).await);
+        return Ok(place(&state, user_id, request, None).await.0);
     };
     let fingerprint = serde_json::to_string(&request).map_err(anyhow::Error::new)?;
     match idempotency::claim(&state.db, user_id, &key, &fingerprint).await? {
         Claim::Replay(earlier) => Ok(replay(earlier)),
+        Claim::Order(order_id) => replay_order(&state, order_id).await,
         Claim::InProgress(lease_left) => Err(ApiError::RequestInProgress(lease_left)),
         Claim::Mismatch => Err(ApiError::IdempotencyKeyReused),
         Claim::First => {
             let placing = place(&state, user_id, request, Some(&key));
             // The key's lease is renewed while the checkout runs, so that a retry can
             // tell a running first request from one that died with its process.
-            let placed = tokio::select! {
+            let (placed, order_id) = tokio::select! {
                 placed = placing => placed,
                 never = idempotency::keep_alive(&state.db, user_id, &key) => match never {},
             };
@@ -124,34 +125,67 @@ async fn checkout_once(
             // A 503 took no money for good (shutting down, database away; a charge
             // taken is bound to the key, and the retry gets it back): the client may
             // retry, and the retry runs anew.
-            let stored = if kept.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() as i16 {
-                idempotency::release(&state.db, user_id, &key).await
-            } else {
-                idempotency::complete(&state.db, user_id, &key, &kept).await
-            };
-            if let Err(error) = stored {
-                tracing::warn!(%error, "could not store the answer of an idempotent checkout");
+            if kept.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() as i16 {
+                if let Err(error) = idempotency::release(&state.db, user_id, &key).await {
+                    tracing::warn!(%error, "could not free the Idempotency-Key of a checkout");
+                }
+                return Ok(response);
             }
-            Ok(response)
+            // The first committed answer wins: if another run under this key (one that
+            // stalled, then went on) answered or placed the order first, this run's
+            // answer — an empty cart, typically — gives way to it.
+            match idempotency::complete(&state.db, user_id, &key, &kept, order_id).await {
+                Ok(Kept::Stored) => Ok(response),
+                Ok(Kept::Earlier(earlier)) => Ok(replay(earlier)),
+                Ok(Kept::Order(order_id)) => replay_order(&state, order_id).await,
+                Err(error) => {
+                    tracing::warn!(%error, "could not store the answer of an idempotent checkout");
+                    Ok(response)
+                }
+            }
         }
     }
 }
 
+/// The answer of a key whose run committed `order_id` but could not store its answer:
+/// the order, as the checkout that placed it would have answered (201 confirmed or
+/// later, 202 while it waits for its payment).
+async fn replay_order(state: &AppState, order_id: i64) -> Result<Response, ApiError> {
+    let order = {
+        let mut conn = state.db.acquire().await?;
+        store::fetch(&mut conn, order_id).await?
+    }
+    .ok_or_else(|| ApiError::not_found(format!("order {order_id}")))?;
+    let mut response = match order.status {
+        OrderStatus::Pending => answer(Ok(Placement::Accepted(order))),
+        _ => answer(Ok(Placement::Confirmed(order))),
+    };
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    Ok(response)
+}
+
 /// Runs the checkout and answers with its result and, in `Server-Timing`, how long each
-/// of its steps took (the browser's developer tools draw them).
+/// of its steps took (the browser's developer tools draw them); also returns the order
+/// it placed, if it did.
 async fn place(
     state: &AppState,
     user_id: i64,
     request: CheckoutRequest,
     key: Option<&IdempotencyKey>,
-) -> Response {
+) -> (Response, Option<i64>) {
     let (placed, steps) =
         timings::recorded(state.checkout.place_order(user_id, request, key)).await;
+    let order_id = match &placed {
+        Ok(Placement::Confirmed(order) | Placement::Accepted(order)) => Some(order.id),
+        Err(_) => None,
+    };
     let mut response = answer(placed);
     if let Ok(value) = HeaderValue::from_str(&server_timing(&steps)) {
         response.headers_mut().insert(SERVER_TIMING, value);
     }
-    response
+    (response, order_id)
 }
 
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");

@@ -1,11 +1,16 @@
 //! What may happen to an order after the checkout: shipped, delivered, or cancelled
 //! while nothing has shipped (the stock goes back and the payment is refunded).
 
+use sqlx::PgConnection;
+
 use super::model::{OrderStatus, OrderView, PaymentStatus};
 use super::store;
 use crate::db::Database;
 use crate::inventory;
+use crate::notifications::{NotificationKind, notify};
+use crate::outbox::{self, Refund, SendCancellation, Task};
 use crate::payment::{PaymentGateway, RefundError};
+use crate::telemetry::current_traceparent;
 
 impl OrderStatus {
     /// The transitions an admin may make: confirmed → shipped → delivered, and
@@ -38,7 +43,9 @@ pub enum LifecycleError {
 
 /// Moves an order to `next`, with the effects that belong to it, in one transaction.
 /// A cancellation refunds through the gateway before it commits: if the commit then
-/// fails, the cancellation can be repeated, and the gateway refunds only once.
+/// fails, the cancellation can be repeated, and the gateway refunds only once. It tells
+/// the customer — a notification, and an e-mail through the outbox, in the same
+/// transaction — and a confirmation e-mail not yet sent is then skipped.
 pub async fn change_status(
     db: &Database,
     gateway: &dyn PaymentGateway,
@@ -57,16 +64,28 @@ pub async fn change_status(
         });
     }
     store::set_status(&mut tx, order_id, next).await?;
-    if next == OrderStatus::Cancelled {
+    let refund = if next == OrderStatus::Cancelled {
         inventory::put_back_order(&mut tx, order_id).await?;
-        if let Some(transaction_id) = store::payment_transaction(&mut tx, order_id).await? {
-            gateway.refund(&transaction_id).await?;
-            store::mark_payment(&mut tx, order_id, PaymentStatus::Refunded).await?;
+        match store::payment_of(&mut tx, order_id).await? {
+            Some((transaction_id, amount)) => {
+                gateway.refund(&transaction_id).await?;
+                store::mark_payment(&mut tx, order_id, PaymentStatus::Refunded).await?;
+                Some(Refund {
+                    amount,
+                    transaction_id,
+                })
+            }
+            None => None,
         }
-    }
+    } else {
+        None
+    };
     let order = store::fetch(&mut tx, order_id)
         .await?
         .ok_or(LifecycleError::NotFound(order_id))?;
+    if next == OrderStatus::Cancelled {
+        tell_cancelled(&mut tx, &order, refund).await?;
+    }
     tx.commit().await?;
     tracing::info!(
         order.id = order_id,
@@ -75,6 +94,33 @@ pub async fn change_status(
         "order status changed"
     );
     Ok(order)
+}
+
+/// The customer hears of a cancellation twice: in the app, and by e-mail (a job of the
+/// outbox, committed with the cancellation, carrying the trace it happened in).
+async fn tell_cancelled(
+    tx: &mut PgConnection,
+    order: &OrderView,
+    refund: Option<Refund>,
+) -> Result<(), LifecycleError> {
+    let money = match &refund {
+        Some(refund) => format!("your payment of {:.2} was refunded", refund.amount),
+        None => "nothing was charged".to_string(),
+    };
+    let message = format!("Your order #{} was cancelled; {money}.", order.id);
+    notify(
+        tx,
+        order.user_id,
+        NotificationKind::OrderCancelled,
+        &message,
+    )
+    .await?;
+    let customer = store::customer_of(tx, order.id)
+        .await?
+        .ok_or(LifecycleError::NotFound(order.id))?;
+    let task = Task::SendCancellation(SendCancellation { customer, refund });
+    outbox::enqueue(tx, order.id, &task, current_traceparent().as_deref()).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use super::model::{OrderStatus, OrderView, PaymentStatus, PaymentView};
-use crate::domain::{LineItem, PaymentMethod};
+use crate::domain::{Customer, LineItem, PaymentMethod};
 
 /// Whose orders to list.
 #[derive(Debug, Clone, Copy)]
@@ -187,13 +187,36 @@ pub async fn lock_status(
         .await
 }
 
-/// The gateway's transaction id of the order's payment, if it has one.
-pub async fn payment_transaction(
+/// The gateway's transaction id and the amount of the order's payment, if it has one.
+pub async fn payment_of(
     conn: &mut PgConnection,
     order_id: i64,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT transaction_id FROM payments WHERE order_id = $1")
+) -> sqlx::Result<Option<(String, Decimal)>> {
+    sqlx::query_as("SELECT transaction_id, amount FROM payments WHERE order_id = $1")
         .bind(order_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Who placed the order, as their account says now: whom to write to about it.
+pub async fn customer_of(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Option<Customer>> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT u.email, u.full_name FROM orders o JOIN users u ON u.id = o.user_id \
+         WHERE o.id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(email, name)| Customer { email, name }))
+}
+
+/// The order a gateway transaction pays for, if one does.
+pub async fn order_paid_by(
+    conn: &mut PgConnection,
+    transaction_id: &str,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT order_id FROM payments WHERE transaction_id = $1")
+        .bind(transaction_id)
         .fetch_optional(conn)
         .await
 }

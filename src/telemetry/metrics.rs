@@ -144,7 +144,7 @@ fn describe_all() {
     );
     describe_gauge!(
         OUTBOX_PENDING,
-        "Outbox jobs waiting or running, by kind (charge_order, send_confirmation)."
+        "Outbox jobs waiting or running, by kind (charge_order, send_confirmation, send_cancellation)."
     );
     describe_gauge!(
         OUTBOX_OLDEST_AGE,

@@ -53,6 +53,18 @@ pub(crate) fn server_tracer() -> Option<&'static SdkTracer> {
     SERVER_TRACER.get()
 }
 
+/// The W3C `traceparent` of the current span, if it is being traced: what a job stored
+/// in the outbox carries, so that its spans continue the trace that enqueued it.
+pub fn current_traceparent() -> Option<String> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .inject_context(&tracing::Span::current().context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
 /// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes what is queued.
 pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,

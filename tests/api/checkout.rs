@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::helpers::{
-    TestApp, closed_port, expect_json, expect_problem, spawn_app, spawn_app_with,
+    Ledger, TestApp, closed_port, expect_json, expect_problem, spawn_app, spawn_app_with,
 };
 
 /// Nothing of a failed checkout may remain: no order, payment or notification, stock
@@ -89,7 +89,7 @@ async fn a_checkout_confirms_the_order_and_does_all_eleven_things() {
     assert!(mails[0].data.contains(&format!("Order #{id} confirmed")));
     assert!(mails[0].data.contains("Kettle"));
     assert!(mails[0].data.contains("53.48"));
-    app.assert_charges_reconcile(0).await;
+    app.assert_ledger(Ledger::paid(1)).await;
 }
 
 #[tokio::test]
@@ -139,7 +139,7 @@ async fn a_declined_payment_is_a_402_and_leaves_nothing() {
     .await;
     assert_nothing_written(&app, kettle, 5, 2, &alice).await;
     assert!(app.smtp.messages().is_empty());
-    app.assert_charges_reconcile(0).await;
+    app.assert_ledger(Ledger::paid(0)).await;
 }
 
 #[tokio::test]
@@ -161,7 +161,13 @@ async fn a_dead_mail_server_is_a_502_and_rolls_everything_back() {
     );
     assert_nothing_written(&app, kettle, 5, 2, &alice).await;
     // The gateway charged before the mail server failed: one orphaned payment.
-    app.assert_charges_reconcile(1).await;
+    app.assert_ledger(Ledger {
+        approved: 1,
+        with_order: 0,
+        refunded: 0,
+        without_order: 1,
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -197,7 +203,13 @@ async fn a_stuck_mail_server_times_out_and_releases_the_locks() {
         .execute(&mut *conn)
         .await
         .expect("no lock left behind");
-    app.assert_charges_reconcile(1).await;
+    app.assert_ledger(Ledger {
+        approved: 1,
+        with_order: 0,
+        refunded: 0,
+        without_order: 1,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -251,7 +263,7 @@ async fn racing_buyers_never_oversell() {
         .await
         .unwrap();
     assert_eq!(sold, UNITS);
-    app.assert_charges_reconcile(0).await;
+    app.assert_ledger(Ledger::paid(UNITS)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -278,7 +290,7 @@ async fn carts_sharing_products_in_opposite_order_do_not_deadlock() {
     }
     assert_eq!(app.stock_of(first).await, (90, 0));
     assert_eq!(app.stock_of(second).await, (90, 0));
-    app.assert_charges_reconcile(0).await;
+    app.assert_ledger(Ledger::paid(10)).await;
 }
 
 #[tokio::test]
@@ -290,7 +302,7 @@ async fn a_double_clicked_checkout_orders_once() {
     statuses.sort();
     assert_eq!(statuses, [StatusCode::CREATED, StatusCode::BAD_REQUEST]);
     assert_eq!(app.count("orders").await, 1);
-    app.assert_charges_reconcile(0).await;
+    app.assert_ledger(Ledger::paid(1)).await;
 }
 
 #[tokio::test]
@@ -452,5 +464,5 @@ async fn a_total_too_large_for_an_order_is_a_422_and_leaves_nothing() {
     )
     .await;
     assert_nothing_written(&app, widget, 200, 101, &alice).await;
-    app.assert_charges_reconcile(0).await;
+    app.assert_ledger(Ledger::paid(0)).await;
 }

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, expect_json, expect_problem, spawn_app};
+use crate::helpers::{Ledger, TestApp, expect_json, expect_problem, spawn_app};
 
 async fn place_order(app: &TestApp, token: &str, product: i64, quantity: i64) -> serde_json::Value {
     expect_json(
@@ -177,7 +177,13 @@ async fn cancelling_before_shipping_puts_the_stock_back() {
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["payment"]["status"], "refunded");
     assert_eq!(app.stock_of(kettle).await, (10, 0));
-    app.assert_charges_reconcile(0).await;
+    app.assert_ledger(Ledger {
+        approved: 1,
+        with_order: 0,
+        refunded: 1,
+        without_order: 0,
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -8,7 +8,9 @@ use std::time::Instant;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{CHECKOUT_STEPS, expect_json, expect_problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    CHECKOUT_STEPS, Ledger, expect_json, expect_problem, spawn_app, spawn_app_with,
+};
 
 /// `(name, milliseconds)` of each `Server-Timing` entry.
 fn server_timing(response: &reqwest::Response) -> Vec<(String, f64)> {
@@ -203,7 +205,13 @@ async fn a_customer_cancels_a_confirmed_order_and_is_refunded() {
         "invalid-transition",
     )
     .await;
-    app.assert_charges_reconcile(0).await;
+    app.assert_ledger(Ledger {
+        approved: 1,
+        with_order: 0,
+        refunded: 1,
+        without_order: 0,
+    })
+    .await;
 }
 
 #[tokio::test]

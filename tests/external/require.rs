@@ -17,12 +17,19 @@ pub fn tool_available(tool: &str, install: &str) -> bool {
         .status()
         .is_ok();
     if !found {
-        let message = format!("`{tool}` is not installed (to install it: {install})");
-        let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-        assert!(!in_ci, "{message}; with CI set, every tool is required");
-        // Written to the real stderr: the test harness captures `eprintln!` of tests
-        // that pass, and a skip must be seen.
-        let _ = writeln!(std::io::stderr(), "skipped: {message}");
+        missing(&format!("`{tool}` is not installed"), install);
     }
     found
+}
+
+/// The one way a test skips for want of something on the machine: it says so (to
+/// install it: `install`), or, with `CI` set, fails — so that a green CI run has proven
+/// everything. The test returns early after calling this.
+pub fn missing(what: &str, install: &str) {
+    let message = format!("{what} (to install it: {install})");
+    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    assert!(!in_ci, "{message}; with CI set, every tool is required");
+    // Written to the real stderr: the test harness captures `eprintln!` of tests
+    // that pass, and a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "skipped: {message}");
 }

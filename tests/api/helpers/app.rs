@@ -408,95 +408,111 @@ pub async fn expect_problem(response: Response, status: StatusCode, kind: &str) 
     body
 }
 
-impl TestApp {
-    /// Every cent accounted for: each charge the gateway approved (its ledger) is a
-    /// confirmed order, an orphaned payment the service counted, or a refund. Needs an
-    /// app started with `spawn_process` (its own metrics).
-    pub async fn assert_every_cent_accounted(&self) {
-        let metrics = self.metrics().await;
-        // An orphan that a retry with the same Idempotency-Key picked up has an order now.
-        let orphans = sum_of(&metrics, "payments_orphaned_total")
-            - sum_of(&metrics, "payments_reattached_total");
-        let orphans = orphans as i64;
-        self.assert_charges_reconcile(orphans).await;
-    }
-
-    /// [`TestApp::assert_every_cent_accounted`] for an app without its own metrics: the
-    /// test says how many orphaned payments it caused (the 502s it saw, say).
-    pub async fn assert_charges_reconcile(&self, orphans: i64) {
-        let (approved, refunded) = self.charges_approved_and_refunded().await;
-        let confirmed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM orders WHERE status IN ('confirmed', 'shipped', 'delivered')",
-        )
-        .fetch_one(&self.db)
-        .await
-        .expect("orders");
-        assert_eq!(
-            approved,
-            confirmed + orphans + refunded,
-            "charges approved {approved} != confirmed orders {confirmed} + orphans counted \
-             {orphans} + refunds {refunded}"
-        );
-    }
-}
-
-impl TestApp {
-    /// The gateway's ledger, read directly: charges approved (refunded later or not),
-    /// and of those the refunded.
-    async fn charges_approved_and_refunded(&self) -> (i64, i64) {
-        sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status <> 'declined'), \
-                    count(*) FILTER (WHERE status = 'refunded') FROM gateway_charges",
-        )
-        .fetch_one(&self.db)
-        .await
-        .expect("the gateway's ledger")
-    }
-}
-
-/// The gateway's ledger as the admin's reconciliation reads it, and the orders it
-/// should match.
+/// The gateway's ledger against the shop's orders, each figure read on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ledger {
+    /// Charges the gateway approved, refunded ones included (its own table).
     pub approved: i64,
+    /// Approved charges that are the payment of an order that exists and was not
+    /// cancelled (the orders and payments tables).
     pub with_order: i64,
+    /// Approved charges given back.
     pub refunded: i64,
+    /// Approved charges, not refunded, that no order's payment is: money taken for
+    /// nothing (counted from the tables, and the same in the admin's reconciliation).
     pub without_order: i64,
 }
 
+impl Ledger {
+    /// `orders` charges, each the payment of its order; nothing refunded, nothing lost.
+    pub fn paid(orders: i64) -> Self {
+        Self {
+            approved: orders,
+            with_order: orders,
+            refunded: 0,
+            without_order: 0,
+        }
+    }
+}
+
 impl TestApp {
-    /// The ledger identity, each side read on its own: every charge the gateway approved
-    /// (its table) is the payment of an order that exists (the orders table), a refund,
-    /// or a charge without an order (the reconciliation). Returns the figures.
-    pub async fn assert_ledger_identity(&self) -> Ledger {
+    /// Every cent accounted for, as `expected`: the ledger's figures are what the test
+    /// says they are, they balance (approved = with order + refunded + without order),
+    /// the admin's reconciliation sees the same charges without an order, and no order
+    /// is paid twice (by two payments, or by two approved charges made for it).
+    pub async fn assert_ledger(&self, expected: Ledger) -> Ledger {
+        let ledger: (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE g.status <> 'declined'), \
+                    count(*) FILTER (WHERE g.status = 'approved' AND EXISTS ( \
+                        SELECT 1 FROM payments p JOIN orders o ON o.id = p.order_id \
+                        WHERE p.transaction_id = g.transaction_id \
+                          AND o.status IN ('confirmed', 'shipped', 'delivered'))), \
+                    count(*) FILTER (WHERE g.status = 'refunded'), \
+                    count(*) FILTER (WHERE g.status = 'approved' AND NOT EXISTS ( \
+                        SELECT 1 FROM payments p WHERE p.transaction_id = g.transaction_id)) \
+             FROM gateway_charges g",
+        )
+        .fetch_one(&self.db)
+        .await
+        .expect("the gateway's ledger against the orders");
+        let ledger = Ledger {
+            approved: ledger.0,
+            with_order: ledger.1,
+            refunded: ledger.2,
+            without_order: ledger.3,
+        };
+        assert_eq!(ledger, expected, "the ledger");
+        assert_eq!(
+            ledger.approved,
+            ledger.with_order + ledger.refunded + ledger.without_order,
+            "approved = with order + refunded + without order: {ledger:?}"
+        );
+        let paid_twice: Vec<i64> = sqlx::query_scalar(
+            "SELECT order_id FROM payments GROUP BY order_id HAVING count(*) > 1 \
+             UNION SELECT order_id FROM gateway_charges WHERE status <> 'declined' \
+             GROUP BY order_id HAVING count(*) > 1",
+        )
+        .fetch_all(&self.db)
+        .await
+        .expect("orders paid twice");
+        assert!(paid_twice.is_empty(), "orders paid twice: {paid_twice:?}");
         let admin = self.admin_token().await;
         let reconciliation = expect_json(
             self.get("/api/admin/reconciliation", Some(&admin)).await,
             StatusCode::OK,
         )
         .await;
-        let (approved, refunded) = self.charges_approved_and_refunded().await;
-        let with_order: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM orders o JOIN payments p ON p.order_id = o.id \
-             WHERE o.status IN ('confirmed', 'shipped', 'delivered')",
-        )
-        .fetch_one(&self.db)
-        .await
-        .expect("orders");
-        let ledger = Ledger {
-            approved,
-            with_order,
-            refunded,
-            without_order: reconciliation["without_order"]
-                .as_i64()
-                .expect("without_order"),
-        };
         assert_eq!(
-            ledger.approved,
-            ledger.with_order + ledger.refunded + ledger.without_order,
-            "approved = with order + refunded + without order: {ledger:?}"
+            reconciliation["without_order"], ledger.without_order,
+            "the admin's reconciliation: {reconciliation}"
         );
         ledger
+    }
+
+    /// [`TestApp::assert_ledger`], and the service's own counters agree: every charge
+    /// without an order was counted as an orphaned payment when it happened (less those
+    /// a retry with the same key attached to an order later). Needs an app started with
+    /// `spawn_process` (its own metrics).
+    pub async fn assert_ledger_counted(&self, expected: Ledger) -> Ledger {
+        let ledger = self.assert_ledger(expected).await;
+        let metrics = self.metrics().await;
+        let orphans = sum_of(&metrics, "payments_orphaned_total")
+            - sum_of(&metrics, "payments_reattached_total");
+        assert_eq!(
+            orphans as i64, ledger.without_order,
+            "orphaned payments counted by the service"
+        );
+        ledger
+    }
+
+    /// The e-mails the mail server received about each order, by subject: how many
+    /// times each `Message-ID` arrived.
+    pub fn emails_per_message_id(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut count = std::collections::BTreeMap::new();
+        for mail in self.smtp.messages() {
+            *count.entry(mail.message_id()).or_insert(0) += 1;
+        }
+        count
     }
 }
 

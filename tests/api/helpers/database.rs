@@ -28,10 +28,10 @@ impl TestDatabase {
         Self::create_on(&server_url()).await
     }
 
-    /// The name of a database that does not exist yet: the app creates it. Dropped
+    /// The name of a database that does not exist yet on `server`: the app creates it. Dropped
     /// afterwards like the others.
-    pub fn not_yet_created() -> Self {
-        let server = server_url();
+    pub fn not_yet_created_on(server: &str) -> Self {
+        let server = server.to_string();
         let name = format!("emtest_{}", uuid::Uuid::new_v4().simple());
         Self {
             url: format!("{server}/{name}"),

@@ -46,7 +46,16 @@ pub async fn spawn_process_on(server: &str, overrides: &[(&str, &str)]) -> TestA
 /// that does not exist yet, as replicas behind a load balancer would be. Each has a pool
 /// of 5 connections, so that two such tests fit in Postgres' default 100.
 pub async fn spawn_replicas(count: usize, overrides: &[(&str, &str)]) -> Vec<TestApp> {
-    let database = Arc::new(TestDatabase::not_yet_created());
+    spawn_replicas_on(&server_url(), count, overrides).await
+}
+
+/// [`spawn_replicas`] against another Postgres server (one of the test's own).
+pub async fn spawn_replicas_on(
+    server: &str,
+    count: usize,
+    overrides: &[(&str, &str)],
+) -> Vec<TestApp> {
+    let database = Arc::new(TestDatabase::not_yet_created_on(server));
     let smtp = Arc::new(SmtpCapture::start().await);
     let mut environment = test_environment(&database.url, smtp.port);
     environment.retain(|(k, _)| k != "DB_MAX_CONNECTIONS");
@@ -167,12 +176,27 @@ impl TestApp {
 
     /// Sends SIGTERM and returns at once: the test watches the shutdown.
     pub fn send_sigterm(&mut self) {
+        self.signal("TERM");
+    }
+
+    /// SIGSTOP: the process stalls where it is (a long GC pause, a frozen VM), holding
+    /// whatever it holds — its connections, its transactions' locks.
+    pub fn stall(&mut self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT: a stalled process goes on as if nothing had happened.
+    pub fn resume(&mut self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&mut self, name: &str) {
         let pid = self.process().child.id();
         let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([format!("-{name}"), pid.to_string()])
             .status()
             .expect("kill");
-        assert!(sent.success());
+        assert!(sent.success(), "kill -{name}");
     }
 }
 

@@ -1,7 +1,9 @@
 //! A minimal but real SMTP server: the app's mailer talks to it over TCP, and the test
 //! reads what it was sent.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -13,10 +15,29 @@ pub struct CapturedMail {
     pub data: String,
 }
 
+impl CapturedMail {
+    /// The message's `Message-ID` header (empty if it has none).
+    pub fn message_id(&self) -> String {
+        self.header("Message-ID").unwrap_or_default()
+    }
+
+    /// The value of a header of the message (the first, unfolded).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        self.data
+            .lines()
+            .take_while(|line| !line.is_empty())
+            .find(|line| line.to_ascii_lowercase().starts_with(&prefix))
+            .map(|line| line[prefix.len()..].trim().to_string())
+    }
+}
+
 /// A minimal but real SMTP server on a free port, recording every message it accepts.
 pub struct SmtpCapture {
     pub port: u16,
     messages: Arc<Mutex<Vec<CapturedMail>>>,
+    /// How long it takes to acknowledge a message it has received (a slow server).
+    acknowledge_after_ms: Arc<AtomicU64>,
 }
 
 impl SmtpCapture {
@@ -24,21 +45,37 @@ impl SmtpCapture {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
         let port = listener.local_addr().expect("smtp addr").port();
         let messages = Arc::new(Mutex::new(Vec::new()));
-        let sink = messages.clone();
+        let acknowledge_after_ms = Arc::new(AtomicU64::new(0));
+        let (sink, delay) = (messages.clone(), acknowledge_after_ms.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_smtp(stream, sink.clone()));
+                tokio::spawn(serve_smtp(stream, sink.clone(), delay.clone()));
             }
         });
-        Self { port, messages }
+        Self {
+            port,
+            messages,
+            acknowledge_after_ms,
+        }
     }
 
     pub fn messages(&self) -> Vec<CapturedMail> {
         self.messages.lock().expect("smtp lock").clone()
     }
+
+    /// From now on, a message is kept at once but acknowledged (`250`) only after
+    /// `delay`: the sender has sent it and does not know yet.
+    pub fn acknowledge_after(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.acknowledge_after_ms.store(millis, Ordering::Relaxed);
+    }
 }
 
-async fn serve_smtp(stream: tokio::net::TcpStream, sink: Arc<Mutex<Vec<CapturedMail>>>) {
+async fn serve_smtp(
+    stream: tokio::net::TcpStream,
+    sink: Arc<Mutex<Vec<CapturedMail>>>,
+    acknowledge_after_ms: Arc<AtomicU64>,
+) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let mut recipients = Vec::new();
@@ -77,6 +114,8 @@ async fn serve_smtp(stream: tokio::net::TcpStream, sink: Arc<Mutex<Vec<CapturedM
                     recipients: std::mem::take(&mut recipients),
                     data,
                 });
+                let delay = acknowledge_after_ms.load(Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
                 b"250 OK queued\r\n"
             }
             "RSET" | "NOOP" => b"250 OK\r\n",
