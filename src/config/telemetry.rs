@@ -35,6 +35,10 @@ pub struct TelemetrySettings {
     pub traces_enabled: bool,
     pub otlp_endpoint: String,
     pub otlp_protocol: OtlpProtocol,
+    /// How long one export may take (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds): a collector that accepts and never
+    /// answers holds the exporting thread (never a request) this long per batch.
+    pub otlp_timeout: std::time::Duration,
     pub sampler: TraceSampler,
     /// `false` when `METRICS_ENABLED=false`: no recorder, `/metrics` answers 404.
     pub metrics_enabled: bool,
@@ -101,6 +105,12 @@ pub(super) fn read(r: &mut Reader, default_service_name: &str) -> TelemetrySetti
         ));
     }
     let sampler = read_sampler(r);
+    // The specification's default is 10 s; 5 s frees the exporting thread sooner when
+    // a collector hangs (spans queue meanwhile, and are dropped once the queue is full).
+    let otlp_timeout = match r.raw("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") {
+        Some(_) => r.millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 5000),
+        None => r.millis("OTEL_EXPORTER_OTLP_TIMEOUT", 5000),
+    };
 
     TelemetrySettings {
         log_format,
@@ -109,6 +119,7 @@ pub(super) fn read(r: &mut Reader, default_service_name: &str) -> TelemetrySetti
         traces_enabled: !r.bool("OTEL_SDK_DISABLED", false),
         otlp_endpoint,
         otlp_protocol,
+        otlp_timeout,
         sampler,
         metrics_enabled: r.bool("METRICS_ENABLED", true),
     }

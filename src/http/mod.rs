@@ -87,18 +87,7 @@ impl FromRef<AppState> for Arc<JwtKeys> {
 }
 
 pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
-    let (api, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .merge(auth::router())
-        .merge(products::router())
-        .merge(reviews::router())
-        .merge(cart::router())
-        .merge(orders::router())
-        .merge(notifications::router())
-        .merge(admin::router())
-        .merge(ops::router())
-        .merge(storefront::router())
-        .split_for_parts();
-    openapi::add_common_responses(&mut openapi);
+    let (api, openapi) = api();
 
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
@@ -122,6 +111,24 @@ pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
                 .layer(DefaultBodyLimit::max(body_limit_bytes)),
         )
         .with_state(state)
+}
+
+/// Every route of every resource, and the OpenAPI document of those that have one (the
+/// API; not the page, its assets and `/metrics`).
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (api, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(auth::router())
+        .merge(products::router())
+        .merge(reviews::router())
+        .merge(cart::router())
+        .merge(orders::router())
+        .merge(notifications::router())
+        .merge(admin::router())
+        .merge(ops::router())
+        .merge(storefront::router())
+        .split_for_parts();
+    openapi::add_common_responses(&mut openapi);
+    (api, openapi)
 }
 
 /// While the service drains (after SIGTERM), new requests get a 503 that says so, with

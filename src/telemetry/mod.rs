@@ -42,7 +42,6 @@ use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings, TraceSampler};
 /// The crate's own spans are the only ones exported: the exporter's HTTP/gRPC
 /// clients must never trace themselves.
 const OWN_TARGET: &str = env!("CARGO_CRATE_NAME");
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The tracer of the HTTP server spans (see [`http::instrument_request`]); unset while
@@ -176,14 +175,15 @@ pub fn build_tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<Sdk
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint)
-                .with_timeout(EXPORT_TIMEOUT)
+                .with_timeout(settings.otlp_timeout)
                 .build()
                 .context("building the OTLP span exporter")?;
             BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint)).build()
         }
         // Given in code, the endpoint is used as-is: add the signal path ourselves.
         OtlpProtocol::HttpProtobuf => {
-            let exporter = OtlpHttpExporter::new(format!("{endpoint}/v1/traces"), EXPORT_TIMEOUT);
+            let exporter =
+                OtlpHttpExporter::new(format!("{endpoint}/v1/traces"), settings.otlp_timeout);
             BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint)).build()
         }
     };

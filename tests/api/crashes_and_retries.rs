@@ -4,13 +4,15 @@
 //! without an order named at start, and the checkouts the shutdown deadline rolled back
 //! logged and scraped. Each ends with the ledger identity.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ecommerce_monolith::idempotency::RUNNING_LEASE;
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{
-    Ledger, TestApp, checkout_body, eventually, expect_json, sample, spawn_process,
+    Ledger, TestApp, checkout_body, eventually, expect_json, expect_problem, sample, spawn_process,
+    spawn_replicas,
 };
 
 async fn transaction_ids(app: &TestApp) -> Vec<String> {
@@ -118,38 +120,41 @@ async fn after_a_crash_a_retry_with_the_key_resolves_within_seconds_and_charges_
     })
     .await;
     app.kill_and_restart().await;
+    let crashed = Instant::now();
     let _ = in_flight.await;
+    // The retry itself need not wait for the slow mail server.
+    app.faults(&["set", "--email-delay-ms", "0"]).await;
 
-    // While the dead request's lease may still run: 409, and when to come back.
+    // The dead request's lease (renewed until the crash) still runs: 409, and when to
+    // come back — no later than the lease.
     let conflict = app
         .checkout_with_key(&alice, "crash-test", &checkout_body())
         .await;
-    if conflict.status() == StatusCode::CONFLICT {
-        let retry_after: u64 = conflict.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(
-            (1..=10).contains(&retry_after),
-            "Retry-After: {retry_after}"
-        );
-    }
-    // Then the key is taken over, and the order is placed with the first charge.
-    let order = eventually(
-        Duration::from_secs(20),
-        "the retry placing the order",
-        || async {
-            let response = app
-                .checkout_with_key(&alice, "crash-test", &checkout_body())
-                .await;
-            match response.status() {
-                StatusCode::CONFLICT => None,
-                _ => Some(expect_json(response, StatusCode::CREATED).await),
-            }
-        },
-    )
+    let retry_after: u64 = conflict.headers()["retry-after"]
+        .to_str()
+        .expect("Retry-After")
+        .parse()
+        .expect("whole seconds");
+    expect_problem(conflict, StatusCode::CONFLICT, "request-in-progress").await;
+    assert!(
+        (1..=RUNNING_LEASE.as_secs()).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    // Coming back when told: the key is taken over, and the order placed with the
+    // first charge — within seconds, before twice the lease has passed since the crash.
+    let order = eventually(RUNNING_LEASE * 2, "the retry placing the order", || async {
+        let response = app
+            .checkout_with_key(&alice, "crash-test", &checkout_body())
+            .await;
+        match response.status() {
+            StatusCode::CONFLICT => None,
+            _ => Some(expect_json(response, StatusCode::CREATED).await),
+        }
+    })
     .await;
+    let resolved = crashed.elapsed();
+    println!("a retry after a crash resolved {resolved:?} after it (lease {RUNNING_LEASE:?})");
+    assert!(resolved < RUNNING_LEASE * 2, "{resolved:?}");
     let charges = transaction_ids(&app).await;
     assert_eq!(charges.len(), 1, "{charges:?}");
     assert_eq!(order["payment"]["transaction_id"], charges[0]);
@@ -262,8 +267,86 @@ async fn a_job_started_while_the_heartbeat_renews_keeps_running() {
     app.assert_ledger(Ledger::paid(3)).await;
 }
 
+/// A replica dies (SIGKILL) in the middle of a charge; the other one takes the job over
+/// a heartbeat after its lease ran out — not sooner (the dead one might only have been
+/// cut off, and is given the chance to renew), and well before twice the lease.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_crashed_replicas_jobs_resume_within_the_lease_and_expired_leases_count() {
+async fn a_dead_replicas_job_is_taken_over_by_another_a_heartbeat_after_its_lease() {
+    const LEASE: Duration = Duration::from_secs(4);
+    let mut replicas = spawn_replicas(
+        2,
+        &[
+            ("CHECKOUT_MODE", "async"),
+            ("OUTBOX_LEASE_SECONDS", "4"),
+            ("OUTBOX_POLL_MS", "250"),
+            ("PAYMENT_DELAY_MS", "2000"),
+        ],
+    )
+    .await;
+    let (alice, kettle) = replicas[0].alice_with_kettles(1).await;
+    let accepted = expect_json(replicas[0].checkout(&alice).await, StatusCode::ACCEPTED).await;
+    // Whichever replica claimed the charge dies in the gateway's 2 s.
+    let holder = eventually(Duration::from_secs(10), "the charge claimed", || async {
+        for (i, replica) in replicas.iter().enumerate() {
+            let metrics = replica.metrics().await;
+            let running = sample(
+                &metrics,
+                "outbox_jobs_in_flight",
+                &[("kind", "charge_order")],
+            );
+            if running == Some(1.0) {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    replicas[holder].kill();
+    let killed = Instant::now();
+    let db = replicas[0].db.clone();
+    let (lease_end, lease): (chrono::DateTime<chrono::Utc>, i32) = sqlx::query_as(
+        "SELECT locked_until, attempts FROM outbox_jobs WHERE kind = 'charge_order'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("job");
+    assert_eq!(lease, 1);
+    let taken_over_at: chrono::DateTime<chrono::Utc> =
+        eventually(LEASE * 2, "the job taken over", || async {
+            let (attempts, locked_until): (i32, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+                "SELECT attempts, locked_until FROM outbox_jobs WHERE kind = 'charge_order'",
+            )
+            .fetch_one(&db)
+            .await
+            .expect("job");
+            // A claim sets the new lease from its own moment.
+            (attempts == 2).then(|| locked_until - LEASE)
+        })
+        .await;
+    let waited = killed.elapsed();
+    let after_lease = (taken_over_at - lease_end).to_std().unwrap_or_default();
+    println!(
+        "taken over {waited:?} after the kill, {after_lease:?} after the dead replica's lease"
+    );
+    assert!(waited < LEASE * 2, "taken over {waited:?} after the kill");
+    assert!(
+        after_lease >= LEASE / 3 - Duration::from_millis(50),
+        "taken over {after_lease:?} after the lease ran out, before a heartbeat"
+    );
+    let survivor = &replicas[1 - holder];
+    let path = format!("/api/orders/{}", accepted["id"]);
+    let order = eventually(Duration::from_secs(15), "the order confirmed", || async {
+        let order = expect_json(survivor.get(&path, Some(&alice)).await, StatusCode::OK).await;
+        (order["status"] == "confirmed").then_some(order)
+    })
+    .await;
+    assert_eq!(order["payment"]["amount"], "19.99");
+    assert_eq!(survivor.stock_of(kettle).await, (4, 0));
+    survivor.assert_ledger(Ledger::paid(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_leases_count_as_attempts_and_end_in_a_dead_letter() {
     let mut app = spawn_process(&[
         ("CHECKOUT_MODE", "async"),
         ("OUTBOX_LEASE_SECONDS", "2"),

@@ -54,6 +54,39 @@ async fn the_benchmark_script_runs_end_to_end() {
             "{measure:?} missing from:\n{stdout}"
         );
     }
-    // Every burst checkout must have succeeded, even in a smoke run.
-    assert!(stdout.contains(", 0 errors"), "{stdout}");
+    // Every checkout of the bursts and of the throughput run must have succeeded, even
+    // in a smoke run: read from each row's own figure, not from its target column.
+    for measure in [
+        "3 checkouts/s, delays 0",
+        "5 10 at once, pool 2",
+        "5 10 at once, pool 15",
+        "7 10 at once async, pool 2",
+    ] {
+        let errors = errors_in_figure(&stdout, measure);
+        assert_eq!(errors, Some(0), "{measure:?}:\n{stdout}");
+    }
+}
+
+/// The "N errors" of a row's figure — the table's second column (columns are
+/// separated by two spaces or more) — e.g. `1.72 s, 0 errors` or `51/s (0 errors)`.
+fn errors_in_figure(table: &str, measure: &str) -> Option<u32> {
+    let row = table.lines().find(|line| line.starts_with(measure))?;
+    let figure = row
+        .split("  ")
+        .map(str::trim)
+        .filter(|column| !column.is_empty())
+        .nth(1)?;
+    let before = figure.split(" error").next()?;
+    let count = before.rsplit([' ', '(']).next()?;
+    count.parse().ok()
+}
+
+#[test]
+fn a_rows_errors_are_read_from_its_figure_not_its_target() {
+    let table = "5 10 at once, pool 2    1.72 s, 3 errors    expected 1.5 s    1.15   \
+                 1.0 ±25 %, 0 errors    ok\n\
+                 3 checkouts/s, delays 0    51/s (0 errors)    pgbench 662 tps    0.08\n";
+    assert_eq!(errors_in_figure(table, "5 10 at once, pool 2"), Some(3));
+    assert_eq!(errors_in_figure(table, "3 checkouts/s, delays 0"), Some(0));
+    assert_eq!(errors_in_figure(table, "7 10 at once async"), None);
 }

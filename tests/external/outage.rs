@@ -51,11 +51,13 @@ async fn cluster_of_its_own() -> Option<PostgresCluster> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_outage_gives_fast_503s_counts_lost_orders_and_recovers() {
+    // The pool would wait this long for a connection that cannot come.
+    const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+    let acquire_timeout = ACQUIRE_TIMEOUT.as_secs().to_string();
     let Some((cluster, app)) = app_on_a_cluster_of_its_own(&[
         ("PAYMENT_DELAY_MS", "0"),
         ("EMAIL_DELAY_MS", "1500"),
-        // The pool would wait this long for a connection that cannot come.
-        ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
+        ("DB_ACQUIRE_TIMEOUT_SECONDS", acquire_timeout.as_str()),
     ])
     .await
     else {
@@ -146,8 +148,14 @@ async fn a_database_outage_gives_fast_503s_counts_lost_orders_and_recovers() {
         "database stopped: quick 503s after {fast_503:?} (slowest read {slowest:?}); \
          service back {recovered:?} after the database"
     );
-    assert!(fast_503 < Duration::from_secs(5), "{fast_503:?}");
-    assert!(recovered < Duration::from_secs(5), "{recovered:?}");
+    // Failing fast means no read ever waits for the pool's acquire timeout: not even
+    // the first ones after the stop, which find the pool's connections dead.
+    assert!(
+        slowest < ACQUIRE_TIMEOUT / 6,
+        "a read took {slowest:?}: {reads:?}"
+    );
+    assert!(fast_503 < ACQUIRE_TIMEOUT / 6, "{fast_503:?}");
+    assert!(recovered < ACQUIRE_TIMEOUT / 6, "{recovered:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

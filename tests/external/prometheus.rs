@@ -28,20 +28,39 @@ impl Drop for TempDir {
     }
 }
 
+/// How long an alert's condition must hold before it fires, in the rules Prometheus
+/// loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holding {
+    /// As the repository's rules say (minutes, some of them).
+    AsWritten,
+    /// Every alert's `for:` cut to a second, in a copy of the rules: a test that
+    /// provokes every alert can wait for each to fire, not only to be pending.
+    Shortened,
+}
+
 impl Prometheus {
     pub(crate) async fn start(target: &str) -> Self {
+        Self::start_with(target, Holding::AsWritten).await
+    }
+
+    pub(crate) async fn start_with(target: &str, holding: Holding) -> Self {
         let dir = TempDir(std::env::temp_dir().join(format!("prom-{}", uuid::Uuid::new_v4())));
         std::fs::create_dir_all(&dir.0).expect("temp dir");
         let mut config = read_yaml("prometheus.yml");
         config["global"]["scrape_interval"] = Yaml::from("1s");
         config["global"]["evaluation_interval"] = Yaml::from("1s");
-        // The rule files prometheus.yml names, from the repository.
+        // The rule files prometheus.yml names, from the repository (or shortened copies).
         let rule_files: Vec<Yaml> = config["rule_files"]
             .as_sequence()
             .expect("rule_files")
             .iter()
             .filter_map(Yaml::as_str)
-            .map(|file| Yaml::from(repo_file(file).display().to_string()))
+            .map(|file| match holding {
+                Holding::AsWritten => repo_file(file),
+                Holding::Shortened => shortened_copy(file, &dir.0),
+            })
+            .map(|path| Yaml::from(path.display().to_string()))
             .collect();
         config["rule_files"] = Yaml::Sequence(rule_files);
         let jobs = config["scrape_configs"]
@@ -110,6 +129,15 @@ impl Prometheus {
 
     /// Alerts pending or firing now, by name.
     pub(crate) async fn active_alerts(&self) -> BTreeSet<String> {
+        self.alerts_in(&["pending", "firing"]).await
+    }
+
+    /// Alerts firing now (not merely pending), by name.
+    pub(crate) async fn firing_alerts(&self) -> BTreeSet<String> {
+        self.alerts_in(&["firing"]).await
+    }
+
+    async fn alerts_in(&self, states: &[&str]) -> BTreeSet<String> {
         let alerts: Value = reqwest::get(format!("{}/api/v1/alerts", self.url))
             .await
             .expect("alerts")
@@ -120,6 +148,11 @@ impl Prometheus {
             .as_array()
             .into_iter()
             .flatten()
+            .filter(|a| {
+                a["state"]
+                    .as_str()
+                    .is_some_and(|state| states.contains(&state))
+            })
             .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_string))
             .collect()
     }
@@ -150,16 +183,16 @@ impl Prometheus {
         }
     }
 
-    /// Until `condition` holds for the active alerts (or 30 s pass).
-    pub(crate) async fn wait_for_alerts(
+    /// Until `condition` holds for the firing alerts (or 30 s pass).
+    pub(crate) async fn wait_for_firing(
         &self,
         what: &str,
         condition: impl Fn(&BTreeSet<String>) -> bool,
     ) -> BTreeSet<String> {
         let condition = &condition;
         let active = poll_until(Duration::from_secs(30), || async {
-            let active = self.active_alerts().await;
-            condition(&active).then_some(active)
+            let firing = self.firing_alerts().await;
+            condition(&firing).then_some(firing)
         })
         .await;
         if let Some(active) = active {
@@ -176,10 +209,30 @@ impl Prometheus {
             ));
         }
         panic!(
-            "{what}: alerts active: {:?}; rule expressions now:{values}",
+            "{what}: alerts firing: {:?}, pending or firing: {:?}; rule expressions now:{values}",
+            self.firing_alerts().await,
             self.active_alerts().await
         );
     }
+}
+
+/// A copy of the rule file `file` in `dir`, every alert's `for:` cut to one second.
+fn shortened_copy(file: &str, dir: &std::path::Path) -> PathBuf {
+    let mut rules = read_yaml(file);
+    for group in rules["groups"].as_sequence_mut().into_iter().flatten() {
+        for rule in group["rules"].as_sequence_mut().into_iter().flatten() {
+            if rule.get("alert").is_some() && rule.get("for").is_some() {
+                rule["for"] = Yaml::from("1s");
+            }
+        }
+    }
+    let copy = dir.join(
+        std::path::Path::new(file)
+            .file_name()
+            .expect("a rule file's name"),
+    );
+    std::fs::write(&copy, yaml_serde::to_string(&rules).expect("yaml")).expect("rule copy");
+    copy
 }
 
 /// The `--enable-feature` flags the compose stack starts Prometheus with.

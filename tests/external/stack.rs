@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use yaml_serde::Value as Yaml;
 
-use crate::helpers::{TestApp, eventually, expect_json, spawn_process};
-use crate::prometheus::{Prometheus, compose_prometheus_features};
+use crate::helpers::{TestApp, checkout_body, eventually, expect_json, spawn_process};
+use crate::prometheus::{Holding, Prometheus, compose_prometheus_features};
 use crate::require::{PROMETHEUS_PACKAGE, tool_available};
 
 /// The latency histograms whose buckets carry exemplars (trace ids).
@@ -505,7 +505,13 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
         ("OUTBOX_MAX_ATTEMPTS", "1"),
     ])
     .await;
-    let prometheus = Prometheus::start(app.address.trim_start_matches("http://")).await;
+    // Every alert's `for:` cut to a second in Prometheus' copy of the rules, so that
+    // each provoked alert is seen firing, not merely pending.
+    let prometheus = Prometheus::start_with(
+        app.address.trim_start_matches("http://"),
+        Holding::Shortened,
+    )
+    .await;
     app.seed().await;
     let admin = app.admin_token().await;
     let kettle = app.create_product(&admin, "Kettle", "19.99", 1000).await;
@@ -636,8 +642,8 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     let saturated = async {
         pool_held().await;
         prometheus
-            .wait_for_alerts("pool saturation", |active| {
-                active.contains(&alert_on("db_pool_"))
+            .wait_for_firing("pool saturation", |firing| {
+                firing.contains(&alert_on("db_pool_"))
             })
             .await
     };
@@ -687,7 +693,7 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
         failures.join("\n")
     );
 
-    // Every rule evaluates cleanly, and the provoked alerts are pending or firing.
+    // Every rule evaluates cleanly, and the provoked alerts fire.
     let rules: Value = reqwest::get(format!("{}/api/v1/rules", prometheus.url))
         .await
         .unwrap()
@@ -719,17 +725,64 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
         alert_on("outbox_jobs_dead"),
     ];
     prometheus
-        .wait_for_alerts(
+        .wait_for_firing(
             "orphans, e-mail, declines, 5xx, slow checkouts, slow pool, outbox lag, dead letters",
-            |active| provoked.iter().all(|alert| active.contains(alert)),
+            |firing| provoked.iter().all(|alert| firing.contains(alert)),
         )
         .await;
 
-    // The app goes away: the down alert follows.
+    // A crash after a charge: the process that took the money never counts it, the
+    // gateway's ledger still shows it. SIGKILL in the e-mail step, then the service
+    // again (on the same address: Prometheus keeps scraping it).
+    let without_order = alert_on("payments_without_order");
+    set_faults(
+        &app,
+        &admin,
+        json!({"email_outage": false, "email_delay_ms": 60000, "payment_success_rate": 1.0}),
+    )
+    .await;
+    let charged_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM gateway_charges WHERE status <> 'declined'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    expect_json(
+        app.add_to_cart(&customers[5], kettle, 1).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    // The answer never comes: the process dies first.
+    let _doomed = tokio::spawn(
+        app.client
+            .post(format!("{}/api/orders/checkout", app.address))
+            .bearer_auth(&customers[5])
+            .json(&checkout_body())
+            .send(),
+    );
+    eventually(Duration::from_secs(10), "the charge", || async {
+        let charged: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM gateway_charges WHERE status <> 'declined'")
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        (charged > charged_before).then_some(())
+    })
+    .await;
+    app.kill_and_restart().await;
+    prometheus
+        .wait_for_firing("a charge without an order after a crash", |firing| {
+            firing.contains(&without_order)
+        })
+        .await;
+
+    // The app goes away: the down alert follows (once the restart's gap has resolved).
     let down = alert_on("up{");
-    assert!(!prometheus.active_alerts().await.contains(&down));
+    eventually(Duration::from_secs(30), "the app up again", || async {
+        (!prometheus.active_alerts().await.contains(&down)).then_some(())
+    })
+    .await;
     app.terminate().await;
     prometheus
-        .wait_for_alerts("app down", |active| active.contains(&down))
+        .wait_for_firing("app down", |firing| firing.contains(&down))
         .await;
 }

@@ -132,20 +132,27 @@ async fn start_binary(environment: Vec<(String, String)>) -> (Process, String) {
 
 impl TestApp {
     /// SIGKILL — no shutdown, no flush, a worker dropped mid-job — then the same binary
-    /// again on the same database (on a new port).
+    /// again on the same database and address.
     pub async fn kill_and_restart(&mut self) {
-        let environment = self.process().environment.clone();
+        self.kill();
+        self.restart().await;
+    }
+
+    /// SIGKILL, and no restart: a replica gone for good.
+    pub fn kill(&mut self) {
         let killed = self.process().child.kill();
         assert!(killed.is_ok(), "kill: {killed:?}");
         let _ = self.process().child.wait();
-        let (process, address) = start_binary(environment).await;
-        self.process = Some(process);
-        self.address = address;
     }
 
-    /// The same binary again on the same database (on a new port), after it exited.
+    /// The same binary again on the same database, after it exited, and on the same
+    /// address, as a restarted container would be: whoever calls or scrapes it (a
+    /// Prometheus) finds it again.
     pub async fn restart(&mut self) {
-        let environment = self.process().environment.clone();
+        let mut environment = self.process().environment.clone();
+        let address = self.address.trim_start_matches("http://").to_string();
+        environment.retain(|(k, _)| k != "BIND_ADDR");
+        environment.push(("BIND_ADDR".into(), address));
         let (process, address) = start_binary(environment).await;
         self.process = Some(process);
         self.address = address;
