@@ -2,15 +2,16 @@
 //! must be synchronous, in one short transaction — validate the cart, lock and reserve
 //! the inventory (so K units still give exactly K orders), create the order `pending`
 //! with its items, clear the cart, and enqueue the payment in the outbox — and answers
-//! 202 in milliseconds. The workers (`super::workers`) charge, confirm and e-mail.
+//! 202 in milliseconds (`Checkout::accept`). Here are the steps only that request has;
+//! the outbox jobs (`super::jobs`) charge, confirm and e-mail.
 
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::SemaphorePermit;
 
-use super::{
-    Basket, Checkout, CheckoutError, CheckoutRequest, check_inventory, clear_cart, create_order,
-    create_order_items, observe_step, reserve_inventory, rollback, validate_cart,
-};
+use super::error::CheckoutError;
+use super::request::CheckoutRequest;
+use super::steps::Basket;
+use crate::db::Database;
 use crate::domain::IdempotencyKey;
 use crate::idempotency;
 use crate::orders::OrderView;
@@ -19,61 +20,20 @@ use crate::outbox::{self, ChargeOrder, Task};
 use crate::payment::{ChargeKey, ChargeStatus, PaymentGateway};
 use crate::telemetry::current_traceparent;
 
-impl Checkout {
-    /// The request path of the asynchronous checkout: the order `pending`, its payment
-    /// enqueued, all or nothing.
-    pub(super) async fn accept(
-        &self,
-        user_id: i64,
-        request: &CheckoutRequest,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<OrderView, CheckoutError> {
-        let _admitted = self.unless_stopped(self.admit()).await?;
-        let mut tx = self
-            .unless_stopped(async { Ok(self.db.begin().await?) })
-            .await?;
-        let gateway = self.gateway.as_ref();
-        let accepted = self
-            .unless_stopped(async {
-                let tx = &mut *tx;
-                let basket = step!(validate_cart(tx, user_id))?;
-                if let Some(key) = key {
-                    step!(match_earlier_payment(gateway, user_id, key, &basket))?;
-                }
-                step!(check_inventory(tx, &basket.cart))?;
-                step!(reserve_inventory(tx, &basket.cart))?;
-                let order = step!(create_order(tx, &basket, request))?;
-                let items = step!(create_order_items(tx, &order, &basket.cart))?;
-                step!(clear_cart(tx, basket.user_id))?;
-                step!(enqueue_payment(tx, &order, basket, request, key))?;
-                Ok(order.into_view(items, None))
-            })
-            .await;
-        match accepted {
-            Ok(order) => step!(commit(tx, order, key)),
-            Err(error) => {
-                rollback(tx).await;
-                Err(error)
-            }
-        }
-    }
-
-    /// A place among the checkouts in the database now; a `checkout.admission` span
-    /// when this one had to queue for it.
-    async fn admit(&self) -> Result<SemaphorePermit<'_>, CheckoutError> {
-        self.db
-            .enter_async_share(|| tracing::info_span!("checkout.admission"))
-            .await
-            // Never closed; if it were, this checkout could not start: as at shutdown.
-            .map_err(|_closed| CheckoutError::Interrupted)
-    }
+/// A place among the asynchronous checkouts in the database now; a
+/// `checkout.admission` span when this one had to queue for it.
+pub(super) async fn admit(db: &Database) -> Result<SemaphorePermit<'_>, CheckoutError> {
+    db.enter_async_share(|| tracing::info_span!("checkout.admission"))
+        .await
+        // Never closed; if it were, this checkout could not start: as at shutdown.
+        .map_err(|_closed| CheckoutError::Interrupted)
 }
 
 /// With an `Idempotency-Key` whose earlier attempt took a payment (in either mode) and
 /// lost its order: that payment is this order's if the cart still costs what it paid,
 /// and the worker attaches it instead of charging again; otherwise the customer is told
 /// before anything is accepted ([`CheckoutError::CartChanged`]).
-async fn match_earlier_payment(
+pub(super) async fn match_earlier_payment(
     gateway: &dyn PaymentGateway,
     user_id: i64,
     key: &IdempotencyKey,
@@ -103,7 +63,7 @@ async fn match_earlier_payment(
 
 /// The payment job, in the same transaction as the order, carrying the request's trace
 /// context so that the job's spans continue this trace, and the customer's key.
-async fn enqueue_payment(
+pub(super) async fn enqueue_payment(
     tx: &mut PgConnection,
     order: &OrderRow,
     basket: Basket,
@@ -122,7 +82,7 @@ async fn enqueue_payment(
 
 /// Then commit: the order is accepted, `pending` until the workers settle it (and is
 /// the answer of the customer's `Idempotency-Key`, if the checkout carried one).
-async fn commit(
+pub(super) async fn commit(
     mut tx: Transaction<'static, Postgres>,
     order: OrderView,
     key: Option<&IdempotencyKey>,

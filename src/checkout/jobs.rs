@@ -20,15 +20,19 @@
 //! as the requests do: a hundred jobs finishing at once queue there, not in front of the
 //! catalog's reads.
 
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
 use sqlx::PgConnection;
 use tokio::sync::SemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
+use super::error::CheckoutError;
 use super::outcomes::{count_checkout, count_settled, settled};
-use super::workers::{JobError, Workers};
-use super::{
-    CheckoutError, create_notification, observe_step, process_payment, record_payment,
-    reduce_inventory,
-};
+use super::step::step;
+use super::steps::{create_notification, process_payment, record_payment, reduce_inventory};
+use crate::db::{self, Database};
 use crate::domain::{CheckoutMode, CheckoutOutcome, SettledOutcome};
 use crate::inventory::{self, Units};
 use crate::mailer::{Cancellation, Confirmation, Email, EmailError, Mailer};
@@ -36,10 +40,55 @@ use crate::notifications::{NotificationKind, notify};
 use crate::orders::store::{self, OrderRow};
 use crate::orders::{OrderStatus, OrderView};
 use crate::outbox::{self, ChargeOrder, Finished, Job, SendCancellation, SendConfirmation, Task};
-use crate::payment::{Charge, ChargeKey, PaymentError};
+use crate::payment::{Charge, ChargeKey, PaymentError, PaymentGateway};
 use crate::telemetry::current_traceparent;
 
-impl Workers {
+/// What the jobs need: the database, the gateway and the mail server — and the
+/// shutdown deadline, past which a job stops writing.
+pub(super) struct Jobs {
+    db: Database,
+    gateway: Arc<dyn PaymentGateway>,
+    mailer: Mailer,
+    stopping: CancellationToken,
+}
+
+/// Why a job did not finish this time.
+#[derive(Debug)]
+pub(super) enum JobError {
+    /// Try again later (or give up after the last attempt).
+    Retry(String),
+    /// The database went away: hand the job back as soon as it answers again.
+    DatabaseAway(String),
+    /// Another worker holds the job now (this one's lease ran out): nothing to do.
+    LeaseLost,
+}
+
+impl<E: Into<CheckoutError>> From<E> for JobError {
+    fn from(error: E) -> Self {
+        match error.into() {
+            CheckoutError::Database(error) if db::is_unavailable(&error) => {
+                JobError::DatabaseAway(error.to_string())
+            }
+            other => JobError::Retry(other.to_string()),
+        }
+    }
+}
+
+impl Jobs {
+    pub(super) fn new(
+        db: Database,
+        gateway: Arc<dyn PaymentGateway>,
+        mailer: Mailer,
+        stopping: CancellationToken,
+    ) -> Self {
+        Self {
+            db,
+            gateway,
+            mailer,
+            stopping,
+        }
+    }
+
     /// Does what `job` is to do.
     pub(super) async fn perform(&self, job: &Job) -> Result<Finished, JobError> {
         let task = job
@@ -74,7 +123,7 @@ impl Workers {
             None => ChargeKey::Order,
         };
         let charged = step!(process_payment(
-            self.shared.gateway.as_ref(),
+            self.gateway.as_ref(),
             charge_key,
             &order,
             method
@@ -105,8 +154,7 @@ impl Workers {
     /// A place in the asynchronous checkout's share of the pool, for one short piece of
     /// database work; an `outbox.admission` span when the job had to queue for it.
     async fn admitted(&self) -> Result<SemaphorePermit<'_>, JobError> {
-        self.shared
-            .db
+        self.db
             .enter_async_share(|| tracing::info_span!("outbox.admission"))
             .await
             .map_err(|_closed| JobError::Retry("the database share is closed".to_string()))
@@ -115,7 +163,7 @@ impl Workers {
     /// The order of a charge job, if it still waits for its payment.
     async fn pending_order(&self, job: &Job) -> Result<Option<OrderRow>, JobError> {
         let _admitted = self.admitted().await?;
-        let mut conn = self.shared.db.acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let order = store::fetch_row(&mut conn, job.order_id)
             .await?
             .ok_or_else(|| JobError::Retry(format!("order {} does not exist", job.order_id)))?;
@@ -133,7 +181,7 @@ impl Workers {
         payload: &ChargeOrder,
     ) -> Result<f64, JobError> {
         let _admitted = self.admitted().await?;
-        let mut tx = self.shared.db.begin().await?;
+        let mut tx = self.db.begin().await?;
         step!(record_payment(
             &mut tx,
             order,
@@ -155,7 +203,7 @@ impl Workers {
     /// Declined: the reserved units go back, the order fails, the customer is told.
     async fn fail_payment(&self, job: &Job, order: &OrderRow) -> Result<(), JobError> {
         let _admitted = self.admitted().await?;
-        let mut tx = self.shared.db.begin().await?;
+        let mut tx = self.db.begin().await?;
         step!(release_inventory(&mut tx, order))?;
         store::set_status(&mut tx, order.id, OrderStatus::PaymentFailed).await?;
         let message = format!(
@@ -201,7 +249,7 @@ impl Workers {
                     .map_err(|e| EmailError::Check(format!("{e:?}")))
             };
             wanted = step!(send_email(
-                &self.shared.mailer,
+                &self.mailer,
                 &Email::Confirmation(confirmation),
                 still_wanted
             ))
@@ -232,7 +280,7 @@ impl Workers {
         };
         let always = async { Ok(true) };
         step!(send_email(
-            &self.shared.mailer,
+            &self.mailer,
             &Email::Cancellation(cancellation),
             always
         ))
@@ -244,10 +292,42 @@ impl Workers {
     async fn order_of(&self, job: &Job) -> Result<OrderView, JobError> {
         let order = {
             let _admitted = self.admitted().await?;
-            let mut conn = self.shared.db.acquire().await?;
+            let mut conn = self.db.acquire().await?;
             store::fetch(&mut conn, job.order_id).await?
         };
         order.ok_or_else(|| JobError::Retry(format!("order {} is gone", job.order_id)))
+    }
+
+    /// Writes down what a job did (`write`: a transaction that also finishes the job).
+    /// The work cannot be undone — money taken, an e-mail sent — so a failure to write
+    /// it down must not let the job run again: while the database is away, wait for it
+    /// and try again (the heartbeat renews the lease the moment it answers, and the
+    /// attempt ends if another worker took the job meanwhile); when it answers and
+    /// still fails, try a few times more before the job is given back.
+    pub(super) async fn record<T, Fut>(&self, mut write: impl FnMut() -> Fut) -> Result<T, JobError>
+    where
+        Fut: Future<Output = Result<T, JobError>>,
+    {
+        const TRIES_WHILE_REACHABLE: u32 = 5;
+        let mut failures = 0;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let error = match write().await {
+                Err(JobError::DatabaseAway(error)) => error,
+                Err(JobError::Retry(error)) if failures < TRIES_WHILE_REACHABLE => {
+                    failures += 1;
+                    error
+                }
+                done => return done,
+            };
+            tracing::warn!(%error, "could not record a finished job's work; trying again");
+            tokio::select! {
+                () = self.db.until_reachable() => {}
+                () = self.stopping.cancelled() => return Err(JobError::DatabaseAway(error)),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// Ends a job whose work left nothing else to write (an e-mail sent, say): recorded
@@ -255,7 +335,7 @@ impl Workers {
     async fn finish_alone(&self, job: &Job, how: Finished) -> Result<Finished, JobError> {
         self.record(|| async {
             let _admitted = self.admitted().await?;
-            let mut tx = self.shared.db.begin().await?;
+            let mut tx = self.db.begin().await?;
             if !outbox::finish(&mut tx, job, how).await? {
                 return Err(JobError::LeaseLost);
             }

@@ -5,11 +5,15 @@
 //! `payments_orphaned_total{reason}` ([`orphaned_payment`]).
 
 use metrics::{counter, gauge};
+use opentelemetry::trace::Status;
 use rust_decimal::Decimal;
 use strum::VariantArray;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::CheckoutError;
-use crate::domain::{CheckoutMode, CheckoutOutcome, OrphanReason, SettledOutcome, cents};
+use super::error::CheckoutError;
+use super::request::Placement;
+use crate::domain::{ACCEPTED, CheckoutMode, CheckoutOutcome, OrphanReason, SettledOutcome, cents};
 use crate::payment::{Charge, ChargeKey};
 use crate::telemetry::exemplars;
 use crate::telemetry::metrics::{
@@ -38,6 +42,56 @@ pub(super) fn start_metrics_at_zero() {
     gauge!(CHECKOUTS_IN_FLIGHT).set(0.0);
 }
 
+/// A checkout running: `checkouts_in_flight` counts it until this is dropped.
+pub(super) fn in_flight() -> InFlight {
+    gauge!(CHECKOUTS_IN_FLIGHT).increment(1.0);
+    InFlight
+}
+
+pub(super) struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!(CHECKOUTS_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// Counts a checkout request's end once, marks its span (order, outcome, error status),
+/// logs a rollback at the shutdown deadline, and gives the latency its exemplar. An
+/// accepted order's outcome is counted when its payment is settled (see `jobs`).
+pub(super) fn answered(
+    span: &Span,
+    mode: CheckoutMode,
+    result: &Result<Placement, CheckoutError>,
+    seconds: f64,
+) {
+    let outcome = match result {
+        Ok(Placement::Confirmed(order)) => {
+            span.record("order.id", order.id);
+            settled(span, mode, order.total, seconds);
+            count_checkout(mode, CheckoutOutcome::Success);
+            CheckoutOutcome::Success.as_str()
+        }
+        Ok(Placement::Accepted(order)) => {
+            span.record("order.id", order.id);
+            ACCEPTED
+        }
+        Err(error) => {
+            span.set_status(Status::error(error.to_string()));
+            let outcome = error.outcome();
+            if outcome == CheckoutOutcome::Shutdown {
+                span.in_scope(|| {
+                    tracing::warn!(%error, "checkout rolled back at the shutdown deadline");
+                });
+            }
+            count_checkout(mode, outcome);
+            outcome.as_str()
+        }
+    };
+    span.record("checkout.outcome", outcome);
+    exemplars::record_checkout(span, mode, outcome, seconds);
+}
+
 /// A checkout has ended.
 pub(super) fn count_checkout(mode: CheckoutMode, outcome: CheckoutOutcome) {
     counter!(CHECKOUTS, "mode" => mode.as_str(), "outcome" => outcome.as_str()).increment(1);
@@ -45,7 +99,7 @@ pub(super) fn count_checkout(mode: CheckoutMode, outcome: CheckoutOutcome) {
 
 /// An order paid and confirmed: its revenue, and how long from request to confirmed
 /// (with `span`, of the checkout's trace, as the exemplar).
-pub(super) fn settled(span: &tracing::Span, mode: CheckoutMode, total: Decimal, seconds: f64) {
+pub(super) fn settled(span: &Span, mode: CheckoutMode, total: Decimal, seconds: f64) {
     counter!(ORDERS_REVENUE).increment(cents(total));
     count_settled(mode, SettledOutcome::Confirmed);
     exemplars::record_time_to_confirmed(span, mode, seconds);

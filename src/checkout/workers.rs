@@ -19,7 +19,6 @@
 //! work seconds later.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,10 +33,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::CheckoutError;
+use super::jobs::{JobError, Jobs};
 use super::outcomes::count_checkout;
 use crate::config::WorkerSettings;
-use crate::db::{self, Database};
+use crate::db::Database;
 use crate::domain::{CheckoutMode, CheckoutOutcome, JobKind};
 use crate::mailer::Mailer;
 use crate::outbox::{self, Finished, Job};
@@ -85,28 +84,6 @@ pub(super) fn start_metrics_at_zero() {
     }
 }
 
-/// Why a job did not finish this time.
-#[derive(Debug)]
-pub(super) enum JobError {
-    /// Try again later (or give up after the last attempt).
-    Retry(String),
-    /// The database went away: hand the job back as soon as it answers again.
-    DatabaseAway(String),
-    /// Another worker holds the job now (this one's lease ran out): nothing to do.
-    LeaseLost,
-}
-
-impl<E: Into<CheckoutError>> From<E> for JobError {
-    fn from(error: E) -> Self {
-        match error.into() {
-            CheckoutError::Database(error) if db::is_unavailable(&error) => {
-                JobError::DatabaseAway(error.to_string())
-            }
-            other => JobError::Retry(other.to_string()),
-        }
-    }
-}
-
 /// A running job, for the heartbeat: its lease token, and how to stop it.
 struct Held {
     kind: JobKind,
@@ -117,13 +94,13 @@ struct Held {
 /// The outbox's workers of this replica; cheap to clone.
 #[derive(Clone)]
 pub struct Workers {
-    pub(super) shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
-pub(super) struct Shared {
-    pub(super) db: Database,
-    pub(super) gateway: Arc<dyn PaymentGateway>,
-    pub(super) mailer: Mailer,
+struct Shared {
+    db: Database,
+    /// What each job does.
+    jobs: Jobs,
     settings: WorkerSettings,
     /// Told when a job was enqueued (LISTEN/NOTIFY) or a slot fell free; the poll covers
     /// what notifications miss.
@@ -151,9 +128,8 @@ impl Workers {
         gauge!(OUTBOX_CONCURRENCY_LIMIT).set(settings.concurrency as f64);
         Self {
             shared: Arc::new(Shared {
+                jobs: Jobs::new(db.clone(), gateway, mailer, stopping.clone()),
                 db,
-                gateway,
-                mailer,
                 slots: Arc::new(Semaphore::new(settings.concurrency)),
                 settings,
                 wake: Arc::new(Notify::new()),
@@ -306,7 +282,12 @@ impl Workers {
         }
         let started = Instant::now();
         counter!(OUTBOX_ATTEMPTS, "kind" => kind).increment(1);
-        let result = self.perform(&job).instrument(span.clone()).await;
+        let result = self
+            .shared
+            .jobs
+            .perform(&job)
+            .instrument(span.clone())
+            .await;
         let outcome = match result {
             Ok(Finished::Done) => JobOutcome::Done,
             Ok(Finished::Skipped) => JobOutcome::Skipped,
@@ -327,38 +308,6 @@ impl Workers {
         counter!(OUTBOX_PROCESSED, "kind" => kind, "outcome" => outcome).increment(1);
         histogram!(OUTBOX_JOB_DURATION, "kind" => kind, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
-    }
-
-    /// Writes down what a job did (`write`: a transaction that also finishes the job).
-    /// The work cannot be undone — money taken, an e-mail sent — so a failure to write
-    /// it down must not let the job run again: while the database is away, wait for it
-    /// and try again (the heartbeat renews the lease the moment it answers, and the
-    /// attempt ends if another worker took the job meanwhile); when it answers and
-    /// still fails, try a few times more before the job is given back.
-    pub(super) async fn record<T, Fut>(&self, mut write: impl FnMut() -> Fut) -> Result<T, JobError>
-    where
-        Fut: Future<Output = Result<T, JobError>>,
-    {
-        const TRIES_WHILE_REACHABLE: u32 = 5;
-        let mut failures = 0;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let error = match write().await {
-                Err(JobError::DatabaseAway(error)) => error,
-                Err(JobError::Retry(error)) if failures < TRIES_WHILE_REACHABLE => {
-                    failures += 1;
-                    error
-                }
-                done => return done,
-            };
-            tracing::warn!(%error, "could not record a finished job's work; trying again");
-            tokio::select! {
-                () = self.shared.db.until_reachable() => {}
-                () = self.shared.stopping.cancelled() => return Err(JobError::DatabaseAway(error)),
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
-        }
     }
 
     /// A failed attempt: try again after a backoff, or give up after the last one.
