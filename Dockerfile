@@ -10,22 +10,29 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /build
 
-# 1. Dependencies only, in their own layer: rebuilt when Cargo.toml/Cargo.lock change,
-#    not when the sources do. Empty stand-ins for the binary and the library.
+# 1. Dependencies only, in their own layer: rebuilt when a Cargo.toml or Cargo.lock
+#    changes, not when the sources do. Empty stand-ins for both crates of the workspace:
+#    the service and its tools (crates/lab).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY crates/lab/Cargo.toml crates/lab/Cargo.toml
+RUN mkdir -p src crates/lab/src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && cargo build --release --locked \
- && rm -rf src
+ && echo 'fn main() {}' > crates/lab/src/main.rs \
+ && touch crates/lab/src/lib.rs \
+ && cargo build --release --locked --workspace \
+ && rm -rf src crates/lab/src
 
 # 2. The real sources. sqlx::migrate!("./migrations") embeds the SQL at compile time.
 #    touch: make sure cargo sees the sources as newer than the stand-ins' artifacts.
+#    Two binaries: the server, and the tools it runs for `loadgen`, `faults`, `mode`
+#    and `outbox` (ecommerce-lab, beside it).
 COPY src ./src
+COPY crates/lab/src ./crates/lab/src
 COPY migrations ./migrations
-RUN touch src/main.rs src/lib.rs \
- && cargo build --release --locked \
- && cp target/release/ecommerce-monolith /usr/local/bin/ecommerce-monolith
+RUN touch src/main.rs src/lib.rs crates/lab/src/main.rs crates/lab/src/lib.rs \
+ && cargo build --release --locked --workspace \
+ && cp target/release/ecommerce-monolith target/release/ecommerce-lab /usr/local/bin/
 
 # ---- runtime ------------------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
@@ -36,7 +43,7 @@ RUN apt-get update \
  && groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /nonexistent --shell /usr/sbin/nologin app
 
-COPY --from=builder /usr/local/bin/ecommerce-monolith /usr/local/bin/ecommerce-monolith
+COPY --from=builder /usr/local/bin/ecommerce-monolith /usr/local/bin/ecommerce-lab /usr/local/bin/
 
 USER 10001:10001
 ENV BIND_ADDR=0.0.0.0:8000

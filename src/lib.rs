@@ -19,14 +19,13 @@
 //! 9. [`http`]: one module per resource, the error type, the extractors.
 //! 10. [`startup`]: wiring, graceful shutdown ([`shutdown`] is the signal).
 //!
-//! Beside them, the command-line tools: [`seed`], [`client`], [`admin_cli`], [`loadgen`].
+//! Beside them, [`seed`], the demo catalog. The client-side tools — the load generator,
+//! the admin commands, the lab — are the `ecommerce-lab` crate (`crates/lab/`).
 
-pub mod admin_cli;
 pub mod auth;
 pub mod cart;
 pub mod catalog;
 pub mod checkout;
-pub mod client;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -34,7 +33,6 @@ pub mod http;
 pub mod idempotency;
 pub mod inventory;
 pub mod live_settings;
-pub mod loadgen;
 pub mod mailer;
 pub mod notifications;
 pub mod orders;

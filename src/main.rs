@@ -1,15 +1,17 @@
-//! The command line: `serve`, `migrate`, `seed`, `loadgen`, `faults`, `mode`, `outbox`,
-//! `healthcheck`.
+//! The command line: `serve`, `migrate`, `seed`, `healthcheck` — and, as a front door to
+//! the `ecommerce-lab` binary beside this one, `loadgen`, `faults`, `mode` and `outbox`:
+//! the client-side tools live in a crate of their own, so that the server links none of
+//! them, and both spellings work.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ecommerce_monolith::admin_cli::{self, FaultsArgs, ModeArgs, OutboxArgs};
 use ecommerce_monolith::config::{
-    DEFAULT_LOG_FORMAT_CLI, DatabaseSettings, DemoCustomer, ProcessEnv, Settings, TelemetrySettings,
+    DEFAULT_LOG_FORMAT_CLI, DatabaseSettings, DemoCustomer, ProcessEnv, Settings,
 };
-use ecommerce_monolith::loadgen::LoadgenArgs;
 use ecommerce_monolith::shutdown::shutdown_signal;
 use ecommerce_monolith::startup::Application;
 use ecommerce_monolith::{checkout, db, seed, telemetry};
@@ -71,14 +73,20 @@ enum Command {
         #[arg(long)]
         restock: bool,
     },
-    /// Simulate shoppers against a running service and report latencies and outcomes.
-    Loadgen(LoadgenArgs),
-    /// Show or change the live fault injection of a running service.
-    Faults(FaultsArgs),
-    /// Show or switch the checkout mode of a running service (blocking or async).
-    Mode(ModeArgs),
-    /// The outbox of a running service: replay its dead letters.
-    Outbox(OutboxArgs),
+    /// Simulate shoppers against a running service and report latencies and outcomes
+    /// (runs `ecommerce-lab loadgen`).
+    #[command(disable_help_flag = true)]
+    Loadgen(Forwarded),
+    /// Show or change the live fault injection of a running service (`ecommerce-lab
+    /// faults`).
+    #[command(disable_help_flag = true)]
+    Faults(Forwarded),
+    /// Show or switch the checkout mode of a running service (`ecommerce-lab mode`).
+    #[command(disable_help_flag = true)]
+    Mode(Forwarded),
+    /// The outbox of a running service: replay its dead letters (`ecommerce-lab outbox`).
+    #[command(disable_help_flag = true)]
+    Outbox(Forwarded),
     /// Exit 0 if the service answers `/health` (for container health checks).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8000/health")]
@@ -86,7 +94,25 @@ enum Command {
     },
 }
 
+/// The arguments of a command that `ecommerce-lab` runs, passed on as they are.
+#[derive(clap::Args)]
+struct Forwarded {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let forwarded = match &cli.command {
+        Command::Loadgen(f) => Some(("loadgen", f)),
+        Command::Faults(f) => Some(("faults", f)),
+        Command::Mode(f) => Some(("mode", f)),
+        Command::Outbox(f) => Some(("outbox", f)),
+        _ => None,
+    };
+    if let Some((command, forwarded)) = forwarded {
+        return run_lab(command, &forwarded.args);
+    }
     keep_large_blocks_returnable();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -98,22 +124,46 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run())
+    runtime.block_on(run(cli.command))
 }
 
-async fn run() -> ExitCode {
+/// Runs `ecommerce-lab <command> <args>` in place of this process: the binary beside
+/// this one (as the image and `cargo build` put them), else the one on the `PATH`.
+fn run_lab(command: &str, args: &[OsString]) -> ExitCode {
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|this| this.with_file_name("ecommerce-lab"))
+        .filter(|lab| lab.exists());
+    let lab = beside.unwrap_or_else(|| PathBuf::from("ecommerce-lab"));
+    let mut run = std::process::Command::new(&lab);
+    run.arg(command).args(args);
+    #[cfg(unix)]
+    let error = std::os::unix::process::CommandExt::exec(&mut run);
+    #[cfg(not(unix))]
+    let error = match run.status() {
+        Ok(status) => {
+            return ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1));
+        }
+        Err(error) => error,
+    };
+    eprintln!(
+        "error: `{command}` is run by the ecommerce-lab binary, which could not be started \
+         ({}: {error}); build it with `cargo build --workspace`",
+        lab.display()
+    );
+    ExitCode::FAILURE
+}
+
+async fn run(command: Command) -> ExitCode {
     // A `.env` file is optional; real environment variables win over it.
     let _ = dotenvy::dotenv();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match command {
         Command::Serve { seed } => serve(seed).await,
         Command::Migrate => migrate().await,
         Command::Seed { restock } => seed_catalog(restock).await,
-        Command::Loadgen(args) => loadgen(args).await,
-        Command::Faults(args) => print_json(admin_cli::faults(args).await),
-        Command::Mode(args) => print_json(admin_cli::mode(args).await),
-        Command::Outbox(args) => print_json(admin_cli::outbox(args).await),
         Command::Healthcheck { url } => healthcheck(&url).await,
+        // Run by ecommerce-lab, in `main`.
+        Command::Loadgen(_) | Command::Faults(_) | Command::Mode(_) | Command::Outbox(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,24 +230,6 @@ async fn seed_database(
         products_restocked = report.products_restocked,
         "demo catalog ready"
     );
-    Ok(())
-}
-
-async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
-    let mut settings = TelemetrySettings::from_source(&ProcessEnv, "loadgen")?;
-    // The report is the output; logs only say what goes wrong.
-    if std::env::var_os("RUST_LOG").is_none() {
-        settings.log_filter = "warn".to_string();
-    }
-    let telemetry = telemetry::init_for_tool(&settings)?;
-    let result = ecommerce_monolith::loadgen::run(args).await;
-    telemetry.shutdown().await;
-    result.map(|_| ())
-}
-
-/// Prints what an admin command answered.
-fn print_json(answer: anyhow::Result<serde_json::Value>) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(&answer?)?);
     Ok(())
 }
 

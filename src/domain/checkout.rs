@@ -58,6 +58,36 @@ pub enum CheckoutOutcome {
     Shutdown,
 }
 
+impl CheckoutOutcome {
+    /// The HTTP status a refusal of this kind answers with, part of the API's contract;
+    /// `None` for the outcomes without one of their own (`success` is 201, or 202 in
+    /// the asynchronous mode; `error` and `shutdown` answer like any failing request).
+    pub fn refusal_status(self) -> Option<u16> {
+        Some(match self {
+            Self::EmptyCart => 400,
+            Self::PaymentDeclined => 402,
+            Self::InsufficientStock | Self::CartChanged => 409,
+            Self::TotalTooLarge => 422,
+            Self::EmailFailed => 502,
+            Self::Success | Self::Error | Self::Shutdown => return None,
+        })
+    }
+
+    /// A checkout's outcome told from the status of its answer, for a client that counts
+    /// them (the load generator): 201 is a success; a 202 is settled later; a refusal's
+    /// status is the first outcome answering with it; every other answer is an error.
+    pub fn of_answer(status: u16) -> Self {
+        if status == 201 {
+            return Self::Success;
+        }
+        Self::VARIANTS
+            .iter()
+            .copied()
+            .find(|outcome| outcome.refusal_status() == Some(status))
+            .unwrap_or(Self::Error)
+    }
+}
+
 /// The `outcome` of `checkout_duration_seconds` for an asynchronous checkout's 202: its
 /// final outcome is counted later, when the payment is settled.
 pub const ACCEPTED: &str = "accepted";

@@ -12,8 +12,6 @@ use utoipa::ToSchema;
 
 use std::time::Duration;
 
-use strum::VariantArray;
-
 use crate::checkout::CheckoutError;
 use crate::db;
 use crate::domain::{CheckoutOutcome, StockShortage};
@@ -270,50 +268,23 @@ const IDEMPOTENCY_KEY_REUSED: Kind = (
     "Idempotency Key Reused",
 );
 
-/// The answer of each checkout outcome that has one of its own; the others (`error`,
+/// The answer of each checkout outcome that has one of its own (its status is part of
+/// the domain's contract, `CheckoutOutcome::refusal_status`); the others (`error`,
 /// `shutdown`) are a 503 or a 500 like any other request's failure.
 fn refusal_kind(outcome: CheckoutOutcome) -> Option<Kind> {
-    Some(match outcome {
-        CheckoutOutcome::EmptyCart => (StatusCode::BAD_REQUEST, "empty-cart", "Cart Is Empty"),
-        CheckoutOutcome::InsufficientStock => (
-            StatusCode::CONFLICT,
-            "insufficient-stock",
-            "Insufficient Stock",
-        ),
-        CheckoutOutcome::PaymentDeclined => (
-            StatusCode::PAYMENT_REQUIRED,
-            "payment-declined",
-            "Payment Declined",
-        ),
-        CheckoutOutcome::EmailFailed => (StatusCode::BAD_GATEWAY, "email-failed", "E-mail Failed"),
-        CheckoutOutcome::TotalTooLarge => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "total-too-large",
-            "Total Too Large",
-        ),
-        CheckoutOutcome::CartChanged => (
-            StatusCode::CONFLICT,
-            "cart-changed",
-            "Cart Changed Since The Earlier Payment",
-        ),
+    let status = StatusCode::from_u16(outcome.refusal_status()?).ok()?;
+    let (slug, title) = match outcome {
+        CheckoutOutcome::EmptyCart => ("empty-cart", "Cart Is Empty"),
+        CheckoutOutcome::InsufficientStock => ("insufficient-stock", "Insufficient Stock"),
+        CheckoutOutcome::PaymentDeclined => ("payment-declined", "Payment Declined"),
+        CheckoutOutcome::EmailFailed => ("email-failed", "E-mail Failed"),
+        CheckoutOutcome::TotalTooLarge => ("total-too-large", "Total Too Large"),
+        CheckoutOutcome::CartChanged => ("cart-changed", "Cart Changed Since The Earlier Payment"),
         CheckoutOutcome::Success | CheckoutOutcome::Error | CheckoutOutcome::Shutdown => {
             return None;
         }
-    })
-}
-
-/// A checkout's outcome told from the status of its answer, for a client that counts
-/// them (the load generator): the inverse of [`refusal_kind`]. 201 is a success; a 202
-/// is settled later; every other answer is an error.
-pub fn checkout_outcome_of(status: StatusCode) -> CheckoutOutcome {
-    if status == StatusCode::CREATED {
-        return CheckoutOutcome::Success;
-    }
-    CheckoutOutcome::VARIANTS
-        .iter()
-        .copied()
-        .find(|outcome| refusal_kind(*outcome).is_some_and(|(answer, ..)| answer == status))
-        .unwrap_or(CheckoutOutcome::Error)
+    };
+    Some((status, slug, title))
 }
 
 impl From<CheckoutError> for ApiError {
@@ -477,17 +448,20 @@ mod tests {
         for error in answers {
             let outcome = error.outcome();
             let status = ApiError::from(error).status();
-            assert_eq!(checkout_outcome_of(status), outcome, "{status}");
+            assert_eq!(
+                CheckoutOutcome::of_answer(status.as_u16()),
+                outcome,
+                "{status}"
+            );
         }
         // Rolled back at the shutdown deadline: a 503, like any unavailable service.
         assert_eq!(
-            checkout_outcome_of(ApiError::from(CheckoutError::Interrupted).status()),
+            CheckoutOutcome::of_answer(
+                ApiError::from(CheckoutError::Interrupted).status().as_u16()
+            ),
             CheckoutOutcome::Error
         );
-        assert_eq!(
-            checkout_outcome_of(StatusCode::CREATED),
-            CheckoutOutcome::Success
-        );
+        assert_eq!(CheckoutOutcome::of_answer(201), CheckoutOutcome::Success);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use ecommerce_monolith::loadgen::slo::Slo;
+use ecommerce_lab::loadgen::slo::Slo;
 use serde_json::Value;
 use strum::VariantArray;
 use yaml_serde::Value as Yaml;

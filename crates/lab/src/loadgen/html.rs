@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use strum::VariantArray;
 
 use super::report::{Latency, Operation, Report};
-use crate::domain::{CheckoutMode, CheckoutOutcome};
+use ecommerce_monolith::domain::{CheckoutMode, CheckoutOutcome};
 
 /// Charts as wide as the page (scaled down by the browser on a narrow one), with the
 /// legend in a column of its own on the right, where it covers no line.

@@ -17,8 +17,7 @@ use tokio_util::task::TaskTracker;
 use super::Scenario;
 use super::report::{Operation, Recorder};
 use crate::client::{ApiClient, ApiResponse};
-use crate::domain::{CheckoutMode, CheckoutOutcome};
-use crate::http::error::checkout_outcome_of;
+use ecommerce_monolith::domain::{CheckoutMode, CheckoutOutcome};
 
 /// How long an accepted order is followed before it counts as unsettled.
 const FOLLOW_AT_MOST: Duration = Duration::from_secs(60);
@@ -282,7 +281,9 @@ impl Shopper {
                 self.shop.recorder.record_checkout(CheckoutOutcome::Success);
             }
             (status, _) => {
-                let outcome = status.map_or(CheckoutOutcome::Error, checkout_outcome_of);
+                let outcome = status.map_or(CheckoutOutcome::Error, |status| {
+                    CheckoutOutcome::of_answer(status.as_u16())
+                });
                 self.shop.recorder.record_checkout(outcome);
                 // Start afresh next time: a person would not keep a refused cart forever.
                 self.abandon_cart(token).await;

@@ -17,7 +17,7 @@ use strum::{IntoStaticStr, VariantArray};
 
 pub use super::operation::Operation;
 use super::slo::{self, Events, Slo, Verdict};
-use crate::domain::{CheckoutMode, CheckoutOutcome};
+use ecommerce_monolith::domain::{CheckoutMode, CheckoutOutcome};
 
 /// What an answer says about the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -26,8 +26,8 @@ use tokio_util::task::TaskTracker;
 use self::report::{Operation, Recorder, Report, RunInfo};
 use self::shopper::{Arrivals, Shop};
 use crate::client::ApiClient;
-use crate::domain::CheckoutMode;
-use crate::shutdown::shutdown_signal;
+use ecommerce_monolith::domain::CheckoutMode;
+use ecommerce_monolith::shutdown::shutdown_signal;
 
 /// What the shoppers do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use strum::VariantArray;
 
 use crate::client::ApiClient;
-use crate::domain::{CheckoutMode, FaultSettings, FaultsUpdate, JobKind};
+use ecommerce_monolith::domain::{CheckoutMode, FaultSettings, FaultsUpdate, JobKind};
 
 /// Which service, as which admin.
 #[derive(Debug, clap::Args)]
