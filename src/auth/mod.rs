@@ -19,19 +19,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 pub use self::throttle::LoginThrottle;
+pub use self::users::Role;
 use crate::config::AdminAccount;
 use crate::db::Database;
 use crate::domain::Password;
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::Type,
-)]
-#[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-pub enum Role {
-    Customer,
-    Admin,
-}
 
 /// Argon2id with OWASP's low-memory profile (7 MiB, 5 passes, 1 lane), which resists
 /// GPU cracking as well as the crate's default (19 MiB, 2 passes) at the same CPU cost.

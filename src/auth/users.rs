@@ -1,11 +1,18 @@
 //! Every statement on the `users` table.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
-use super::Role;
+/// What an account may do: shop, or also run the shop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Role {
+    Customer,
+    Admin,
+}
 
 /// An account as the API shows it (never its password hash).
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]

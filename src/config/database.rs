@@ -5,7 +5,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::reader::Reader;
-use super::{ConfigError, Source};
+use super::reader::{ConfigError, Source};
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {

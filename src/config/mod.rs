@@ -12,7 +12,6 @@ mod reader;
 mod storefront;
 mod telemetry;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ pub use self::auth::{AdminAccount, AuthSettings, LoginThrottleSettings};
 pub use self::checkout::{LiveStart, SmtpSettings, WorkerSettings};
 pub use self::database::{DEFAULT_DATABASE_URL, DatabaseSettings};
 use self::reader::Reader;
+pub use self::reader::{ConfigError, ProcessEnv, Source};
 pub use self::storefront::{
     DEMO_CUSTOMER_EMAIL, DEMO_CUSTOMER_PASSWORD, DemoCustomer, StorefrontSettings,
 };
@@ -50,43 +50,6 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub body_limit_bytes: usize,
-}
-
-/// Everything wrong with the environment, one line per variable.
-#[derive(Debug)]
-pub struct ConfigError(pub Vec<String>);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration:")?;
-        for problem in &self.0 {
-            writeln!(f, "  - {problem}")?;
-        }
-        write!(f, "(see .env.example for every variable and its default)")
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Where settings are read from: the process environment, or a fixed list in tests.
-pub trait Source {
-    fn get(&self, name: &str) -> Option<String>;
-}
-
-pub struct ProcessEnv;
-
-impl Source for ProcessEnv {
-    fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl Source for &[(&str, &str)] {
-    fn get(&self, name: &str) -> Option<String> {
-        self.iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| (*value).to_string())
-    }
 }
 
 impl Settings {

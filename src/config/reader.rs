@@ -1,9 +1,45 @@
 //! Reading variables while collecting every problem instead of stopping at the first.
 
+use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{ConfigError, Source};
+/// Everything wrong with the environment, one line per variable.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        write!(f, "(see .env.example for every variable and its default)")
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where settings are read from: the process environment, or a fixed list in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Source for &[(&str, &str)] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_string())
+    }
+}
 
 /// Reads variables and collects problems instead of stopping at the first one.
 pub(super) struct Reader<'a> {

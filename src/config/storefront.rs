@@ -1,7 +1,7 @@
 //! The shop page at `/`: its links, its trace export, its demo customer.
 
 use super::reader::Reader;
-use super::{ConfigError, Source};
+use super::reader::{ConfigError, Source};
 use crate::domain::{Email, Password};
 
 /// What the shop page at `/` is told at start (`GET /api/storefront/config`): where the

@@ -1,7 +1,7 @@
 //! Logs, traces and metrics: the standard OpenTelemetry variables and our own few.
 
 use super::reader::Reader;
-use super::{ConfigError, Source};
+use super::reader::{ConfigError, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

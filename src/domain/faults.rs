@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::optional_whole;
+use super::whole_number::optional_whole;
 
 /// An injected delay is capped so that a typo cannot park checkouts for hours.
 pub const MAX_DELAY: Duration = Duration::from_secs(60);

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::WholeNumber;
+use super::whole_number::WholeNumber;
 
 /// How many units of a product: at least 1. The upper bound keeps totals far from
 /// overflow and is far beyond any stock in the demo.

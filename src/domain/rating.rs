@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::WholeNumber;
+use super::whole_number::WholeNumber;
 
 /// A review's star rating, 1 to 5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::WholeNumber;
+use super::whole_number::WholeNumber;
 
 /// Units on hand for a new product: zero or more.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -7,7 +7,7 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
+use super::state::AppState;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -10,10 +10,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::error::{ApiError, OnConstraint};
 use super::extract::{AuthUser, Json};
 use super::openapi::{Conflict, TooManyRequests, Unauthorized};
+use super::state::AppState;
 use crate::auth::users::{self, UserView};
 use crate::auth::{Role, hash_password, verify_password};
 use crate::domain::{Email, FullName, Password};

@@ -9,10 +9,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{AuthUser, Json, Path};
 use super::openapi::{Conflict, NotFound};
+use super::state::AppState;
 use crate::cart::{Cart, CartLine, store};
 use crate::domain::{LineItem, ORDER_TOTAL_MAX, Quantity, StockShortage, whole};
 use crate::inventory;

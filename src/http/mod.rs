@@ -12,18 +12,16 @@ pub mod ops;
 pub mod orders;
 pub mod products;
 pub mod reviews;
+mod state;
 pub mod storefront;
 
 use std::any::Any;
-use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
@@ -31,60 +29,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use self::error::ApiError;
-use crate::auth::{JwtKeys, LoginThrottle};
-use crate::checkout::Checkout;
-use crate::config::StorefrontSettings;
-use crate::db::Database;
-use crate::live_settings::LiveSettings;
-use crate::payment::PaymentGateway;
+pub use self::state::{AppState, Services};
 use crate::telemetry;
-use crate::telemetry::metrics::Exposition;
-
-/// What every handler can reach: one `Arc`, so that the extractors that clone it per
-/// request (every `State<AppState>`) pay one reference count, not one per part.
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-impl AppState {
-    pub fn new(services: Services) -> Self {
-        Self(Arc::new(services))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
-
-/// The parts of [`AppState`].
-pub struct Services {
-    pub db: Database,
-    pub jwt: Arc<JwtKeys>,
-    pub login_throttle: Arc<LoginThrottle>,
-    pub checkout: Checkout,
-    pub gateway: Arc<dyn PaymentGateway>,
-    /// Fault injection and the checkout mode, shared by every replica.
-    pub live: LiveSettings,
-    /// Work that must finish even if its client goes away (a checkout); shutdown waits
-    /// for it until the deadline.
-    pub in_flight: TaskTracker,
-    /// Cancelled at SIGTERM: new requests are refused (but `/metrics` and `/health`).
-    pub draining: CancellationToken,
-    /// `None` when metrics are switched off (or in tests that run several apps in
-    /// one process, where the global recorder cannot tell them apart).
-    pub metrics: Option<Exposition>,
-    /// What the shop page at `/` is told (links, browser trace export, demo customer).
-    pub storefront: Arc<StorefrontSettings>,
-}
-
-impl FromRef<AppState> for Arc<JwtKeys> {
-    fn from_ref(state: &AppState) -> Self {
-        state.jwt.clone()
-    }
-}
 
 pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
     let (api, openapi) = api();

@@ -6,9 +6,9 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{AuthUser, Json, Path, Query};
+use super::state::AppState;
 use crate::notifications::{self, NotificationView};
 
 pub fn router() -> OpenApiRouter<AppState> {

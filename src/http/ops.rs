@@ -8,10 +8,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::Json;
 use super::openapi::ServiceUnavailable;
+use super::state::AppState;
 use crate::telemetry::metrics::sample_gauges;
 use crate::telemetry::openmetrics;
 

@@ -9,10 +9,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminUser, AuthUser, IdempotencyHeader, Json, Page, Paged, Path, Query};
 use super::openapi::{BadGateway, Conflict, PaymentRequired};
+use super::state::AppState;
 use crate::checkout::timings::{self, StepTiming};
 use crate::checkout::{CheckoutError, CheckoutRequest, Placement};
 use crate::domain::IdempotencyKey;

@@ -8,10 +8,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::error::{ApiError, OnConstraint};
 use super::extract::{AdminUser, Json, Page, Paged, Path, Query};
 use super::openapi::Conflict;
+use super::state::AppState;
 use crate::catalog::store::{self, ProductChanges};
 use crate::catalog::{CategoryView, ProductQuery, ProductView};
 use crate::domain::{

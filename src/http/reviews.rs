@@ -7,10 +7,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::error::{ApiError, OnConstraint};
 use super::extract::{AuthUser, Json, Path};
 use super::openapi::Conflict;
+use super::state::AppState;
 use crate::catalog;
 use crate::domain::{Rating, ReviewComment};
 use crate::reviews::{self, ReviewView};

@@ -16,9 +16,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{Json, Path};
+use super::state::AppState;
 use crate::domain::CheckoutMode;
 
 #[derive(rust_embed::Embed)]

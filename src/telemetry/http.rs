@@ -2,6 +2,7 @@
 //! middleware around every route.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -17,10 +18,21 @@ use opentelemetry::trace::{
 use opentelemetry::{Context as OtelContext, KeyValue};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracer;
 use tracing::Instrument;
 
 use super::exemplars;
 use super::metrics::HTTP_REQUESTS_IN_FLIGHT;
+
+/// The tracer of the HTTP server spans (see [`instrument_request`]); unset while trace
+/// export is off.
+static SERVER_TRACER: OnceLock<SdkTracer> = OnceLock::new();
+
+/// Makes `tracer` the one the server spans are made with. Only the first call counts,
+/// like the subscriber's installation (tests install more than one).
+pub(super) fn use_server_tracer(tracer: SdkTracer) {
+    let _ = SERVER_TRACER.set(tracer);
+}
 
 pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
 /// W3C Trace Context level 2: the server's span, so a client (the storefront) can name
@@ -116,7 +128,7 @@ pub async fn instrument_request(
     // trace export is switched off.
     let remote = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
     let remote_trace_id = remote.span().span_context().trace_id();
-    let cx = match super::server_tracer() {
+    let cx = match SERVER_TRACER.get() {
         Some(tracer) => {
             let span = tracer
                 .span_builder(span_name(&method, route.as_ref()))

@@ -18,7 +18,6 @@ pub mod metrics;
 pub mod openmetrics;
 pub mod otlp_http;
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
 };
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -43,14 +42,6 @@ use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings, TraceSampler};
 /// clients must never trace themselves.
 const OWN_TARGET: &str = env!("CARGO_CRATE_NAME");
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The tracer of the HTTP server spans (see [`http::instrument_request`]); unset while
-/// trace export is off.
-static SERVER_TRACER: OnceLock<SdkTracer> = OnceLock::new();
-
-pub(crate) fn server_tracer() -> Option<&'static SdkTracer> {
-    SERVER_TRACER.get()
-}
 
 /// The W3C `traceparent` of the current span, if it is being traced: what a job stored
 /// in the outbox carries, so that its spans continue the trace that enqueued it.
@@ -114,7 +105,7 @@ fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow:
     let trace_layers = tracer_provider.as_ref().map(|provider| {
         let tracer = provider.tracer(OWN_TARGET);
         // Only the first installation counts, like the subscriber's (tests install more).
-        let _ = SERVER_TRACER.set(tracer.clone());
+        http::use_server_tracer(tracer.clone());
         let spans = tracing_opentelemetry::layer()
             .with_tracer(tracer.clone())
             // Source locations, thread ids and busy/idle timings on every span cost

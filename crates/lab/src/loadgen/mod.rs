@@ -24,24 +24,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use self::report::{Operation, Recorder, Report, RunInfo};
+pub use self::shopper::Scenario;
 use self::shopper::{Arrivals, Shop};
 use crate::client::ApiClient;
 use ecommerce_monolith::domain::CheckoutMode;
 use ecommerce_monolith::shutdown::shutdown_signal;
-
-/// What the shoppers do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scenario {
-    /// Browse, look at products, fill a cart, then check out or abandon it.
-    Browse,
-    /// Only add to cart and check out, in a loop; each shopper buys its own product
-    /// (the best-stocked ones), so shoppers never wait on each other's row locks.
-    Checkout,
-    /// Every shopper fills a cart with its own product, then all check out at the same
-    /// moment, once; the run ends when the last checkout is answered (and, in the
-    /// asynchronous checkout, confirmed).
-    Burst,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct LoadgenArgs {

@@ -14,10 +14,23 @@ use serde_json::{Value, json};
 use tokio::sync::{Barrier, Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
-use super::Scenario;
 use super::report::{Operation, Recorder};
 use crate::client::{ApiClient, ApiResponse};
 use ecommerce_monolith::domain::{CheckoutMode, CheckoutOutcome};
+
+/// What the shoppers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Browse, look at products, fill a cart, then check out or abandon it.
+    Browse,
+    /// Only add to cart and check out, in a loop; each shopper buys its own product
+    /// (the best-stocked ones), so shoppers never wait on each other's row locks.
+    Checkout,
+    /// Every shopper fills a cart with its own product, then all check out at the same
+    /// moment, once; the run ends when the last checkout is answered (and, in the
+    /// asynchronous checkout, confirmed).
+    Burst,
+}
 
 /// How long an accepted order is followed before it counts as unsettled.
 const FOLLOW_AT_MOST: Duration = Duration::from_secs(60);
