@@ -1,23 +1,14 @@
 //! ecommerce-monolith: a deliberately monolithic, thoroughly instrumented e-commerce
 //! backend for learning system design. See `docs/ARCHITECTURE.md` for the tour.
 //!
-//! Read the modules bottom-up; each one imports only modules above it in this list
-//! (`tests/api/architecture.rs` holds the code to it):
-//!
-//! 1. [`domain`]: values that parse instead of validate, and the closed sets of names
-//!    (checkout mode and outcomes, payment method, fault settings). Imports nothing.
-//! 2. [`config`]: the environment, read once into typed settings.
-//! 3. [`telemetry`]: spans, metrics, exemplars, logs — set up in one place.
-//! 4. [`db`]: the pool, migrations, reachability, LISTEN/NOTIFY.
-//! 5. [`live_settings`]: faults and the checkout mode, shared by every replica.
-//! 6. The external systems' clients, peers of `db`: [`payment`] (the gateway and its
-//!    ledger) and [`mailer`] (SMTP).
-//! 7. The stores, every statement on their tables: [`catalog`], [`cart`],
-//!    [`inventory`], [`orders`], [`reviews`], [`notifications`], [`auth::users`],
-//!    [`outbox`], [`idempotency`], and [`reconciliation`] (the ledger against orders).
-//! 8. [`checkout`]: the eleven steps, the asynchronous checkout and its workers.
-//! 9. [`http`]: one module per resource, the error type, the extractors.
-//! 10. [`startup`]: wiring, graceful shutdown ([`shutdown`] is the signal).
+//! Read the modules from the bottom of the layering up: the values ([`domain`]); the
+//! settings and instruments ([`config`], [`telemetry`], [`db`], [`live_settings`]); the
+//! external systems' clients ([`payment`], [`mailer`]); the stores, every statement on
+//! their tables ([`catalog`], [`cart`], [`inventory`], [`orders`], [`reviews`],
+//! [`notifications`], [`auth`], [`outbox`], [`idempotency`], [`reconciliation`]); the
+//! [`checkout`]; the API ([`http`]); the wiring ([`startup`], [`shutdown`]). The layers,
+//! numbered, and which module may import which, are one table in `docs/ARCHITECTURE.md`
+//! ("Where does X live"), which `tests/api/architecture.rs` holds the code to.
 //!
 //! Beside them, [`seed`], the demo catalog. The client-side tools — the load generator,
 //! the admin commands, the lab — are the `ecommerce-lab` crate (`crates/lab/`).

@@ -3,12 +3,12 @@
 //! a slow payment gateway and a slow mail server inside it; the asynchronous one is the
 //! cure — the request does the database work and answers 202, outbox workers the rest.
 //!
-//! [`Checkout::eleven_steps`], below, is the design's list, top to bottom. The steps
-//! are small functions in [`steps`], each run by the `step!` macro ([`step`]) in its
+//! `Checkout::eleven_steps`, below, is the design's list, top to bottom. The steps
+//! are small functions in `steps`, each run by the `step!` macro (`step`) in its
 //! span `checkout.<step>` with its sample of `checkout_step_duration_seconds{step}`.
-//! [`asynchronous`] has the asynchronous request's own steps, [`jobs`] what its outbox
-//! jobs do, [`workers`] how they are claimed and run; [`error`] why a checkout did not
-//! end in an order, [`outcomes`] how every checkout ends (counted once), [`refund`] the
+//! `asynchronous` has the asynchronous request's own steps, `jobs` what its outbox
+//! jobs do, [`workers`] how they are claimed and run; `error` why a checkout did not
+//! end in an order, `outcomes` how every checkout ends (counted once), `refund` the
 //! payment of an earlier attempt that no longer matches the cart.
 //!
 //! Concurrency: the inventory rows are locked with `SELECT … FOR UPDATE` in product-id

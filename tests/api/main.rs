@@ -7,6 +7,7 @@ mod auth;
 mod cart;
 mod checkout;
 mod crashes_and_retries;
+mod docs;
 mod edges;
 mod errors;
 mod helpers;

@@ -5,7 +5,7 @@
 //! not, and comments are not code, whatever quotes they hold. `#[cfg(test)]` modules are
 //! left out: a test module reaching into its parent is how Rust tests are written.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
@@ -38,10 +38,17 @@ pub struct Crate {
     pub others: Vec<String>,
 }
 
-/// A crate read whole: its modules, and every reference of its code.
+/// A crate read whole: its modules, every reference of its code, and what it defines.
+#[derive(Default)]
 pub struct Reading {
     pub modules: BTreeSet<ModulePath>,
     pub references: Vec<Reference>,
+    /// The names each module defines or re-exports (functions, types, constants,
+    /// macros, `pub use`d names).
+    pub items: BTreeMap<ModulePath, BTreeSet<String>>,
+    /// The members of each type, by the type's name: its methods and associated items
+    /// (any `impl` of it), its variants.
+    pub members: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Crate {
@@ -62,14 +69,15 @@ impl Crate {
             modules.insert(module.clone());
             inline_modules(module, &parsed.items, &mut modules);
         }
-        let mut references = Vec::new();
+        let mut reading = Reading::default();
         for (file, module, parsed) in &sources {
-            references.extend(self.references_in(file, module, parsed, &modules));
+            reading
+                .references
+                .extend(self.references_in(file, module, parsed, &modules));
+            definitions(module, &parsed.items, &mut reading);
         }
-        Reading {
-            modules,
-            references,
-        }
+        reading.modules = modules;
+        reading
     }
 
     /// The references of one parsed file that is module `module`.
@@ -105,6 +113,73 @@ fn inline_modules(module: &[String], items: &[syn::Item], found: &mut BTreeSet<M
                 inline_modules(&path, items, found);
             }
         }
+    }
+}
+
+/// What `items` of `module` define, into `reading` (inline modules too).
+fn definitions(module: &[String], items: &[syn::Item], reading: &mut Reading) {
+    let mut names: Vec<String> = Vec::new();
+    let mut inner = Vec::new();
+    for item in items {
+        match item {
+            syn::Item::Const(i) => names.push(name(&i.ident)),
+            syn::Item::Enum(i) => {
+                names.push(name(&i.ident));
+                let variants = reading.members.entry(name(&i.ident)).or_default();
+                variants.extend(i.variants.iter().map(|v| name(&v.ident)));
+            }
+            syn::Item::Fn(i) => names.push(name(&i.sig.ident)),
+            syn::Item::Macro(i) => names.extend(i.ident.as_ref().map(name)),
+            syn::Item::Mod(i) => {
+                names.push(name(&i.ident));
+                if let Some((_, items)) = &i.content {
+                    inner.push((name(&i.ident), items));
+                }
+            }
+            syn::Item::Static(i) => names.push(name(&i.ident)),
+            syn::Item::Struct(i) => names.push(name(&i.ident)),
+            syn::Item::Trait(i) => names.push(name(&i.ident)),
+            syn::Item::Type(i) => names.push(name(&i.ident)),
+            syn::Item::Union(i) => names.push(name(&i.ident)),
+            syn::Item::Use(i) => use_leaves(&i.tree, &mut names),
+            syn::Item::Impl(i) => {
+                if let syn::Type::Path(path) = &*i.self_ty
+                    && let Some(last) = path.path.segments.last()
+                {
+                    let members = reading.members.entry(name(&last.ident)).or_default();
+                    for member in &i.items {
+                        match member {
+                            syn::ImplItem::Fn(f) => members.insert(name(&f.sig.ident)),
+                            syn::ImplItem::Const(c) => members.insert(name(&c.ident)),
+                            syn::ImplItem::Type(t) => members.insert(name(&t.ident)),
+                            _ => false,
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    reading
+        .items
+        .entry(module.to_vec())
+        .or_default()
+        .extend(names);
+    for (child, items) in inner {
+        let mut path = module.to_vec();
+        path.push(child);
+        definitions(&path, items, reading);
+    }
+}
+
+/// The names a `use` makes visible (`a::b::{C, D as E}` → C, E).
+fn use_leaves(tree: &syn::UseTree, out: &mut Vec<String>) {
+    match tree {
+        syn::UseTree::Path(path) => use_leaves(&path.tree, out),
+        syn::UseTree::Name(leaf) => out.push(name(&leaf.ident)),
+        syn::UseTree::Rename(rename) => out.push(name(&rename.rename)),
+        syn::UseTree::Glob(_) => {}
+        syn::UseTree::Group(group) => group.items.iter().for_each(|t| use_leaves(t, out)),
     }
 }
 
