@@ -24,8 +24,8 @@ pub use self::storefront::{
     DEMO_CUSTOMER_EMAIL, DEMO_CUSTOMER_PASSWORD, DemoCustomer, StorefrontSettings,
 };
 pub use self::telemetry::{
-    DEFAULT_LOG_FILTER, DEFAULT_LOG_FORMAT_CLI, LogFormat, OtlpProtocol, SERVICE_NAME,
-    TelemetrySettings, TraceSampler,
+    DEFAULT_LOG_FILTER, DEFAULT_LOG_FORMAT_CLI, LogFormat, OtlpCompression, OtlpProtocol,
+    SERVICE_NAME, TelemetrySettings, TraceSampler,
 };
 
 #[derive(Debug, Clone)]

@@ -1,5 +1,7 @@
 //! Logs, traces and metrics: the standard OpenTelemetry variables and our own few.
 
+use secrecy::SecretString;
+
 use super::reader::Reader;
 use super::reader::{ConfigError, Source};
 
@@ -13,6 +15,12 @@ pub enum LogFormat {
 pub enum OtlpProtocol {
     Grpc,
     HttpProtobuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpCompression {
+    None,
+    Gzip,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,10 +43,16 @@ pub struct TelemetrySettings {
     pub traces_enabled: bool,
     pub otlp_endpoint: String,
     pub otlp_protocol: OtlpProtocol,
-    /// How long one export may take (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
-    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds): a collector that accepts and never
-    /// answers holds the exporting thread (never a request) this long per batch.
+    /// How long one export may take, its retries included (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`,
+    /// else `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds): a collector that accepts and
+    /// never answers holds the exporting thread (never a request) this long per batch.
     pub otlp_timeout: std::time::Duration,
+    /// Headers sent with every export (`OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else
+    /// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value,key2=value2`, values percent-decoded) —
+    /// an authorization token for a collector behind a proxy, say. Values are secrets.
+    pub otlp_headers: Vec<(String, SecretString)>,
+    /// `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, else `OTEL_EXPORTER_OTLP_COMPRESSION`.
+    pub otlp_compression: OtlpCompression,
     pub sampler: TraceSampler,
     /// `false` when `METRICS_ENABLED=false`: no recorder, `/metrics` answers 404.
     pub metrics_enabled: bool,
@@ -107,9 +121,23 @@ pub(super) fn read(r: &mut Reader, default_service_name: &str) -> TelemetrySetti
     let sampler = read_sampler(r);
     // The specification's default is 10 s; 5 s frees the exporting thread sooner when
     // a collector hangs (spans queue meanwhile, and are dropped once the queue is full).
-    let otlp_timeout = match r.raw("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") {
-        Some(_) => r.millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 5000),
-        None => r.millis("OTEL_EXPORTER_OTLP_TIMEOUT", 5000),
+    let otlp_timeout = r.millis(traces_or_all(r, "TIMEOUT"), 5000);
+    let otlp_headers = read_headers(r, traces_or_all(r, "HEADERS"));
+    let compression = traces_or_all(r, "COMPRESSION");
+    let otlp_compression = match r
+        .string(compression, "none")
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "none" | "" => OtlpCompression::None,
+        "gzip" => OtlpCompression::Gzip,
+        other => {
+            r.problem(format!(
+                "{compression}: expected gzip or none, got {other:?}"
+            ));
+            OtlpCompression::None
+        }
     };
 
     TelemetrySettings {
@@ -120,9 +148,62 @@ pub(super) fn read(r: &mut Reader, default_service_name: &str) -> TelemetrySetti
         otlp_endpoint,
         otlp_protocol,
         otlp_timeout,
+        otlp_headers,
+        otlp_compression,
         sampler,
         metrics_enabled: r.bool("METRICS_ENABLED", true),
     }
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_<setting>` when it is set (the signal's own variable wins),
+/// else `OTEL_EXPORTER_OTLP_<setting>`.
+fn traces_or_all(r: &Reader, setting: &str) -> &'static str {
+    let (traces, all) = match setting {
+        "TIMEOUT" => (
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ),
+        "HEADERS" => (
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        _ => (
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        ),
+    };
+    if r.raw(traces).is_some() { traces } else { all }
+}
+
+/// `key=value,key2=value2` (the OpenTelemetry specification's format, values
+/// percent-decoded); a pair without `=` or with an empty key is a problem of `variable`.
+fn read_headers(r: &mut Reader, variable: &str) -> Vec<(String, SecretString)> {
+    let Some(raw) = r.raw(variable) else {
+        return Vec::new();
+    };
+    let mut headers = Vec::new();
+    for pair in raw
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+    {
+        let parsed = pair.split_once('=').and_then(|(key, value)| {
+            let key = key.trim();
+            let value = percent_encoding::percent_decode_str(value.trim())
+                .decode_utf8()
+                .ok()?;
+            (!key.is_empty()).then(|| (key.to_string(), SecretString::from(value.into_owned())))
+        });
+        match parsed {
+            Some(header) => headers.push(header),
+            None => r.problem(format!(
+                "{variable}: expected key=value pairs separated by commas (values \
+                 percent-encoded), got {:?}",
+                pair.split('=').next().unwrap_or_default()
+            )),
+        }
+    }
+    headers
 }
 
 fn read_sampler(r: &mut Reader) -> TraceSampler {
@@ -152,5 +233,71 @@ fn read_sampler(r: &mut Reader) -> TraceSampler {
             ));
             TraceSampler::ParentBasedAlwaysOn
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<TelemetrySettings, super::super::ConfigError> {
+        TelemetrySettings::from_source(&pairs, "test")
+    }
+
+    #[test]
+    fn the_export_follows_the_standard_variables_the_traces_ones_first() {
+        let defaults = settings(&[]).expect("defaults");
+        assert_eq!(defaults.otlp_timeout, std::time::Duration::from_secs(5));
+        assert!(defaults.otlp_headers.is_empty());
+        assert_eq!(defaults.otlp_compression, OtlpCompression::None);
+
+        let set = settings(&[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=generic"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "api-key=x%2Cy%3Dz , tenant = shop",
+            ),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "GZIP"),
+        ])
+        .expect("valid");
+        assert_eq!(set.otlp_timeout, std::time::Duration::from_millis(2500));
+        let headers: Vec<(&str, &str)> = set
+            .otlp_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose_secret()))
+            .collect();
+        assert_eq!(headers, [("api-key", "x,y=z"), ("tenant", "shop")]);
+        assert_eq!(set.otlp_compression, OtlpCompression::Gzip);
+    }
+
+    #[test]
+    fn bad_export_settings_are_named_and_a_header_value_is_never_shown() {
+        let error = settings(&[
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20x,oops",
+            ),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+        ])
+        .expect_err("three problems");
+        let message = error.to_string();
+        assert!(message.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{message}");
+        assert!(message.contains("\"oops\""), "{message}");
+        assert!(
+            message.contains("OTEL_EXPORTER_OTLP_COMPRESSION"),
+            "{message}"
+        );
+        assert!(message.contains("OTEL_EXPORTER_OTLP_TIMEOUT"), "{message}");
+        assert!(!message.contains("Bearer"), "{message}");
+        // A settings dump (a debug log) shows the header's name, not its value.
+        let set =
+            settings(&[("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20x")]).expect("valid");
+        assert!(!format!("{set:?}").contains("Bearer"));
     }
 }

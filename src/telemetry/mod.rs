@@ -17,6 +17,7 @@ pub mod logs;
 pub mod metrics;
 pub mod openmetrics;
 pub mod otlp_http;
+mod otlp_schema;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -173,8 +174,7 @@ pub fn build_tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<Sdk
         }
         // Given in code, the endpoint is used as-is: add the signal path ourselves.
         OtlpProtocol::HttpProtobuf => {
-            let exporter =
-                OtlpHttpExporter::new(format!("{endpoint}/v1/traces"), settings.otlp_timeout);
+            let exporter = OtlpHttpExporter::new(format!("{endpoint}/v1/traces"), settings)?;
             BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint)).build()
         }
     };

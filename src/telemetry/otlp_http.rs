@@ -1,5 +1,8 @@
 //! The OTLP/HTTP trace exporter: the SDK's finished spans written straight into OTLP's
-//! protobuf `ExportTraceServiceRequest` and POSTed to `{endpoint}/v1/traces`.
+//! protobuf `ExportTraceServiceRequest` and POSTed to `{endpoint}/v1/traces` — with the
+//! headers, compression and timeout of the standard variables, and the retries the
+//! OTLP specification asks for (429, 502, 503 and 504, with exponential backoff and
+//! jitter, `Retry-After` honoured, all within the timeout).
 //!
 //! Why not opentelemetry-otlp's HTTP exporter (still used for gRPC): it first copies
 //! every span into the generated protobuf structs — a `String` per attribute key and
@@ -7,25 +10,40 @@
 //! level before writing it. On the service's cheapest request that came to ~20,000
 //! instructions per span on the exporter thread, the largest single cost of tracing
 //! (BENCHMARKS.md). Written directly, a span costs little more than a copy of its
-//! bytes. The field numbers are OTLP's (opentelemetry-proto's `trace.proto`); a test
+//! bytes. The numbers it writes with are not kept here: they are read from
+//! opentelemetry-proto's descriptors of the schema (`super::otlp_schema`), and a test
 //! decodes what this module writes with opentelemetry-proto's generated types and
 //! compares it with that crate's own conversion of the same spans.
 
+use std::io::Write as _;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use reqwest::StatusCode;
+use reqwest::header::{
+    CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
+use secrecy::ExposeSecret;
+
+use super::otlp_schema::Schema;
+use crate::config::{OtlpCompression, TelemetrySettings};
 
 /// POSTs batches of spans as `application/x-protobuf` to one OTLP/HTTP traces URL.
 #[derive(Debug)]
 pub struct OtlpHttpExporter {
     url: String,
+    /// For the whole export, retries included.
     timeout: Duration,
+    headers: HeaderMap,
+    gzip: bool,
+    schema: Schema,
     /// Built on the exporter's own thread at the first export: reqwest's blocking
     /// client runs a runtime of its own and must not be built inside tokio's.
     client: OnceLock<reqwest::blocking::Client>,
@@ -35,15 +53,46 @@ pub struct OtlpHttpExporter {
 }
 
 impl OtlpHttpExporter {
-    /// `traces_url` is the full URL, e.g. `http://collector:4318/v1/traces`.
-    pub fn new(traces_url: String, timeout: Duration) -> Self {
-        Self {
+    /// `traces_url` is the full URL, e.g. `http://collector:4318/v1/traces`; the rest
+    /// comes from the standard variables, read into `settings`.
+    pub fn new(traces_url: String, settings: &TelemetrySettings) -> anyhow::Result<Self> {
+        let schema = Schema::load().map_err(|e| anyhow::anyhow!(e))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("ecommerce-monolith/", env!("CARGO_PKG_VERSION"))),
+        );
+        let gzip = settings.otlp_compression == OtlpCompression::Gzip;
+        if gzip {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        for (key, value) in &settings.otlp_headers {
+            let name = HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
+                anyhow::anyhow!("OTEL_EXPORTER_OTLP_HEADERS: {key:?} is not a header name")
+            })?;
+            let mut value = HeaderValue::from_str(value.expose_secret()).map_err(|_| {
+                anyhow::anyhow!(
+                    "OTEL_EXPORTER_OTLP_HEADERS: the value of {key:?} is not a header value"
+                )
+            })?;
+            // Kept out of every debug print: it is usually a credential.
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        Ok(Self {
             url: traces_url,
-            timeout,
+            timeout: settings.otlp_timeout,
+            headers,
+            gzip,
+            schema,
             client: OnceLock::new(),
             resource: Vec::new(),
             resource_schema_url: String::new(),
-        }
+        })
     }
 
     fn client(&self) -> Result<&reqwest::blocking::Client, OTelSdkError> {
@@ -51,103 +100,129 @@ impl OtlpHttpExporter {
             return Ok(client);
         }
         let client = reqwest::blocking::Client::builder()
-            .timeout(self.timeout)
+            .default_headers(self.headers.clone())
             .build()
             .map_err(|e| OTelSdkError::InternalFailure(format!("building the HTTP client: {e}")))?;
         Ok(self.client.get_or_init(|| client))
     }
+
+    /// POSTs `body`, retrying what the OTLP specification calls retryable — 429, 502,
+    /// 503, 504, and a collector that cannot be reached — with exponential backoff and
+    /// jitter (at least what `Retry-After` asks), until the export's timeout.
+    fn send(&self, body: Vec<u8>) -> OTelSdkResult {
+        let body = axum::body::Bytes::from(body);
+        let deadline = Instant::now() + self.timeout;
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let sent = self
+                .client()?
+                .post(&self.url)
+                .timeout(left)
+                .body(body.clone())
+                .send();
+            let (failure, asked_to_wait) = match sent {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) if retryable(response.status()) => (
+                    format!("the collector answered {}", response.status()),
+                    retry_after(&response),
+                ),
+                Ok(response) => {
+                    return Err(
+                        self.failed(format!("the collector answered {}", response.status()))
+                    );
+                }
+                Err(error) if error.is_connect() || error.is_timeout() => (error.to_string(), None),
+                Err(error) => return Err(self.failed(error.to_string())),
+            };
+            let backoff = delays.next().unwrap_or(Duration::from_secs(5));
+            let wait = asked_to_wait.map_or(backoff, |asked| asked.max(backoff));
+            if Instant::now() + wait >= deadline {
+                return Err(self.failed(failure));
+            }
+            // The batch processor runs exports on a thread of its own, outside tokio:
+            // waiting here holds up nothing but the next batch.
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn failed(&self, why: String) -> OTelSdkError {
+        OTelSdkError::InternalFailure(format!("{}: {why}", self.url))
+    }
+}
+
+/// What the OTLP specification says a client may send again.
+fn retryable(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// A throttling collector's `Retry-After`, in seconds (the form collectors send).
+fn retry_after(response: &reqwest::blocking::Response) -> Option<Duration> {
+    let seconds: u64 = response
+        .headers()
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
 }
 
 impl SpanExporter for OtlpHttpExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let body = export_request(&batch, &self.resource, &self.resource_schema_url);
-        // The batch processor runs exports on a thread of its own, outside tokio: a
-        // blocking call here holds up nothing but the next batch.
-        let response = self
-            .client()?
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-            .body(body)
-            .send()
-            .map_err(|e| OTelSdkError::InternalFailure(format!("{}: {e}", self.url)))?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(OTelSdkError::InternalFailure(format!(
-                "{}: the collector answered {status}",
-                self.url
-            )))
-        }
+        let body = export_request(
+            &self.schema,
+            &batch,
+            &self.resource,
+            &self.resource_schema_url,
+        );
+        let body = if self.gzip { gzip(&body)? } else { body };
+        self.send(body)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
         self.resource.clear();
+        let s = &self.schema;
         for (key, value) in resource.iter() {
-            message(&mut self.resource, RESOURCE_ATTRIBUTES, |buf| {
-                key_value(buf, key.as_str(), value)
+            message(&mut self.resource, s.resource.attributes, |buf| {
+                key_value(s, buf, key.as_str(), value)
             });
         }
         self.resource_schema_url = resource.schema_url().unwrap_or_default().to_string();
     }
 }
 
-// Field numbers of opentelemetry-proto's messages, by message.
-const REQUEST_RESOURCE_SPANS: u32 = 1;
-const RESOURCE_SPANS_RESOURCE: u32 = 1;
-const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
-const RESOURCE_SPANS_SCHEMA_URL: u32 = 3;
-const RESOURCE_ATTRIBUTES: u32 = 1;
-const SCOPE_SPANS_SCOPE: u32 = 1;
-const SCOPE_SPANS_SPANS: u32 = 2;
-const SCOPE_SPANS_SCHEMA_URL: u32 = 3;
-const SCOPE_NAME: u32 = 1;
-const SCOPE_VERSION: u32 = 2;
-const SCOPE_ATTRIBUTES: u32 = 3;
-const SPAN_TRACE_ID: u32 = 1;
-const SPAN_SPAN_ID: u32 = 2;
-const SPAN_TRACE_STATE: u32 = 3;
-const SPAN_PARENT_SPAN_ID: u32 = 4;
-const SPAN_NAME: u32 = 5;
-const SPAN_KIND: u32 = 6;
-const SPAN_START_TIME: u32 = 7;
-const SPAN_END_TIME: u32 = 8;
-const SPAN_ATTRIBUTES: u32 = 9;
-const SPAN_DROPPED_ATTRIBUTES: u32 = 10;
-const SPAN_EVENTS: u32 = 11;
-const SPAN_DROPPED_EVENTS: u32 = 12;
-const SPAN_LINKS: u32 = 13;
-const SPAN_DROPPED_LINKS: u32 = 14;
-const SPAN_STATUS: u32 = 15;
-const SPAN_FLAGS: u32 = 16;
-const EVENT_TIME: u32 = 1;
-const EVENT_NAME: u32 = 2;
-const EVENT_ATTRIBUTES: u32 = 3;
-const EVENT_DROPPED_ATTRIBUTES: u32 = 4;
-const LINK_TRACE_ID: u32 = 1;
-const LINK_SPAN_ID: u32 = 2;
-const LINK_TRACE_STATE: u32 = 3;
-const LINK_ATTRIBUTES: u32 = 4;
-const LINK_DROPPED_ATTRIBUTES: u32 = 5;
-const LINK_FLAGS: u32 = 6;
-const STATUS_MESSAGE: u32 = 2;
-const STATUS_CODE: u32 = 3;
-const KEY_VALUE_KEY: u32 = 1;
-const KEY_VALUE_VALUE: u32 = 2;
-const ANY_STRING: u32 = 1;
-const ANY_BOOL: u32 = 2;
-const ANY_INT: u32 = 3;
-const ANY_DOUBLE: u32 = 4;
-const ANY_ARRAY: u32 = 5;
-const ARRAY_VALUES: u32 = 1;
-
-/// `SpanFlags`: the W3C trace flags, and whether the parent is known to be remote.
-const FLAG_HAS_IS_REMOTE: u32 = 0x100;
-const FLAG_IS_REMOTE: u32 = 0x200;
+fn gzip(body: &[u8]) -> Result<Vec<u8>, OTelSdkError> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    encoder
+        .write_all(body)
+        .and_then(|()| encoder.finish())
+        .map_err(|e| OTelSdkError::InternalFailure(format!("gzip: {e}")))
+}
 
 /// The body of one export: the spans grouped by instrumentation scope (in the order
 /// the scopes first appear) under the one resource.
-fn export_request(spans: &[SpanData], resource: &[u8], resource_schema_url: &str) -> Vec<u8> {
+fn export_request(
+    s: &Schema,
+    spans: &[SpanData],
+    resource: &[u8],
+    resource_schema_url: &str,
+) -> Vec<u8> {
     let mut scopes: Vec<&InstrumentationScope> = Vec::new();
     for span in spans {
         if !scopes.contains(&&span.instrumentation_scope) {
@@ -155,113 +230,114 @@ fn export_request(spans: &[SpanData], resource: &[u8], resource_schema_url: &str
         }
     }
     let mut buf = Vec::with_capacity(256 + spans.len() * 512);
-    message(&mut buf, REQUEST_RESOURCE_SPANS, |buf| {
-        message(buf, RESOURCE_SPANS_RESOURCE, |buf| {
+    message(&mut buf, s.request.resource_spans, |buf| {
+        message(buf, s.resource_spans.resource, |buf| {
             buf.extend_from_slice(resource)
         });
         for scope in scopes {
-            message(buf, RESOURCE_SPANS_SCOPE_SPANS, |buf| {
-                message(buf, SCOPE_SPANS_SCOPE, |buf| {
-                    instrumentation_scope(buf, scope)
+            message(buf, s.resource_spans.scope_spans, |buf| {
+                message(buf, s.scope_spans.scope, |buf| {
+                    instrumentation_scope(s, buf, scope)
                 });
                 for span in spans.iter().filter(|s| &s.instrumentation_scope == scope) {
-                    message(buf, SCOPE_SPANS_SPANS, |buf| span_message(buf, span));
+                    message(buf, s.scope_spans.spans, |buf| span_message(s, buf, span));
                 }
                 string(
                     buf,
-                    SCOPE_SPANS_SCHEMA_URL,
+                    s.scope_spans.schema_url,
                     scope.schema_url().unwrap_or_default(),
                 );
             });
         }
-        string(buf, RESOURCE_SPANS_SCHEMA_URL, resource_schema_url);
+        string(buf, s.resource_spans.schema_url, resource_schema_url);
     });
     buf
 }
 
-fn instrumentation_scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
-    string(buf, SCOPE_NAME, scope.name());
-    string(buf, SCOPE_VERSION, scope.version().unwrap_or_default());
-    attributes(buf, SCOPE_ATTRIBUTES, scope.attributes());
+fn instrumentation_scope(s: &Schema, buf: &mut Vec<u8>, scope: &InstrumentationScope) {
+    string(buf, s.scope.name, scope.name());
+    string(buf, s.scope.version, scope.version().unwrap_or_default());
+    attributes(s, buf, s.scope.attributes, scope.attributes());
 }
 
-fn span_message(buf: &mut Vec<u8>, span: &SpanData) {
+fn span_message(s: &Schema, buf: &mut Vec<u8>, span: &SpanData) {
     let context = &span.span_context;
-    bytes(buf, SPAN_TRACE_ID, &context.trace_id().to_bytes());
-    bytes(buf, SPAN_SPAN_ID, &context.span_id().to_bytes());
-    trace_state(buf, SPAN_TRACE_STATE, context);
+    bytes(buf, s.span.trace_id, &context.trace_id().to_bytes());
+    bytes(buf, s.span.span_id, &context.span_id().to_bytes());
+    trace_state(buf, s.span.trace_state, context);
     if span.parent_span_id != SpanId::INVALID {
-        bytes(buf, SPAN_PARENT_SPAN_ID, &span.parent_span_id.to_bytes());
+        bytes(buf, s.span.parent_span_id, &span.parent_span_id.to_bytes());
     }
-    string(buf, SPAN_NAME, &span.name);
-    uint(buf, SPAN_KIND, span_kind(&span.span_kind));
-    fixed64(buf, SPAN_START_TIME, unix_nanos(span.start_time));
-    fixed64(buf, SPAN_END_TIME, unix_nanos(span.end_time));
-    attributes(buf, SPAN_ATTRIBUTES, &span.attributes);
+    string(buf, s.span.name, &span.name);
+    uint(buf, s.span.kind, span_kind(s, &span.span_kind));
+    fixed64(buf, s.span.start_time, unix_nanos(span.start_time));
+    fixed64(buf, s.span.end_time, unix_nanos(span.end_time));
+    attributes(s, buf, s.span.attributes, &span.attributes);
     uint(
         buf,
-        SPAN_DROPPED_ATTRIBUTES,
+        s.span.dropped_attributes,
         span.dropped_attributes_count.into(),
     );
     for event in span.events.iter() {
-        message(buf, SPAN_EVENTS, |buf| {
-            fixed64(buf, EVENT_TIME, unix_nanos(event.timestamp));
-            string(buf, EVENT_NAME, &event.name);
-            attributes(buf, EVENT_ATTRIBUTES, &event.attributes);
+        message(buf, s.span.events, |buf| {
+            fixed64(buf, s.event.time, unix_nanos(event.timestamp));
+            string(buf, s.event.name, &event.name);
+            attributes(s, buf, s.event.attributes, &event.attributes);
             uint(
                 buf,
-                EVENT_DROPPED_ATTRIBUTES,
+                s.event.dropped_attributes,
                 event.dropped_attributes_count.into(),
             );
         });
     }
-    uint(buf, SPAN_DROPPED_EVENTS, span.events.dropped_count.into());
+    uint(buf, s.span.dropped_events, span.events.dropped_count.into());
     for link in span.links.iter() {
-        message(buf, SPAN_LINKS, |buf| {
+        message(buf, s.span.links, |buf| {
             let linked = &link.span_context;
-            bytes(buf, LINK_TRACE_ID, &linked.trace_id().to_bytes());
-            bytes(buf, LINK_SPAN_ID, &linked.span_id().to_bytes());
-            trace_state(buf, LINK_TRACE_STATE, linked);
-            attributes(buf, LINK_ATTRIBUTES, &link.attributes);
+            bytes(buf, s.link.trace_id, &linked.trace_id().to_bytes());
+            bytes(buf, s.link.span_id, &linked.span_id().to_bytes());
+            trace_state(buf, s.link.trace_state, linked);
+            attributes(s, buf, s.link.attributes, &link.attributes);
             uint(
                 buf,
-                LINK_DROPPED_ATTRIBUTES,
+                s.link.dropped_attributes,
                 link.dropped_attributes_count.into(),
             );
-            fixed32(buf, LINK_FLAGS, span_flags(linked, linked.is_remote()));
+            fixed32(buf, s.link.flags, span_flags(s, linked, linked.is_remote()));
         });
     }
-    uint(buf, SPAN_DROPPED_LINKS, span.links.dropped_count.into());
-    message(buf, SPAN_STATUS, |buf| match &span.status {
+    uint(buf, s.span.dropped_links, span.links.dropped_count.into());
+    message(buf, s.span.status, |buf| match &span.status {
         Status::Unset => {}
-        Status::Ok => uint(buf, STATUS_CODE, 1),
+        Status::Ok => uint(buf, s.status.code, s.code.ok),
         Status::Error { description } => {
-            string(buf, STATUS_MESSAGE, description);
-            uint(buf, STATUS_CODE, 2);
+            string(buf, s.status.message, description);
+            uint(buf, s.status.code, s.code.error);
         }
     });
     fixed32(
         buf,
-        SPAN_FLAGS,
-        span_flags(context, span.parent_span_is_remote),
+        s.span.flags,
+        span_flags(s, context, span.parent_span_is_remote),
     );
 }
 
-/// OTLP's `SpanKind` numbers (0 is "unspecified").
-fn span_kind(kind: &SpanKind) -> u64 {
+/// OTLP's `SpanKind` number of `kind`.
+fn span_kind(s: &Schema, kind: &SpanKind) -> u64 {
     match kind {
-        SpanKind::Internal => 1,
-        SpanKind::Server => 2,
-        SpanKind::Client => 3,
-        SpanKind::Producer => 4,
-        SpanKind::Consumer => 5,
+        SpanKind::Internal => s.kind.internal,
+        SpanKind::Server => s.kind.server,
+        SpanKind::Client => s.kind.client,
+        SpanKind::Producer => s.kind.producer,
+        SpanKind::Consumer => s.kind.consumer,
     }
 }
 
-fn span_flags(context: &SpanContext, remote: bool) -> u32 {
-    let mut flags = u32::from(context.trace_flags().to_u8()) | FLAG_HAS_IS_REMOTE;
+/// `SpanFlags`: the W3C trace flags, and whether the parent is known to be remote.
+fn span_flags(s: &Schema, context: &SpanContext, remote: bool) -> u32 {
+    let mut flags = u32::from(context.trace_flags().to_u8()) | s.flags.has_is_remote;
     if remote {
-        flags |= FLAG_IS_REMOTE;
+        flags |= s.flags.is_remote;
     }
     flags
 }
@@ -278,48 +354,49 @@ fn unix_nanos(time: SystemTime) -> u64 {
 }
 
 fn attributes<'a>(
+    s: &Schema,
     buf: &mut Vec<u8>,
     field: u32,
     attributes: impl IntoIterator<Item = &'a KeyValue>,
 ) {
     for attribute in attributes {
         message(buf, field, |buf| {
-            key_value(buf, attribute.key.as_str(), &attribute.value)
+            key_value(s, buf, attribute.key.as_str(), &attribute.value)
         });
     }
 }
 
-fn key_value(buf: &mut Vec<u8>, key: &str, value: &Value) {
-    string(buf, KEY_VALUE_KEY, key);
-    message(buf, KEY_VALUE_VALUE, |buf| any_value(buf, value));
+fn key_value(s: &Schema, buf: &mut Vec<u8>, key: &str, value: &Value) {
+    string(buf, s.key_value.key, key);
+    message(buf, s.key_value.value, |buf| any_value(s, buf, value));
 }
 
 /// An `AnyValue`: one field of a oneof, written even when it holds its default (an
 /// empty string, `false`, 0), or the reader would see no value at all.
-fn any_value(buf: &mut Vec<u8>, value: &Value) {
+fn any_value(s: &Schema, buf: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Bool(b) => {
-            encode_key(ANY_BOOL, WireType::Varint, buf);
+            encode_key(s.any.bool, WireType::Varint, buf);
             encode_varint(u64::from(*b), buf);
         }
         Value::I64(i) => {
-            encode_key(ANY_INT, WireType::Varint, buf);
+            encode_key(s.any.int, WireType::Varint, buf);
             // int64 is written as its two's complement bits.
             encode_varint(*i as u64, buf);
         }
         Value::F64(f) => {
-            encode_key(ANY_DOUBLE, WireType::SixtyFourBit, buf);
+            encode_key(s.any.double, WireType::SixtyFourBit, buf);
             buf.extend_from_slice(&f.to_le_bytes());
         }
-        Value::String(s) => {
-            encode_key(ANY_STRING, WireType::LengthDelimited, buf);
-            length_delimited(buf, s.as_str().as_bytes());
+        Value::String(text) => {
+            encode_key(s.any.string, WireType::LengthDelimited, buf);
+            length_delimited(buf, text.as_str().as_bytes());
         }
-        Value::Array(array) => message(buf, ANY_ARRAY, |buf| match array {
-            Array::Bool(values) => array_values(buf, values, |v| Value::Bool(*v)),
-            Array::I64(values) => array_values(buf, values, |v| Value::I64(*v)),
-            Array::F64(values) => array_values(buf, values, |v| Value::F64(*v)),
-            Array::String(values) => array_values(buf, values, string_value),
+        Value::Array(array) => message(buf, s.any.array, |buf| match array {
+            Array::Bool(values) => array_values(s, buf, values, |v| Value::Bool(*v)),
+            Array::I64(values) => array_values(s, buf, values, |v| Value::I64(*v)),
+            Array::F64(values) => array_values(s, buf, values, |v| Value::F64(*v)),
+            Array::String(values) => array_values(s, buf, values, string_value),
             // A kind of array newer than this exporter: sent empty rather than not at all.
             _ => {}
         }),
@@ -332,9 +409,11 @@ fn string_value(value: &StringValue) -> Value {
     Value::String(value.clone())
 }
 
-fn array_values<T>(buf: &mut Vec<u8>, values: &[T], to_value: impl Fn(&T) -> Value) {
+fn array_values<T>(s: &Schema, buf: &mut Vec<u8>, values: &[T], to_value: impl Fn(&T) -> Value) {
     for value in values {
-        message(buf, ARRAY_VALUES, |buf| any_value(buf, &to_value(value)));
+        message(buf, s.array.values, |buf| {
+            any_value(s, buf, &to_value(value))
+        });
     }
 }
 
@@ -521,9 +600,17 @@ mod tests {
     #[test]
     fn what_is_written_decodes_to_what_opentelemetry_proto_would_send() {
         let resource = resource();
-        let mut exporter = OtlpHttpExporter::new("http://unused".into(), Duration::from_secs(1));
+        let settings = crate::config::TelemetrySettings::from_source(&[].as_slice(), "test")
+            .expect("default settings");
+        let mut exporter =
+            OtlpHttpExporter::new("http://unused".into(), &settings).expect("an exporter");
         exporter.set_resource(&resource);
-        let written = export_request(&spans(), &exporter.resource, &exporter.resource_schema_url);
+        let written = export_request(
+            &exporter.schema,
+            &spans(),
+            &exporter.resource,
+            &exporter.resource_schema_url,
+        );
 
         let decoded = ExportTraceServiceRequest::decode(written.as_slice()).expect("valid OTLP");
         let expected = ExportTraceServiceRequest {
@@ -542,7 +629,8 @@ mod tests {
 
     #[test]
     fn an_empty_batch_is_a_valid_request() {
-        let written = export_request(&[], &[], "");
+        let schema = Schema::load().expect("the schema");
+        let written = export_request(&schema, &[], &[], "");
         let decoded = ExportTraceServiceRequest::decode(written.as_slice()).expect("valid OTLP");
         assert_eq!(decoded.resource_spans.len(), 1);
         assert!(decoded.resource_spans[0].scope_spans.is_empty());

@@ -45,11 +45,30 @@ impl ReceivedSpan {
     }
 }
 
+/// What an export request came with, besides its spans.
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    pub headers: HeaderMap,
+    /// What the receiver answered.
+    pub status: StatusCode,
+}
+
 #[derive(Clone, Default)]
 pub struct OtlpReceiver {
-    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    state: Receiving,
     pub port: u16,
 }
+
+#[derive(Clone, Default)]
+struct Receiving {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    requests: Arc<Mutex<Vec<ReceivedRequest>>>,
+    /// The next exports refused, and how.
+    refusals: Arc<Mutex<Vec<Refusal>>>,
+}
+
+/// How an export is refused: a status, and a `Retry-After` in seconds, if any.
+type Refusal = (StatusCode, Option<u64>);
 
 impl OtlpReceiver {
     pub async fn start() -> Self {
@@ -57,12 +76,12 @@ impl OtlpReceiver {
             .await
             .expect("bind");
         let receiver = OtlpReceiver {
-            spans: Arc::default(),
+            state: Receiving::default(),
             port: listener.local_addr().expect("addr").port(),
         };
         let app = Router::new()
             .route("/v1/traces", post(export).options(preflight))
-            .with_state(receiver.spans.clone());
+            .with_state(receiver.state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         receiver
     }
@@ -72,7 +91,19 @@ impl OtlpReceiver {
     }
 
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.spans.lock().expect("lock").clone()
+        self.state.spans.lock().expect("lock").clone()
+    }
+
+    /// Every export request so far, in order, with its headers and the answer it got.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.state.requests.lock().expect("lock").clone()
+    }
+
+    /// Answers the next `count` exports with `status` (and `Retry-After: seconds`, if
+    /// given), keeping nothing of them, as an overloaded collector would.
+    pub fn refuse_next(&self, count: usize, status: StatusCode, retry_after: Option<u64>) {
+        let mut refusals = self.state.refusals.lock().expect("lock");
+        refusals.extend(std::iter::repeat_n((status, retry_after), count));
     }
 
     /// The spans of one trace, once a span named `name` has arrived in it and the trace
@@ -105,10 +136,57 @@ impl OtlpReceiver {
 }
 
 async fn export(
-    State(store): State<Arc<Mutex<Vec<ReceivedSpan>>>>,
+    State(receiving): State<Receiving>,
     headers: HeaderMap,
     body: Bytes,
-) -> impl IntoResponse {
+) -> axum::response::Response {
+    let refusal = {
+        let mut refusals = receiving.refusals.lock().expect("lock");
+        (!refusals.is_empty()).then(|| refusals.remove(0))
+    };
+    let response = match refusal {
+        Some((status, retry_after)) => {
+            let mut refused = status.into_response();
+            if let Some(seconds) = retry_after {
+                refused
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            }
+            refused
+        }
+        None => keep(&receiving.spans, &headers, body),
+    };
+    receiving
+        .requests
+        .lock()
+        .expect("lock")
+        .push(ReceivedRequest {
+            headers,
+            status: response.status(),
+        });
+    response
+}
+
+/// Decodes an export (gzip-compressed or not) and keeps its spans.
+fn keep(
+    store: &Mutex<Vec<ReceivedSpan>>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let gzipped = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() == b"gzip");
+    let body = if gzipped {
+        let mut plain = Vec::new();
+        let read =
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain);
+        if read.is_err() {
+            return (StatusCode::BAD_REQUEST, "not gzip").into_response();
+        }
+        Bytes::from(plain)
+    } else {
+        body
+    };
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -457,6 +457,85 @@ async fn a_hung_collector_is_reported_once_with(protocol: &str) {
     );
 }
 
+/// A collector behind an auth proxy: the exports carry the headers of
+/// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (which wins over the generic variable), values
+/// percent-decoded, gzip-compressed as `OTEL_EXPORTER_OTLP_COMPRESSION` asks; the token
+/// is never logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn exports_carry_their_headers_and_are_gzipped() {
+    let receiver = OtlpReceiver::start().await;
+    let mut app = traced_app(
+        &receiver,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20generic",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "authorization=Bearer%20s3cr3t-t0ken, x-scope-orgid = shop",
+            ),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ],
+    )
+    .await;
+    let response = app.get("/health", None).await;
+    let trace_id = trace_id_of(&response);
+    receiver.wait_for_trace(&trace_id, "GET /health").await;
+    let requests = receiver.requests();
+    let first = &requests[0];
+    assert_eq!(first.headers["content-encoding"], "gzip");
+    assert_eq!(first.headers["authorization"], "Bearer s3cr3t-t0ken");
+    assert_eq!(first.headers["x-scope-orgid"], "shop");
+    assert!(
+        app.output().iter().all(|line| !line.contains("s3cr3t")),
+        "the token is not logged"
+    );
+}
+
+/// The OTLP specification's retries: 503 and 429 are sent again after a backoff (at
+/// least what `Retry-After` asks), and the batch arrives; a 400 is not retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn exports_a_collector_refuses_for_a_moment_are_retried() {
+    let receiver = OtlpReceiver::start().await;
+    receiver.refuse_next(1, StatusCode::SERVICE_UNAVAILABLE, Some(1));
+    receiver.refuse_next(1, StatusCode::TOO_MANY_REQUESTS, None);
+    receiver.refuse_next(1, StatusCode::BAD_GATEWAY, None);
+    let app = traced_app(&receiver, &[("OTEL_EXPORTER_OTLP_TIMEOUT", "10000")]).await;
+    let response = app.get("/health", None).await;
+    let trace_id = trace_id_of(&response);
+    receiver.wait_for_trace(&trace_id, "GET /health").await;
+    let statuses: Vec<u16> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    assert_eq!(&statuses[..4], [503, 429, 502, 200], "{statuses:?}");
+
+    // A request the collector rejects as malformed is not sent again.
+    let receiver = OtlpReceiver::start().await;
+    receiver.refuse_next(1, StatusCode::BAD_REQUEST, None);
+    let app = traced_app(&receiver, &[]).await;
+    app.get("/health", None).await;
+    eventually(Duration::from_secs(10), "the rejected export", || {
+        std::future::ready((!receiver.requests().is_empty()).then_some(()))
+    })
+    .await;
+    // About time itself: a retry would come within the backoff's first steps.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let first_batch = receiver.requests();
+    assert_eq!(first_batch[0].status, StatusCode::BAD_REQUEST);
+    assert!(
+        first_batch[1..].iter().all(|r| r.status == StatusCode::OK),
+        "no retry of the 400: {:?}",
+        first_batch.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(
+        receiver.spans().iter().all(|s| s.name != "GET /health"),
+        "that batch is gone"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_are_flushed_on_sigterm() {
     let receiver = OtlpReceiver::start().await;
