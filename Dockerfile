@@ -25,11 +25,14 @@ RUN mkdir -p src crates/lab/src \
 
 # 2. The real sources. sqlx::migrate!("./migrations") embeds the SQL at compile time.
 #    touch: make sure cargo sees the sources as newer than the stand-ins' artifacts.
-#    Two binaries: the server, and the tools it runs for `loadgen`, `faults`, `mode`
-#    and `outbox` (ecommerce-lab, beside it).
+#    Two binaries: the server, and the tools it runs for `loadgen`, `faults`, `mode`,
+#    `outbox` and `lab` (ecommerce-lab, beside it). The storefront (web/) and the
+#    experiments (lab/) are embedded in them at compile time, like the migrations.
 COPY src ./src
 COPY crates/lab/src ./crates/lab/src
 COPY migrations ./migrations
+COPY web ./web
+COPY lab ./lab
 RUN touch src/main.rs src/lib.rs crates/lab/src/main.rs crates/lab/src/lib.rs \
  && cargo build --release --locked --workspace \
  && cp target/release/ecommerce-monolith target/release/ecommerce-lab /usr/local/bin/

@@ -1,5 +1,5 @@
 //! Settings an admin changes while the service runs — fault injection and the checkout
-//! mode — kept in Postgres (`live_settings`, one row) so that every replica follows the
+//! mode, and the lab experiment's phase that `lab run` announces — kept in Postgres (`live_settings`, one row) so that every replica follows the
 //! same values. A change is written and announced (`NOTIFY live_settings`) in one
 //! transaction; every replica listens and also re-reads the row every few seconds, in
 //! case a notification was missed. A replica that cannot reach the database keeps what
@@ -12,16 +12,18 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use chrono::Utc;
 use metrics::gauge;
+use sqlx::types::Json;
 use strum::VariantArray;
 use tokio::sync::Notify;
 
 use crate::config::LiveStart;
 use crate::db::Database;
-use crate::domain::{CheckoutMode, FaultProblem, FaultSettings, FaultsUpdate};
+use crate::domain::{CheckoutMode, FaultProblem, FaultSettings, FaultsUpdate, LabPhase};
 use crate::telemetry::metrics::{
     CHECKOUT_MODE_ACTIVE, FAULT_EMAIL_DELAY, FAULT_EMAIL_OUTAGE, FAULT_PAYMENT_DELAY,
-    FAULT_PAYMENT_SUCCESS_RATE,
+    FAULT_PAYMENT_SUCCESS_RATE, LAB_PHASE,
 };
 
 /// The channel that announces a change.
@@ -47,6 +49,8 @@ pub enum SettingsError {
 #[derive(Clone)]
 pub struct LiveSettings {
     current: Arc<RwLock<Settings>>,
+    /// Apart from the settings: they are copied on every checkout, this seldom.
+    lab: Arc<RwLock<Option<LabPhase>>>,
     db: Database,
 }
 
@@ -57,10 +61,11 @@ struct Row {
     email_delay_ms: i64,
     email_outage: bool,
     checkout_mode: CheckoutMode,
+    lab_phase: Option<Json<LabPhase>>,
 }
 
-impl From<Row> for Settings {
-    fn from(row: Row) -> Self {
+impl From<&Row> for Settings {
+    fn from(row: &Row) -> Self {
         let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         Settings {
             faults: FaultSettings {
@@ -74,8 +79,8 @@ impl From<Row> for Settings {
     }
 }
 
-const COLUMNS: &str =
-    "payment_delay_ms, payment_success_rate, email_delay_ms, email_outage, checkout_mode";
+const COLUMNS: &str = "payment_delay_ms, payment_success_rate, email_delay_ms, email_outage, \
+                       checkout_mode, lab_phase";
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -91,10 +96,12 @@ impl LiveSettings {
             checkout_mode: CheckoutMode::Blocking,
         };
         let mut conn = db.acquire().await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO live_settings (id, {COLUMNS}) VALUES (1, $1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO NOTHING"
-        )))
+        sqlx::query(
+            "INSERT INTO live_settings (id, payment_delay_ms, payment_success_rate, \
+                                        email_delay_ms, email_outage, checkout_mode) \
+             VALUES (1, $1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO NOTHING",
+        )
         .bind(millis(initial.faults.payment_delay))
         .bind(initial.faults.payment_success_rate)
         .bind(millis(initial.faults.email_delay))
@@ -108,12 +115,14 @@ impl LiveSettings {
         .fetch_one(&mut *conn)
         .await?;
         drop(conn);
-        let settings = Settings::from(row);
+        let settings = Settings::from(&row);
         export_gauges(&settings);
         let live = Self {
             current: Arc::new(RwLock::new(settings)),
+            lab: Arc::new(RwLock::new(None)),
             db,
         };
+        live.apply_lab(row.lab_phase.map(|phase| phase.0));
         let sets_something = start.checkout_mode.is_some()
             || FaultSettings::DEFAULT.with(&start.faults) != FaultSettings::DEFAULT
             || start.faults.email_outage.is_some()
@@ -185,7 +194,7 @@ impl LiveSettings {
         )))
         .fetch_one(&mut *tx)
         .await?;
-        let changed = edit(Settings::from(row)).map_err(SettingsError::Invalid)?;
+        let changed = edit(Settings::from(&row)).map_err(SettingsError::Invalid)?;
         sqlx::query(
             "UPDATE live_settings SET payment_delay_ms = $1, payment_success_rate = $2, \
                     email_delay_ms = $3, email_outage = $4, checkout_mode = $5, \
@@ -220,8 +229,57 @@ impl LiveSettings {
             .await
         };
         if let Ok(row) = read.await {
-            self.apply(Settings::from(row));
+            self.apply(Settings::from(&row));
+            self.apply_lab(row.lab_phase.map(|phase| phase.0));
+        } else {
+            // Still, a phase whose time is up ends here.
+            let known = self.lab.read().unwrap_or_else(|p| p.into_inner()).clone();
+            self.apply_lab(known);
         }
+    }
+
+    /// The lab experiment's phase in progress, if one is (and its time, with the grace
+    /// of [`crate::domain::PHASE_GRACE`], is not up).
+    pub fn lab_phase(&self) -> Option<LabPhase> {
+        let phase = self.lab.read().unwrap_or_else(|p| p.into_inner());
+        phase.clone().filter(|phase| phase.runs_at(Utc::now()))
+    }
+
+    /// Announces the lab's phase on every replica (`None`: the experiment is over).
+    pub async fn announce_lab(&self, phase: Option<LabPhase>) -> Result<(), SettingsError> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query("UPDATE live_settings SET lab_phase = $1, updated_at = now() WHERE id = 1")
+            .bind(phase.clone().map(Json))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.apply_lab(phase);
+        Ok(())
+    }
+
+    /// Puts the lab's phase in force here, and on the `lab_phase` gauge: 1 for the phase
+    /// that runs, 0 for the one before (a phase whose time is up is over).
+    fn apply_lab(&self, phase: Option<LabPhase>) {
+        let phase = phase.filter(|phase| phase.runs_at(Utc::now()));
+        let mut current = self.lab.write().unwrap_or_else(|p| p.into_inner());
+        if *current == phase {
+            return;
+        }
+        let mark = |phase: &LabPhase, value: f64| {
+            gauge!(LAB_PHASE, "experiment" => phase.experiment.clone(), "phase" => phase.phase.clone())
+                .set(value);
+        };
+        if let Some(before) = current.as_ref() {
+            mark(before, 0.0);
+        }
+        if let Some(now) = phase.as_ref() {
+            mark(now, 1.0);
+        }
+        *current = phase;
     }
 
     /// Follows the shared row: re-reads it when `changed` is notified (a NOTIFY on

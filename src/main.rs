@@ -1,5 +1,6 @@
 //! The command line: `serve`, `migrate`, `seed`, `healthcheck` — and, as a front door to
-//! the `ecommerce-lab` binary beside this one, `loadgen`, `faults`, `mode` and `outbox`:
+//! the `ecommerce-lab` binary beside this one, `loadgen`, `faults`, `mode`, `outbox` and
+//! `lab`:
 //! the client-side tools live in a crate of their own, so that the server links none of
 //! them, and both spellings work.
 
@@ -87,6 +88,10 @@ enum Command {
     /// The outbox of a running service: replay its dead letters (`ecommerce-lab outbox`).
     #[command(disable_help_flag = true)]
     Outbox(Forwarded),
+    /// The lessons as experiments: `lab list`, `lab show NAME`, `lab run NAME|FILE`
+    /// (`ecommerce-lab lab`).
+    #[command(disable_help_flag = true)]
+    Lab(Forwarded),
     /// Exit 0 if the service answers `/health` (for container health checks).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8000/health")]
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
         Command::Faults(f) => Some(("faults", f)),
         Command::Mode(f) => Some(("mode", f)),
         Command::Outbox(f) => Some(("outbox", f)),
+        Command::Lab(f) => Some(("lab", f)),
         _ => None,
     };
     if let Some((command, forwarded)) = forwarded {
@@ -163,7 +169,11 @@ async fn run(command: Command) -> ExitCode {
         Command::Seed { restock } => seed_catalog(restock).await,
         Command::Healthcheck { url } => healthcheck(&url).await,
         // Run by ecommerce-lab, in `main`.
-        Command::Loadgen(_) | Command::Faults(_) | Command::Mode(_) | Command::Outbox(_) => Ok(()),
+        Command::Loadgen(_)
+        | Command::Faults(_)
+        | Command::Mode(_)
+        | Command::Outbox(_)
+        | Command::Lab(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ import { initCheckout } from './checkout.js';
 import { initHistory } from './history.js';
 import { initOrders } from './orders.js';
 import { initLab } from './lab.js';
+import { initExperiments } from './experiments.js';
 
 configureApi({
   token,
@@ -26,6 +27,7 @@ initCheckout();
 initHistory();
 initOrders();
 initLab();
+initExperiments();
 onExportStatus(describeExport);
 
 start();

@@ -14,6 +14,7 @@ mod email;
 mod faults;
 mod idempotency_key;
 mod job_kind;
+mod lab;
 mod line_item;
 mod money;
 mod password;
@@ -30,6 +31,7 @@ pub use email::Email;
 pub use faults::{FaultProblem, FaultSettings, FaultsUpdate, FaultsView, MAX_DELAY};
 pub use idempotency_key::IdempotencyKey;
 pub use job_kind::JobKind;
+pub use lab::{LabAnnouncement, LabPhase, PHASE_GRACE};
 pub use line_item::LineItem;
 pub use money::{AMOUNT_PATTERN, Amount, MONEY_PATTERN, Money, ORDER_TOTAL_MAX, cents};
 pub use password::Password;
@@ -38,7 +40,7 @@ pub use quantity::Quantity;
 pub use rating::Rating;
 pub use stock::{StockLevel, StockShortage};
 pub use text::{
-    BoundedText, CategoryName, Description, FullName, ProductName, ReviewComment, SearchText,
-    ShippingAddress,
+    BoundedText, CategoryName, Description, FullName, LabName, LabTitle, ProductName,
+    ReviewComment, SearchText, ShippingAddress,
 };
 pub use whole_number::{WholeNumber, optional_whole, whole};

@@ -151,6 +151,14 @@ text_kind!(
     /// Where an order is shipped: free text, several lines allowed.
     ShippingAddress, ShippingAddressRule, "a shipping address", 500
 );
+text_kind!(
+    /// A lab experiment's or phase's name, as `lab run` announces it.
+    LabName, LabNameRule, "a name", 100
+);
+text_kind!(
+    /// A lab experiment's title.
+    LabTitle, LabTitleRule, "a title", 200
+);
 
 #[cfg(test)]
 mod tests {

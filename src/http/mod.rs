@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cart;
 pub mod error;
 pub mod extract;
+pub mod lab;
 pub mod notifications;
 pub mod openapi;
 pub mod ops;
@@ -70,6 +71,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(orders::router())
         .merge(notifications::router())
         .merge(admin::router())
+        .merge(lab::router())
         .merge(ops::router())
         .merge(storefront::router())
         .split_for_parts();

@@ -87,6 +87,7 @@ pub struct RequestHeaderFieldsTooLarge;
         (name = "orders", description = "Checkout and orders"),
         (name = "notifications", description = "The in-app inbox"),
         (name = "admin", description = "Fault injection and reconciliation"),
+        (name = "lab", description = "The experiment running now, and the shipped ones"),
         (name = "ops", description = "Health and readiness"),
         (name = "storefront", description = "What the shop page at / reads at start"),
     )

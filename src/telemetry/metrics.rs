@@ -43,6 +43,7 @@ pub const FAULT_EMAIL_DELAY: &str = "fault_email_delay_seconds";
 pub const FAULT_EMAIL_OUTAGE: &str = "fault_email_outage";
 pub const BUILD_INFO: &str = "ecommerce_monolith_build_info";
 pub const CHECKOUT_MODE_ACTIVE: &str = "checkout_mode";
+pub const LAB_PHASE: &str = "lab_phase";
 pub const ORDERS_SETTLED: &str = "orders_settled_total";
 pub const OUTBOX_PENDING: &str = "outbox_jobs_pending";
 pub const OUTBOX_OLDEST_AGE: &str = "outbox_oldest_job_age_seconds";
@@ -256,6 +257,10 @@ fn describe_all() {
     describe_gauge!(
         FAULT_EMAIL_OUTAGE,
         "1 while an e-mail outage is injected, else 0."
+    );
+    describe_gauge!(
+        LAB_PHASE,
+        "1 while a lab experiment's phase runs (labels: experiment, phase), else 0."
     );
     describe_gauge!(
         BUILD_INFO,

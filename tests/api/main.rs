@@ -11,6 +11,7 @@ mod docs;
 mod edges;
 mod errors;
 mod helpers;
+mod lab;
 mod lifecycle;
 mod metrics;
 mod money;

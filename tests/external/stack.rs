@@ -472,6 +472,64 @@ fn the_dockerfile_builds_a_small_non_root_image() {
     assert!(ignore.lines().any(|l| l.trim_matches('/') == "target"));
 }
 
+/// A release build embeds what rust-embed's `#[folder]` names (debug builds read it from
+/// the tree, so only the image would miss it): the Dockerfile copies every such folder,
+/// and .dockerignore keeps none of them out.
+#[test]
+fn the_image_gets_every_folder_the_binaries_embed() {
+    let dockerfile = std::fs::read_to_string(repo_file("Dockerfile")).expect("Dockerfile");
+    let ignored = std::fs::read_to_string(repo_file(".dockerignore")).expect(".dockerignore");
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("COPY "))
+        .filter(|line| !line.starts_with("--from"))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    let mut embedded = Vec::new();
+    for (crate_dir, source) in [("", "src"), ("crates/lab/", "crates/lab/src")] {
+        let mut stack = vec![repo_file(source)];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines() {
+                let Some(rest) = line.trim().strip_prefix("#[folder = \"") else {
+                    continue;
+                };
+                let folder = rest.split('"').next().unwrap();
+                // Relative to the crate's manifest: the repository's path of it.
+                let mut from_root = std::path::PathBuf::from(crate_dir);
+                for part in folder.trim_end_matches('/').split('/') {
+                    if part == ".." {
+                        from_root.pop();
+                    } else {
+                        from_root.push(part);
+                    }
+                }
+                embedded.push((path.display().to_string(), from_root.display().to_string()));
+            }
+        }
+    }
+    assert!(
+        embedded.len() >= 3,
+        "the storefront and the experiments: {embedded:?}"
+    );
+    for (file, folder) in embedded {
+        assert!(
+            copied.contains(&folder.as_str()),
+            "{file} embeds {folder}/, which the Dockerfile does not copy ({copied:?})"
+        );
+        assert!(
+            !ignored
+                .lines()
+                .any(|l| l.trim().trim_end_matches('/') == folder),
+            ".dockerignore keeps {folder}/ out of the image"
+        );
+    }
+}
+
 /// The alert whose expression mentions `series`.
 fn alert_on(series: &str) -> String {
     let names: Vec<String> = alert_rules()

@@ -517,3 +517,113 @@ async fn refusals_show_their_problem_and_product_names_stay_text() {
     assert!(problems.is_empty(), "the console: {problems:#?}");
     let _ = browser.client.close().await;
 }
+
+/// While `lab run` plays an experiment, every visitor sees a banner with its title, the
+/// phase and the time left, counting down; the admin's Lab panel lists the shipped
+/// experiments with their questions and commands, the running one marked. The banner
+/// goes when the run ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_experiment_shows_its_banner_and_the_lab_lists_the_experiments() {
+    if !browser_available() {
+        return;
+    }
+    let receiver = OtlpReceiver::start().await;
+    let app = traced_app(&receiver, &[]).await;
+    app.seed().await;
+    admin_put(
+        &app,
+        "/api/admin/lab",
+        json!({
+            "experiment": "pool-exhaustion",
+            "title": "Pool exhaustion: more checkouts than connections",
+            "phase": "storm",
+            "position": 1,
+            "phases": 3,
+            "seconds": 180,
+        }),
+    )
+    .await;
+
+    let browser = Browser::open("lab-banner", &app.address).await;
+    let banner = "const b = document.querySelector('[data-testid=lab-banner]');
+                  return b && !b.hidden && b.textContent.replace(/\\s+/g, ' ').trim();";
+    let text = browser.until("the experiment's banner", banner).await;
+    let text = text.as_str().expect("text").to_string();
+    assert!(
+        text.starts_with("Experiment Pool exhaustion: more checkouts than connections — phase storm (2 of 3), 2:5")
+            || text.starts_with("Experiment Pool exhaustion: more checkouts than connections — phase storm (2 of 3), 3:00"),
+        "{text}"
+    );
+    assert!(text.ends_with(" left"), "{text}");
+    browser.screenshot("10-lab-banner").await;
+    // It counts down between the page's polls.
+    let counted_down = format!(
+        "const b = document.querySelector('[data-testid=lab-banner]');
+         return b && !b.hidden && b.textContent.replace(/\\s+/g, ' ').trim() !== {};",
+        json!(text)
+    );
+    browser
+        .until("the time left counting down", &counted_down)
+        .await;
+
+    // The admin's Lab panel: every shipped experiment, the running one marked.
+    browser
+        .client
+        .find(Locator::Id("signin-email"))
+        .await
+        .expect("e-mail field")
+        .send_keys(ADMIN_EMAIL)
+        .await
+        .expect("type");
+    browser
+        .client
+        .find(Locator::Id("signin-password"))
+        .await
+        .expect("password field")
+        .send_keys(ADMIN_PASSWORD)
+        .await
+        .expect("type");
+    browser
+        .client
+        .find(Locator::Css(
+            "[data-testid=signin-form] button[type=submit]",
+        ))
+        .await
+        .expect("sign-in button")
+        .click()
+        .await
+        .expect("sign in");
+    browser.idle().await;
+    let listed = browser
+        .until(
+            "the experiments in the Lab panel",
+            "const items = [...document.querySelectorAll('[data-testid=lab-experiments] li')];
+             return !document.getElementById('lab').hidden && items.length >= 9
+               && items.map(li => [li.dataset.name, li.classList.contains('running'),
+                                   li.querySelector('code').textContent]);",
+        )
+        .await;
+    let listed: Vec<(String, bool, String)> = serde_json::from_value(listed).expect("items");
+    for (name, running, command) in &listed {
+        assert_eq!(*running, name == "pool-exhaustion", "{name}");
+        assert_eq!(command, &format!("ecommerce-monolith lab run {name}"));
+    }
+    browser
+        .eval("document.querySelector('[data-testid=lab-experiments]').scrollIntoView(); return true;")
+        .await;
+    browser.screenshot("11-lab-experiments").await;
+
+    // The run ends: the banner goes.
+    let admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let ended = app.delete("/api/admin/lab", Some(&admin)).await;
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    browser
+        .until(
+            "the banner gone",
+            "return document.querySelector('[data-testid=lab-banner]').hidden;",
+        )
+        .await;
+    let problems = browser.console_problems().await;
+    assert!(problems.is_empty(), "the console: {problems:#?}");
+    let _ = browser.client.close().await;
+}

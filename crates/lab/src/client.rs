@@ -96,6 +96,51 @@ impl ApiClient {
         .await
     }
 
+    /// A checkout-like `POST` with a deadline of its own (the impatient shopper's), and
+    /// an `Idempotency-Key` if given; an error when the deadline passes first.
+    pub async fn send_within(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+        within: Duration,
+    ) -> anyhow::Result<ApiResponse> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(token)
+            .timeout(within)
+            .json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        Ok(ApiResponse {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            retry_after: None,
+        })
+    }
+
+    /// A plain text resource (`/metrics`), asked for as `accept` if given.
+    pub async fn text(&self, path: &str, accept: Option<&str>) -> anyhow::Result<String> {
+        let mut request = self.http.get(format!("{}{path}", self.base_url));
+        if let Some(accept) = accept {
+            request = request.header(reqwest::header::ACCEPT, accept);
+        }
+        let response = request.send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "GET {path} answered {}",
+            response.status()
+        );
+        Ok(response.text().await?)
+    }
+
     /// Logs in and returns the access token.
     pub async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
         let response = self

@@ -1,11 +1,12 @@
-//! `ecommerce-lab`: the load generator and the admin commands of a running
-//! ecommerce-monolith. `ecommerce-monolith loadgen|faults|mode|outbox …` runs this binary
+//! `ecommerce-lab`: the load generator, the admin commands and the lab of a running
+//! ecommerce-monolith. `ecommerce-monolith loadgen|faults|mode|outbox|lab …` runs this binary
 //! (it lies beside the server's), so both spellings work.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ecommerce_lab::admin_cli::{self, FaultsArgs, ModeArgs, OutboxArgs};
+use ecommerce_lab::lab::LabArgs;
 use ecommerce_lab::loadgen::LoadgenArgs;
 use ecommerce_monolith::config::{ProcessEnv, TelemetrySettings};
 use ecommerce_monolith::telemetry;
@@ -27,6 +28,8 @@ enum Command {
     Faults(FaultsArgs),
     Mode(ModeArgs),
     Outbox(OutboxArgs),
+    /// The lessons as experiments: list, show, run (and judge) them.
+    Lab(LabArgs),
 }
 
 #[tokio::main]
@@ -35,6 +38,9 @@ async fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     let result = match cli.command {
+        // The lab's exit code says how the experiment went (0, 1) or that it could not
+        // be read (2).
+        Command::Lab(args) => return lab(args).await,
         Command::Loadgen(args) => loadgen(args).await,
         Command::Faults(args) => print_json(admin_cli::faults(args).await),
         Command::Mode(args) => print_json(admin_cli::mode(args).await),
@@ -60,6 +66,29 @@ async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     let result = ecommerce_lab::loadgen::run(args).await;
     telemetry.shutdown().await;
     result.map(|_| ())
+}
+
+async fn lab(args: LabArgs) -> ExitCode {
+    let settings = TelemetrySettings::from_source(&ProcessEnv, "lab").map(|mut settings| {
+        // The journal is the output; logs only say what goes wrong.
+        if std::env::var_os("RUST_LOG").is_none() {
+            settings.log_filter = "warn".to_string();
+        }
+        settings
+    });
+    let telemetry = match settings
+        .map_err(anyhow::Error::from)
+        .and_then(|s| telemetry::init_for_tool(&s))
+    {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = ecommerce_lab::lab::run(args).await;
+    telemetry.shutdown().await;
+    code
 }
 
 /// Prints what an admin command answered.

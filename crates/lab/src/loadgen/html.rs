@@ -278,12 +278,43 @@ fn lines(
     y_label: &str,
     log_y: bool,
 ) -> Chart {
-    let points: Vec<&(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter()).collect();
+    lines_over_bands(series, &[], x_from, x_label, y_label, log_y)
+}
+
+/// A stretch of a time axis with a name: a lab experiment's phase, shaded under the
+/// lines of a chart.
+#[derive(Debug, Clone)]
+pub struct Band {
+    pub name: String,
+    /// Seconds since the start of the axis.
+    pub from: f64,
+    pub to: f64,
+}
+
+/// [`lines`], with `bands` shaded under them and named at the top.
+fn lines_over_bands(
+    series: Vec<(String, Vec<(f64, f64)>)>,
+    bands: &[Band],
+    x_from: f64,
+    x_label: &str,
+    y_label: &str,
+    log_y: bool,
+) -> Chart {
+    let points: Vec<&(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter())
+        .filter(|(x, _)| !x.is_nan())
+        .collect();
     if points.is_empty() {
         return Err("no data".to_string());
     }
     let x_min = x_from;
-    let x_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0);
+    let x_max = points
+        .iter()
+        .map(|p| p.0)
+        .chain(bands.iter().map(|b| b.to))
+        .fold(0.0, f64::max)
+        .max(1.0);
     let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.2;
     let names: Vec<String> = series.iter().map(|(name, _)| name.clone()).collect();
     svg(|root| {
@@ -308,11 +339,13 @@ fn lines(
             let mut chart = builder
                 .build_cartesian_2d(x_min..x_max, (0.1f64..y_max).log_scale())
                 .map_err(|e| e.to_string())?;
+            draw_bands(&mut chart, bands, (0.1, y_max))?;
             draw_lines(&mut chart, series, x_label, y_label)
         } else {
             let mut chart = builder
                 .build_cartesian_2d(x_min..x_max, 0f64..y_max)
                 .map_err(|e| e.to_string())?;
+            draw_bands(&mut chart, bands, (0.0, y_max))?;
             draw_lines(&mut chart, series, x_label, y_label)
         }
     })
@@ -341,6 +374,36 @@ fn draw_legend(
     Ok(())
 }
 
+/// The bands, in two alternating greys, each named at its top left.
+fn draw_bands<'a, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+    bands: &[Band],
+    (y_low, y_high): (f64, f64),
+) -> Result<(), String>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    const SHADES: [RGBColor; 2] = [RGBColor(236, 240, 247), RGBColor(247, 241, 230)];
+    chart
+        .draw_series(bands.iter().enumerate().map(|(index, band)| {
+            Rectangle::new(
+                [(band.from, y_low), (band.to, y_high)],
+                SHADES[index % SHADES.len()].filled(),
+            )
+        }))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(bands.iter().map(|band| {
+            Text::new(
+                band.name.clone(),
+                (band.from, y_high),
+                ("sans-serif", 13).into_font().color(&RGBColor(80, 80, 80)),
+            )
+        }))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// The mesh and one line per series, on either y scale.
 fn draw_lines<'a, Y>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
@@ -358,12 +421,15 @@ where
         .draw()
         .map_err(|e| e.to_string())?;
     for (index, (name, data)) in series.into_iter().enumerate() {
-        chart
-            .draw_series(LineSeries::new(
-                data,
-                color_of(&name, index).stroke_width(2),
-            ))
-            .map_err(|e| e.to_string())?;
+        // A point with no x (NaN) breaks the line: the lab's phases are drawn apart.
+        for segment in data.split(|(x, _)| x.is_nan()) {
+            chart
+                .draw_series(LineSeries::new(
+                    segment.iter().copied(),
+                    color_of(&name, index).stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }
@@ -478,4 +544,89 @@ fn response_vs_confirmed(report: &Report) -> Chart {
         ));
     }
     lines(series, 45.0, "percentile", "ms (log)", true)
+}
+
+/// The lab's charts: the load generator's timelines of consecutive phases (each report
+/// starting at its offset, in seconds) on one time axis, the phases shaded under them.
+/// Each chart comes with its caption.
+pub fn timeline_charts(reports: &[(f64, &Report)], bands: &[Band]) -> Vec<(String, String)> {
+    type Series = std::collections::BTreeMap<String, Vec<(f64, f64)>>;
+    let (mut latency, mut answers, mut checkouts) = (Series::new(), Series::new(), Series::new());
+    for (offset, report) in reports {
+        // Each phase's lines stand apart from the phase before's.
+        for series in [&mut latency, &mut answers, &mut checkouts] {
+            for points in series.values_mut() {
+                points.push((f64::NAN, f64::NAN));
+            }
+        }
+        let window = report
+            .timeline
+            .get(1)
+            .map_or(1.0, |second| second.t_seconds * 2.0 / 3.0)
+            .max(1e-3);
+        for point in &report.timeline {
+            let t = offset + point.t_seconds;
+            for (operation, stats) in &point.latency_ms {
+                if operation != Operation::Catalog.as_str() {
+                    latency
+                        .entry(operation.clone())
+                        .or_default()
+                        .push((t, stats.p95));
+                }
+            }
+            let classes = [
+                ("fine", point.classes.fine),
+                ("business outcomes", point.classes.business),
+                ("client mistakes", point.classes.client_mistakes),
+                ("server errors", point.classes.server_errors),
+            ];
+            for (class, count) in classes {
+                answers
+                    .entry(class.to_string())
+                    .or_default()
+                    .push((t, count as f64 / window));
+            }
+            for (outcome, rate) in &point.checkouts_per_second {
+                checkouts
+                    .entry(outcome.clone())
+                    .or_default()
+                    .push((t, *rate));
+            }
+        }
+    }
+    [
+        (
+            "Latency over time: p95 per operation",
+            latency,
+            "p95 latency, ms (log)",
+            true,
+        ),
+        (
+            "Answers per second: fine, business outcomes, client mistakes, server errors",
+            answers,
+            "answers per second",
+            false,
+        ),
+        (
+            "Checkouts per second by outcome",
+            checkouts,
+            "checkouts per second",
+            false,
+        ),
+    ]
+    .into_iter()
+    .map(|(caption, series, y_label, log_y)| {
+        let series = series.into_iter().collect();
+        let chart = lines_over_bands(
+            series,
+            bands,
+            0.0,
+            "seconds since the run began",
+            y_label,
+            log_y,
+        )
+        .unwrap_or_else(|error| format!("<p class=\"note\">(no chart: {})</p>", escape(&error)));
+        (caption.to_string(), chart)
+    })
+    .collect()
 }

@@ -4,7 +4,7 @@
 //! the same scenario in the blocking and the asynchronous checkout, one after the
 //! other, and puts them side by side.
 
-mod html;
+pub mod html;
 mod operation;
 pub mod report;
 mod shopper;
@@ -87,6 +87,50 @@ pub struct LoadgenArgs {
     /// Also write the report as one self-contained HTML page with charts.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// The impatient scenario: how long a shopper waits for a checkout's answer before
+    /// it gives up and sends the checkout again.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub patience: Duration,
+    /// The impatient scenario: whether a retry carries the first attempt's
+    /// `Idempotency-Key` (the same purchase) or none (a purchase anew, as far as the
+    /// service can tell).
+    #[arg(long)]
+    pub idempotency_key: bool,
+    /// No progress bar (the lab draws its own).
+    #[arg(skip)]
+    pub quiet: bool,
+    /// Ends the run early when it turns true, like Ctrl-C (the lab's interruption: a
+    /// phase's load may still be signing up when the signal comes).
+    #[arg(skip)]
+    pub interrupt: Option<watch::Receiver<bool>>,
+}
+
+impl LoadgenArgs {
+    /// A run of `scenario` by `users` shoppers for `duration`, without a progress bar,
+    /// the other knobs at their defaults: what the lab builds each phase's load from.
+    pub fn quiet(base_url: &str, scenario: Scenario, users: u16, duration: Duration) -> Self {
+        Self {
+            scenario,
+            base_url: base_url.to_string(),
+            users: users.max(1),
+            duration,
+            checkout_ratio: 0.5,
+            hot_product_share: 0.2,
+            think_time: Duration::from_millis(500),
+            restock_every: Duration::ZERO,
+            rate: 0.0,
+            no_follow: true,
+            compare: false,
+            admin_email: None,
+            admin_password: None,
+            json: None,
+            html: None,
+            patience: Duration::from_secs(1),
+            idempotency_key: false,
+            quiet: true,
+            interrupt: None,
+        }
+    }
 }
 
 fn ratio(text: &str) -> Result<f64, String> {
@@ -157,6 +201,19 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Vec<Report>> {
     }
     let _ = stdout.flush();
     Ok(reports)
+}
+
+/// One run of the load, its report returned and nothing printed: the lab's phases.
+pub async fn measure(args: &LoadgenArgs) -> anyhow::Result<Report> {
+    let client = ApiClient::new(&args.base_url, Duration::from_secs(120))?;
+    let admin = admin_token(&client, args).await?;
+    run_once(&client, admin.as_deref(), args, None).await
+}
+
+/// Puts stock back once, as `--restock-every` does; returns how many products.
+pub async fn restock_now(client: &ApiClient, admin: &str) -> usize {
+    let recorder = Recorder::new(Duration::from_secs(1));
+    restock_pass(client, admin, &recorder).await
 }
 
 /// The same scenario in each checkout mode, the service's mode restored afterwards.
@@ -270,6 +327,8 @@ async fn run_once(
             signed_up: tokio::sync::Barrier::new(users + 1),
         }),
         follow_orders: !args.no_follow,
+        patience: args.patience,
+        idempotency_key: args.idempotency_key,
     });
 
     let (stop, stopped) = watch::channel(false);
@@ -286,7 +345,11 @@ async fn run_once(
         ))),
         _ => None,
     };
-    let progress = progress_bar(args.duration);
+    let progress = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        progress_bar(args.duration)
+    };
     let ticker = tokio::spawn(update_progress(progress.clone(), recorder.clone(), started));
 
     let finished = async {
@@ -297,7 +360,7 @@ async fn run_once(
                     let _ = shopper.await;
                 }
             }
-            Scenario::Browse | Scenario::Checkout => match &shop.arrivals {
+            Scenario::Browse | Scenario::Checkout | Scenario::Impatient => match &shop.arrivals {
                 Some(arrivals) => {
                     arrivals.signed_up.wait().await;
                     // A line the benchmark waits for: what follows is the offered load.
@@ -318,9 +381,18 @@ async fn run_once(
             },
         }
     };
+    let interrupt = async {
+        match args.interrupt.clone() {
+            Some(mut interrupt) => {
+                let _ = interrupt.wait_for(|interrupted| *interrupted).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     let interrupted = tokio::select! {
         () = finished => false,
         () = shutdown_signal() => true,
+        () = interrupt => true,
     };
     let _ = stop.send(true);
     if interrupted {
@@ -365,12 +437,20 @@ async fn arrive(arrivals: &Semaphore, rate: f64) {
 
 /// Every `every`, puts stock back on the products that are running out.
 async fn restock(client: ApiClient, admin: String, recorder: Arc<Recorder>, every: Duration) {
-    const RUNNING_OUT: i64 = 20;
-    const PUT_BACK: i64 = 100;
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tick.tick().await;
+        restock_pass(&client, &admin, &recorder).await;
+    }
+}
+
+/// Puts stock back on the products that are running out; returns how many.
+async fn restock_pass(client: &ApiClient, admin: &str, recorder: &Recorder) -> usize {
+    const RUNNING_OUT: i64 = 20;
+    const PUT_BACK: i64 = 100;
+    let mut restocked = 0;
+    {
         let mut offset = 0;
         loop {
             let started = Instant::now();
@@ -396,7 +476,7 @@ async fn restock(client: ApiClient, admin: String, recorder: Arc<Recorder>, ever
                         .send(
                             Method::POST,
                             &format!("/api/products/{id}/restock"),
-                            Some(&admin),
+                            Some(admin),
                             Some(&body),
                         )
                         .await;
@@ -405,6 +485,7 @@ async fn restock(client: ApiClient, admin: String, recorder: Arc<Recorder>, ever
                         answer.ok().map(|a| a.status),
                         started.elapsed(),
                     );
+                    restocked += 1;
                 }
             }
             offset += 100;
@@ -413,6 +494,7 @@ async fn restock(client: ApiClient, admin: String, recorder: Arc<Recorder>, ever
             }
         }
     }
+    restocked
 }
 
 /// The products on sale, as the shoppers need them.

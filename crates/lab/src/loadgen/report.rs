@@ -133,6 +133,7 @@ struct Inner {
     /// The checkout's answer, per mode (`blocking`: 201s, `async`: 202s).
     response_us: BTreeMap<CheckoutMode, Histogram<u64>>,
     unsettled: u64,
+    purchases: u64,
     slo_events: BTreeMap<Slo, Events>,
 }
 
@@ -247,6 +248,12 @@ impl Recorder {
         self.lock().unsettled += 1;
     }
 
+    /// A purchase a shopper meant to make, however many checkout requests it took (the
+    /// impatient scenario sends some twice).
+    pub fn record_purchase(&self) {
+        self.lock().purchases += 1;
+    }
+
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
@@ -336,6 +343,7 @@ impl Recorder {
                 .map(|(mode, h)| (*mode, distribution(h)))
                 .collect(),
             unsettled_checkouts: inner.unsettled,
+            purchases: inner.purchases,
             // The last slice is cut short by the end of the run: its rates would mislead.
             timeline: inner
                 .windows
@@ -452,6 +460,8 @@ pub struct Report {
     pub time_to_confirmed_ms: BTreeMap<CheckoutMode, Latency>,
     /// Accepted orders still pending when the run ended.
     pub unsettled_checkouts: u64,
+    /// Purchases the shoppers meant to make (the impatient scenario; 0 in the others).
+    pub purchases: u64,
     pub timeline: Vec<TimelinePoint>,
 }
 

@@ -30,7 +30,15 @@ pub enum Scenario {
     /// moment, once; the run ends when the last checkout is answered (and, in the
     /// asynchronous checkout, confirmed).
     Burst,
+    /// Buys its own product in a loop, like `checkout`, but gives up on an answer after
+    /// `--patience` and sends the checkout again (up to five times), with the first
+    /// attempt's `Idempotency-Key` if `--idempotency-key`, else none: a customer
+    /// pressing the button again.
+    Impatient,
 }
+
+/// How often an impatient shopper sends one purchase's checkout at the most.
+const IMPATIENT_ATTEMPTS: usize = 5;
 
 /// How long an accepted order is followed before it counts as unsettled.
 const FOLLOW_AT_MOST: Duration = Duration::from_secs(60);
@@ -64,6 +72,10 @@ pub struct Shop {
     pub arrivals: Option<Arrivals>,
     /// Whether accepted orders are followed until they settle (`--no-follow`: not).
     pub follow_orders: bool,
+    /// The impatient scenario: how long a checkout's answer is waited for.
+    pub patience: Duration,
+    /// The impatient scenario: whether a retry carries the first attempt's key.
+    pub idempotency_key: bool,
 }
 
 /// An offered rate (`--rate`), handed out by the run's arrival clock.
@@ -122,6 +134,16 @@ pub async fn run(shop: Arc<Shop>, number: usize, stop: watch::Receiver<bool>) {
             shopper.shop.all_ready.wait().await;
             if filled {
                 shopper.check_out(&token).await;
+            }
+        }
+        Scenario::Impatient => {
+            let mut purchase = 0;
+            while !shopper.stopped() {
+                if shopper.fill_cart_with_own_product(&token).await {
+                    purchase += 1;
+                    shopper.check_out_impatiently(&token, purchase).await;
+                }
+                shopper.think().await;
             }
         }
     }
@@ -302,6 +324,81 @@ impl Shopper {
                 self.abandon_cart(token).await;
             }
         }
+    }
+
+    /// One purchase, checked out by a customer who gives up on the answer after the
+    /// shop's patience and presses the button again, until an answer comes in time.
+    /// With an `Idempotency-Key` (the same for every press) the service knows it is the
+    /// same purchase. Without one it cannot: the first press went through meanwhile, so
+    /// the cart is empty (400), and the customer — who never saw that answer — puts the
+    /// product back and buys again.
+    async fn check_out_impatiently(&self, token: &str, purchase: usize) {
+        self.shop.recorder.record_purchase();
+        let key = format!("{}-{}-{purchase}", self.shop.run_id, self.number);
+        let key = self.shop.idempotency_key.then_some(key.as_str());
+        let body = json!({
+            "shipping_address": format!("{} Load Street, Testville", self.number),
+            "payment_method": "credit_card",
+        });
+        for _press in 0..IMPATIENT_ATTEMPTS {
+            let started = Instant::now();
+            let answer = self
+                .shop
+                .client
+                .send_within(
+                    Method::POST,
+                    "/api/orders/checkout",
+                    token,
+                    &body,
+                    key,
+                    self.shop.patience,
+                )
+                .await;
+            let status = answer.as_ref().ok().map(|a| a.status);
+            self.shop
+                .recorder
+                .record(Operation::Checkout, status, started.elapsed());
+            let problem = answer
+                .as_ref()
+                .ok()
+                .and_then(|a| a.body["type"].as_str().map(str::to_string));
+            match (status, problem.as_deref()) {
+                // Given up on: press again.
+                (None, _) => {}
+                // The first press still runs: wait as told, then ask again.
+                (Some(StatusCode::CONFLICT), Some("/problems/request-in-progress")) => {
+                    self.pause(Duration::from_millis(500)).await;
+                }
+                // An earlier press went through unseen: the customer buys again.
+                (Some(StatusCode::BAD_REQUEST), Some("/problems/empty-cart")) => {
+                    if !self.fill_cart_with_own_product(token).await {
+                        return;
+                    }
+                }
+                (Some(StatusCode::CREATED), _) => {
+                    self.shop.recorder.record_checkout(CheckoutOutcome::Success);
+                    return;
+                }
+                // Accepted: the service's metrics follow it from here.
+                (Some(StatusCode::ACCEPTED), _) => {
+                    self.shop
+                        .recorder
+                        .record_response(CheckoutMode::Async, started.elapsed());
+                    return;
+                }
+                (Some(status), _) => {
+                    let outcome = CheckoutOutcome::of_answer(status.as_u16());
+                    self.shop.recorder.record_checkout(outcome);
+                    self.abandon_cart(token).await;
+                    return;
+                }
+            }
+            if self.stopped() {
+                return;
+            }
+        }
+        // Gave up for good; whatever the service did with the presses stands.
+        self.abandon_cart(token).await;
     }
 
     /// Empties the cart.
