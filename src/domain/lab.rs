@@ -9,6 +9,8 @@ use utoipa::ToSchema;
 
 use super::text::{LabName, LabTitle};
 
+/// A phase is at least a millisecond long (the schema's `minimum`).
+const SHORTEST_PHASE: Duration = Duration::from_millis(1);
 /// The longest phase an announcement may claim: a day.
 const LONGEST_PHASE: Duration = Duration::from_secs(86_400);
 /// An announcement outlives its phase by this much, then it is over even if nobody said
@@ -33,7 +35,7 @@ pub struct LabAnnouncement {
     #[schema(minimum = 1)]
     pub phases: u16,
     /// How long the phase lasts, in seconds.
-    #[schema(exclusive_minimum = 0, maximum = 86400)]
+    #[schema(minimum = 0.001, maximum = 86400)]
     pub seconds: f64,
 }
 
@@ -63,11 +65,11 @@ impl LabAnnouncement {
         }
         let length = Duration::try_from_secs_f64(self.seconds)
             .ok()
-            .filter(|length| !length.is_zero() && *length <= LONGEST_PHASE)
+            .filter(|length| *length >= SHORTEST_PHASE && *length <= LONGEST_PHASE)
             .ok_or((
                 "seconds",
                 format!(
-                    "must be above 0 and at most {}, got {}",
+                    "must be at least 0.001 and at most {}, got {}",
                     LONGEST_PHASE.as_secs(),
                     self.seconds
                 ),
@@ -129,12 +131,23 @@ mod tests {
     }
 
     #[test]
+    fn the_shortest_phase_is_a_millisecond() {
+        let now = Utc::now();
+        let phase = announcement(0, 1, 0.001).begun(now).unwrap();
+        assert_eq!(
+            phase.ends_at - phase.started_at,
+            chrono::Duration::milliseconds(1)
+        );
+    }
+
+    #[test]
     fn an_impossible_announcement_names_its_field() {
         let now = Utc::now();
         for (position, phases, seconds, field) in [
             (3, 3, 10.0, "position"),
             (0, 0, 10.0, "position"),
             (0, 3, 0.0, "seconds"),
+            (0, 3, 5e-324, "seconds"),
             (0, 3, -1.0, "seconds"),
             (0, 3, f64::NAN, "seconds"),
             (0, 3, 86_401.0, "seconds"),

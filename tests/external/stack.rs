@@ -574,6 +574,16 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     let admin = app.admin_token().await;
     let kettle = app.create_product(&admin, "Kettle", "19.99", 1000).await;
     let scarce = app.create_product(&admin, "Scarce", "5.00", 1).await;
+    // What `lab run` announces, for the dashboards' "Lab experiment phase" annotation.
+    let announced = app
+        .put(
+            "/api/admin/lab",
+            Some(&admin),
+            &json!({"experiment": "stack", "title": "The stack test", "phase": "provoke",
+                    "position": 0, "phases": 1, "seconds": 600}),
+        )
+        .await;
+    assert_eq!(announced.status(), StatusCode::OK);
     let customers: Vec<String> = join_all((0..6).map(|i| {
         let app = &app;
         async move { app.customer(&format!("stack{i}@example.com")).await }
