@@ -3,9 +3,9 @@
 //!
 //! Read the modules from the bottom of the layering up: the values ([`domain`]); the
 //! settings and instruments ([`config`], [`telemetry`], [`db`], [`live_settings`]); the
-//! external systems' clients ([`payment`], [`mailer`]); the stores, every statement on
-//! their tables ([`catalog`], [`cart`], [`inventory`], [`orders`], [`reviews`],
-//! [`notifications`], [`auth`], [`outbox`], [`idempotency`], [`reconciliation`]); the
+//! external systems' clients ([`payment`], [`mailer`], and their [`resilience`]); the
+//! stores, every statement on their tables ([`catalog`], [`cart`], [`inventory`],
+//! [`orders`], [`reviews`], [`notifications`], [`auth`], [`outbox`], [`idempotency`], [`reconciliation`]); the
 //! [`checkout`]; the API ([`http`]); the wiring ([`startup`], [`shutdown`]). The layers,
 //! numbered, and which module may import which, are one table in `docs/ARCHITECTURE.md`
 //! ("Where does X live"), which `tests/api/architecture.rs` holds the code to.
@@ -30,6 +30,7 @@ pub mod orders;
 pub mod outbox;
 pub mod payment;
 pub mod reconciliation;
+pub mod resilience;
 pub mod reviews;
 pub mod seed;
 pub mod shutdown;

@@ -1,6 +1,7 @@
-//! Settings an admin changes while the service runs — fault injection and the checkout
-//! mode, and the lab experiment's phase that `lab run` announces — kept in Postgres (`live_settings`, one row) so that every replica follows the
-//! same values. A change is written and announced (`NOTIFY live_settings`) in one
+//! Settings an admin changes while the service runs — fault injection, the checkout
+//! mode, the resilience of the dependencies' clients, and the lab experiment's phase
+//! that `lab run` announces — kept in Postgres (`live_settings`, one row) so that every
+//! replica follows the same values. A change is written and announced (`NOTIFY live_settings`) in one
 //! transaction; every replica listens and also re-reads the row every few seconds, in
 //! case a notification was missed. A replica that cannot reach the database keeps what
 //! it last knew.
@@ -20,10 +21,13 @@ use tokio::sync::Notify;
 
 use crate::config::LiveStart;
 use crate::db::Database;
-use crate::domain::{CheckoutMode, FaultProblem, FaultSettings, FaultsUpdate, LabPhase};
+use crate::domain::{
+    CheckoutMode, Dependency, FaultProblem, FaultSettings, FaultsUpdate, LabPhase,
+    ResilienceSettings, ResilienceUpdate,
+};
 use crate::telemetry::metrics::{
-    CHECKOUT_MODE_ACTIVE, FAULT_EMAIL_DELAY, FAULT_EMAIL_OUTAGE, FAULT_PAYMENT_DELAY,
-    FAULT_PAYMENT_SUCCESS_RATE, LAB_PHASE,
+    CHECKOUT_MODE_ACTIVE, FAULT_EMAIL_DELAY, FAULT_EMAIL_HANG, FAULT_EMAIL_OUTAGE,
+    FAULT_PAYMENT_DELAY, FAULT_PAYMENT_SUCCESS_RATE, LAB_PHASE, RESILIENCE_TIMEOUT,
 };
 
 /// The channel that announces a change.
@@ -35,6 +39,7 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 pub struct Settings {
     pub faults: FaultSettings,
     pub checkout_mode: CheckoutMode,
+    pub resilience: ResilienceSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +65,9 @@ struct Row {
     payment_success_rate: f64,
     email_delay_ms: i64,
     email_outage: bool,
+    email_hang: bool,
     checkout_mode: CheckoutMode,
+    resilience: Json<ResilienceSettings>,
     lab_phase: Option<Json<LabPhase>>,
 }
 
@@ -73,14 +80,16 @@ impl From<&Row> for Settings {
                 payment_success_rate: row.payment_success_rate,
                 email_delay: millis(row.email_delay_ms),
                 email_outage: row.email_outage,
+                email_hang: row.email_hang,
             },
             checkout_mode: row.checkout_mode,
+            resilience: row.resilience.0,
         }
     }
 }
 
 const COLUMNS: &str = "payment_delay_ms, payment_success_rate, email_delay_ms, email_outage, \
-                       checkout_mode, lab_phase";
+                       email_hang, checkout_mode, resilience, lab_phase";
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -94,6 +103,7 @@ impl LiveSettings {
         let initial = Settings {
             faults: FaultSettings::DEFAULT,
             checkout_mode: CheckoutMode::Blocking,
+            resilience: ResilienceSettings::OFF,
         };
         let mut conn = db.acquire().await?;
         sqlx::query(
@@ -126,6 +136,7 @@ impl LiveSettings {
         let sets_something = start.checkout_mode.is_some()
             || FaultSettings::DEFAULT.with(&start.faults) != FaultSettings::DEFAULT
             || start.faults.email_outage.is_some()
+            || start.faults.email_hang.is_some()
             || start.faults.payment_delay_ms.is_some()
             || start.faults.payment_success_rate.is_some()
             || start.faults.email_delay_ms.is_some();
@@ -139,6 +150,7 @@ impl LiveSettings {
                 Ok(Settings {
                     faults,
                     checkout_mode: start.checkout_mode.unwrap_or(settings.checkout_mode),
+                    ..settings
                 })
             })
             .await?;
@@ -157,6 +169,30 @@ impl LiveSettings {
 
     pub fn checkout_mode(&self) -> CheckoutMode {
         self.current().checkout_mode
+    }
+
+    pub fn resilience(&self) -> ResilienceSettings {
+        self.current().resilience
+    }
+
+    /// Changes some resilience settings on every replica, or explains per field why not.
+    pub async fn update_resilience(
+        &self,
+        update: &ResilienceUpdate,
+    ) -> Result<Settings, SettingsError> {
+        self.change(|settings| {
+            let resilience = settings.resilience.with(update);
+            let problems = resilience.problems();
+            if problems.is_empty() {
+                Ok(Settings {
+                    resilience,
+                    ..settings
+                })
+            } else {
+                Err(problems)
+            }
+        })
+        .await
     }
 
     /// Changes some fault settings on every replica, or explains per field why not.
@@ -198,7 +234,7 @@ impl LiveSettings {
         sqlx::query(
             "UPDATE live_settings SET payment_delay_ms = $1, payment_success_rate = $2, \
                     email_delay_ms = $3, email_outage = $4, checkout_mode = $5, \
-                    updated_at = now() \
+                    email_hang = $6, resilience = $7, updated_at = now() \
              WHERE id = 1",
         )
         .bind(millis(changed.faults.payment_delay))
@@ -206,6 +242,8 @@ impl LiveSettings {
         .bind(millis(changed.faults.email_delay))
         .bind(changed.faults.email_outage)
         .bind(changed.checkout_mode)
+        .bind(changed.faults.email_hang)
+        .bind(Json(changed.resilience))
         .execute(&mut *tx)
         .await?;
         sqlx::query("SELECT pg_notify($1, '')")
@@ -306,19 +344,26 @@ impl LiveSettings {
         tracing::warn!(
             faults = ?settings.faults,
             checkout_mode = settings.checkout_mode.as_str(),
+            resilience = ?settings.resilience,
             "live settings changed"
         );
     }
 }
 
-/// The `fault_*` and `checkout_mode` gauges, so dashboards show when a fault was
-/// switched on and which mode was in force.
+/// The `fault_*`, `checkout_mode` and `resilience_*` gauges, so dashboards show when a
+/// fault or a rung was switched on and which mode was in force.
 fn export_gauges(settings: &Settings) {
     let faults = &settings.faults;
     gauge!(FAULT_PAYMENT_DELAY).set(faults.payment_delay.as_secs_f64());
     gauge!(FAULT_PAYMENT_SUCCESS_RATE).set(faults.payment_success_rate);
     gauge!(FAULT_EMAIL_DELAY).set(faults.email_delay.as_secs_f64());
     gauge!(FAULT_EMAIL_OUTAGE).set(if faults.email_outage { 1.0 } else { 0.0 });
+    gauge!(FAULT_EMAIL_HANG).set(if faults.email_hang { 1.0 } else { 0.0 });
+    for &dependency in Dependency::VARIANTS {
+        let timeout = settings.resilience.of(dependency).timeout();
+        gauge!(RESILIENCE_TIMEOUT, "dependency" => dependency.as_str())
+            .set(timeout.map_or(0.0, |t| t.as_secs_f64()));
+    }
     for &mode in CheckoutMode::VARIANTS {
         let active = if mode == settings.checkout_mode {
             1.0

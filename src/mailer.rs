@@ -27,8 +27,9 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::config::SmtpSettings;
-use crate::domain::{Customer, LineItem};
+use crate::domain::{Customer, Dependency, LineItem};
 use crate::live_settings::LiveSettings;
+use crate::resilience::{self, GaveUp};
 use crate::telemetry::metrics::EMAIL_SEND_DURATION;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,9 @@ pub enum EmailError {
     InjectedOutage,
     #[error("the mail server did not answer within {0:?}")]
     Timeout(Duration),
+    /// The mail server's resilience timeout gave the call up.
+    #[error(transparent)]
+    GaveUp(#[from] GaveUp),
     #[error("cannot connect to the mail server: {0}")]
     Connect(#[from] std::io::Error),
     #[error("SMTP error: {0}")]
@@ -140,10 +144,17 @@ impl Mailer {
             messaging.message.id = %self.message_id(email),
             order.id = email.order_id(),
             email.sent = tracing::field::Empty,
+            resilience.timed_out = tracing::field::Empty,
         );
         let started = Instant::now();
-        let result = async {
+        let policy = self.live.resilience().email;
+        let conversation = async {
             let settings = self.live.faults();
+            if settings.email_hang {
+                // Accepted, never answered: only the client's own bound ends the wait.
+                tokio::time::sleep(self.timeout).await;
+                return Err(EmailError::Timeout(self.timeout));
+            }
             // The slow mail server of the lesson.
             tokio::time::sleep(settings.email_delay).await;
             if settings.email_outage {
@@ -159,6 +170,11 @@ impl Mailer {
                 .map_err(|_| EmailError::Timeout(self.timeout))??;
             tracing::Span::current().record("email.sent", true);
             Ok(true)
+        };
+        let result = async {
+            resilience::call(Dependency::MailServer, policy, conversation)
+                .await
+                .unwrap_or_else(|gave_up| Err(gave_up.into()))
         }
         .instrument(span)
         .await;

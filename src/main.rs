@@ -15,7 +15,7 @@ use ecommerce_monolith::config::{
 };
 use ecommerce_monolith::shutdown::shutdown_signal;
 use ecommerce_monolith::startup::Application;
-use ecommerce_monolith::{checkout, db, seed, telemetry};
+use ecommerce_monolith::{checkout, db, resilience, seed, telemetry};
 use secrecy::ExposeSecret;
 use sqlx::Connection;
 
@@ -85,6 +85,10 @@ enum Command {
     /// Show or switch the checkout mode of a running service (`ecommerce-lab mode`).
     #[command(disable_help_flag = true)]
     Mode(Forwarded),
+    /// Show or change the rungs of the ladder of cures (a timeout per dependency) of a
+    /// running service (`ecommerce-lab resilience`).
+    #[command(disable_help_flag = true)]
+    Resilience(Forwarded),
     /// The outbox of a running service: replay its dead letters (`ecommerce-lab outbox`).
     #[command(disable_help_flag = true)]
     Outbox(Forwarded),
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         Command::Loadgen(f) => Some(("loadgen", f)),
         Command::Faults(f) => Some(("faults", f)),
         Command::Mode(f) => Some(("mode", f)),
+        Command::Resilience(f) => Some(("resilience", f)),
         Command::Outbox(f) => Some(("outbox", f)),
         Command::Lab(f) => Some(("lab", f)),
         _ => None,
@@ -172,6 +177,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Loadgen(_)
         | Command::Faults(_)
         | Command::Mode(_)
+        | Command::Resilience(_)
         | Command::Outbox(_)
         | Command::Lab(_) => Ok(()),
     };
@@ -191,6 +197,7 @@ async fn serve(with_seed: bool) -> anyhow::Result<()> {
     let metrics = if settings.telemetry.metrics_enabled {
         let handle = telemetry::metrics::install_recorder()?;
         checkout::start_metrics_at_zero();
+        resilience::start_metrics_at_zero();
         telemetry::metrics::spawn_upkeep(&handle);
         Some(handle)
     } else {

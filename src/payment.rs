@@ -20,8 +20,9 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::db::Database;
-use crate::domain::PaymentMethod;
+use crate::domain::{Dependency, PaymentMethod};
 use crate::live_settings::LiveSettings;
+use crate::resilience;
 use crate::telemetry::metrics::PAYMENT_GATEWAY_DURATION;
 
 /// What to charge, and the key that makes the charge happen at most once.
@@ -264,10 +265,21 @@ impl PaymentGateway for SimulatedGateway {
             payment.method = request.method.as_str(),
             payment.idempotency_key = %request.idempotency_key,
             payment.approved = tracing::field::Empty,
+            resilience.timed_out = tracing::field::Empty,
         );
         let call = async move {
             let started = Instant::now();
-            let result = self.charge_once(&request).await;
+            // A call given up during the gateway's wait charged nothing; one given up in
+            // the instant of its write may have charged: the key hands that charge to a
+            // retry, and reconciliation counts it if none comes.
+            let policy = self.live.resilience().payment;
+            let result = resilience::call(
+                Dependency::PaymentGateway,
+                policy,
+                self.charge_once(&request),
+            )
+            .await
+            .unwrap_or_else(|gave_up| Err(PaymentError::Unavailable(gave_up.to_string())));
             let outcome = match &result {
                 Ok(_) => "approved",
                 Err(PaymentError::Declined) => "declined",

@@ -102,6 +102,7 @@ fn read_faults(r: &mut Reader) -> FaultsUpdate {
         payment_success_rate: r.optional("PAYMENT_SUCCESS_RATE", "a number from 0 to 1"),
         email_delay_ms: r.optional("EMAIL_DELAY_MS", whole_ms),
         email_outage: r.optional_bool("EMAIL_OUTAGE"),
+        email_hang: r.optional_bool("EMAIL_HANG"),
     };
     for problem in FaultSettings::DEFAULT.with(&faults).problems() {
         r.problem(format!(

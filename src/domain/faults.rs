@@ -19,6 +19,9 @@ pub struct FaultSettings {
     pub payment_success_rate: f64,
     pub email_delay: Duration,
     pub email_outage: bool,
+    /// The mail server accepts the connection and never answers: a call waits until
+    /// the client gives up (`SMTP_TIMEOUT_MS`, or the resilience timeout).
+    pub email_hang: bool,
 }
 
 /// A setting that is out of range: the field as the admin API names it (the
@@ -36,6 +39,7 @@ impl FaultSettings {
         payment_success_rate: 0.95,
         email_delay: Duration::from_millis(2000),
         email_outage: false,
+        email_hang: false,
     };
 
     /// Every value out of range, for the start-up configuration and the admin API alike.
@@ -79,6 +83,9 @@ impl FaultSettings {
         if let Some(outage) = update.email_outage {
             self.email_outage = outage;
         }
+        if let Some(hang) = update.email_hang {
+            self.email_hang = hang;
+        }
         self
     }
 }
@@ -104,6 +111,10 @@ pub struct FaultsView {
     /// While true, every confirmation e-mail fails (in the blocking checkout, its order
     /// with it).
     pub email_outage: bool,
+    /// While true, the mail server accepts every connection and never answers: each
+    /// e-mail waits until the client gives up (`SMTP_TIMEOUT_MS`, 10 s by default, or
+    /// the mail server's resilience timeout).
+    pub email_hang: bool,
 }
 
 /// A change to some of the settings; absent fields keep their value.
@@ -119,6 +130,7 @@ pub struct FaultsUpdate {
     #[serde(default, deserialize_with = "optional_whole")]
     pub email_delay_ms: Option<u64>,
     pub email_outage: Option<bool>,
+    pub email_hang: Option<bool>,
 }
 
 impl From<FaultSettings> for FaultsUpdate {
@@ -130,6 +142,7 @@ impl From<FaultSettings> for FaultsUpdate {
             payment_success_rate: Some(view.payment_success_rate),
             email_delay_ms: Some(view.email_delay_ms),
             email_outage: Some(view.email_outage),
+            email_hang: Some(view.email_hang),
         }
     }
 }
@@ -141,6 +154,7 @@ impl From<FaultSettings> for FaultsView {
             payment_success_rate: s.payment_success_rate,
             email_delay_ms: u64::try_from(s.email_delay.as_millis()).unwrap_or(u64::MAX),
             email_outage: s.email_outage,
+            email_hang: s.email_hang,
         }
     }
 }

@@ -21,6 +21,7 @@ mod password;
 mod payment_method;
 mod quantity;
 mod rating;
+mod resilience;
 mod stock;
 mod text;
 mod whole_number;
@@ -38,6 +39,7 @@ pub use password::Password;
 pub use payment_method::PaymentMethod;
 pub use quantity::Quantity;
 pub use rating::Rating;
+pub use resilience::{Dependency, Policy, PolicyUpdate, ResilienceSettings, ResilienceUpdate};
 pub use stock::{StockLevel, StockShortage};
 pub use text::{
     BoundedText, CategoryName, Description, FullName, LabName, LabTitle, ProductName,

@@ -1,5 +1,6 @@
 //! Live fault injection for teaching: make the gateway slow or flaky, the mail server
-//! slow or down — without a restart.
+//! slow, down or hung — and the rungs of the ladder of cures that answer them — without
+//! a restart.
 
 use std::collections::BTreeMap;
 
@@ -14,13 +15,16 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::extract::{AdminUser, Json};
 use crate::checkout::workers;
-use crate::domain::{CheckoutMode, FaultsUpdate, FaultsView, JobKind};
+use crate::domain::{
+    CheckoutMode, FaultsUpdate, FaultsView, JobKind, ResilienceSettings, ResilienceUpdate,
+};
 use crate::reconciliation::{self, Reconciliation};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_faults, update_faults))
         .routes(routes!(get_checkout_mode, set_checkout_mode))
+        .routes(routes!(get_resilience, update_resilience))
         .routes(routes!(reconciliation))
         .routes(routes!(replay_dead_letters))
 }
@@ -160,4 +164,39 @@ async fn set_checkout_mode(
     Ok(Json(CheckoutModeView {
         mode: settings.checkout_mode,
     }))
+}
+
+/// What the clients of the payment gateway and the mail server do about a dependency
+/// that is slow or hangs (admin): the ladder of cures' rungs in force. All off by default.
+#[utoipa::path(
+    get, path = "/api/admin/resilience", tag = "admin",
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The rungs in force", body = ResilienceSettings))
+)]
+async fn get_resilience(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Json<ResilienceSettings> {
+    Json(state.live.resilience())
+}
+
+/// Change some resilience settings (admin); fields left out keep their value.
+///
+/// On every replica within a second, with the next call. A timeout (`timeout_ms`, 0:
+/// off) gives up a call that takes longer — the dependency's wait and its conversation —
+/// counted in `resilience_timeouts_total{dependency}`; `resilience_timeout_seconds`
+/// marks the change on the charts.
+#[utoipa::path(
+    put, path = "/api/admin/resilience", tag = "admin",
+    security(("bearer" = ["admin"])),
+    request_body = ResilienceUpdate,
+    responses((status = 200, description = "The rungs now in force", body = ResilienceSettings))
+)]
+async fn update_resilience(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Json(update): Json<ResilienceUpdate>,
+) -> Result<Json<ResilienceSettings>, ApiError> {
+    let settings = state.live.update_resilience(&update).await?;
+    Ok(Json(settings.resilience))
 }

@@ -41,6 +41,11 @@ pub const FAULT_PAYMENT_DELAY: &str = "fault_payment_delay_seconds";
 pub const FAULT_PAYMENT_SUCCESS_RATE: &str = "fault_payment_success_ratio";
 pub const FAULT_EMAIL_DELAY: &str = "fault_email_delay_seconds";
 pub const FAULT_EMAIL_OUTAGE: &str = "fault_email_outage";
+pub const FAULT_EMAIL_HANG: &str = "fault_email_hang";
+/// The resilience each dependency's client applies (label `dependency`).
+pub const RESILIENCE_TIMEOUT: &str = "resilience_timeout_seconds";
+/// Calls given up by a resilience timeout (label `dependency`).
+pub const RESILIENCE_TIMEOUTS: &str = "resilience_timeouts_total";
 pub const BUILD_INFO: &str = "ecommerce_monolith_build_info";
 pub const CHECKOUT_MODE_ACTIVE: &str = "checkout_mode";
 pub const LAB_PHASE: &str = "lab_phase";
@@ -257,6 +262,19 @@ fn describe_all() {
     describe_gauge!(
         FAULT_EMAIL_OUTAGE,
         "1 while an e-mail outage is injected, else 0."
+    );
+    describe_gauge!(
+        FAULT_EMAIL_HANG,
+        "1 while the mail server is made to hang (accept and never answer), else 0."
+    );
+    describe_gauge!(
+        RESILIENCE_TIMEOUT,
+        Unit::Seconds,
+        "The timeout the client of a dependency applies to a call (label dependency: payment_gateway, mail_server); 0 when off."
+    );
+    describe_counter!(
+        RESILIENCE_TIMEOUTS,
+        "Calls to a dependency given up by its resilience timeout (label dependency)."
     );
     describe_gauge!(
         LAB_PHASE,

@@ -319,7 +319,7 @@ async fn fault_injection_changes_the_next_checkout() {
     .await;
     assert_eq!(
         initial,
-        json!({"payment_delay_ms": 0, "payment_success_rate": 1.0, "email_delay_ms": 0, "email_outage": false})
+        json!({"payment_delay_ms": 0, "payment_success_rate": 1.0, "email_delay_ms": 0, "email_outage": false, "email_hang": false})
     );
 
     // Payments start failing.
@@ -405,7 +405,7 @@ async fn fault_injection_changes_the_next_checkout() {
     .await;
     assert_eq!(
         after,
-        json!({"payment_delay_ms": 300, "payment_success_rate": 1.0, "email_delay_ms": 0, "email_outage": false})
+        json!({"payment_delay_ms": 300, "payment_success_rate": 1.0, "email_delay_ms": 0, "email_outage": false, "email_hang": false})
     );
 }
 

@@ -19,6 +19,7 @@ mod ops;
 mod otlp;
 mod products;
 mod replicas;
+mod resilience;
 mod reviews_and_notifications;
 mod storefront;
 mod telemetry;

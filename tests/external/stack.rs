@@ -621,6 +621,21 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     .await;
     assert_eq!(buy(&customers[0], kettle).await.1, StatusCode::BAD_GATEWAY);
     set_faults(&app, &admin, json!({"email_outage": false})).await;
+    // A hung mail server, given up by the first rung of the ladder: the mail server's
+    // timeout (the resilience panels and annotations).
+    let set_email_timeout = |ms: u64| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let body = json!({"email": {"timeout_ms": ms}});
+            let answer = app.put("/api/admin/resilience", Some(admin), &body).await;
+            assert_eq!(answer.status(), StatusCode::OK);
+        }
+    };
+    set_email_timeout(100).await;
+    set_faults(&app, &admin, json!({"email_hang": true})).await;
+    assert_eq!(buy(&customers[1], kettle).await.1, StatusCode::BAD_GATEWAY);
+    set_faults(&app, &admin, json!({"email_hang": false})).await;
+    set_email_timeout(0).await;
     // Empty carts, a sold-out product, a missing one.
     let window_shopper = app.customer("window-shopper@example.com").await;
     assert_eq!(
@@ -732,9 +747,10 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     set_faults(
         &app,
         &admin,
-        json!({"payment_delay_ms": 25, "email_delay_ms": 25, "payment_success_rate": 0.9, "email_outage": true}),
+        json!({"payment_delay_ms": 25, "email_delay_ms": 25, "payment_success_rate": 0.9, "email_outage": true, "email_hang": true}),
     )
     .await;
+    set_email_timeout(250).await;
     prometheus.wait_for_scrapes(3).await;
 
     // Every dashboard query returns data.
@@ -806,7 +822,7 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     set_faults(
         &app,
         &admin,
-        json!({"email_outage": false, "email_delay_ms": 60000, "payment_success_rate": 1.0}),
+        json!({"email_outage": false, "email_hang": false, "email_delay_ms": 60000, "payment_success_rate": 1.0}),
     )
     .await;
     let charged_before: i64 =

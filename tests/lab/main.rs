@@ -69,9 +69,9 @@ fn said(output: &Output) -> String {
     )
 }
 
-/// The faults and the checkout mode in force (asked with the admin's token: logging in
-/// at every poll would meet the login throttle).
-async fn settings(app: &TestApp, admin: &str) -> (Value, Value) {
+/// The faults, the checkout mode and the resilience rungs in force (asked with the
+/// admin's token: logging in at every poll would meet the login throttle).
+async fn settings(app: &TestApp, admin: &str) -> (Value, Value, Value) {
     let faults = expect_json(
         app.get("/api/admin/faults", Some(admin)).await,
         StatusCode::OK,
@@ -82,7 +82,12 @@ async fn settings(app: &TestApp, admin: &str) -> (Value, Value) {
         StatusCode::OK,
     )
     .await;
-    (faults, mode["mode"].clone())
+    let resilience = expect_json(
+        app.get("/api/admin/resilience", Some(admin)).await,
+        StatusCode::OK,
+    )
+    .await;
+    (faults, mode["mode"].clone(), resilience)
 }
 
 async fn running_phase(app: &TestApp) -> Value {
@@ -166,6 +171,7 @@ every_shipped_experiment! {
     slo_burn_holds => "slo-burn",
     impatient_retries_hold => "impatient-retries",
     hot_product_sellout_holds => "hot-product-sellout",
+    mail_hang_timeout_holds => "mail-hang-timeout",
 }
 
 #[test]
@@ -249,7 +255,7 @@ async fn ctrl_c_in_a_fault_phase_puts_the_service_back_as_it_was() {
     // The fault phase: announced, and the mail server down.
     eventually(Duration::from_secs(90), "the outage phase", || async {
         let phase = running_phase(&app).await;
-        let (faults, mode) = settings(&app, &admin).await;
+        let (faults, mode, _) = settings(&app, &admin).await;
         (phase["phase"] == "outage" && faults["email_outage"] == true && mode == "blocking")
             .then_some(())
     })

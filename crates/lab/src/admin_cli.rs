@@ -1,4 +1,4 @@
-//! `ecommerce-monolith faults …`, `mode …` and `outbox replay`: the live settings and
+//! `ecommerce-monolith faults …`, `mode …`, `resilience …` and `outbox replay`: the live settings and
 //! the dead letters of a running service from the command line, so a tour can say "type
 //! this, then look at that chart". They log in as an admin and call the admin API.
 
@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 use strum::VariantArray;
 
 use crate::client::ApiClient;
-use ecommerce_monolith::domain::{CheckoutMode, FaultSettings, FaultsUpdate, JobKind};
+use ecommerce_monolith::domain::{
+    CheckoutMode, FaultSettings, FaultsUpdate, JobKind, PolicyUpdate, ResilienceSettings,
+    ResilienceUpdate,
+};
 
 /// Which service, as which admin.
 #[derive(Debug, clap::Args)]
@@ -55,8 +58,37 @@ pub enum FaultsCommand {
         /// `true` makes every confirmation e-mail fail.
         #[arg(long)]
         email_outage: Option<bool>,
+        /// `true` makes the mail server accept and never answer (until the client gives
+        /// up: SMTP_TIMEOUT_MS, or the resilience timeout).
+        #[arg(long)]
+        email_hang: Option<bool>,
     },
-    /// Back to the defaults: 1000 ms, 0.95, 2000 ms, no outage.
+    /// Back to the defaults: 1000 ms, 0.95, 2000 ms, no outage, no hang.
+    Reset,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResilienceArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    #[command(subcommand)]
+    pub command: ResilienceCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ResilienceCommand {
+    /// Print the rungs in force, per dependency.
+    Show,
+    /// Change some rungs; the others keep their value.
+    Set {
+        /// Give up a charge after this many milliseconds (0: no timeout).
+        #[arg(long)]
+        payment_timeout_ms: Option<u64>,
+        /// Give up an e-mail after this many milliseconds (0: no timeout).
+        #[arg(long)]
+        email_timeout_ms: Option<u64>,
+    },
+    /// Everything off: the blocking checkout as the design card draws it.
     Reset,
 }
 
@@ -119,11 +151,13 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<Value> {
             payment_success_rate,
             email_delay_ms,
             email_outage,
+            email_hang,
         } => Some(FaultsUpdate {
             payment_delay_ms,
             payment_success_rate,
             email_delay_ms,
             email_outage,
+            email_hang,
         }),
         FaultsCommand::Reset => Some(FaultsUpdate::from(FaultSettings::DEFAULT)),
     };
@@ -132,6 +166,34 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<Value> {
         &args.connection,
         change_or_show(&body),
         "/api/admin/faults",
+        body,
+    )
+    .await
+}
+
+/// Runs `resilience …`; returns the rungs now in force, as the service printed them.
+pub async fn resilience(args: ResilienceArgs) -> anyhow::Result<Value> {
+    let timeout = |timeout_ms: Option<u64>| {
+        timeout_ms.map(|ms| PolicyUpdate {
+            timeout_ms: Some(ms),
+        })
+    };
+    let update = match args.command {
+        ResilienceCommand::Show => None,
+        ResilienceCommand::Set {
+            payment_timeout_ms,
+            email_timeout_ms,
+        } => Some(ResilienceUpdate {
+            payment: timeout(payment_timeout_ms),
+            email: timeout(email_timeout_ms),
+        }),
+        ResilienceCommand::Reset => Some(ResilienceUpdate::from(ResilienceSettings::OFF)),
+    };
+    let body = update.map(serde_json::to_value).transpose()?;
+    call(
+        &args.connection,
+        change_or_show(&body),
+        "/api/admin/resilience",
         body,
     )
     .await

@@ -1,11 +1,11 @@
 //! `ecommerce-lab`: the load generator, the admin commands and the lab of a running
-//! ecommerce-monolith. `ecommerce-monolith loadgen|faults|mode|outbox|lab …` runs this binary
+//! ecommerce-monolith. `ecommerce-monolith loadgen|faults|mode|resilience|outbox|lab …` runs this binary
 //! (it lies beside the server's), so both spellings work.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ecommerce_lab::admin_cli::{self, FaultsArgs, ModeArgs, OutboxArgs};
+use ecommerce_lab::admin_cli::{self, FaultsArgs, ModeArgs, OutboxArgs, ResilienceArgs};
 use ecommerce_lab::lab::LabArgs;
 use ecommerce_lab::loadgen::LoadgenArgs;
 use ecommerce_monolith::config::{ProcessEnv, TelemetrySettings};
@@ -27,6 +27,9 @@ enum Command {
     Loadgen(LoadgenArgs),
     Faults(FaultsArgs),
     Mode(ModeArgs),
+    /// The ladder of cures: what the clients of the gateway and the mail server do about
+    /// a dependency that is slow or hangs.
+    Resilience(ResilienceArgs),
     Outbox(OutboxArgs),
     /// The lessons as experiments: list, show, run (and judge) them.
     Lab(LabArgs),
@@ -44,6 +47,7 @@ async fn main() -> ExitCode {
         Command::Loadgen(args) => loadgen(args).await,
         Command::Faults(args) => print_json(admin_cli::faults(args).await),
         Command::Mode(args) => print_json(admin_cli::mode(args).await),
+        Command::Resilience(args) => print_json(admin_cli::resilience(args).await),
         Command::Outbox(args) => print_json(admin_cli::outbox(args).await),
     };
     match result {

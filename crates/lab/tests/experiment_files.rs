@@ -145,7 +145,19 @@ const BROKEN: &[(&str, &str, usize, &str)] = &[
         "a fault the service does not have",
         "[[phase]]\nname = \"later\"\nduration = \"10s\"\nsettings = { faults = { payment_delay = 10 } }\n",
         17,
-        "expected a fault setting, one of payment_delay_ms, payment_success_rate, email_delay_ms, email_outage; got \"payment_delay\"",
+        "expected a fault setting, one of payment_delay_ms, payment_success_rate, email_delay_ms, email_outage, email_hang; got \"payment_delay\"",
+    ),
+    (
+        "a rung out of range",
+        "[[phase]]\nname = \"later\"\nduration = \"10s\"\nsettings = { resilience = { email = { timeout_ms = 70000 } } }\n",
+        17,
+        "expected resilience.email.timeout_ms: at most 60000 ms",
+    ),
+    (
+        "a rung the service does not have",
+        "[[phase]]\nname = \"later\"\nduration = \"10s\"\nsettings = { resilience = { email = { retries = 3 } } }\n",
+        17,
+        "unknown field `retries`",
     ),
     (
         "a fault value out of range",

@@ -8,6 +8,7 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
+use ecommerce_monolith::domain::{ResilienceSettings, ResilienceUpdate};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -126,7 +127,8 @@ pub struct Load {
     pub idempotency_key: Option<bool>,
 }
 
-/// Live settings a phase puts in force: the checkout mode and the faults.
+/// Live settings a phase puts in force: the checkout mode, the faults and the rungs of
+/// the ladder of cures.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -135,9 +137,13 @@ pub struct Settings {
     pub checkout_mode: Option<Spanned<String>>,
     /// Fault settings, as `PUT /api/admin/faults` takes them (fields left out keep
     /// their value): `payment_delay_ms`, `payment_success_rate`, `email_delay_ms`,
-    /// `email_outage`.
+    /// `email_outage`, `email_hang`.
     #[serde(default)]
     pub faults: BTreeMap<String, Spanned<toml::Value>>,
+    /// The rungs, as `PUT /api/admin/resilience` takes them (fields left out keep their
+    /// value): `{ payment = { timeout_ms = N }, email = { timeout_ms = N } }`.
+    #[serde(default)]
+    pub resilience: Option<Spanned<ResilienceUpdate>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -559,11 +565,12 @@ fn check_load(at: &At<'_>, load: &Load) -> Result<(), SchemaError> {
 }
 
 /// The fault settings a phase may set, and what each takes.
-const FAULTS: [(&str, &str); 4] = [
+const FAULTS: [(&str, &str); 5] = [
     ("payment_delay_ms", "a whole number of milliseconds"),
     ("payment_success_rate", "a number from 0 to 1"),
     ("email_delay_ms", "a whole number of milliseconds"),
     ("email_outage", "true or false"),
+    ("email_hang", "true or false"),
 ];
 
 fn check_settings(at: &At<'_>, settings: &Settings) -> Result<(), SchemaError> {
@@ -590,7 +597,7 @@ fn check_settings(at: &At<'_>, settings: &Settings) -> Result<(), SchemaError> {
             ));
         };
         let fits = match (name.as_str(), value.get_ref()) {
-            ("email_outage", toml::Value::Boolean(_)) => true,
+            ("email_outage" | "email_hang", toml::Value::Boolean(_)) => true,
             ("payment_success_rate", toml::Value::Float(f)) => (0.0..=1.0).contains(f),
             ("payment_success_rate", toml::Value::Integer(i)) => (0..=1).contains(i),
             ("payment_delay_ms" | "email_delay_ms", toml::Value::Integer(i)) => *i >= 0,
@@ -602,6 +609,17 @@ fn check_settings(at: &At<'_>, settings: &Settings) -> Result<(), SchemaError> {
                 format!("expected {name} to be {expected}, got {}", value.get_ref()),
             ));
         }
+    }
+    if let Some(update) = &settings.resilience
+        && let Some(problem) = ResilienceSettings::OFF
+            .with(update.get_ref())
+            .problems()
+            .first()
+    {
+        return Err(at(
+            Some(update.span()),
+            format!("expected resilience.{}: {}", problem.field, problem.message),
+        ));
     }
     Ok(())
 }

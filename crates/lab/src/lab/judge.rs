@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -478,7 +480,7 @@ pub fn watched_figures(watching: &[&Hypothesis], scrapes: &[Scrape], seconds: f6
 }
 
 /// The alerts firing now in Prometheus.
-pub async fn firing_alerts(prometheus: &str) -> Vec<String> {
+pub async fn firing_alerts(prometheus: &str, since: DateTime<Utc>) -> Vec<String> {
     let url = format!("{}/api/v1/alerts", prometheus.trim_end_matches('/'));
     let Ok(response) = reqwest::get(url).await else {
         return Vec::new();
@@ -491,6 +493,14 @@ pub async fn firing_alerts(prometheus: &str) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter(|a| a["state"] == "firing")
+        // An alert already active before `since` was set off by something earlier (the
+        // steady state, a run before this one), not by this phase.
+        .filter(|a| {
+            a["activeAt"]
+                .as_str()
+                .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+                .is_none_or(|at| at >= since)
+        })
         .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_string))
         .collect()
 }

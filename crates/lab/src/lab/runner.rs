@@ -20,6 +20,8 @@ use super::judge::{self, Observed};
 use super::scrape::Scrape;
 use crate::client::ApiClient;
 use crate::loadgen::{self, LoadgenArgs, Scenario};
+use ecommerce_monolith::domain::ResilienceUpdate;
+use toml::Spanned;
 
 /// The longest a phase's end waits for the checkouts still in flight.
 const SETTLE_AT_MOST: Duration = Duration::from_secs(30);
@@ -36,6 +38,7 @@ struct Service {
     admin_password: String,
     faults_before: Value,
     mode_before: Value,
+    resilience_before: Value,
     /// The run's scale: an impatient shopper's patience follows the delays.
     scale: Scale,
 }
@@ -261,7 +264,8 @@ async fn watch_phase(
             scrapes.push(scrape);
         }
         if let Some(prometheus) = &args.prometheus_url {
-            for alert in judge::firing_alerts(prometheus).await {
+            let since = chrono::DateTime::<chrono::Utc>::from(started_at);
+            for alert in judge::firing_alerts(prometheus, since).await {
                 alerts_fired
                     .entry(alert)
                     .or_insert_with(|| started.elapsed());
@@ -301,6 +305,21 @@ async fn watch_phase(
     })
 }
 
+/// `into` with the fields of `update` that are set: an object merged into an object.
+fn merge(into: &mut Value, update: Option<&ResilienceUpdate>) {
+    let Some(Value::Object(update)) = update.and_then(|u| serde_json::to_value(u).ok()) else {
+        return;
+    };
+    for (dependency, policy) in update {
+        let Value::Object(policy) = policy else {
+            continue;
+        };
+        for (field, value) in policy.into_iter().filter(|(_, v)| !v.is_null()) {
+            into[&dependency][field] = value;
+        }
+    }
+}
+
 fn clock(duration: Duration) -> String {
     let seconds = duration.as_secs();
     format!("{}:{:02}", seconds / 60, seconds % 60)
@@ -323,8 +342,14 @@ impl Service {
             .send(Method::GET, "/api/admin/checkout-mode", Some(&admin), None)
             .await?
             .body;
+        let resilience_before = client
+            .send(Method::GET, "/api/admin/resilience", Some(&admin), None)
+            .await?
+            .body;
         anyhow::ensure!(
-            faults_before.is_object() && mode_before["mode"].is_string(),
+            faults_before.is_object()
+                && mode_before["mode"].is_string()
+                && resilience_before.is_object(),
             "the service at {} did not tell its settings",
             args.base_url
         );
@@ -336,6 +361,7 @@ impl Service {
             admin_password: password,
             faults_before,
             mode_before,
+            resilience_before,
             scale,
         })
     }
@@ -356,7 +382,12 @@ impl Service {
             .checkout_mode
             .as_ref()
             .map_or(self.mode_before["mode"].clone(), |m| json!(m.get_ref()));
-        json!({"faults": faults, "mode": mode})
+        let mut resilience = self.resilience_before.clone();
+        merge(
+            &mut resilience,
+            settings.resilience.as_ref().map(Spanned::get_ref),
+        );
+        json!({"faults": faults, "mode": mode, "resilience": resilience})
     }
 
     /// Puts the steady state's settings in force, with `phase`'s on top (delays scaled);
@@ -377,20 +408,20 @@ impl Service {
             }
             faults[name] = value;
         }
-        let body = json!({
-            "payment_delay_ms": faults["payment_delay_ms"],
-            "payment_success_rate": faults["payment_success_rate"],
-            "email_delay_ms": faults["email_delay_ms"],
-            "email_outage": faults["email_outage"],
-        });
-        self.put("/api/admin/faults", &body).await?;
+        self.put("/api/admin/faults", &faults).await?;
+        let mut resilience = steady["resilience"].clone();
+        merge(
+            &mut resilience,
+            phase.resilience.as_ref().map(Spanned::get_ref),
+        );
+        self.put("/api/admin/resilience", &resilience).await?;
         let mode = phase
             .checkout_mode
             .as_ref()
             .map_or(steady["mode"].clone(), |m| json!(m.get_ref()));
         self.put("/api/admin/checkout-mode", &json!({"mode": mode}))
             .await?;
-        let seconds = |name: &str| body[name].as_f64().unwrap_or(0.0) / 1000.0;
+        let seconds = |name: &str| faults[name].as_f64().unwrap_or(0.0) / 1000.0;
         Ok((seconds("payment_delay_ms"), seconds("email_delay_ms")))
     }
 
@@ -466,26 +497,22 @@ impl Service {
         }
     }
 
-    /// Puts back the faults and the checkout mode as the run found them, and clears the
-    /// announcement; says what it put back.
+    /// Puts back the faults, the rungs and the checkout mode as the run found them, and
+    /// clears the announcement; says what it put back.
     async fn roll_back(&self) -> Vec<String> {
         let mut done = Vec::new();
-        let faults = &self.faults_before;
-        let body = json!({
-            "payment_delay_ms": faults["payment_delay_ms"],
-            "payment_success_rate": faults["payment_success_rate"],
-            "email_delay_ms": faults["email_delay_ms"],
-            "email_outage": faults["email_outage"],
-        });
-        match self.put("/api/admin/faults", &body).await {
-            Ok(()) => done.push(format!(
-                "faults (payment_delay_ms {}, payment_success_rate {}, email_delay_ms {}, email_outage {})",
-                body["payment_delay_ms"],
-                body["payment_success_rate"],
-                body["email_delay_ms"],
-                body["email_outage"]
-            )),
-            Err(error) => done.push(format!("faults NOT restored: {error}")),
+        for (what, path, before) in [
+            ("faults", "/api/admin/faults", &self.faults_before),
+            (
+                "resilience",
+                "/api/admin/resilience",
+                &self.resilience_before,
+            ),
+        ] {
+            match self.put(path, before).await {
+                Ok(()) => done.push(format!("{what} {before}")),
+                Err(error) => done.push(format!("{what} NOT restored: {error}")),
+            }
         }
         let mode = json!({"mode": self.mode_before["mode"]});
         match self.put("/api/admin/checkout-mode", &mode).await {
