@@ -29,7 +29,7 @@ use tracing::Instrument;
 use crate::config::SmtpSettings;
 use crate::domain::{Customer, Dependency, LineItem};
 use crate::live_settings::LiveSettings;
-use crate::resilience::{self, GaveUp};
+use crate::resilience::{Refusal, Rungs};
 use crate::telemetry::metrics::EMAIL_SEND_DURATION;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +38,10 @@ pub enum EmailError {
     InjectedOutage,
     #[error("the mail server did not answer within {0:?}")]
     Timeout(Duration),
-    /// The mail server's resilience timeout gave the call up.
+    /// A rung answered for the mail server: its timeout gave the call up, or its
+    /// circuit breaker is open.
     #[error(transparent)]
-    GaveUp(#[from] GaveUp),
+    Refused(#[from] Refusal),
     #[error("cannot connect to the mail server: {0}")]
     Connect(#[from] std::io::Error),
     #[error("SMTP error: {0}")]
@@ -104,6 +105,19 @@ pub struct Mailer {
     port: u16,
     timeout: Duration,
     live: LiveSettings,
+    /// The mail server's timeout and breaker.
+    rungs: Arc<Rungs>,
+}
+
+impl EmailError {
+    /// Whether the mail server failed (what opens its breaker), rather than our message
+    /// or our database.
+    fn is_the_servers(&self) -> bool {
+        matches!(
+            self,
+            Self::InjectedOutage | Self::Timeout(_) | Self::Connect(_) | Self::Smtp(_)
+        )
+    }
 }
 
 impl Mailer {
@@ -120,7 +134,14 @@ impl Mailer {
             port: settings.port,
             timeout: settings.timeout,
             live,
+            rungs: Arc::new(Rungs::new(Dependency::MailServer)),
         })
+    }
+
+    /// Refused at once while the mail server's breaker is open: for the blocking
+    /// checkout, which would rather not charge for an order the e-mail would then lose.
+    pub fn refuse_if_open(&self) -> Result<(), EmailError> {
+        Ok(self.rungs.refuse_if_open(self.live.resilience().email)?)
     }
 
     /// Sends `email` through the (slow) mail server.
@@ -145,6 +166,7 @@ impl Mailer {
             order.id = email.order_id(),
             email.sent = tracing::field::Empty,
             resilience.timed_out = tracing::field::Empty,
+            resilience.breaker = tracing::field::Empty,
         );
         let started = Instant::now();
         let policy = self.live.resilience().email;
@@ -172,9 +194,13 @@ impl Mailer {
             Ok(true)
         };
         let result = async {
-            resilience::call(Dependency::MailServer, policy, conversation)
+            let failed = |answer: &Result<bool, EmailError>| {
+                answer.as_ref().is_err_and(EmailError::is_the_servers)
+            };
+            self.rungs
+                .call(policy, failed, conversation)
                 .await
-                .unwrap_or_else(|gave_up| Err(gave_up.into()))
+                .unwrap_or_else(|refusal| Err(refusal.into()))
         }
         .instrument(span)
         .await;

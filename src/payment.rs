@@ -22,7 +22,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::db::Database;
 use crate::domain::{Dependency, PaymentMethod};
 use crate::live_settings::LiveSettings;
-use crate::resilience;
+use crate::resilience::Rungs;
 use crate::telemetry::metrics::PAYMENT_GATEWAY_DURATION;
 
 /// What to charge, and the key that makes the charge happen at most once.
@@ -153,6 +153,8 @@ pub struct SimulatedGateway {
     /// shop's connection pool. They share the shop's probe, so a database outage fails
     /// a charge at once instead of after an acquire timeout.
     ledger: Database,
+    /// The gateway's timeout and breaker.
+    rungs: Rungs,
 }
 
 /// How many connections the simulated gateway keeps for its ledger.
@@ -160,7 +162,11 @@ pub const LEDGER_CONNECTIONS: u32 = 4;
 
 impl SimulatedGateway {
     pub fn new(live: LiveSettings, ledger: Database) -> Self {
-        Self { live, ledger }
+        Self {
+            live,
+            ledger,
+            rungs: Rungs::new(Dependency::PaymentGateway),
+        }
     }
 
     async fn charge_once(&self, request: &ChargeRequest) -> Result<Charge, PaymentError> {
@@ -266,6 +272,7 @@ impl PaymentGateway for SimulatedGateway {
             payment.idempotency_key = %request.idempotency_key,
             payment.approved = tracing::field::Empty,
             resilience.timed_out = tracing::field::Empty,
+            resilience.breaker = tracing::field::Empty,
         );
         let call = async move {
             let started = Instant::now();
@@ -273,13 +280,15 @@ impl PaymentGateway for SimulatedGateway {
             // the instant of its write may have charged: the key hands that charge to a
             // retry, and reconciliation counts it if none comes.
             let policy = self.live.resilience().payment;
-            let result = resilience::call(
-                Dependency::PaymentGateway,
-                policy,
-                self.charge_once(&request),
-            )
-            .await
-            .unwrap_or_else(|gave_up| Err(PaymentError::Unavailable(gave_up.to_string())));
+            // A declined card is the gateway working: only "unavailable" counts against it.
+            let failed = |answer: &Result<Charge, PaymentError>| {
+                matches!(answer, Err(PaymentError::Unavailable(_)))
+            };
+            let result = self
+                .rungs
+                .call(policy, failed, self.charge_once(&request))
+                .await
+                .unwrap_or_else(|refusal| Err(PaymentError::Unavailable(refusal.to_string())));
             let outcome = match &result {
                 Ok(_) => "approved",
                 Err(PaymentError::Declined) => "declined",

@@ -1,49 +1,372 @@
 //! The rungs between the blocking checkout and the asynchronous one, as the clients of
 //! the payment gateway and the mail server apply them (`crate::domain::Policy`, live):
-//! so far a timeout — a call that takes longer is given up, so a dependency that hangs
-//! holds a checkout, its row locks and its pooled connection no longer than that.
-//! Every call given up is counted per dependency (`resilience_timeouts_total`) and
-//! marked on its span.
+//!
+//! - a **timeout**: a call that takes longer is given up, so a dependency that hangs
+//!   holds a checkout, its row locks and its pooled connection no longer than that;
+//! - a **circuit breaker**: after `breaker_failures` failures in a row it opens, and
+//!   every call is refused at once — no wait, no connection held — for
+//!   `breaker_open_ms`; then it lets `breaker_probes` calls through (half-open): their
+//!   success closes it, a failure opens it again.
+//!
+//! Each client keeps its own breaker (per replica, as a client library would). What a
+//! rung does is counted per dependency (`resilience_timeouts_total`,
+//! `resilience_breaker_refusals_total`, `resilience_breaker_transitions_total`), the
+//! breaker's state is a gauge, and a call's span says what happened to it.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use metrics::counter;
+use metrics::{counter, gauge};
 
 use crate::domain::{Dependency, Policy};
-use crate::telemetry::metrics::RESILIENCE_TIMEOUTS;
+use crate::telemetry::metrics::{
+    RESILIENCE_BREAKER_REFUSALS, RESILIENCE_BREAKER_STATE, RESILIENCE_BREAKER_TRANSITIONS,
+    RESILIENCE_TIMEOUTS,
+};
 
-/// The call was given up after its timeout.
+/// Why a rung answered instead of the dependency.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("no answer within the {}'s timeout of {} ms", .dependency.as_str(), .after.as_millis())]
-pub struct GaveUp {
-    pub dependency: Dependency,
-    pub after: Duration,
+pub enum Refusal {
+    /// The call was given up after its timeout.
+    #[error("no answer within the {}'s timeout of {} ms", .dependency.as_str(), .after.as_millis())]
+    GaveUp {
+        dependency: Dependency,
+        after: Duration,
+    },
+    /// The breaker is open: the call was not made.
+    #[error("the {}'s circuit breaker is open (retry in {} ms)", .dependency.as_str(), .retry_after.as_millis())]
+    Open {
+        dependency: Dependency,
+        retry_after: Duration,
+    },
 }
 
-/// Runs `call` under `policy`: given up (and counted) after its timeout, if it has one.
-pub async fn call<T>(
-    dependency: Dependency,
-    policy: Policy,
-    call: impl Future<Output = T>,
-) -> Result<T, GaveUp> {
-    let Some(after) = policy.timeout() else {
-        return Ok(call.await);
-    };
-    match tokio::time::timeout(after, call).await {
-        Ok(answer) => Ok(answer),
-        Err(_) => {
-            counter!(RESILIENCE_TIMEOUTS, "dependency" => dependency.as_str()).increment(1);
-            tracing::Span::current().record("resilience.timed_out", true);
-            Err(GaveUp { dependency, after })
+/// The states of a circuit breaker, as the `resilience_breaker_state` gauge shows them
+/// (0, 1, 2) and its transitions' `to` label names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+
+    fn gauge_value(self) -> f64 {
+        match self {
+            Self::Closed => 0.0,
+            Self::Open => 1.0,
+            Self::HalfOpen => 2.0,
         }
     }
 }
 
-/// Every dependency's counter at zero from the start, so a rate is defined before the
-/// first call is given up.
+/// The state machine of one breaker, on a clock it is given (so that its tests need no
+/// sleeps).
+#[derive(Debug, Clone)]
+pub struct BreakerCore {
+    state: BreakerState,
+    /// Failures in a row while closed.
+    failures: u32,
+    /// When it last opened.
+    opened_at: Option<Instant>,
+    /// Half-open: probes let through and not yet answered, and probes that succeeded.
+    probes_in_flight: u32,
+    probes_succeeded: u32,
+}
+
+impl Default for BreakerCore {
+    fn default() -> Self {
+        Self {
+            state: BreakerState::Closed,
+            failures: 0,
+            opened_at: None,
+            probes_in_flight: 0,
+            probes_succeeded: 0,
+        }
+    }
+}
+
+impl BreakerCore {
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    /// Whether a call may go through now; if not, how long until a probe may. An open
+    /// breaker whose time is up turns half-open and admits the first probes.
+    pub fn admit(&mut self, now: Instant, policy: Policy) -> Result<(), Duration> {
+        if !policy.has_breaker() {
+            *self = Self::default();
+            return Ok(());
+        }
+        match self.state {
+            BreakerState::Closed => Ok(()),
+            BreakerState::Open => {
+                let opened_at = self.opened_at.unwrap_or(now);
+                let reopens = opened_at + policy.breaker_open();
+                if now < reopens {
+                    return Err(reopens - now);
+                }
+                self.state = BreakerState::HalfOpen;
+                self.probes_in_flight = 1;
+                self.probes_succeeded = 0;
+                Ok(())
+            }
+            BreakerState::HalfOpen if self.probes_in_flight < policy.breaker_probes => {
+                self.probes_in_flight += 1;
+                Ok(())
+            }
+            // Enough probes are out: the rest wait for their answer.
+            BreakerState::HalfOpen => Err(Duration::ZERO),
+        }
+    }
+
+    /// How long it stays open, if it is open at `now`.
+    pub fn open_for(&self, now: Instant, policy: Policy) -> Option<Duration> {
+        let reopens = self.opened_at? + policy.breaker_open();
+        (policy.has_breaker() && self.state == BreakerState::Open && now < reopens)
+            .then(|| reopens - now)
+    }
+
+    /// What an admitted call's outcome does to the breaker.
+    pub fn record(&mut self, now: Instant, policy: Policy, failed: bool) {
+        if !policy.has_breaker() {
+            return;
+        }
+        match (self.state, failed) {
+            (BreakerState::Closed, false) => self.failures = 0,
+            (BreakerState::Closed, true) => {
+                self.failures += 1;
+                if self.failures >= policy.breaker_failures {
+                    self.open(now);
+                }
+            }
+            (BreakerState::HalfOpen, false) => {
+                self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
+                self.probes_succeeded += 1;
+                if self.probes_succeeded >= policy.breaker_probes {
+                    *self = Self::default();
+                }
+            }
+            (BreakerState::HalfOpen, true) => self.open(now),
+            // A call let through before it opened: its answer changes nothing now.
+            (BreakerState::Open, _) => {}
+        }
+    }
+
+    fn open(&mut self, now: Instant) {
+        *self = Self {
+            state: BreakerState::Open,
+            opened_at: Some(now),
+            ..Self::default()
+        };
+    }
+}
+
+/// A dependency's client-side rungs: its breaker, and the timeout it applies.
+pub struct Rungs {
+    dependency: Dependency,
+    breaker: Mutex<BreakerCore>,
+}
+
+impl Rungs {
+    pub fn new(dependency: Dependency) -> Self {
+        Self {
+            dependency,
+            breaker: Mutex::new(BreakerCore::default()),
+        }
+    }
+
+    /// Runs `call` under `policy`: refused at once while the breaker is open, given up
+    /// after the timeout; `failed` tells which answers count against the dependency (a
+    /// declined card does not: the gateway worked).
+    pub async fn call<T>(
+        &self,
+        policy: Policy,
+        failed: impl Fn(&T) -> bool,
+        call: impl Future<Output = T>,
+    ) -> Result<T, Refusal> {
+        self.admit(policy)?;
+        let answer = match policy.timeout() {
+            None => Ok(call.await),
+            Some(after) => tokio::time::timeout(after, call).await.map_err(|_| {
+                counter!(RESILIENCE_TIMEOUTS, "dependency" => self.dependency.as_str())
+                    .increment(1);
+                tracing::Span::current().record("resilience.timed_out", true);
+                Refusal::GaveUp {
+                    dependency: self.dependency,
+                    after,
+                }
+            }),
+        };
+        let failure = answer.as_ref().map_or(true, &failed);
+        self.change(|breaker| breaker.record(Instant::now(), policy, failure));
+        answer
+    }
+
+    /// Lets a call through, or refuses it (the breaker open, or its probes all out).
+    fn admit(&self, policy: Policy) -> Result<(), Refusal> {
+        let admitted = self.change(|breaker| breaker.admit(Instant::now(), policy));
+        admitted.map_err(|retry_after| self.refused(retry_after))
+    }
+
+    /// Refused (and counted) if the breaker is open now, without a call; asking takes
+    /// no probe's place: once its time is up, the next call is the probe.
+    pub fn refuse_if_open(&self, policy: Policy) -> Result<(), Refusal> {
+        let breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        let open_for = breaker.open_for(Instant::now(), policy);
+        drop(breaker);
+        match open_for {
+            None => Ok(()),
+            Some(retry_after) => Err(self.refused(retry_after)),
+        }
+    }
+
+    fn refused(&self, retry_after: Duration) -> Refusal {
+        counter!(RESILIENCE_BREAKER_REFUSALS, "dependency" => self.dependency.as_str())
+            .increment(1);
+        tracing::Span::current().record("resilience.breaker", "refused");
+        Refusal::Open {
+            dependency: self.dependency,
+            retry_after,
+        }
+    }
+
+    /// Applies `change` to the breaker; a new state is logged, counted and shown.
+    fn change<R>(&self, change: impl FnOnce(&mut BreakerCore) -> R) -> R {
+        let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        let before = breaker.state();
+        let result = change(&mut breaker);
+        let after = breaker.state();
+        drop(breaker);
+        if after != before {
+            let dependency = self.dependency.as_str();
+            tracing::warn!(
+                dependency,
+                from = before.as_str(),
+                to = after.as_str(),
+                "circuit breaker"
+            );
+            counter!(RESILIENCE_BREAKER_TRANSITIONS, "dependency" => dependency, "to" => after.as_str())
+                .increment(1);
+            gauge!(RESILIENCE_BREAKER_STATE, "dependency" => dependency).set(after.gauge_value());
+        }
+        result
+    }
+}
+
+/// Every dependency's counters and gauge at zero from the start, so a rate is defined
+/// before the first call is given up or refused.
 pub fn start_metrics_at_zero() {
     for &dependency in <Dependency as strum::VariantArray>::VARIANTS {
-        counter!(RESILIENCE_TIMEOUTS, "dependency" => dependency.as_str()).absolute(0);
+        let name = dependency.as_str();
+        counter!(RESILIENCE_TIMEOUTS, "dependency" => name).absolute(0);
+        counter!(RESILIENCE_BREAKER_REFUSALS, "dependency" => name).absolute(0);
+        gauge!(RESILIENCE_BREAKER_STATE, "dependency" => name).set(0.0);
+        for &to in <BreakerState as strum::VariantArray>::VARIANTS {
+            counter!(RESILIENCE_BREAKER_TRANSITIONS, "dependency" => name, "to" => to.as_str())
+                .absolute(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(failures: u32, open_ms: u64, probes: u32) -> Policy {
+        Policy {
+            breaker_failures: failures,
+            breaker_open_ms: open_ms,
+            breaker_probes: probes,
+            ..Policy::OFF
+        }
+    }
+
+    #[test]
+    fn closed_open_half_open_closed() {
+        let policy = breaker(3, 1000, 2);
+        let start = Instant::now();
+        let mut core = BreakerCore::default();
+        // Two failures, a success: the count starts again.
+        for failed in [true, true, false, true, true] {
+            assert_eq!(core.admit(start, policy), Ok(()));
+            core.record(start, policy, failed);
+        }
+        assert_eq!(core.state(), BreakerState::Closed);
+        // The third failure in a row opens it: refused, with the time left.
+        core.record(start, policy, true);
+        assert_eq!(core.state(), BreakerState::Open);
+        let later = start + Duration::from_millis(400);
+        assert_eq!(
+            core.open_for(later, policy),
+            Some(Duration::from_millis(600))
+        );
+        assert_eq!(core.admit(later, policy), Err(Duration::from_millis(600)));
+        // Its time up, two probes go through, a third waits.
+        let reopened = start + Duration::from_millis(1000);
+        assert_eq!(
+            core.open_for(reopened, policy),
+            None,
+            "the next call is the probe"
+        );
+        assert_eq!(core.admit(reopened, policy), Ok(()));
+        assert_eq!(core.state(), BreakerState::HalfOpen);
+        assert_eq!(core.admit(reopened, policy), Ok(()));
+        assert_eq!(core.admit(reopened, policy), Err(Duration::ZERO));
+        // Both succeed: closed.
+        core.record(reopened, policy, false);
+        assert_eq!(core.state(), BreakerState::HalfOpen);
+        core.record(reopened, policy, false);
+        assert_eq!(core.state(), BreakerState::Closed);
+        assert_eq!(core.admit(reopened, policy), Ok(()));
+    }
+
+    #[test]
+    fn a_failed_probe_opens_it_again_for_the_whole_time() {
+        let policy = breaker(1, 1000, 1);
+        let start = Instant::now();
+        let mut core = BreakerCore::default();
+        core.record(start, policy, true);
+        let probe_at = start + Duration::from_millis(1000);
+        assert_eq!(core.admit(probe_at, policy), Ok(()));
+        core.record(probe_at, policy, true);
+        assert_eq!(core.state(), BreakerState::Open);
+        assert_eq!(
+            core.admit(probe_at + Duration::from_millis(10), policy),
+            Err(Duration::from_millis(990))
+        );
+    }
+
+    #[test]
+    fn answers_of_calls_let_through_before_it_opened_change_nothing() {
+        let policy = breaker(1, 1000, 1);
+        let now = Instant::now();
+        let mut core = BreakerCore::default();
+        assert_eq!(core.admit(now, policy), Ok(()));
+        assert_eq!(core.admit(now, policy), Ok(()));
+        core.record(now, policy, true);
+        core.record(now, policy, false);
+        assert_eq!(core.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn switched_off_it_closes_and_admits_everything() {
+        let now = Instant::now();
+        let mut core = BreakerCore::default();
+        core.record(now, breaker(1, 1000, 1), true);
+        assert_eq!(core.state(), BreakerState::Open);
+        assert_eq!(core.admit(now, Policy::OFF), Ok(()));
+        assert_eq!(core.state(), BreakerState::Closed);
+        core.record(now, Policy::OFF, true);
+        assert_eq!(core.state(), BreakerState::Closed);
     }
 }

@@ -88,9 +88,8 @@ impl Checkout {
         }
     }
 
-    /// Turns the customer's cart into an order, in the checkout mode in force: a
-    /// confirmed one (blocking), or an accepted one that workers will charge and confirm
-    /// (async). On any refusal or failure nothing at all is changed.
+    /// Turns the customer's cart into an order in the mode in force: confirmed (blocking)
+    /// or accepted, for workers to charge and confirm (async). A failure changes nothing.
     ///
     /// With an `Idempotency-Key` the charge is bound to it, in either mode: a retry of a
     /// checkout that lost its order after the charge gets that charge back — or, if the
@@ -140,6 +139,8 @@ impl Checkout {
         key: Option<&IdempotencyKey>,
         started: Instant,
     ) -> Result<Placement, CheckoutError> {
+        // The mail breaker open: refuse now, not charge for an order step 8 would lose.
+        self.mailer.refuse_if_open()?;
         let mut tx = unless_stopped(&self.stopping, async { Ok(self.db.begin().await?) }).await?;
         let charge_key = match key {
             Some(key) => ChargeKey::Client {
@@ -188,6 +189,8 @@ impl Checkout {
         .await?;
         let method = request.payment_method;
         let gateway = self.gateway.as_ref();
+        // Again before the charge: one that queued while the breaker opened pays nothing.
+        self.mailer.refuse_if_open()?;
         let charge = step!(process_payment(gateway, charge_key, &order, method))?;
         // From here on, losing the order orphans the payment.
         let payment = unless_stopped(&self.stopping, async {

@@ -1,7 +1,7 @@
 //! The ladder of cures, as settings: what each dependency's client does when the
-//! dependency is slow or hangs. One rung so far — a timeout — per dependency (the
-//! payment gateway, the mail server); all off by default, so the blocking checkout
-//! stays the "before" picture. `crate::live_settings` keeps them in force on every
+//! dependency is slow, hangs or is down. Two rungs so far — a timeout and a circuit
+//! breaker — per dependency (the payment gateway, the mail server); all off by default,
+//! so the blocking checkout stays the "before" picture. `crate::live_settings` keeps them in force on every
 //! replica, like the faults.
 
 use std::time::Duration;
@@ -30,17 +30,60 @@ impl Dependency {
 }
 
 /// What the client of one dependency does about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Policy {
     /// Give up a call after this many milliseconds (the whole call: the dependency's
     /// wait and its conversation); 0: no timeout of ours (the default).
     #[serde(default)]
     #[schema(maximum = 60000, example = 500)]
     pub timeout_ms: u64,
+    /// The circuit breaker opens after this many failures in a row (an error, or a
+    /// call given up by the timeout); 0: no breaker (the default).
+    #[serde(default)]
+    #[schema(maximum = 1000, example = 5)]
+    pub breaker_failures: u32,
+    /// An open breaker refuses every call at once for this long, then lets probes
+    /// through (half-open).
+    #[serde(default = "default_open_ms")]
+    #[schema(minimum = 100, maximum = 60000, example = 5000)]
+    pub breaker_open_ms: u64,
+    /// Half-open, this many probes must succeed to close the breaker (one failure opens
+    /// it again); no more than this many run at once.
+    #[serde(default = "default_probes")]
+    #[schema(minimum = 1, maximum = 100, example = 1)]
+    pub breaker_probes: u32,
+}
+
+fn default_open_ms() -> u64 {
+    Policy::OFF.breaker_open_ms
+}
+
+fn default_probes() -> u32 {
+    Policy::OFF.breaker_probes
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::OFF
+    }
 }
 
 impl Policy {
-    pub const OFF: Self = Self { timeout_ms: 0 };
+    pub const OFF: Self = Self {
+        timeout_ms: 0,
+        breaker_failures: 0,
+        breaker_open_ms: 5000,
+        breaker_probes: 1,
+    };
+
+    /// Whether the breaker is on.
+    pub fn has_breaker(self) -> bool {
+        self.breaker_failures > 0
+    }
+
+    pub fn breaker_open(self) -> Duration {
+        Duration::from_millis(self.breaker_open_ms)
+    }
 
     /// The timeout, if there is one.
     pub fn timeout(self) -> Option<Duration> {
@@ -67,6 +110,16 @@ pub struct PolicyUpdate {
     #[schema(maximum = 60000)]
     #[serde(default, deserialize_with = "optional_whole")]
     pub timeout_ms: Option<u64>,
+    /// 0 turns the breaker off.
+    #[schema(maximum = 1000)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub breaker_failures: Option<u64>,
+    #[schema(minimum = 100, maximum = 60000)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub breaker_open_ms: Option<u64>,
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub breaker_probes: Option<u64>,
 }
 
 /// A change to some of the resilience settings; absent fields keep their value.
@@ -100,8 +153,20 @@ impl ResilienceSettings {
             (&mut self.payment, &update.payment),
             (&mut self.email, &update.email),
         ] {
-            if let Some(ms) = change.as_ref().and_then(|c| c.timeout_ms) {
+            let Some(change) = change else { continue };
+            if let Some(ms) = change.timeout_ms {
                 policy.timeout_ms = ms;
+            }
+            // Out of u32's range is out of range: the problems say so.
+            let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+            if let Some(failures) = change.breaker_failures {
+                policy.breaker_failures = narrow(failures);
+            }
+            if let Some(ms) = change.breaker_open_ms {
+                policy.breaker_open_ms = ms;
+            }
+            if let Some(probes) = change.breaker_probes {
+                policy.breaker_probes = narrow(probes);
             }
         }
         self
@@ -109,23 +174,56 @@ impl ResilienceSettings {
 
     /// Every value out of range, named as the admin API names it.
     pub fn problems(&self) -> Vec<FaultProblem> {
-        [
-            ("payment.timeout_ms", self.payment),
-            ("email.timeout_ms", self.email),
-        ]
-        .into_iter()
-        .filter(|(_, policy)| policy.timeout_ms > MAX_DELAY.as_millis() as u64)
-        .map(|(field, policy)| FaultProblem {
-            field,
-            message: format!(
-                "at most {} ms (0 turns it off), got {} ms",
-                MAX_DELAY.as_millis(),
-                policy.timeout_ms
-            ),
-        })
-        .collect()
+        let longest = MAX_DELAY.as_millis() as u64;
+        let mut problems = Vec::new();
+        for (fields, policy) in [(PAYMENT_FIELDS, self.payment), (EMAIL_FIELDS, self.email)] {
+            let [timeout, failures, open, probes] = fields;
+            let values = [
+                (
+                    timeout,
+                    policy.timeout_ms,
+                    0..=longest,
+                    " ms (0 turns it off)",
+                ),
+                (
+                    failures,
+                    u64::from(policy.breaker_failures),
+                    0..=1000,
+                    " (0 turns it off)",
+                ),
+                (open, policy.breaker_open_ms, 100..=longest, " ms"),
+                (probes, u64::from(policy.breaker_probes), 1..=100, ""),
+            ];
+            for (field, value, range, unit) in values {
+                if !range.contains(&value) {
+                    problems.push(FaultProblem {
+                        field,
+                        message: format!(
+                            "from {} to {}{unit}, got {value}",
+                            range.start(),
+                            range.end()
+                        ),
+                    });
+                }
+            }
+        }
+        problems
     }
 }
+
+/// Each policy's fields, as the admin API and the problems name them.
+const PAYMENT_FIELDS: [&str; 4] = [
+    "payment.timeout_ms",
+    "payment.breaker_failures",
+    "payment.breaker_open_ms",
+    "payment.breaker_probes",
+];
+const EMAIL_FIELDS: [&str; 4] = [
+    "email.timeout_ms",
+    "email.breaker_failures",
+    "email.breaker_open_ms",
+    "email.breaker_probes",
+];
 
 impl From<ResilienceSettings> for ResilienceUpdate {
     /// An update that sets every field to these settings (`resilience reset`).
@@ -133,6 +231,9 @@ impl From<ResilienceSettings> for ResilienceUpdate {
         let policy = |p: Policy| {
             Some(PolicyUpdate {
                 timeout_ms: Some(p.timeout_ms),
+                breaker_failures: Some(u64::from(p.breaker_failures)),
+                breaker_open_ms: Some(p.breaker_open_ms),
+                breaker_probes: Some(u64::from(p.breaker_probes)),
             })
         };
         Self {
@@ -159,6 +260,7 @@ mod tests {
         let on = ResilienceSettings::OFF.with(&ResilienceUpdate {
             email: Some(PolicyUpdate {
                 timeout_ms: Some(500),
+                ..Default::default()
             }),
             ..Default::default()
         });
@@ -167,6 +269,7 @@ mod tests {
         let off = on.with(&ResilienceUpdate {
             email: Some(PolicyUpdate {
                 timeout_ms: Some(0),
+                ..Default::default()
             }),
             ..Default::default()
         });
@@ -174,16 +277,18 @@ mod tests {
     }
 
     #[test]
-    fn a_timeout_beyond_a_minute_is_named() {
+    fn every_value_out_of_range_is_named() {
         let problems = ResilienceSettings::OFF
             .with(&ResilienceUpdate {
                 payment: Some(PolicyUpdate {
                     timeout_ms: Some(60_001),
+                    breaker_open_ms: Some(50),
+                    ..Default::default()
                 }),
                 ..Default::default()
             })
             .problems();
         let fields: Vec<&str> = problems.iter().map(|p| p.field).collect();
-        assert_eq!(fields, ["payment.timeout_ms"]);
+        assert_eq!(fields, ["payment.timeout_ms", "payment.breaker_open_ms"]);
     }
 }

@@ -46,6 +46,12 @@ pub const FAULT_EMAIL_HANG: &str = "fault_email_hang";
 pub const RESILIENCE_TIMEOUT: &str = "resilience_timeout_seconds";
 /// Calls given up by a resilience timeout (label `dependency`).
 pub const RESILIENCE_TIMEOUTS: &str = "resilience_timeouts_total";
+/// A dependency's circuit breaker: 0 closed, 1 open, 2 half-open (label `dependency`).
+pub const RESILIENCE_BREAKER_STATE: &str = "resilience_breaker_state";
+/// Its changes of state (labels `dependency`, `to`).
+pub const RESILIENCE_BREAKER_TRANSITIONS: &str = "resilience_breaker_transitions_total";
+/// Calls it refused without making them (label `dependency`).
+pub const RESILIENCE_BREAKER_REFUSALS: &str = "resilience_breaker_refusals_total";
 pub const BUILD_INFO: &str = "ecommerce_monolith_build_info";
 pub const CHECKOUT_MODE_ACTIVE: &str = "checkout_mode";
 pub const LAB_PHASE: &str = "lab_phase";
@@ -275,6 +281,18 @@ fn describe_all() {
     describe_counter!(
         RESILIENCE_TIMEOUTS,
         "Calls to a dependency given up by its resilience timeout (label dependency)."
+    );
+    describe_gauge!(
+        RESILIENCE_BREAKER_STATE,
+        "A dependency's circuit breaker on this replica: 0 closed, 1 open, 2 half-open (label dependency)."
+    );
+    describe_counter!(
+        RESILIENCE_BREAKER_TRANSITIONS,
+        "Changes of state of a dependency's circuit breaker (labels dependency, to: closed, open, half_open)."
+    );
+    describe_counter!(
+        RESILIENCE_BREAKER_REFUSALS,
+        "Calls to a dependency its open circuit breaker refused without making them (label dependency)."
     );
     describe_gauge!(
         LAB_PHASE,

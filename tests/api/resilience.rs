@@ -20,7 +20,8 @@ async fn the_rungs_are_off_by_default_and_changed_per_dependency() {
     let app = spawn_process(&[]).await;
     let admin = app.admin_token().await;
     let alice = app.customer("alice@example.com").await;
-    let off = json!({"payment": {"timeout_ms": 0}, "email": {"timeout_ms": 0}});
+    let policy_off = json!({"timeout_ms": 0, "breaker_failures": 0, "breaker_open_ms": 5000, "breaker_probes": 1});
+    let off = json!({"payment": policy_off, "email": policy_off});
     assert_eq!(
         expect_json(
             app.get("/api/admin/resilience", Some(&admin)).await,
@@ -52,7 +53,8 @@ async fn the_rungs_are_off_by_default_and_changed_per_dependency() {
         StatusCode::OK,
     )
     .await;
-    let expected = json!({"payment": {"timeout_ms": 0}, "email": {"timeout_ms": 500}});
+    let mut expected = off.clone();
+    expected["email"]["timeout_ms"] = json!(500);
     assert_eq!(changed, expected, "the payment's rung unchanged");
     let labels = [("dependency", "mail_server")];
     assert_eq!(
@@ -66,6 +68,9 @@ async fn the_rungs_are_off_by_default_and_changed_per_dependency() {
         json!({"email": {"timeout_ms": -1}}),
         json!({"email": {"timeout_ms": "soon"}}),
         json!({"email": {"retries": 3}}),
+        json!({"email": {"breaker_open_ms": 50}}),
+        json!({"payment": {"breaker_probes": 0}}),
+        json!({"payment": {"breaker_failures": 1001}}),
         json!({"database": {"timeout_ms": 5}}),
     ] {
         let response = app.put("/api/admin/resilience", Some(&admin), &bad).await;
@@ -195,6 +200,146 @@ async fn a_charge_given_up_by_the_gateways_timeout_takes_nothing() {
     let labels = [("dependency", "payment_gateway")];
     assert_eq!(
         sample(&app.metrics().await, "resilience_timeouts_total", &labels),
+        Some(1.0)
+    );
+    assert_eq!(app.count("orders").await, 0);
+    app.assert_ledger(Ledger::paid(0)).await;
+}
+
+#[tokio::test]
+async fn the_mail_servers_breaker_opens_refuses_before_the_charge_and_closes_after_a_probe() {
+    let app = spawn_process(&[]).await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 10).await;
+    let buyers = app.buyers(4, kettle, "breaker").await;
+    let open = Duration::from_millis(1500);
+    for (path, body) in [
+        ("/api/admin/faults", json!({"email_outage": true})),
+        (
+            "/api/admin/resilience",
+            json!({"email": {"breaker_failures": 2, "breaker_open_ms": open.as_millis() as u64, "breaker_probes": 1}}),
+        ),
+    ] {
+        expect_json(app.put(path, Some(&admin), &body).await, StatusCode::OK).await;
+    }
+    let state = |metrics: &str| {
+        sample(
+            metrics,
+            "resilience_breaker_state",
+            &[("dependency", "mail_server")],
+        )
+    };
+    let moved_to = |metrics: &str, to: &str| {
+        sample(
+            metrics,
+            "resilience_breaker_transitions_total",
+            &[("dependency", "mail_server"), ("to", to)],
+        )
+    };
+    assert_eq!(state(&app.metrics().await), Some(0.0), "closed");
+
+    // Two failures in a row (each after its charge: orphans, as without a breaker)…
+    for buyer in &buyers[..2] {
+        expect_problem(
+            app.checkout(buyer).await,
+            StatusCode::BAD_GATEWAY,
+            "email-failed",
+        )
+        .await;
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(state(&metrics), Some(1.0), "open after two failures");
+    assert_eq!(moved_to(&metrics, "open"), Some(1.0));
+
+    // …then the next checkout is refused before the charge: no money taken.
+    let refused = expect_problem(
+        app.checkout(&buyers[2]).await,
+        StatusCode::BAD_GATEWAY,
+        "email-failed",
+    )
+    .await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("circuit breaker is open")),
+        "{refused}"
+    );
+    assert_eq!(
+        sample(
+            &app.metrics().await,
+            "resilience_breaker_refusals_total",
+            &[("dependency", "mail_server")]
+        ),
+        Some(1.0)
+    );
+    app.assert_ledger(Ledger {
+        approved: 2,
+        with_order: 0,
+        refunded: 0,
+        without_order: 2,
+    })
+    .await;
+
+    // The mail server is back; once the breaker's time is up, the next checkout is the
+    // probe: it succeeds and closes the breaker.
+    expect_json(
+        app.put(
+            "/api/admin/faults",
+            Some(&admin),
+            &json!({"email_outage": false}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    tokio::time::sleep(open).await;
+    expect_json(app.checkout(&buyers[2]).await, StatusCode::CREATED).await;
+    let metrics = app.metrics().await;
+    assert_eq!(moved_to(&metrics, "half_open"), Some(1.0));
+    assert_eq!(moved_to(&metrics, "closed"), Some(1.0));
+    assert_eq!(state(&metrics), Some(0.0), "closed again");
+    expect_json(app.checkout(&buyers[3]).await, StatusCode::CREATED).await;
+    app.assert_ledger(Ledger {
+        approved: 4,
+        with_order: 2,
+        refunded: 0,
+        without_order: 2,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_gateways_breaker_refuses_at_once_what_its_timeout_gave_up() {
+    let app = spawn_process(&[]).await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 10).await;
+    let buyers = app.buyers(2, kettle, "gateway").await;
+    for (path, body) in [
+        ("/api/admin/faults", json!({"payment_delay_ms": 5000})),
+        (
+            "/api/admin/resilience",
+            json!({"payment": {"timeout_ms": 100, "breaker_failures": 1, "breaker_open_ms": 60000}}),
+        ),
+    ] {
+        expect_json(app.put(path, Some(&admin), &body).await, StatusCode::OK).await;
+    }
+    let given_up = app.checkout(&buyers[0]).await;
+    assert_eq!(given_up.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let refused = app.checkout(&buyers[1]).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let metrics = app.metrics().await;
+    let labels = [("dependency", "payment_gateway")];
+    assert_eq!(
+        sample(&metrics, "resilience_timeouts_total", &labels),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, "resilience_breaker_refusals_total", &labels),
+        Some(1.0),
+        "the second charge was not attempted"
+    );
+    assert_eq!(
+        sample(&metrics, "resilience_breaker_state", &labels),
         Some(1.0)
     );
     assert_eq!(app.count("orders").await, 0);

@@ -751,6 +751,13 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     )
     .await;
     set_email_timeout(250).await;
+    // The mail server's breaker opens on the next failure (its annotation).
+    let breaker = json!({"email": {"breaker_failures": 1}});
+    let answer = app
+        .put("/api/admin/resilience", Some(&admin), &breaker)
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(buy(&customers[3], kettle).await.1, StatusCode::BAD_GATEWAY);
     prometheus.wait_for_scrapes(3).await;
 
     // Every dashboard query returns data.
@@ -819,6 +826,10 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     // gateway's ledger still shows it. SIGKILL in the e-mail step, then the service
     // again (on the same address: Prometheus keeps scraping it).
     let without_order = alert_on("payments_without_order");
+    // No breaker for what follows: an open one would refuse the charge it needs.
+    let off = json!({"email": {"breaker_failures": 0, "timeout_ms": 0}});
+    let answer = app.put("/api/admin/resilience", Some(&admin), &off).await;
+    assert_eq!(answer.status(), StatusCode::OK);
     set_faults(
         &app,
         &admin,

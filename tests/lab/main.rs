@@ -172,6 +172,7 @@ every_shipped_experiment! {
     impatient_retries_hold => "impatient-retries",
     hot_product_sellout_holds => "hot-product-sellout",
     mail_hang_timeout_holds => "mail-hang-timeout",
+    mail_outage_breaker_holds => "mail-outage-breaker",
 }
 
 #[test]
@@ -289,5 +290,42 @@ async fn ctrl_c_in_a_fault_phase_puts_the_service_back_as_it_was() {
             .iter()
             .all(|h| h["held"].is_null()),
         "nothing is judged on half a run: {journal:#}"
+    );
+}
+
+/// The journal names each phase's slowest checkout by its trace (from the exemplars of
+/// `checkout_duration_seconds`), and that trace is one the collector received: the HTML
+/// report's Jaeger link leads somewhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_phase_names_its_slowest_checkout_by_a_trace_the_collector_has() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let receiver = otlp::OtlpReceiver::start().await;
+    let app = helpers::traced_app(&receiver, &[]).await;
+    app.seed().await;
+    let output = lab_run(&app, "where-the-time-goes", &["--quick"])
+        .output()
+        .await
+        .expect("the lab runs");
+    assert!(output.status.success(), "{}", said(&output));
+    let journal = journal_of("where-the-time-goes");
+    let shopping = journal["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .find(|phase| phase["name"] == "shopping")
+        .expect("the shopping phase")
+        .clone();
+    let trace = shopping["slowest_checkout_trace"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no slowest checkout: {shopping:#}"))
+        .to_string();
+    assert_eq!(trace.len(), 32, "{trace}");
+    let spans = receiver
+        .wait_for_trace(&trace, "checkout.process_payment")
+        .await;
+    assert!(
+        spans.iter().any(|span| span.name == "checkout.send_email"),
+        "the slowest checkout's trace is whole: {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
 }

@@ -81,12 +81,10 @@ pub enum ResilienceCommand {
     Show,
     /// Change some rungs; the others keep their value.
     Set {
-        /// Give up a charge after this many milliseconds (0: no timeout).
-        #[arg(long)]
-        payment_timeout_ms: Option<u64>,
-        /// Give up an e-mail after this many milliseconds (0: no timeout).
-        #[arg(long)]
-        email_timeout_ms: Option<u64>,
+        #[command(flatten)]
+        payment: PaymentRungs,
+        #[command(flatten)]
+        email: EmailRungs,
     },
     /// Everything off: the blocking checkout as the design card draws it.
     Reset,
@@ -171,21 +169,73 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<Value> {
     .await
 }
 
+/// The payment gateway's rungs, as `resilience set` takes them.
+#[derive(Debug, clap::Args)]
+pub struct PaymentRungs {
+    /// Give up a charge after this many milliseconds (0: no timeout).
+    #[arg(long)]
+    payment_timeout_ms: Option<u64>,
+    /// Open the gateway's breaker after this many failures in a row (0: no breaker).
+    #[arg(long)]
+    payment_breaker_failures: Option<u64>,
+    /// How long the open breaker refuses calls before a probe, in milliseconds.
+    #[arg(long)]
+    payment_breaker_open_ms: Option<u64>,
+    /// Probes that must succeed, half-open, to close it.
+    #[arg(long)]
+    payment_breaker_probes: Option<u64>,
+}
+
+/// The mail server's rungs, as `resilience set` takes them.
+#[derive(Debug, clap::Args)]
+pub struct EmailRungs {
+    /// Give up an e-mail after this many milliseconds (0: no timeout).
+    #[arg(long)]
+    email_timeout_ms: Option<u64>,
+    /// Open the mail server's breaker after this many failures in a row (0: no breaker).
+    #[arg(long)]
+    email_breaker_failures: Option<u64>,
+    /// How long the open breaker refuses calls before a probe, in milliseconds.
+    #[arg(long)]
+    email_breaker_open_ms: Option<u64>,
+    /// Probes that must succeed, half-open, to close it.
+    #[arg(long)]
+    email_breaker_probes: Option<u64>,
+}
+
+/// A policy update with what was given; `None` if nothing was.
+fn policy_update(given: [Option<u64>; 4]) -> Option<PolicyUpdate> {
+    let [
+        timeout_ms,
+        breaker_failures,
+        breaker_open_ms,
+        breaker_probes,
+    ] = given;
+    given.iter().any(Option::is_some).then_some(PolicyUpdate {
+        timeout_ms,
+        breaker_failures,
+        breaker_open_ms,
+        breaker_probes,
+    })
+}
+
 /// Runs `resilience …`; returns the rungs now in force, as the service printed them.
 pub async fn resilience(args: ResilienceArgs) -> anyhow::Result<Value> {
-    let timeout = |timeout_ms: Option<u64>| {
-        timeout_ms.map(|ms| PolicyUpdate {
-            timeout_ms: Some(ms),
-        })
-    };
     let update = match args.command {
         ResilienceCommand::Show => None,
-        ResilienceCommand::Set {
-            payment_timeout_ms,
-            email_timeout_ms,
-        } => Some(ResilienceUpdate {
-            payment: timeout(payment_timeout_ms),
-            email: timeout(email_timeout_ms),
+        ResilienceCommand::Set { payment, email } => Some(ResilienceUpdate {
+            payment: policy_update([
+                payment.payment_timeout_ms,
+                payment.payment_breaker_failures,
+                payment.payment_breaker_open_ms,
+                payment.payment_breaker_probes,
+            ]),
+            email: policy_update([
+                email.email_timeout_ms,
+                email.email_breaker_failures,
+                email.email_breaker_open_ms,
+                email.email_breaker_probes,
+            ]),
         }),
         ResilienceCommand::Reset => Some(ResilienceUpdate::from(ResilienceSettings::OFF)),
     };

@@ -151,7 +151,7 @@ const BROKEN: &[(&str, &str, usize, &str)] = &[
         "a rung out of range",
         "[[phase]]\nname = \"later\"\nduration = \"10s\"\nsettings = { resilience = { email = { timeout_ms = 70000 } } }\n",
         17,
-        "expected resilience.email.timeout_ms: at most 60000 ms",
+        "expected resilience.email.timeout_ms: from 0 to 60000 ms (0 turns it off), got 70000",
     ),
     (
         "a rung the service does not have",

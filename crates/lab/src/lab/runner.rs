@@ -232,6 +232,7 @@ async fn watch_phase(
         .announce(Some((experiment, name, position, of, duration)))
         .await;
     let ledger_before = service.ledger().await.ok();
+    let exemplars_before = service.checkout_exemplars().await;
     let mut scrapes = vec![service.scrape().await?];
     let load_task = (load.shoppers > 0).then(|| {
         let mut args = service.loadgen_args(load, duration);
@@ -281,7 +282,7 @@ async fn watch_phase(
     service.settle().await;
     scrapes.push(service.scrape().await?);
     let ledger_after = service.ledger().await.ok();
-    let slowest_checkout = service.slowest_checkout_trace(started_at).await;
+    let slowest_checkout = service.slowest_checkout_trace(&exemplars_before).await;
     let ended_at = SystemTime::now();
     println!(
         "  {name}: {} — {}",
@@ -602,30 +603,47 @@ impl Service {
         }
     }
 
-    /// The trace of the slowest checkout since `since`, from the exemplars of
-    /// `checkout_duration_seconds` (OpenMetrics): the highest bucket's.
-    async fn slowest_checkout_trace(&self, since: SystemTime) -> Option<String> {
-        let text = self
+    /// The exemplars of `checkout_duration_seconds` (OpenMetrics): per bucket, the
+    /// latest checkout that fell into it — its duration and its trace.
+    async fn checkout_exemplars(&self) -> BTreeMap<String, (f64, String)> {
+        let Ok(text) = self
             .client
             .text("/metrics", Some("application/openmetrics-text"))
             .await
-            .ok()?;
-        let since = since
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .ok()?
-            .as_secs_f64();
+        else {
+            return BTreeMap::new();
+        };
         text.lines()
             .filter(|line| line.starts_with("checkout_duration_seconds_bucket"))
             .filter_map(|line| {
-                let (_, exemplar) = line.split_once(" # ")?;
+                let (series, exemplar) = line.split_once(" # ")?;
+                let (bucket, _count) = series.rsplit_once(' ')?;
                 let trace = exemplar.split("trace_id=\"").nth(1)?.split('"').next()?;
-                let mut rest = exemplar.rsplit('}').next()?.split_whitespace();
-                let value: f64 = rest.next()?.parse().ok()?;
-                let at: f64 = rest.next()?.parse().ok()?;
-                (at >= since).then(|| (value, trace.to_string()))
+                let value: f64 = exemplar
+                    .rsplit('}')
+                    .next()?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((bucket.to_string(), (value, trace.to_string())))
             })
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, trace)| trace)
+            .collect()
+    }
+
+    /// The trace of the slowest checkout of a phase: of the buckets whose exemplar is new
+    /// since `before` (the phase's start), the highest value's. (The exemplars carry no
+    /// timestamp, so what changed is what the phase did.)
+    async fn slowest_checkout_trace(
+        &self,
+        before: &BTreeMap<String, (f64, String)>,
+    ) -> Option<String> {
+        self.checkout_exemplars()
+            .await
+            .into_iter()
+            .filter(|(bucket, (_, trace))| before.get(bucket).is_none_or(|(_, old)| old != trace))
+            .max_by(|a, b| a.1.0.total_cmp(&b.1.0))
+            .map(|(_, (_, trace))| trace)
     }
 
     /// The load generator's settings for one phase's load.
