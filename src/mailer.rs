@@ -138,10 +138,11 @@ impl Mailer {
         })
     }
 
-    /// Refused at once while the mail server's breaker is open: for the blocking
-    /// checkout, which would rather not charge for an order the e-mail would then lose.
-    pub fn refuse_if_open(&self) -> Result<(), EmailError> {
-        Ok(self.rungs.refuse_if_open(self.live.resilience().email)?)
+    /// Asked by the blocking checkout before it charges: refused at once while the mail
+    /// server's breaker is open (or its probes are all out), rather than take money for
+    /// an order the e-mail would then lose; half-open, the checkout keeps a probe's place.
+    pub fn reserve(&self) -> Result<(), EmailError> {
+        Ok(self.rungs.reserve(self.live.resilience().email)?)
     }
 
     /// Sends `email` through the (slow) mail server.

@@ -44,8 +44,9 @@ pub enum Refusal {
 
 /// The states of a circuit breaker, as the `resilience_breaker_state` gauge shows them
 /// (0, 1, 2) and its transitions' `to` label names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, strum::VariantArray)]
 pub enum BreakerState {
+    #[default]
     Closed,
     Open,
     HalfOpen,
@@ -71,28 +72,18 @@ impl BreakerState {
 
 /// The state machine of one breaker, on a clock it is given (so that its tests need no
 /// sleeps).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BreakerCore {
     state: BreakerState,
     /// Failures in a row while closed.
     failures: u32,
-    /// When it last opened.
-    opened_at: Option<Instant>,
-    /// Half-open: probes let through and not yet answered, and probes that succeeded.
+    /// When it last opened, or began a half-open round.
+    since: Option<Instant>,
+    /// Half-open: probes let through and not yet answered (reserved ones included),
+    /// those reserved by a caller that calls later, and those that succeeded.
     probes_in_flight: u32,
+    probes_reserved: u32,
     probes_succeeded: u32,
-}
-
-impl Default for BreakerCore {
-    fn default() -> Self {
-        Self {
-            state: BreakerState::Closed,
-            failures: 0,
-            opened_at: None,
-            probes_in_flight: 0,
-            probes_succeeded: 0,
-        }
-    }
 }
 
 impl BreakerCore {
@@ -101,39 +92,38 @@ impl BreakerCore {
     }
 
     /// Whether a call may go through now; if not, how long until a probe may. An open
-    /// breaker whose time is up turns half-open and admits the first probes.
-    pub fn admit(&mut self, now: Instant, policy: Policy) -> Result<(), Duration> {
+    /// breaker whose time is up turns half-open and lets its probes through; a half-open
+    /// round whose probes never answered (their callers gave up before calling) starts
+    /// again after the open time.
+    ///
+    /// `reserve`: the caller calls later (the checkout asks before the charge, calls at
+    /// the e-mail); the next call without `reserve` is taken as that one.
+    pub fn admit(&mut self, now: Instant, policy: Policy, reserve: bool) -> Result<(), Duration> {
         if !policy.has_breaker() {
             *self = Self::default();
             return Ok(());
         }
+        let since = self.since.unwrap_or(now);
+        let time_up = now >= since + policy.breaker_open();
         match self.state {
-            BreakerState::Closed => Ok(()),
-            BreakerState::Open => {
-                let opened_at = self.opened_at.unwrap_or(now);
-                let reopens = opened_at + policy.breaker_open();
-                if now < reopens {
-                    return Err(reopens - now);
-                }
-                self.state = BreakerState::HalfOpen;
-                self.probes_in_flight = 1;
-                self.probes_succeeded = 0;
-                Ok(())
+            BreakerState::Closed => return Ok(()),
+            BreakerState::Open if !time_up => return Err(since + policy.breaker_open() - now),
+            BreakerState::Open => self.half_open(now),
+            BreakerState::HalfOpen if !reserve && self.probes_reserved > 0 => {
+                // The reserved caller's call: its place is already counted.
+                self.probes_reserved -= 1;
+                return Ok(());
             }
-            BreakerState::HalfOpen if self.probes_in_flight < policy.breaker_probes => {
-                self.probes_in_flight += 1;
-                Ok(())
-            }
+            BreakerState::HalfOpen if time_up => self.half_open(now),
+            BreakerState::HalfOpen if self.probes_in_flight < policy.breaker_probes => {}
             // Enough probes are out: the rest wait for their answer.
-            BreakerState::HalfOpen => Err(Duration::ZERO),
+            BreakerState::HalfOpen => return Err(Duration::ZERO),
         }
-    }
-
-    /// How long it stays open, if it is open at `now`.
-    pub fn open_for(&self, now: Instant, policy: Policy) -> Option<Duration> {
-        let reopens = self.opened_at? + policy.breaker_open();
-        (policy.has_breaker() && self.state == BreakerState::Open && now < reopens)
-            .then(|| reopens - now)
+        self.probes_in_flight += 1;
+        if reserve {
+            self.probes_reserved += 1;
+        }
+        Ok(())
     }
 
     /// What an admitted call's outcome does to the breaker.
@@ -165,7 +155,16 @@ impl BreakerCore {
     fn open(&mut self, now: Instant) {
         *self = Self {
             state: BreakerState::Open,
-            opened_at: Some(now),
+            since: Some(now),
+            ..Self::default()
+        };
+    }
+
+    /// A new half-open round, its probes not yet let through.
+    fn half_open(&mut self, now: Instant) {
+        *self = Self {
+            state: BreakerState::HalfOpen,
+            since: Some(now),
             ..Self::default()
         };
     }
@@ -194,7 +193,7 @@ impl Rungs {
         failed: impl Fn(&T) -> bool,
         call: impl Future<Output = T>,
     ) -> Result<T, Refusal> {
-        self.admit(policy)?;
+        self.admit(policy, false)?;
         let answer = match policy.timeout() {
             None => Ok(call.await),
             Some(after) => tokio::time::timeout(after, call).await.map_err(|_| {
@@ -213,21 +212,16 @@ impl Rungs {
     }
 
     /// Lets a call through, or refuses it (the breaker open, or its probes all out).
-    fn admit(&self, policy: Policy) -> Result<(), Refusal> {
-        let admitted = self.change(|breaker| breaker.admit(Instant::now(), policy));
+    fn admit(&self, policy: Policy, reserve: bool) -> Result<(), Refusal> {
+        let admitted = self.change(|breaker| breaker.admit(Instant::now(), policy, reserve));
         admitted.map_err(|retry_after| self.refused(retry_after))
     }
 
-    /// Refused (and counted) if the breaker is open now, without a call; asking takes
-    /// no probe's place: once its time is up, the next call is the probe.
-    pub fn refuse_if_open(&self, policy: Policy) -> Result<(), Refusal> {
-        let breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
-        let open_for = breaker.open_for(Instant::now(), policy);
-        drop(breaker);
-        match open_for {
-            None => Ok(()),
-            Some(retry_after) => Err(self.refused(retry_after)),
-        }
+    /// Asks before a call made later (the checkout, before it charges): refused (and
+    /// counted) while the breaker is open; half-open, a probe's place is kept for the
+    /// caller, so only as many callers as probes go on to take money.
+    pub fn reserve(&self, policy: Policy) -> Result<(), Refusal> {
+        self.admit(policy, true)
     }
 
     fn refused(&self, retry_after: Duration) -> Refusal {
@@ -291,6 +285,9 @@ mod tests {
         }
     }
 
+    const CALL: bool = false;
+    const RESERVE: bool = true;
+
     #[test]
     fn closed_open_half_open_closed() {
         let policy = breaker(3, 1000, 2);
@@ -298,7 +295,7 @@ mod tests {
         let mut core = BreakerCore::default();
         // Two failures, a success: the count starts again.
         for failed in [true, true, false, true, true] {
-            assert_eq!(core.admit(start, policy), Ok(()));
+            assert_eq!(core.admit(start, policy, CALL), Ok(()));
             core.record(start, policy, failed);
         }
         assert_eq!(core.state(), BreakerState::Closed);
@@ -307,27 +304,25 @@ mod tests {
         assert_eq!(core.state(), BreakerState::Open);
         let later = start + Duration::from_millis(400);
         assert_eq!(
-            core.open_for(later, policy),
-            Some(Duration::from_millis(600))
+            core.admit(later, policy, CALL),
+            Err(Duration::from_millis(600))
         );
-        assert_eq!(core.admit(later, policy), Err(Duration::from_millis(600)));
+        assert_eq!(
+            core.admit(later, policy, RESERVE),
+            Err(Duration::from_millis(600))
+        );
         // Its time up, two probes go through, a third waits.
         let reopened = start + Duration::from_millis(1000);
-        assert_eq!(
-            core.open_for(reopened, policy),
-            None,
-            "the next call is the probe"
-        );
-        assert_eq!(core.admit(reopened, policy), Ok(()));
+        assert_eq!(core.admit(reopened, policy, CALL), Ok(()));
         assert_eq!(core.state(), BreakerState::HalfOpen);
-        assert_eq!(core.admit(reopened, policy), Ok(()));
-        assert_eq!(core.admit(reopened, policy), Err(Duration::ZERO));
+        assert_eq!(core.admit(reopened, policy, CALL), Ok(()));
+        assert_eq!(core.admit(reopened, policy, CALL), Err(Duration::ZERO));
         // Both succeed: closed.
         core.record(reopened, policy, false);
         assert_eq!(core.state(), BreakerState::HalfOpen);
         core.record(reopened, policy, false);
         assert_eq!(core.state(), BreakerState::Closed);
-        assert_eq!(core.admit(reopened, policy), Ok(()));
+        assert_eq!(core.admit(reopened, policy, CALL), Ok(()));
     }
 
     #[test]
@@ -337,13 +332,48 @@ mod tests {
         let mut core = BreakerCore::default();
         core.record(start, policy, true);
         let probe_at = start + Duration::from_millis(1000);
-        assert_eq!(core.admit(probe_at, policy), Ok(()));
+        assert_eq!(core.admit(probe_at, policy, CALL), Ok(()));
         core.record(probe_at, policy, true);
         assert_eq!(core.state(), BreakerState::Open);
         assert_eq!(
-            core.admit(probe_at + Duration::from_millis(10), policy),
+            core.admit(probe_at + Duration::from_millis(10), policy, CALL),
             Err(Duration::from_millis(990))
         );
+    }
+
+    #[test]
+    fn a_reserved_probe_keeps_its_place_and_the_others_are_refused_before_they_pay() {
+        let policy = breaker(1, 1000, 1);
+        let start = Instant::now();
+        let mut core = BreakerCore::default();
+        core.record(start, policy, true);
+        let probe_at = start + Duration::from_millis(1000);
+        // The first checkout to ask keeps the probe's place; the next are refused.
+        assert_eq!(core.admit(probe_at, policy, RESERVE), Ok(()));
+        assert_eq!(core.admit(probe_at, policy, RESERVE), Err(Duration::ZERO));
+        // Its e-mail, a second later, is the probe; it succeeds and closes the breaker.
+        let mailed_at = probe_at + Duration::from_millis(900);
+        assert_eq!(core.admit(mailed_at, policy, CALL), Ok(()));
+        core.record(mailed_at, policy, false);
+        assert_eq!(core.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_probe_whose_caller_never_called_frees_its_place_after_the_open_time() {
+        let policy = breaker(1, 1000, 1);
+        let start = Instant::now();
+        let mut core = BreakerCore::default();
+        core.record(start, policy, true);
+        let probe_at = start + Duration::from_millis(1000);
+        assert_eq!(core.admit(probe_at, policy, RESERVE), Ok(()));
+        // Its checkout was refused for another reason (a declined card): no call comes.
+        assert_eq!(
+            core.admit(probe_at + Duration::from_millis(500), policy, RESERVE),
+            Err(Duration::ZERO)
+        );
+        let next_round = probe_at + Duration::from_millis(1000);
+        assert_eq!(core.admit(next_round, policy, RESERVE), Ok(()));
+        assert_eq!(core.state(), BreakerState::HalfOpen);
     }
 
     #[test]
@@ -351,8 +381,8 @@ mod tests {
         let policy = breaker(1, 1000, 1);
         let now = Instant::now();
         let mut core = BreakerCore::default();
-        assert_eq!(core.admit(now, policy), Ok(()));
-        assert_eq!(core.admit(now, policy), Ok(()));
+        assert_eq!(core.admit(now, policy, CALL), Ok(()));
+        assert_eq!(core.admit(now, policy, CALL), Ok(()));
         core.record(now, policy, true);
         core.record(now, policy, false);
         assert_eq!(core.state(), BreakerState::Open);
@@ -364,7 +394,7 @@ mod tests {
         let mut core = BreakerCore::default();
         core.record(now, breaker(1, 1000, 1), true);
         assert_eq!(core.state(), BreakerState::Open);
-        assert_eq!(core.admit(now, Policy::OFF), Ok(()));
+        assert_eq!(core.admit(now, Policy::OFF, CALL), Ok(()));
         assert_eq!(core.state(), BreakerState::Closed);
         core.record(now, Policy::OFF, true);
         assert_eq!(core.state(), BreakerState::Closed);

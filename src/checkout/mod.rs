@@ -139,8 +139,6 @@ impl Checkout {
         key: Option<&IdempotencyKey>,
         started: Instant,
     ) -> Result<Placement, CheckoutError> {
-        // The mail breaker open: refuse now, not charge for an order step 8 would lose.
-        self.mailer.refuse_if_open()?;
         let mut tx = unless_stopped(&self.stopping, async { Ok(self.db.begin().await?) }).await?;
         let charge_key = match key {
             Some(key) => ChargeKey::Client {
@@ -189,8 +187,8 @@ impl Checkout {
         .await?;
         let method = request.payment_method;
         let gateway = self.gateway.as_ref();
-        // Again before the charge: one that queued while the breaker opened pays nothing.
-        self.mailer.refuse_if_open()?;
+        // The mail breaker open: refuse now, not charge for an order step 8 would lose.
+        self.mailer.reserve()?;
         let charge = step!(process_payment(gateway, charge_key, &order, method))?;
         // From here on, losing the order orphans the payment.
         let payment = unless_stopped(&self.stopping, async {
