@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::faults::{FaultProblem, MAX_DELAY};
+use super::map_only::optional_map;
 use super::whole_number::optional_whole;
 
 /// The dependencies whose clients apply a policy, as the metrics' `dependency` label
@@ -126,9 +127,9 @@ pub struct PolicyUpdate {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResilienceUpdate {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_map")]
     pub payment: Option<PolicyUpdate>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_map")]
     pub email: Option<PolicyUpdate>,
 }
 

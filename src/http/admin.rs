@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::extract::{AdminUser, Json};
 use crate::checkout::workers;
 use crate::domain::{
-    CheckoutMode, FaultsUpdate, FaultsView, JobKind, ResilienceSettings, ResilienceUpdate,
+    CheckoutMode, FaultsUpdate, FaultsView, JobKind, MapOnly, ResilienceSettings, ResilienceUpdate,
 };
 use crate::reconciliation::{self, Reconciliation};
 
@@ -195,7 +195,7 @@ async fn get_resilience(
 async fn update_resilience(
     State(state): State<AppState>,
     _admin: AdminUser,
-    Json(update): Json<ResilienceUpdate>,
+    Json(MapOnly(update)): Json<MapOnly<ResilienceUpdate>>,
 ) -> Result<Json<ResilienceSettings>, ApiError> {
     let settings = state.live.update_resilience(&update).await?;
     Ok(Json(settings.resilience))

@@ -71,6 +71,8 @@ async fn the_rungs_are_off_by_default_and_changed_per_dependency() {
         json!({"email": {"breaker_open_ms": 50}}),
         json!({"payment": {"breaker_probes": 0}}),
         json!({"payment": {"breaker_failures": 1001}}),
+        json!({"payment": [null, null]}),
+        json!([null, null]),
         json!({"database": {"timeout_ms": 5}}),
     ] {
         let response = app.put("/api/admin/resilience", Some(&admin), &bad).await;
