@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::Utc;
 use metrics::gauge;
 use sqlx::types::Json;
+use sqlx::{Postgres, Transaction};
 use strum::VariantArray;
 use tokio::sync::Notify;
 
@@ -246,11 +247,7 @@ impl LiveSettings {
         .bind(Json(changed.resilience))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        announce_and_commit(tx).await?;
         self.apply(changed);
         Ok(changed)
     }
@@ -290,11 +287,7 @@ impl LiveSettings {
             .bind(phase.clone().map(Json))
             .execute(&mut *tx)
             .await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        announce_and_commit(tx).await?;
         self.apply_lab(phase);
         Ok(())
     }
@@ -348,6 +341,15 @@ impl LiveSettings {
             "live settings changed"
         );
     }
+}
+
+/// Tells every replica the row changed (`NOTIFY`, delivered at the commit) and commits.
+async fn announce_and_commit(mut tx: Transaction<'static, Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// The `fault_*`, `checkout_mode` and `resilience_*` gauges, so dashboards show when a

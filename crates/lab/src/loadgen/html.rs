@@ -374,7 +374,8 @@ fn draw_legend(
     Ok(())
 }
 
-/// The bands, in two alternating greys, each named at its top left.
+/// The bands, in two alternating greys, each named at its top left — every other name a
+/// line lower, so that the names of narrow neighbours do not run into each other.
 fn draw_bands<'a, Y>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
     bands: &[Band],
@@ -393,12 +394,14 @@ where
         }))
         .map_err(|e| e.to_string())?;
     chart
-        .draw_series(bands.iter().map(|band| {
-            Text::new(
-                band.name.clone(),
-                (band.from, y_high),
-                ("sans-serif", 13).into_font().color(&RGBColor(80, 80, 80)),
-            )
+        .draw_series(bands.iter().enumerate().map(|(index, band)| {
+            let line = 15 * (index % 2) as i32;
+            EmptyElement::at((band.from, y_high))
+                + Text::new(
+                    band.name.clone(),
+                    (2, 2 + line),
+                    ("sans-serif", 13).into_font().color(&RGBColor(80, 80, 80)),
+                )
         }))
         .map_err(|e| e.to_string())?;
     Ok(())
