@@ -28,7 +28,9 @@ use crate::domain::{
 };
 use crate::telemetry::metrics::{
     CHECKOUT_MODE_ACTIVE, FAULT_EMAIL_DELAY, FAULT_EMAIL_HANG, FAULT_EMAIL_OUTAGE,
-    FAULT_PAYMENT_DELAY, FAULT_PAYMENT_SUCCESS_RATE, LAB_PHASE, RESILIENCE_TIMEOUT,
+    FAULT_PAYMENT_CAPACITY, FAULT_PAYMENT_DELAY, FAULT_PAYMENT_FLAP_RATE,
+    FAULT_PAYMENT_SUCCESS_RATE, LAB_PHASE, RESILIENCE_FALLBACK_ON, RESILIENCE_RETRIES_ALLOWED,
+    RESILIENCE_RETRY_BUDGET, RESILIENCE_TIMEOUT,
 };
 
 /// The channel that announces a change.
@@ -67,6 +69,8 @@ struct Row {
     email_delay_ms: i64,
     email_outage: bool,
     email_hang: bool,
+    payment_flap_rate: f64,
+    payment_capacity: i32,
     checkout_mode: CheckoutMode,
     resilience: Json<ResilienceSettings>,
     lab_phase: Option<Json<LabPhase>>,
@@ -82,6 +86,8 @@ impl From<&Row> for Settings {
                 email_delay: millis(row.email_delay_ms),
                 email_outage: row.email_outage,
                 email_hang: row.email_hang,
+                payment_flap_rate: row.payment_flap_rate,
+                payment_capacity: u32::try_from(row.payment_capacity).unwrap_or(0),
             },
             checkout_mode: row.checkout_mode,
             resilience: row.resilience.0,
@@ -90,7 +96,8 @@ impl From<&Row> for Settings {
 }
 
 const COLUMNS: &str = "payment_delay_ms, payment_success_rate, email_delay_ms, email_outage, \
-                       email_hang, checkout_mode, resilience, lab_phase";
+                       email_hang, payment_flap_rate, payment_capacity, checkout_mode, \
+                       resilience, lab_phase";
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -138,6 +145,8 @@ impl LiveSettings {
             || FaultSettings::DEFAULT.with(&start.faults) != FaultSettings::DEFAULT
             || start.faults.email_outage.is_some()
             || start.faults.email_hang.is_some()
+            || start.faults.payment_flap_rate.is_some()
+            || start.faults.payment_capacity.is_some()
             || start.faults.payment_delay_ms.is_some()
             || start.faults.payment_success_rate.is_some()
             || start.faults.email_delay_ms.is_some();
@@ -235,7 +244,8 @@ impl LiveSettings {
         sqlx::query(
             "UPDATE live_settings SET payment_delay_ms = $1, payment_success_rate = $2, \
                     email_delay_ms = $3, email_outage = $4, checkout_mode = $5, \
-                    email_hang = $6, resilience = $7, updated_at = now() \
+                    email_hang = $6, resilience = $7, payment_flap_rate = $8, \
+                    payment_capacity = $9, updated_at = now() \
              WHERE id = 1",
         )
         .bind(millis(changed.faults.payment_delay))
@@ -245,6 +255,8 @@ impl LiveSettings {
         .bind(changed.checkout_mode)
         .bind(changed.faults.email_hang)
         .bind(Json(changed.resilience))
+        .bind(changed.faults.payment_flap_rate)
+        .bind(i32::try_from(changed.faults.payment_capacity).unwrap_or(i32::MAX))
         .execute(&mut *tx)
         .await?;
         announce_and_commit(tx).await?;
@@ -361,10 +373,21 @@ fn export_gauges(settings: &Settings) {
     gauge!(FAULT_EMAIL_DELAY).set(faults.email_delay.as_secs_f64());
     gauge!(FAULT_EMAIL_OUTAGE).set(if faults.email_outage { 1.0 } else { 0.0 });
     gauge!(FAULT_EMAIL_HANG).set(if faults.email_hang { 1.0 } else { 0.0 });
+    gauge!(FAULT_PAYMENT_FLAP_RATE).set(faults.payment_flap_rate);
+    gauge!(FAULT_PAYMENT_CAPACITY).set(f64::from(faults.payment_capacity));
     for &dependency in Dependency::VARIANTS {
-        let timeout = settings.resilience.of(dependency).timeout();
-        gauge!(RESILIENCE_TIMEOUT, "dependency" => dependency.as_str())
-            .set(timeout.map_or(0.0, |t| t.as_secs_f64()));
+        let policy = settings.resilience.of(dependency);
+        let name = dependency.as_str();
+        gauge!(RESILIENCE_TIMEOUT, "dependency" => name)
+            .set(policy.timeout().map_or(0.0, |t| t.as_secs_f64()));
+        gauge!(RESILIENCE_RETRIES_ALLOWED, "dependency" => name).set(f64::from(policy.retries));
+        gauge!(RESILIENCE_RETRY_BUDGET, "dependency" => name)
+            .set(f64::from(policy.retry_budget_percent) / 100.0);
+        gauge!(RESILIENCE_FALLBACK_ON, "dependency" => name).set(if policy.fallback {
+            1.0
+        } else {
+            0.0
+        });
     }
     for &mode in CheckoutMode::VARIANTS {
         let active = if mode == settings.checkout_mode {

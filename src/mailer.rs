@@ -141,8 +141,18 @@ impl Mailer {
     /// Asked by the blocking checkout before it charges: refused at once while the mail
     /// server's breaker is open (or its probes are all out), rather than take money for
     /// an order the e-mail would then lose; half-open, the checkout keeps a probe's place.
+    /// With the fallback on there is nothing to refuse: a refused e-mail is queued.
     pub fn reserve(&self) -> Result<(), EmailError> {
-        Ok(self.rungs.reserve(self.live.resilience().email)?)
+        let policy = self.live.resilience().email;
+        if policy.fallback {
+            return Ok(());
+        }
+        Ok(self.rungs.reserve(policy)?)
+    }
+
+    /// Whether a confirmation the mail server failed is to be queued (the fallback).
+    pub fn falls_back(&self) -> bool {
+        self.live.resilience().email.fallback
     }
 
     /// Sends `email` through the (slow) mail server.
@@ -168,10 +178,15 @@ impl Mailer {
             email.sent = tracing::field::Empty,
             resilience.timed_out = tracing::field::Empty,
             resilience.breaker = tracing::field::Empty,
+            resilience.attempts = tracing::field::Empty,
+            resilience.retry_budget = tracing::field::Empty,
         );
         let started = Instant::now();
         let policy = self.live.resilience().email;
-        let conversation = async {
+        // Asked once, by the first attempt that gets that far; a retry after it failed
+        // to deliver does not ask again.
+        let still_wanted = Mutex::new(Some(Box::pin(still_wanted)));
+        let conversation = || async {
             let settings = self.live.faults();
             if settings.email_hang {
                 // Accepted, never answered: only the client's own bound ends the wait.
@@ -183,7 +198,13 @@ impl Mailer {
             if settings.email_outage {
                 return Err(EmailError::InjectedOutage);
             }
-            if !still_wanted.await? {
+            let check = still_wanted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(check) = check
+                && !check.await?
+            {
                 tracing::Span::current().record("email.sent", false);
                 return Ok(false);
             }

@@ -10,9 +10,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use metrics::histogram;
+use metrics::{gauge, histogram};
 use opentelemetry::trace::Status;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -23,7 +25,7 @@ use crate::db::Database;
 use crate::domain::{Dependency, PaymentMethod};
 use crate::live_settings::LiveSettings;
 use crate::resilience::Rungs;
-use crate::telemetry::metrics::PAYMENT_GATEWAY_DURATION;
+use crate::telemetry::metrics::{PAYMENT_GATEWAY_DURATION, PAYMENT_GATEWAY_IN_FLIGHT};
 
 /// What to charge, and the key that makes the charge happen at most once.
 #[derive(Debug, Clone)]
@@ -153,8 +155,29 @@ pub struct SimulatedGateway {
     /// shop's connection pool. They share the shop's probe, so a database outage fails
     /// a charge at once instead of after an acquire timeout.
     ledger: Database,
-    /// The gateway's timeout and breaker.
+    /// The client's rungs: timeout, retries, breaker.
     rungs: Rungs,
+    /// Calls the gateway is serving now: what an overload fault counts.
+    in_flight: Arc<AtomicU32>,
+}
+
+/// One call being served; counted while it lives.
+struct Serving(Arc<AtomicU32>);
+
+impl Serving {
+    /// Counts a call in; returns it with the calls in flight, this one included.
+    fn enter(counter: &Arc<AtomicU32>) -> (Self, u32) {
+        let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge!(PAYMENT_GATEWAY_IN_FLIGHT).set(f64::from(now));
+        (Self(Arc::clone(counter)), now)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let now = self.0.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        gauge!(PAYMENT_GATEWAY_IN_FLIGHT).set(f64::from(now));
+    }
 }
 
 /// How many connections the simulated gateway keeps for its ledger.
@@ -166,6 +189,7 @@ impl SimulatedGateway {
             live,
             ledger,
             rungs: Rungs::new(Dependency::PaymentGateway),
+            in_flight: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -178,7 +202,19 @@ impl SimulatedGateway {
             }
         }
         let settings = self.live.faults();
-        tokio::time::sleep(settings.payment_delay).await;
+        let (_serving, in_flight) = Serving::enter(&self.in_flight);
+        let (slower, turn_away) = settings.gateway_load(in_flight);
+        // Flapping or overloaded, it fails before it charges: a 503 after its delay.
+        let flapped = rand::random::<f64>() < settings.payment_flap_rate;
+        let turned_away = rand::random::<f64>() < turn_away;
+        if flapped || turned_away {
+            tokio::time::sleep(settings.payment_delay).await;
+            let why = if flapped { "flapping" } else { "overloaded" };
+            return Err(PaymentError::Unavailable(format!(
+                "the payment gateway answered 503 ({why}, {in_flight} calls in flight)"
+            )));
+        }
+        tokio::time::sleep(settings.payment_delay.mul_f64(slower)).await;
         let approved = rand::random::<f64>() < settings.payment_success_rate;
         let transaction_id = approved.then(|| format!("txn_{}", uuid::Uuid::new_v4().simple()));
         let mut conn = self.ledger.acquire().await.map_err(unavailable)?;
@@ -273,6 +309,8 @@ impl PaymentGateway for SimulatedGateway {
             payment.approved = tracing::field::Empty,
             resilience.timed_out = tracing::field::Empty,
             resilience.breaker = tracing::field::Empty,
+            resilience.attempts = tracing::field::Empty,
+            resilience.retry_budget = tracing::field::Empty,
         );
         let call = async move {
             let started = Instant::now();
@@ -286,7 +324,7 @@ impl PaymentGateway for SimulatedGateway {
             };
             let result = self
                 .rungs
-                .call(policy, failed, self.charge_once(&request))
+                .call(policy, failed, || self.charge_once(&request))
                 .await
                 .unwrap_or_else(|refusal| Err(PaymentError::Unavailable(refusal.to_string())));
             let outcome = match &result {

@@ -3,27 +3,41 @@
 //!
 //! - a **timeout**: a call that takes longer is given up, so a dependency that hangs
 //!   holds a checkout, its row locks and its pooled connection no longer than that;
+//! - **retries**: a failed attempt (an error or a timeout) is made again, up to
+//!   `retries` times, after an exponential backoff with jitter (backon's), as long as
+//!   the **retry budget** allows — retries may add at most `retry_budget_percent` of
+//!   the calls, so a dependency that fails because it is overloaded is not sent more;
 //! - a **circuit breaker**: after `breaker_failures` failures in a row it opens, and
 //!   every call is refused at once — no wait, no connection held — for
 //!   `breaker_open_ms`; then it lets `breaker_probes` calls through (half-open): their
 //!   success closes it, a failure opens it again.
 //!
-//! Each client keeps its own breaker (per replica, as a client library would). What a
-//! rung does is counted per dependency (`resilience_timeouts_total`,
-//! `resilience_breaker_refusals_total`, `resilience_breaker_transitions_total`), the
-//! breaker's state is a gauge, and a call's span says what happened to it.
+//! (The fourth rung, the mail server's fallback, is the checkout's: it queues the
+//! e-mail in the outbox.) Each client keeps its own breaker and budget (per replica, as
+//! a client library would). What a rung does is counted per dependency
+//! (`resilience_timeouts_total`, `resilience_retries_total`,
+//! `resilience_retry_budget_exhausted_total`, `resilience_breaker_refusals_total`,
+//! `resilience_breaker_transitions_total`, `resilience_call_attempts`), the breaker's
+//! state is a gauge, a call's span says what happened to it, and with retries on each
+//! attempt is a span of its own (`resilience.attempt`: its number, the backoff waited
+//! before it, its outcome) and an entry of the request's `Server-Timing`.
 
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use metrics::{counter, gauge, histogram};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::domain::{Dependency, Policy};
 use crate::telemetry::metrics::{
     RESILIENCE_BREAKER_REFUSALS, RESILIENCE_BREAKER_STATE, RESILIENCE_BREAKER_TRANSITIONS,
-    RESILIENCE_TIMEOUTS,
+    RESILIENCE_CALL_ATTEMPTS, RESILIENCE_FALLBACKS, RESILIENCE_RETRIES, RESILIENCE_RETRY_BACKOFF,
+    RESILIENCE_RETRY_BUDGET_EXHAUSTED, RESILIENCE_TIMEOUTS,
 };
+use crate::telemetry::server_timing;
 
 /// Why a rung answered instead of the dependency.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -170,10 +184,54 @@ impl BreakerCore {
     }
 }
 
-/// A dependency's client-side rungs: its breaker, and the timeout it applies.
+/// A retry budget: a token bucket in which each first call earns
+/// `retry_budget_percent` hundredths of a retry and each retry spends a whole one. So
+/// retries add at most that share of the calls, whatever fails; a few may be saved up
+/// for a quiet moment's blip.
+#[derive(Debug, Clone, Default)]
+pub struct RetryBudget {
+    /// Hundredths of a retry, so that the sums are exact.
+    hundredths: u32,
+}
+
+impl RetryBudget {
+    /// At most ten retries saved up.
+    const MOST: u32 = 10 * 100;
+
+    /// A first call: earns its share (nothing without a budget).
+    pub fn earn(&mut self, policy: Policy) {
+        self.hundredths = (self.hundredths + policy.retry_budget_percent).min(Self::MOST);
+    }
+
+    /// Whether a retry may go: always without a budget, else if a whole retry was earned.
+    pub fn spend(&mut self, policy: Policy) -> bool {
+        if policy.retry_budget_percent == 0 {
+            return true;
+        }
+        let allowed = self.hundredths >= 100;
+        if allowed {
+            self.hundredths -= 100;
+        }
+        allowed
+    }
+}
+
+/// What became of one attempt, as its span and `Server-Timing` say.
+fn outcome<T>(answer: &Result<T, Refusal>, failed: &impl Fn(&T) -> bool) -> &'static str {
+    match answer {
+        Ok(value) if failed(value) => "failed",
+        Ok(_) => "ok",
+        Err(Refusal::GaveUp { .. }) => "timed_out",
+        Err(Refusal::Open { .. }) => "refused",
+    }
+}
+
+/// A dependency's client-side rungs: its breaker, its retry budget, and the timeout
+/// and retries it applies.
 pub struct Rungs {
     dependency: Dependency,
     breaker: Mutex<BreakerCore>,
+    budget: Mutex<RetryBudget>,
 }
 
 impl Rungs {
@@ -181,16 +239,112 @@ impl Rungs {
         Self {
             dependency,
             breaker: Mutex::new(BreakerCore::default()),
+            budget: Mutex::new(RetryBudget::default()),
         }
     }
 
-    /// Runs `call` under `policy`: refused at once while the breaker is open, given up
-    /// after the timeout; `failed` tells which answers count against the dependency (a
-    /// declined card does not: the gateway worked).
-    pub async fn call<T>(
+    /// Runs the call that `attempt` makes under `policy`: refused at once while the
+    /// breaker is open, each attempt given up after the timeout, a failed one made
+    /// again after a backoff while retries and the budget allow; `failed` tells which
+    /// answers count against the dependency (a declined card does not: the gateway
+    /// worked). Returns the last attempt's answer.
+    pub async fn call<T, F: Future<Output = T>>(
         &self,
         policy: Policy,
         failed: impl Fn(&T) -> bool,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, Refusal> {
+        let dependency = self.dependency.as_str();
+        lock(&self.budget).earn(policy);
+        let mut backoffs = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(policy.retry_backoff_ms))
+            .with_max_delay(Duration::from_secs(60))
+            .with_max_times(policy.retries as usize)
+            .with_jitter()
+            .build();
+        let (mut number, mut waited) = (1_u32, Duration::ZERO);
+        loop {
+            let answer = if policy.retries == 0 {
+                self.attempt(policy, &failed, attempt()).await
+            } else {
+                self.observed_attempt(policy, &failed, attempt(), number, waited)
+                    .await
+            };
+            let retry = match &answer {
+                Ok(value) if failed(value) => backoffs.next(),
+                Err(Refusal::GaveUp { .. }) => backoffs.next(),
+                _ => None,
+            };
+            let exhausted = retry.is_some() && !lock(&self.budget).spend(policy);
+            if exhausted {
+                counter!(RESILIENCE_RETRY_BUDGET_EXHAUSTED, "dependency" => dependency)
+                    .increment(1);
+                tracing::Span::current().record("resilience.retry_budget", "exhausted");
+            }
+            let (Some(wait), false) = (retry, exhausted) else {
+                histogram!(RESILIENCE_CALL_ATTEMPTS, "dependency" => dependency)
+                    .record(f64::from(number));
+                tracing::Span::current().record("resilience.attempts", number);
+                return answer;
+            };
+            counter!(RESILIENCE_RETRIES, "dependency" => dependency).increment(1);
+            histogram!(RESILIENCE_RETRY_BACKOFF, "dependency" => dependency)
+                .record(wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+            (number, waited) = (number + 1, wait);
+        }
+    }
+
+    /// One attempt in its own span, noted in the request's `Server-Timing`.
+    async fn observed_attempt<T>(
+        &self,
+        policy: Policy,
+        failed: &impl Fn(&T) -> bool,
+        call: impl Future<Output = T>,
+        number: u32,
+        waited: Duration,
+    ) -> Result<T, Refusal> {
+        let span = tracing::info_span!(
+            "resilience.attempt",
+            resilience.dependency = self.dependency.as_str(),
+            resilience.attempt = number,
+            resilience.backoff_ms = waited.as_millis() as u64,
+            resilience.outcome = Empty,
+            resilience.timed_out = Empty,
+            resilience.breaker = Empty,
+        );
+        let started = Instant::now();
+        let answer = self
+            .attempt(policy, failed, call)
+            .instrument(span.clone())
+            .await;
+        let outcome = outcome(&answer, failed);
+        span.record("resilience.outcome", outcome);
+        let description = if number == 1 {
+            format!("attempt 1: {outcome}")
+        } else {
+            format!(
+                "attempt {number} after {} ms: {outcome}",
+                waited.as_millis()
+            )
+        };
+        server_timing::note_described(self.attempt_step(), started.elapsed(), description);
+        answer
+    }
+
+    /// The `Server-Timing` name of an attempt: `payment_gateway.attempt`.
+    fn attempt_step(&self) -> &'static str {
+        match self.dependency {
+            Dependency::PaymentGateway => "payment_gateway.attempt",
+            Dependency::MailServer => "mail_server.attempt",
+        }
+    }
+
+    /// One attempt: through the breaker, under the timeout.
+    async fn attempt<T>(
+        &self,
+        policy: Policy,
+        failed: &impl Fn(&T) -> bool,
         call: impl Future<Output = T>,
     ) -> Result<T, Refusal> {
         self.admit(policy, false)?;
@@ -206,7 +360,7 @@ impl Rungs {
                 }
             }),
         };
-        let failure = answer.as_ref().map_or(true, &failed);
+        let failure = answer.as_ref().map_or(true, failed);
         self.change(|breaker| breaker.record(Instant::now(), policy, failure));
         answer
     }
@@ -228,6 +382,11 @@ impl Rungs {
         counter!(RESILIENCE_BREAKER_REFUSALS, "dependency" => self.dependency.as_str())
             .increment(1);
         tracing::Span::current().record("resilience.breaker", "refused");
+        let step = match self.dependency {
+            Dependency::PaymentGateway => "payment_gateway.breaker",
+            Dependency::MailServer => "mail_server.breaker",
+        };
+        server_timing::note_described(step, Duration::ZERO, "open: refused".into());
         Refusal::Open {
             dependency: self.dependency,
             retry_after,
@@ -236,7 +395,7 @@ impl Rungs {
 
     /// Applies `change` to the breaker; a new state is logged, counted and shown.
     fn change<R>(&self, change: impl FnOnce(&mut BreakerCore) -> R) -> R {
-        let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        let mut breaker = lock(&self.breaker);
         let before = breaker.state();
         let result = change(&mut breaker);
         let after = breaker.state();
@@ -257,12 +416,22 @@ impl Rungs {
     }
 }
 
+/// The lock, even if a panic elsewhere poisoned it: the state inside is whole.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Every dependency's counters and gauge at zero from the start, so a rate is defined
 /// before the first call is given up or refused.
 pub fn start_metrics_at_zero() {
     for &dependency in <Dependency as strum::VariantArray>::VARIANTS {
         let name = dependency.as_str();
         counter!(RESILIENCE_TIMEOUTS, "dependency" => name).absolute(0);
+        counter!(RESILIENCE_RETRIES, "dependency" => name).absolute(0);
+        counter!(RESILIENCE_RETRY_BUDGET_EXHAUSTED, "dependency" => name).absolute(0);
+        counter!(RESILIENCE_FALLBACKS, "dependency" => name).absolute(0);
         counter!(RESILIENCE_BREAKER_REFUSALS, "dependency" => name).absolute(0);
         gauge!(RESILIENCE_BREAKER_STATE, "dependency" => name).set(0.0);
         for &to in <BreakerState as strum::VariantArray>::VARIANTS {

@@ -10,7 +10,7 @@ import { state, on, emit, setMode } from './state.js';
 import { loadCart } from './cart.js';
 import { followOrder, statusText } from './orders.js';
 import { remember, lastIn } from './history.js';
-import { parseServerTiming, waterfall, REMOTE_STEPS } from './waterfall.js';
+import { parseServerTiming, waterfall, rungsNote, isRung, REMOTE_STEPS } from './waterfall.js';
 
 const FORM_KEY = 'storefront.checkout-form';
 const DEMO_ADDRESS = '1 Demo Street, Springfield';
@@ -219,6 +219,7 @@ function showResult({ order, mode, waitedMs, timings, traceId, replayed, accepte
       figure('Total', h('span', { 'data-testid': 'order-total', text: formatMoney(order.total) })),
       blocking ? splitFigures(timings) : null),
     refs.lesson,
+    rungsNote(timings) ? h('p', { class: 'rungs-note', 'data-testid': 'rungs-note', text: rungsNote(timings) }) : null,
     compareLine(order.id, mode),
     traceLinks(traceId, blocking ? 'checkout-anatomy' : 'blocking-vs-async'),
     order.shipping_address ? h('p', { class: 'muted small-text', text: `Ships to ${order.shipping_address}${method ? `, paid by ${METHODS[method] ?? method}` : ''}.` }) : null),
@@ -304,8 +305,9 @@ function compareLine(orderId, mode) {
 /** Remote calls vs database work, when the response said how long each step took. */
 function splitFigures(timings) {
   if (!timings.length) return null;
-  const remote = timings.filter((t) => REMOTE_STEPS.has(t.name)).reduce((n, t) => n + t.dur, 0);
-  const db = timings.reduce((n, t) => n + t.dur, 0) - remote;
+  const steps = timings.filter((t) => !isRung(t)); // a rung's time is inside its step's
+  const remote = steps.filter((t) => REMOTE_STEPS.has(t.name)).reduce((n, t) => n + t.dur, 0);
+  const db = steps.reduce((n, t) => n + t.dur, 0) - remote;
   return [figure('Remote calls', formatDuration(remote), 'remote'), figure('Database work', formatDuration(db), 'db')];
 }
 
@@ -366,6 +368,7 @@ function failed(error, attempt, waitedMs) {
         h('div', { class: 'figures' },
           figure('You waited', h('span', { 'data-testid': 'time-waited', text: formatSeconds(waitedMs) }), 'main'),
           splitFigures(timings)),
+        rungsNote(timings) ? h('p', { class: 'rungs-note', 'data-testid': 'rungs-note', text: rungsNote(timings) }) : null,
         traceLinks(error.traceId, 'checkout-anatomy')),
       h('div', { class: 'result-detail' }, waterfall(timings, { waitedMs }))));
   }

@@ -1,13 +1,26 @@
 // The lab (admins only, when /api/auth/me says role "admin"): switch the checkout mode,
-// inject faults (slow gateway, declines, slow or absent mail server), and reconcile the
-// gateway's charges with the orders.
+// inject faults (slow, declining, flapping or overloaded gateway; slow, absent or hung
+// mail server), switch the rungs of the ladder of cures, and reconcile the gateway's
+// charges with the orders.
 
 import { action } from './api.js';
 import { byId, h, show, formatMoney, announce } from './dom.js';
 import { clearProblem, showProblem } from './problems.js';
 import { state, on, setMode } from './state.js';
 
-const DEFAULT_FAULTS = { payment_delay_ms: 1000, payment_success_rate: 0.95, email_delay_ms: 2000, email_outage: false };
+const DEFAULT_FAULTS = {
+  payment_delay_ms: 1000, payment_success_rate: 0.95, email_delay_ms: 2000, email_outage: false,
+  email_hang: false, payment_flap_rate: 0, payment_capacity: 0,
+};
+const NUMBER_FAULTS = ['payment_delay_ms', 'payment_success_rate', 'email_delay_ms', 'payment_flap_rate', 'payment_capacity'];
+const BOOLEAN_FAULTS = ['email_outage', 'email_hang'];
+// The rungs the panel shows, as `dependency.field`; the others keep their value.
+const RUNG_NUMBERS = ['payment.timeout_ms', 'payment.retries', 'payment.retry_budget_percent', 'payment.breaker_failures',
+  'email.timeout_ms', 'email.retries', 'email.breaker_failures'];
+const RUNGS_OFF = {
+  payment: { timeout_ms: 0, retries: 0, retry_budget_percent: 0, breaker_failures: 0 },
+  email: { timeout_ms: 0, retries: 0, breaker_failures: 0, fallback: false },
+};
 
 const isAdmin = () => state.user?.role === 'admin';
 
@@ -16,6 +29,8 @@ export function initLab() {
   byId('mode-async').addEventListener('click', () => switchMode('async'));
   byId('faults-form').addEventListener('submit', applyFaults);
   byId('faults-reset').addEventListener('click', resetFaults);
+  byId('resilience-form').addEventListener('submit', applyRungs);
+  byId('resilience-reset').addEventListener('click', () => putRungs(RUNGS_OFF, 'click Rungs off', 'Every rung is off.'));
   byId('recon-refresh').addEventListener('click', () => loadReconciliation('click Refresh reconciliation'));
   on('session', (user) => {
     const admin = user?.role === 'admin';
@@ -35,13 +50,15 @@ export function initLab() {
 async function loadLab() {
   try {
     await action('open lab', {}, async (call) => {
-      const [mode, faults] = await Promise.all([
+      const [mode, faults, rungs] = await Promise.all([
         call('GET', '/api/admin/checkout-mode'),
         call('GET', '/api/admin/faults'),
+        call('GET', '/api/admin/resilience'),
       ]);
       setMode(mode.data.mode);
       renderMode();
       fillFaults(faults.data);
+      fillRungs(rungs.data);
       await loadReconciliation(null, call);
     });
   } catch (error) {
@@ -70,10 +87,8 @@ async function switchMode(mode) {
 
 function fillFaults(f) {
   const form = byId('faults-form');
-  form.elements.payment_delay_ms.value = f.payment_delay_ms;
-  form.elements.payment_success_rate.value = f.payment_success_rate;
-  form.elements.email_delay_ms.value = f.email_delay_ms;
-  form.elements.email_outage.checked = !!f.email_outage;
+  for (const name of NUMBER_FAULTS) form.elements[name].value = f[name] ?? '';
+  for (const name of BOOLEAN_FAULTS) form.elements[name].checked = !!f[name];
   const differs = Object.entries(DEFAULT_FAULTS).some(([k, v]) => f[k] !== v);
   byId('faults-status').textContent = differs ? 'Faults are on: the shop is not running with its defaults.' : 'The defaults: 1 s gateway, 95 % approved, 2 s mail server.';
   form.classList.toggle('faulty', differs);
@@ -84,11 +99,11 @@ async function applyFaults(event) {
   const form = event.currentTarget;
   // Only what the form holds; an emptied field is left out (the PUT is partial).
   const body = {};
-  for (const name of ['payment_delay_ms', 'payment_success_rate', 'email_delay_ms']) {
+  for (const name of NUMBER_FAULTS) {
     const raw = form.elements[name].value.trim();
     if (raw !== '') body[name] = Number(raw);
   }
-  body.email_outage = form.elements.email_outage.checked;
+  for (const name of BOOLEAN_FAULTS) body[name] = form.elements[name].checked;
   await putFaults(body, 'submit Faults', 'Faults applied.');
 }
 
@@ -103,6 +118,51 @@ async function putFaults(body, name, done) {
   try {
     const reply = await action(name, {}, (call) => call('PUT', '/api/admin/faults', { body }));
     fillFaults(reply.data ?? body);
+    announce(done);
+  } catch (error) {
+    showProblem(slot, error, { form });
+  }
+}
+
+function fillRungs(r) {
+  const form = byId('resilience-form');
+  for (const path of RUNG_NUMBERS) {
+    const [dependency, field] = path.split('.');
+    form.elements[path].value = r[dependency]?.[field] ?? '';
+  }
+  form.elements['email.fallback'].checked = !!r.email?.fallback;
+  const on = [];
+  if (r.payment?.timeout_ms) on.push(`gateway timeout ${r.payment.timeout_ms} ms`);
+  if (r.payment?.retries) on.push(`gateway retries ${r.payment.retries}${r.payment.retry_budget_percent ? ` (budget ${r.payment.retry_budget_percent} %)` : ''}`);
+  if (r.payment?.breaker_failures) on.push('gateway breaker');
+  if (r.email?.timeout_ms) on.push(`mail timeout ${r.email.timeout_ms} ms`);
+  if (r.email?.retries) on.push(`mail retries ${r.email.retries}`);
+  if (r.email?.breaker_failures) on.push('mail breaker');
+  if (r.email?.fallback) on.push('mail fallback');
+  byId('resilience-status').textContent = on.length ? `On: ${on.join(', ')}.` : 'Every rung is off: the blocking checkout as designed.';
+  form.classList.toggle('faulty', on.length > 0);
+}
+
+async function applyRungs(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const body = { payment: {}, email: {} };
+  for (const path of RUNG_NUMBERS) {
+    const [dependency, field] = path.split('.');
+    const raw = form.elements[path].value.trim();
+    if (raw !== '') body[dependency][field] = Number(raw);
+  }
+  body.email.fallback = form.elements['email.fallback'].checked;
+  await putRungs(body, 'submit Resilience', 'Resilience applied.');
+}
+
+async function putRungs(body, name, done) {
+  const form = byId('resilience-form');
+  const slot = byId('resilience-problem');
+  clearProblem(slot, form);
+  try {
+    const reply = await action(name, {}, (call) => call('PUT', '/api/admin/resilience', { body }));
+    fillRungs(reply.data ?? body);
     announce(done);
   } catch (error) {
     showProblem(slot, error, { form });

@@ -7,6 +7,36 @@ import { h, formatMs, formatDuration } from './dom.js';
 /** Steps that wait on another system: the slow part of the blocking checkout. */
 export const REMOTE_STEPS = new Set(['process_payment', 'send_email']);
 
+/**
+ * What a rung of the ladder of cures did inside a step: `payment_gateway.attempt` (one
+ * attempt of a retried call), `mail_server.breaker` (refused by an open breaker),
+ * `mail_server.fallback` (the e-mail queued). They come before the step they belong to
+ * and are drawn inside it, not after it.
+ */
+export const isRung = (entry) => entry.name.includes('.');
+
+/** What the rungs did in this answer, in words for the customer; null if nothing. */
+export function rungsNote(entries) {
+  const rungs = entries.filter(isRung);
+  const said = [];
+  const attempts = rungs.filter((e) => e.name === 'payment_gateway.attempt');
+  if (attempts.length > 1) {
+    said.push(`The payment gateway failed ${attempts.length - 1} time${attempts.length > 2 ? 's' : ''}; the shop tried again (${attempts.length} attempts, one charge: every attempt carries the same idempotency key).`);
+  }
+  const mails = rungs.filter((e) => e.name === 'mail_server.attempt');
+  if (mails.length > 1) said.push(`The mail server needed ${mails.length} attempts.`);
+  if (rungs.some((e) => e.name === 'payment_gateway.breaker')) {
+    said.push('The payment gateway\'s circuit breaker is open: the shop did not call it.');
+  }
+  if (rungs.some((e) => e.name === 'mail_server.breaker')) {
+    said.push('The mail server\'s circuit breaker is open: the shop did not call it.');
+  }
+  if (rungs.some((e) => e.name === 'mail_server.fallback')) {
+    said.push('The mail server failed, so your confirmation e-mail is queued: it goes out once the mail server is back. Your order is confirmed all the same.');
+  }
+  return said.length ? said.join(' ') : null;
+}
+
 const WHAT = {
   validate_cart: 'load and lock the cart',
   check_inventory: 'lock the stock rows',
@@ -83,34 +113,50 @@ function unquote(value) {
  */
 export function waterfall(entries, { waitedMs = null, mode = 'blocking' } = {}) {
   if (!entries.length) return withoutTimings(mode);
-  const sum = entries.reduce((t, e) => t + e.dur, 0);
+  const sum = entries.filter((e) => !isRung(e)).reduce((t, e) => t + e.dur, 0);
   const axis = Math.max(sum, 0.001);
   const step = tickStep(axis);
   const ticks = [];
   for (let t = 0; t <= axis + 1e-9; t += step) ticks.push(t);
 
   let start = 0;
-  const longest = Math.max(...entries.map((e) => e.dur));
-  const rows = entries.map((entry) => {
+  const longest = Math.max(...entries.filter((e) => !isRung(e)).map((e) => e.dur));
+  const bar = (entry, at, sub) => {
     const remote = REMOTE_STEPS.has(entry.name);
-    const row = h('li', { class: ['wf-row', remote && 'remote', entry.dur === longest && 'longest'] },
+    return h('li', { class: ['wf-row', remote && 'remote', sub && 'wf-sub', !sub && entry.dur === longest && 'longest'] },
       h('span', { class: 'wf-label' },
         h('span', { class: 'wf-step', text: entry.name }),
-        h('span', { class: 'wf-what', text: WHAT[entry.name] || entry.desc })),
+        h('span', { class: 'wf-what', text: (!sub && WHAT[entry.name]) || entry.desc })),
       h('span', { class: 'wf-track' },
         h('span', {
           class: 'wf-bar',
-          'data-testid': 'waterfall-bar',
+          'data-testid': sub ? 'waterfall-rung' : 'waterfall-bar',
           'data-step': entry.name,
           'data-ms': entry.dur,
           'data-remote': remote ? 'true' : null,
-          title: `${entry.name}: ${formatMs(entry.dur)}`,
-          vars: { '--start': pct(start / axis), '--width': pct(entry.dur / axis) },
+          title: `${entry.name}: ${formatMs(entry.dur)}${entry.desc ? ` (${entry.desc})` : ''}`,
+          vars: { '--start': pct(at / axis), '--width': pct(entry.dur / axis) },
         })),
       h('span', { class: 'wf-ms', text: formatMs(entry.dur) }));
+  };
+  const rows = [];
+  let pending = [];
+  for (const entry of entries) {
+    if (isRung(entry)) {
+      pending.push(entry);
+      continue;
+    }
+    rows.push(bar(entry, start, false));
+    // The rungs inside this step, one after another, each after the backoff it waited.
+    let at = start;
+    for (const rung of pending) {
+      at += Number(/after (\d+) ms/.exec(rung.desc)?.[1] ?? 0);
+      rows.push(bar(rung, at, true));
+      at += rung.dur;
+    }
+    pending = [];
     start += entry.dur;
-    return row;
-  });
+  }
 
   const caption = waitedMs === null
     ? `The steps of this request, ${formatDuration(sum)} in all, on one time axis`

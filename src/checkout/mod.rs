@@ -26,7 +26,6 @@ mod refund;
 mod request;
 mod step;
 mod steps;
-pub mod timings;
 pub mod workers;
 
 use std::sync::Arc;
@@ -194,7 +193,7 @@ impl Checkout {
         let payment = unless_stopped(&self.stopping, async {
             let payment = step!(record_payment(tx, &order, &charge, method))?;
             step!(reduce_inventory(tx, &basket.cart.units().collect()))?;
-            step!(send_email(&self.mailer, &basket, &order))?;
+            step!(send_email(&self.mailer, tx, &basket, &order))?;
             step!(create_notification(tx, basket.user_id, &order))?;
             step!(clear_cart(tx, basket.user_id))?;
             Ok(payment)

@@ -14,8 +14,8 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::error::CheckoutError;
-use super::timings;
 use crate::telemetry::metrics::CHECKOUT_STEP_DURATION;
+use crate::telemetry::server_timing;
 
 /// Runs one step — `step!(validate_cart(tx, user_id))`, or
 /// `step!(asynchronous::commit(tx, order, key))` — in its own span
@@ -54,7 +54,7 @@ pub(super) fn observe_step<T, E: Display>(
         let result = work.await;
         let took = started.elapsed();
         histogram!(CHECKOUT_STEP_DURATION, "step" => name).record(took.as_secs_f64());
-        timings::note(name, took);
+        server_timing::note(name, took);
         if let Err(error) = &result {
             span.set_status(Status::error(error.to_string()));
         }

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use metrics::histogram;
+use metrics::{counter, histogram};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, Postgres, Transaction};
 use tracing::{Instrument, Span};
@@ -16,7 +16,7 @@ use super::error::CheckoutError;
 use super::request::CheckoutRequest;
 use crate::cart::{self, Cart};
 use crate::domain::{
-    Customer, IdempotencyKey, LineItem, ORDER_TOTAL_MAX, PaymentMethod, StockShortage,
+    Customer, Dependency, IdempotencyKey, LineItem, ORDER_TOTAL_MAX, PaymentMethod, StockShortage,
 };
 use crate::idempotency;
 use crate::inventory::{self, Units};
@@ -24,10 +24,13 @@ use crate::mailer::{Confirmation, Email, EmailError, Mailer};
 use crate::notifications::{NotificationKind, notify};
 use crate::orders::store::{self, OrderRow};
 use crate::orders::{OrderStatus, OrderView, PaymentView};
+use crate::outbox::{self, SendConfirmation, Task};
 use crate::payment::{
     Charge, ChargeKey, ChargeRequest, ChargeStatus, PaymentError, PaymentGateway,
 };
-use crate::telemetry::metrics::INVENTORY_LOCK_WAIT;
+use crate::telemetry::current_traceparent;
+use crate::telemetry::metrics::{INVENTORY_LOCK_WAIT, RESILIENCE_FALLBACKS};
+use crate::telemetry::server_timing;
 
 /// The cart being checked out (locked until the transaction ends), and whose it is.
 pub(super) struct Basket {
@@ -197,19 +200,49 @@ pub(super) async fn reduce_inventory(
     Ok(inventory::reduce(tx, units).await?)
 }
 
-/// Step 9: the confirmation e-mail, through the slow SMTP server, still inside the transaction.
+/// Step 9: the confirmation e-mail, through the slow SMTP server, still inside the
+/// transaction — or, when the mail server fails and its fallback is on, the e-mail
+/// queued in the outbox with the order (a worker sends it, once) and the order
+/// confirmed all the same.
 pub(super) async fn send_email(
     mailer: &Mailer,
+    tx: &mut PgConnection,
     basket: &Basket,
     order: &OrderRow,
-) -> Result<(), EmailError> {
+) -> Result<(), CheckoutError> {
     let confirmation = Confirmation {
         to: &basket.customer,
         order_id: order.id,
         items: basket.cart.items(),
         total: order.total,
     };
-    mailer.send(&Email::Confirmation(confirmation)).await
+    match mailer.send(&Email::Confirmation(confirmation)).await {
+        Err(error) if mailer.falls_back() => queue_email(tx, basket, order, &error).await,
+        sent => Ok(sent?),
+    }
+}
+
+/// The fallback: the confirmation waits in the outbox, committed with the order or not
+/// at all; counted, logged, and said in the request's `Server-Timing`.
+async fn queue_email(
+    tx: &mut PgConnection,
+    basket: &Basket,
+    order: &OrderRow,
+    error: &EmailError,
+) -> Result<(), CheckoutError> {
+    let started = Instant::now();
+    let task = Task::SendConfirmation(SendConfirmation {
+        customer: basket.customer.clone(),
+    });
+    outbox::enqueue(tx, order.id, &task, current_traceparent().as_deref()).await?;
+    counter!(RESILIENCE_FALLBACKS, "dependency" => Dependency::MailServer.as_str()).increment(1);
+    tracing::info!(order.id = order.id, %error, "confirmation e-mail queued (fallback)");
+    server_timing::note_described(
+        "mail_server.fallback",
+        started.elapsed(),
+        format!("the mail server failed ({error}); the e-mail waits in the outbox"),
+    );
+    Ok(())
 }
 
 /// Step 10: a notification for the customer's inbox in the app.

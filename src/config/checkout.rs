@@ -103,6 +103,8 @@ fn read_faults(r: &mut Reader) -> FaultsUpdate {
         email_delay_ms: r.optional("EMAIL_DELAY_MS", whole_ms),
         email_outage: r.optional_bool("EMAIL_OUTAGE"),
         email_hang: r.optional_bool("EMAIL_HANG"),
+        payment_flap_rate: r.optional("PAYMENT_FLAP_RATE", "a number from 0 to 1"),
+        payment_capacity: r.optional("PAYMENT_CAPACITY", "a whole number of calls a second"),
     };
     for problem in FaultSettings::DEFAULT.with(&faults).problems() {
         r.problem(format!(

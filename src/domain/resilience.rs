@@ -1,7 +1,8 @@
 //! The ladder of cures, as settings: what each dependency's client does when the
-//! dependency is slow, hangs or is down. Two rungs so far — a timeout and a circuit
-//! breaker — per dependency (the payment gateway, the mail server); all off by default,
-//! so the blocking checkout stays the "before" picture. `crate::live_settings` keeps them in force on every
+//! dependency is slow, hangs, flaps or is down — a timeout, retries (with backoff,
+//! jitter and a budget), a circuit breaker, and for the mail server a fallback — per
+//! dependency (the payment gateway, the mail server); all off by default, so the
+//! blocking checkout stays the "before" picture. `crate::live_settings` keeps them in force on every
 //! replica, like the faults.
 
 use std::time::Duration;
@@ -53,6 +54,27 @@ pub struct Policy {
     #[serde(default = "default_probes")]
     #[schema(minimum = 1, maximum = 100, example = 1)]
     pub breaker_probes: u32,
+    /// Call again this many times after a failure (an error, or a call given up by the
+    /// timeout; never a declined card, never a call the breaker refused); 0: no
+    /// retries (the default).
+    #[serde(default)]
+    #[schema(maximum = 10, example = 3)]
+    pub retries: u32,
+    /// The first retry waits this long plus a random share of it (jitter, so that
+    /// callers do not retry in step), each next one twice as long.
+    #[serde(default = "default_backoff_ms")]
+    #[schema(minimum = 1, maximum = 60000, example = 100)]
+    pub retry_backoff_ms: u64,
+    /// Retries may add at most this share of the calls, in percent (a token bucket:
+    /// each first call earns a share of a retry, each retry spends one; at most ten
+    /// kept); 0: no budget, every failure may be retried (a retry storm's recipe).
+    #[serde(default)]
+    #[schema(maximum = 100, example = 10)]
+    pub retry_budget_percent: u32,
+    /// The mail server only: when the confirmation cannot be sent (an error, the
+    /// timeout, the breaker), queue it in the outbox and confirm the order anyway.
+    #[serde(default)]
+    pub fallback: bool,
 }
 
 fn default_open_ms() -> u64 {
@@ -61,6 +83,10 @@ fn default_open_ms() -> u64 {
 
 fn default_probes() -> u32 {
     Policy::OFF.breaker_probes
+}
+
+fn default_backoff_ms() -> u64 {
+    Policy::OFF.retry_backoff_ms
 }
 
 impl Default for Policy {
@@ -75,6 +101,10 @@ impl Policy {
         breaker_failures: 0,
         breaker_open_ms: 5000,
         breaker_probes: 1,
+        retries: 0,
+        retry_backoff_ms: 100,
+        retry_budget_percent: 0,
+        fallback: false,
     };
 
     /// Whether the breaker is on.
@@ -121,6 +151,19 @@ pub struct PolicyUpdate {
     #[schema(minimum = 1, maximum = 100)]
     #[serde(default, deserialize_with = "optional_whole")]
     pub breaker_probes: Option<u64>,
+    /// 0 turns retries off.
+    #[schema(maximum = 10)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub retries: Option<u64>,
+    #[schema(minimum = 1, maximum = 60000)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub retry_backoff_ms: Option<u64>,
+    /// 0: no budget.
+    #[schema(maximum = 100)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub retry_budget_percent: Option<u64>,
+    /// The mail server only (the payment gateway has none: `false`).
+    pub fallback: Option<bool>,
 }
 
 /// A change to some of the resilience settings; absent fields keep their value.
@@ -169,6 +212,18 @@ impl ResilienceSettings {
             if let Some(probes) = change.breaker_probes {
                 policy.breaker_probes = narrow(probes);
             }
+            if let Some(retries) = change.retries {
+                policy.retries = narrow(retries);
+            }
+            if let Some(ms) = change.retry_backoff_ms {
+                policy.retry_backoff_ms = ms;
+            }
+            if let Some(percent) = change.retry_budget_percent {
+                policy.retry_budget_percent = narrow(percent);
+            }
+            if let Some(fallback) = change.fallback {
+                policy.fallback = fallback;
+            }
         }
         self
     }
@@ -177,8 +232,16 @@ impl ResilienceSettings {
     pub fn problems(&self) -> Vec<FaultProblem> {
         let longest = MAX_DELAY.as_millis() as u64;
         let mut problems = Vec::new();
+        if self.payment.fallback {
+            problems.push(FaultProblem {
+                field: "payment.fallback",
+                message: "the payment gateway has none: a charge cannot wait for later in \
+                          the blocking checkout (that is the asynchronous checkout)"
+                    .into(),
+            });
+        }
         for (fields, policy) in [(PAYMENT_FIELDS, self.payment), (EMAIL_FIELDS, self.email)] {
-            let [timeout, failures, open, probes] = fields;
+            let [timeout, failures, open, probes, retries, backoff, budget] = fields;
             let values = [
                 (
                     timeout,
@@ -194,6 +257,19 @@ impl ResilienceSettings {
                 ),
                 (open, policy.breaker_open_ms, 100..=longest, " ms"),
                 (probes, u64::from(policy.breaker_probes), 1..=100, ""),
+                (
+                    retries,
+                    u64::from(policy.retries),
+                    0..=10,
+                    " (0 turns them off)",
+                ),
+                (backoff, policy.retry_backoff_ms, 1..=longest, " ms"),
+                (
+                    budget,
+                    u64::from(policy.retry_budget_percent),
+                    0..=100,
+                    " % (0: no budget)",
+                ),
             ];
             for (field, value, range, unit) in values {
                 if !range.contains(&value) {
@@ -213,17 +289,23 @@ impl ResilienceSettings {
 }
 
 /// Each policy's fields, as the admin API and the problems name them.
-const PAYMENT_FIELDS: [&str; 4] = [
+const PAYMENT_FIELDS: [&str; 7] = [
     "payment.timeout_ms",
     "payment.breaker_failures",
     "payment.breaker_open_ms",
     "payment.breaker_probes",
+    "payment.retries",
+    "payment.retry_backoff_ms",
+    "payment.retry_budget_percent",
 ];
-const EMAIL_FIELDS: [&str; 4] = [
+const EMAIL_FIELDS: [&str; 7] = [
     "email.timeout_ms",
     "email.breaker_failures",
     "email.breaker_open_ms",
     "email.breaker_probes",
+    "email.retries",
+    "email.retry_backoff_ms",
+    "email.retry_budget_percent",
 ];
 
 impl From<ResilienceSettings> for ResilienceUpdate {
@@ -235,6 +317,10 @@ impl From<ResilienceSettings> for ResilienceUpdate {
                 breaker_failures: Some(u64::from(p.breaker_failures)),
                 breaker_open_ms: Some(p.breaker_open_ms),
                 breaker_probes: Some(u64::from(p.breaker_probes)),
+                retries: Some(u64::from(p.retries)),
+                retry_backoff_ms: Some(p.retry_backoff_ms),
+                retry_budget_percent: Some(u64::from(p.retry_budget_percent)),
+                fallback: Some(p.fallback),
             })
         };
         Self {
@@ -291,5 +377,28 @@ mod tests {
             .problems();
         let fields: Vec<&str> = problems.iter().map(|p| p.field).collect();
         assert_eq!(fields, ["payment.timeout_ms", "payment.breaker_open_ms"]);
+    }
+
+    #[test]
+    fn only_the_mail_server_has_a_fallback_and_retries_are_bounded() {
+        let update: ResilienceUpdate = serde_json::from_value(serde_json::json!({
+            "payment": {"fallback": true, "retries": 11},
+            "email": {"fallback": true, "retries": 3, "retry_budget_percent": 101}
+        }))
+        .unwrap();
+        let fields: Vec<&str> = ResilienceSettings::OFF
+            .with(&update)
+            .problems()
+            .iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "payment.fallback",
+                "payment.retries",
+                "email.retry_budget_percent"
+            ]
+        );
     }
 }

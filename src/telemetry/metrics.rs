@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
 use super::exemplars::{self, DURATION_BUCKETS, LatencyHistograms};
@@ -52,6 +52,25 @@ pub const RESILIENCE_BREAKER_STATE: &str = "resilience_breaker_state";
 pub const RESILIENCE_BREAKER_TRANSITIONS: &str = "resilience_breaker_transitions_total";
 /// Calls it refused without making them (label `dependency`).
 pub const RESILIENCE_BREAKER_REFUSALS: &str = "resilience_breaker_refusals_total";
+/// Attempts made again after a failure (label `dependency`).
+pub const RESILIENCE_RETRIES: &str = "resilience_retries_total";
+/// Retries the budget refused (label `dependency`).
+pub const RESILIENCE_RETRY_BUDGET_EXHAUSTED: &str = "resilience_retry_budget_exhausted_total";
+/// The backoff waited before each retry (label `dependency`).
+pub const RESILIENCE_RETRY_BACKOFF: &str = "resilience_retry_backoff_seconds";
+/// Attempts per call, retries on (label `dependency`).
+pub const RESILIENCE_CALL_ATTEMPTS: &str = "resilience_call_attempts";
+/// Confirmation e-mails queued by the fallback (label `dependency`).
+pub const RESILIENCE_FALLBACKS: &str = "resilience_fallbacks_total";
+/// The retries, budget and fallback each client applies (labels `dependency`).
+pub const RESILIENCE_RETRIES_ALLOWED: &str = "resilience_retries_allowed";
+pub const RESILIENCE_RETRY_BUDGET: &str = "resilience_retry_budget_ratio";
+pub const RESILIENCE_FALLBACK_ON: &str = "resilience_fallback_enabled";
+/// The gateway's flapping (share of calls failed) and its capacity (0: unlimited).
+pub const FAULT_PAYMENT_FLAP_RATE: &str = "fault_payment_flap_ratio";
+pub const FAULT_PAYMENT_CAPACITY: &str = "fault_payment_capacity";
+/// Calls the simulated gateway is serving now (what overloads it).
+pub const PAYMENT_GATEWAY_IN_FLIGHT: &str = "payment_gateway_calls_in_flight";
 pub const BUILD_INFO: &str = "ecommerce_monolith_build_info";
 pub const CHECKOUT_MODE_ACTIVE: &str = "checkout_mode";
 pub const LAB_PHASE: &str = "lab_phase";
@@ -106,6 +125,11 @@ pub fn install_recorder() -> anyhow::Result<Exposition> {
     let handle = PrometheusBuilder::new()
         .set_buckets(DURATION_BUCKETS)
         .context("configuring histogram buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full(RESILIENCE_CALL_ATTEMPTS.to_string()),
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 11.0],
+        )
+        .context("configuring the attempts' buckets")?
         .install_recorder()
         .context("installing the Prometheus recorder")?;
     describe_all();
@@ -293,6 +317,51 @@ fn describe_all() {
     describe_counter!(
         RESILIENCE_BREAKER_REFUSALS,
         "Calls to a dependency its open circuit breaker refused without making them (label dependency)."
+    );
+    describe_counter!(
+        RESILIENCE_RETRIES,
+        "Calls to a dependency made again after a failed attempt (label dependency)."
+    );
+    describe_counter!(
+        RESILIENCE_RETRY_BUDGET_EXHAUSTED,
+        "Retries a dependency's retry budget refused: the call's failure was answered as it was (label dependency)."
+    );
+    describe_histogram!(
+        RESILIENCE_RETRY_BACKOFF,
+        Unit::Seconds,
+        "The backoff waited before each retry (exponential, with jitter; label dependency)."
+    );
+    describe_histogram!(
+        RESILIENCE_CALL_ATTEMPTS,
+        "Attempts per call to a dependency whose client retries (label dependency)."
+    );
+    describe_counter!(
+        RESILIENCE_FALLBACKS,
+        "Confirmation e-mails the mail server's fallback queued in the outbox instead of failing the order (label dependency)."
+    );
+    describe_gauge!(
+        RESILIENCE_RETRIES_ALLOWED,
+        "How many times the client of a dependency calls again after a failure; 0 when off (label dependency)."
+    );
+    describe_gauge!(
+        RESILIENCE_RETRY_BUDGET,
+        "The share of calls retries may add (0: no budget; label dependency)."
+    );
+    describe_gauge!(
+        RESILIENCE_FALLBACK_ON,
+        "1 while the mail server's fallback (queue the e-mail, confirm the order) is on, else 0 (label dependency)."
+    );
+    describe_gauge!(
+        FAULT_PAYMENT_FLAP_RATE,
+        "Injected share of payment gateway calls that fail (flapping), 0 to 1."
+    );
+    describe_gauge!(
+        FAULT_PAYMENT_CAPACITY,
+        "Injected capacity of the payment gateway, in calls per second: beyond it the gateway slows down and turns calls away; 0 is unlimited."
+    );
+    describe_gauge!(
+        PAYMENT_GATEWAY_IN_FLIGHT,
+        "Calls the simulated payment gateway is serving now, from this replica."
     );
     describe_gauge!(
         LAB_PHASE,

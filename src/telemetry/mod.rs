@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openmetrics;
 pub mod otlp_http;
 mod otlp_schema;
+pub mod server_timing;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

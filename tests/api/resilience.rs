@@ -1,15 +1,19 @@
-//! The ladder of cures' first rung: a timeout per dependency, live. Off by default (the
-//! blocking checkout stays the "before" picture); a mail server that hangs holds a
-//! checkout until the SMTP client's own bound, and the mail server's timeout ends it
-//! sooner — the money is still taken, since the e-mail comes after the charge; a charge
-//! given up by the gateway's timeout takes nothing.
+//! The ladder of cures, live, per dependency. Off by default (the blocking checkout stays
+//! the "before" picture). A timeout: a mail server that hangs holds a checkout until the
+//! SMTP client's own bound, and the mail server's timeout ends it sooner — the money is
+//! still taken, since the e-mail comes after the charge; a charge given up by the
+//! gateway's timeout takes nothing. Retries: each attempt in `Server-Timing`, one charge
+//! however many attempts, a budget that refuses a storm. The breaker: closed, open,
+//! half-open, closed. The fallback: the e-mail queued, the order kept, sent once.
 
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Ledger, expect_json, expect_problem, sample, spawn_process};
+use crate::helpers::{
+    Ledger, TestApp, eventually, expect_json, expect_problem, sample, spawn_process,
+};
 
 /// The test environment's `SMTP_TIMEOUT_MS`: a hung mail server is given up this late
 /// without a rung.
@@ -20,7 +24,8 @@ async fn the_rungs_are_off_by_default_and_changed_per_dependency() {
     let app = spawn_process(&[]).await;
     let admin = app.admin_token().await;
     let alice = app.customer("alice@example.com").await;
-    let policy_off = json!({"timeout_ms": 0, "breaker_failures": 0, "breaker_open_ms": 5000, "breaker_probes": 1});
+    let policy_off = json!({"timeout_ms": 0, "breaker_failures": 0, "breaker_open_ms": 5000, "breaker_probes": 1,
+        "retries": 0, "retry_backoff_ms": 100, "retry_budget_percent": 0, "fallback": false});
     let off = json!({"payment": policy_off, "email": policy_off});
     assert_eq!(
         expect_json(
@@ -67,7 +72,11 @@ async fn the_rungs_are_off_by_default_and_changed_per_dependency() {
         json!({"email": {"timeout_ms": 60_001}}),
         json!({"email": {"timeout_ms": -1}}),
         json!({"email": {"timeout_ms": "soon"}}),
-        json!({"email": {"retries": 3}}),
+        json!({"email": {"retries": 11}}),
+        json!({"email": {"retry_backoff_ms": 0}}),
+        json!({"payment": {"retry_budget_percent": 101}}),
+        json!({"payment": {"fallback": true}}),
+        json!({"email": {"fallback": "yes"}}),
         json!({"email": {"breaker_open_ms": 50}}),
         json!({"payment": {"breaker_probes": 0}}),
         json!({"payment": {"breaker_failures": 1001}}),
@@ -346,4 +355,273 @@ async fn the_gateways_breaker_refuses_at_once_what_its_timeout_gave_up() {
     );
     assert_eq!(app.count("orders").await, 0);
     app.assert_ledger(Ledger::paid(0)).await;
+}
+
+/// The `Server-Timing` entries of a response: name, and description if any.
+fn timed_entries(response: &reqwest::Response) -> Vec<(String, Option<String>)> {
+    let header = response
+        .headers()
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .expect("a Server-Timing header");
+    header
+        .split(", ")
+        .map(|entry| {
+            let name = entry.split(';').next().unwrap_or_default().to_string();
+            let description = entry
+                .split_once(";desc=\"")
+                .map(|(_, rest)| rest.trim_end_matches('"').to_string());
+            (name, description)
+        })
+        .collect()
+}
+
+async fn set(app: &TestApp, admin: &str, path: &str, body: serde_json::Value) {
+    expect_json(app.put(path, Some(admin), &body).await, StatusCode::OK).await;
+}
+
+fn gateway(metrics: &str, name: &str) -> Option<f64> {
+    sample(metrics, name, &[("dependency", "payment_gateway")])
+}
+
+#[tokio::test]
+async fn a_retried_charge_is_each_attempt_in_server_timing_and_one_charge() {
+    let app = spawn_process(&[]).await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 20).await;
+    let buyers = app.buyers(2, kettle, "retries").await;
+
+    // A gateway that fails every call: three retries, four attempts, then the refusal —
+    // each attempt an entry of the answer's Server-Timing, after its backoff.
+    set(
+        &app,
+        &admin,
+        "/api/admin/faults",
+        json!({"payment_flap_rate": 1.0}),
+    )
+    .await;
+    set(
+        &app,
+        &admin,
+        "/api/admin/resilience",
+        json!({"payment": {"retries": 3, "retry_backoff_ms": 20}}),
+    )
+    .await;
+    let refused = app.checkout(&buyers[0]).await;
+    let entries = timed_entries(&refused);
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let attempts: Vec<&str> = entries
+        .iter()
+        .filter(|(name, _)| name == "payment_gateway.attempt")
+        .filter_map(|(_, description)| description.as_deref())
+        .collect();
+    assert_eq!(attempts.len(), 4, "{entries:?}");
+    assert_eq!(attempts[0], "attempt 1: failed");
+    for (number, attempt) in attempts.iter().enumerate().skip(1) {
+        assert!(
+            attempt.starts_with(&format!("attempt {} after ", number + 1))
+                && attempt.ends_with(" ms: failed"),
+            "{attempt}"
+        );
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(gateway(&metrics, "resilience_retries_total"), Some(3.0));
+    assert_eq!(
+        sample(
+            &metrics,
+            "resilience_call_attempts_sum",
+            &[("dependency", "payment_gateway")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(app.count("orders").await, 0);
+    app.assert_ledger(Ledger::paid(0)).await;
+
+    // Three calls in ten fail: ten retries rescue the checkout, and the attempts share the
+    // order's idempotency key, so the order has one charge however many were made.
+    set(
+        &app,
+        &admin,
+        "/api/admin/faults",
+        json!({"payment_flap_rate": 0.3}),
+    )
+    .await;
+    set(
+        &app,
+        &admin,
+        "/api/admin/resilience",
+        json!({"payment": {"retries": 10}}),
+    )
+    .await;
+    for buyer in &buyers {
+        expect_json(app.checkout(buyer).await, StatusCode::CREATED).await;
+    }
+    let charges: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, order_id FROM gateway_charges ORDER BY id")
+            .fetch_all(&app.db)
+            .await
+            .expect("the gateway's ledger");
+    assert_eq!(charges.len(), 2, "one charge per order: {charges:?}");
+    assert!(charges.iter().all(|(status, _)| status == "approved"));
+    app.assert_ledger(Ledger::paid(2)).await;
+}
+
+#[tokio::test]
+async fn a_retry_budget_refuses_a_storm_that_unbounded_retries_make() {
+    let app = spawn_process(&[]).await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 40).await;
+    let buyers = app.buyers(20, kettle, "storm").await;
+    set(
+        &app,
+        &admin,
+        "/api/admin/faults",
+        json!({"payment_flap_rate": 1.0}),
+    )
+    .await;
+
+    // Unbounded: every failing call is made three more times.
+    set(
+        &app,
+        &admin,
+        "/api/admin/resilience",
+        json!({"payment": {"retries": 3, "retry_backoff_ms": 1}}),
+    )
+    .await;
+    for buyer in &buyers[..10] {
+        assert_eq!(
+            app.checkout(buyer).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(gateway(&metrics, "resilience_retries_total"), Some(30.0));
+    assert_eq!(
+        gateway(&metrics, "resilience_retry_budget_exhausted_total"),
+        Some(0.0)
+    );
+
+    // A 10 % budget: ten calls earn one retry between them; every other failure is
+    // answered as it is.
+    set(
+        &app,
+        &admin,
+        "/api/admin/resilience",
+        json!({"payment": {"retry_budget_percent": 10}}),
+    )
+    .await;
+    for buyer in &buyers[10..] {
+        assert_eq!(
+            app.checkout(buyer).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(
+        gateway(&metrics, "resilience_retries_total"),
+        Some(31.0),
+        "one retry in ten calls"
+    );
+    assert_eq!(
+        gateway(&metrics, "resilience_retry_budget_exhausted_total"),
+        Some(10.0),
+        "each of the ten calls was refused a retry once"
+    );
+    app.assert_ledger(Ledger::paid(0)).await;
+}
+
+#[tokio::test]
+async fn the_fallback_queues_the_email_keeps_the_order_and_sends_it_once() {
+    let app = spawn_process(&[]).await;
+    let admin = app.admin_token().await;
+    let kettle = app.create_product(&admin, "Kettle", "19.99", 10).await;
+    let buyers = app.buyers(2, kettle, "fallback").await;
+    set(
+        &app,
+        &admin,
+        "/api/admin/faults",
+        json!({"email_outage": true}),
+    )
+    .await;
+
+    // Without the fallback: the outage orphans the payment, as in the blocking checkout.
+    expect_problem(
+        app.checkout(&buyers[0]).await,
+        StatusCode::BAD_GATEWAY,
+        "email-failed",
+    )
+    .await;
+
+    // With it: 201, the order confirmed, its e-mail waiting in the outbox; the answer
+    // says so.
+    set(
+        &app,
+        &admin,
+        "/api/admin/resilience",
+        json!({"email": {"fallback": true}}),
+    )
+    .await;
+    let placed = app.checkout(&buyers[1]).await;
+    let entries = timed_entries(&placed);
+    let order = expect_json(placed, StatusCode::CREATED).await;
+    assert_eq!(order["status"], "confirmed");
+    let queued = entries
+        .iter()
+        .find(|(name, _)| name == "mail_server.fallback")
+        .and_then(|(_, description)| description.clone());
+    assert!(
+        queued
+            .as_deref()
+            .is_some_and(|d| d.contains("waits in the outbox")),
+        "{entries:?}"
+    );
+    assert_eq!(
+        sample(
+            &app.metrics().await,
+            "resilience_fallbacks_total",
+            &[("dependency", "mail_server")]
+        ),
+        Some(1.0)
+    );
+    assert!(app.emails_per_message_id().is_empty(), "nothing sent yet");
+
+    // The mail server is back: the worker sends the queued confirmation, once.
+    set(
+        &app,
+        &admin,
+        "/api/admin/faults",
+        json!({"email_outage": false}),
+    )
+    .await;
+    let sent = eventually(
+        Duration::from_secs(60),
+        "the queued e-mail sent",
+        || async {
+            let sent = app.emails_per_message_id();
+            (!sent.is_empty()).then_some(sent)
+        },
+    )
+    .await;
+    let id = order["id"].as_i64().expect("an order id");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent.keys()
+            .all(|message_id| message_id.contains(&format!("order-{id}."))),
+        "{sent:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.emails_per_message_id()
+            .into_values()
+            .collect::<Vec<_>>(),
+        [1],
+        "sent once"
+    );
+    app.assert_ledger(Ledger {
+        approved: 2,
+        with_order: 1,
+        refunded: 0,
+        without_order: 1,
+    })
+    .await;
 }

@@ -21,9 +21,11 @@ const VALIDATOR: &str = "pip install kubernetes-validate";
 
 /// The settings an admin switches live; set in a pod's environment they would be put in
 /// force again at every pod start (see the README, "Live settings").
-const LIVE_SETTINGS: [&str; 6] = [
+const LIVE_SETTINGS: [&str; 8] = [
     "PAYMENT_DELAY_MS",
     "PAYMENT_SUCCESS_RATE",
+    "PAYMENT_FLAP_RATE",
+    "PAYMENT_CAPACITY",
     "EMAIL_DELAY_MS",
     "EMAIL_OUTAGE",
     "EMAIL_HANG",

@@ -173,6 +173,9 @@ every_shipped_experiment! {
     hot_product_sellout_holds => "hot-product-sellout",
     mail_hang_timeout_holds => "mail-hang-timeout",
     mail_outage_breaker_holds => "mail-outage-breaker",
+    payment_flap_retry_holds => "payment-flap-retry",
+    payment_overload_retry_budget_holds => "payment-overload-retry-budget",
+    mail_outage_fallback_holds => "mail-outage-fallback",
 }
 
 #[test]

@@ -62,8 +62,16 @@ pub enum FaultsCommand {
         /// up: SMTP_TIMEOUT_MS, or the resilience timeout).
         #[arg(long)]
         email_hang: Option<bool>,
+        /// Share of gateway calls that fail (the gateway flaps), 0 to 1.
+        #[arg(long)]
+        payment_flap_rate: Option<f64>,
+        /// Calls per second the gateway serves at its delay; beyond, it slows down and
+        /// turns calls away (overloaded). 0 is unlimited.
+        #[arg(long)]
+        payment_capacity: Option<u64>,
     },
-    /// Back to the defaults: 1000 ms, 0.95, 2000 ms, no outage, no hang.
+    /// Back to the defaults: 1000 ms, 0.95, 2000 ms, no outage, no hang, no flapping,
+    /// unlimited capacity.
     Reset,
 }
 
@@ -82,9 +90,9 @@ pub enum ResilienceCommand {
     /// Change some rungs; the others keep their value.
     Set {
         #[command(flatten)]
-        payment: PaymentRungs,
+        payment: Box<PaymentRungs>,
         #[command(flatten)]
-        email: EmailRungs,
+        email: Box<EmailRungs>,
     },
     /// Everything off: the blocking checkout as the design card draws it.
     Reset,
@@ -150,12 +158,16 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<Value> {
             email_delay_ms,
             email_outage,
             email_hang,
+            payment_flap_rate,
+            payment_capacity,
         } => Some(FaultsUpdate {
             payment_delay_ms,
             payment_success_rate,
             email_delay_ms,
             email_outage,
             email_hang,
+            payment_flap_rate,
+            payment_capacity,
         }),
         FaultsCommand::Reset => Some(FaultsUpdate::from(FaultSettings::DEFAULT)),
     };
@@ -184,6 +196,16 @@ pub struct PaymentRungs {
     /// Probes that must succeed, half-open, to close it.
     #[arg(long)]
     payment_breaker_probes: Option<u64>,
+    /// Charge again this many times after a failure (0: no retries; same idempotency
+    /// key, so never twice).
+    #[arg(long)]
+    payment_retries: Option<u64>,
+    /// The first retry's backoff, in milliseconds (doubled for each next, with jitter).
+    #[arg(long)]
+    payment_retry_backoff_ms: Option<u64>,
+    /// Retries may add at most this share of the calls, in percent (0: no budget).
+    #[arg(long)]
+    payment_retry_budget_percent: Option<u64>,
 }
 
 /// The mail server's rungs, as `resilience set` takes them.
@@ -201,21 +223,41 @@ pub struct EmailRungs {
     /// Probes that must succeed, half-open, to close it.
     #[arg(long)]
     email_breaker_probes: Option<u64>,
+    /// Send again this many times after a failure (0: no retries).
+    #[arg(long)]
+    email_retries: Option<u64>,
+    /// The first retry's backoff, in milliseconds (doubled for each next, with jitter).
+    #[arg(long)]
+    email_retry_backoff_ms: Option<u64>,
+    /// Retries may add at most this share of the calls, in percent (0: no budget).
+    #[arg(long)]
+    email_retry_budget_percent: Option<u64>,
+    /// `true`: when the confirmation cannot be sent, queue it in the outbox and confirm
+    /// the order anyway.
+    #[arg(long)]
+    email_fallback: Option<bool>,
 }
 
 /// A policy update with what was given; `None` if nothing was.
-fn policy_update(given: [Option<u64>; 4]) -> Option<PolicyUpdate> {
+fn policy_update(given: [Option<u64>; 7], fallback: Option<bool>) -> Option<PolicyUpdate> {
     let [
         timeout_ms,
         breaker_failures,
         breaker_open_ms,
         breaker_probes,
+        retries,
+        retry_backoff_ms,
+        retry_budget_percent,
     ] = given;
-    given.iter().any(Option::is_some).then_some(PolicyUpdate {
+    (given.iter().any(Option::is_some) || fallback.is_some()).then_some(PolicyUpdate {
         timeout_ms,
         breaker_failures,
         breaker_open_ms,
         breaker_probes,
+        retries,
+        retry_backoff_ms,
+        retry_budget_percent,
+        fallback,
     })
 }
 
@@ -224,18 +266,30 @@ pub async fn resilience(args: ResilienceArgs) -> anyhow::Result<Value> {
     let update = match args.command {
         ResilienceCommand::Show => None,
         ResilienceCommand::Set { payment, email } => Some(ResilienceUpdate {
-            payment: policy_update([
-                payment.payment_timeout_ms,
-                payment.payment_breaker_failures,
-                payment.payment_breaker_open_ms,
-                payment.payment_breaker_probes,
-            ]),
-            email: policy_update([
-                email.email_timeout_ms,
-                email.email_breaker_failures,
-                email.email_breaker_open_ms,
-                email.email_breaker_probes,
-            ]),
+            payment: policy_update(
+                [
+                    payment.payment_timeout_ms,
+                    payment.payment_breaker_failures,
+                    payment.payment_breaker_open_ms,
+                    payment.payment_breaker_probes,
+                    payment.payment_retries,
+                    payment.payment_retry_backoff_ms,
+                    payment.payment_retry_budget_percent,
+                ],
+                None,
+            ),
+            email: policy_update(
+                [
+                    email.email_timeout_ms,
+                    email.email_breaker_failures,
+                    email.email_breaker_open_ms,
+                    email.email_breaker_probes,
+                    email.email_retries,
+                    email.email_retry_backoff_ms,
+                    email.email_retry_budget_percent,
+                ],
+                email.email_fallback,
+            ),
         }),
         ResilienceCommand::Reset => Some(ResilienceUpdate::from(ResilienceSettings::OFF)),
     };

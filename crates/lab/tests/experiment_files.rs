@@ -145,7 +145,7 @@ const BROKEN: &[(&str, &str, usize, &str)] = &[
         "a fault the service does not have",
         "[[phase]]\nname = \"later\"\nduration = \"10s\"\nsettings = { faults = { payment_delay = 10 } }\n",
         17,
-        "expected a fault setting, one of payment_delay_ms, payment_success_rate, email_delay_ms, email_outage, email_hang; got \"payment_delay\"",
+        "expected a fault setting, one of payment_delay_ms, payment_success_rate, payment_flap_rate, payment_capacity, email_delay_ms, email_outage, email_hang; got \"payment_delay\"",
     ),
     (
         "a rung out of range",
@@ -154,10 +154,16 @@ const BROKEN: &[(&str, &str, usize, &str)] = &[
         "expected resilience.email.timeout_ms: from 0 to 60000 ms (0 turns it off), got 70000",
     ),
     (
-        "a rung the service does not have",
-        "[[phase]]\nname = \"later\"\nduration = \"10s\"\nsettings = { resilience = { email = { retries = 3 } } }\n",
+        "a fallback for the gateway, which has none",
+        "[[phase]]\nname = \"later\"\nduration = \"10s\"\nsettings = { resilience = { payment = { fallback = true } } }\n",
         17,
-        "unknown field `retries`",
+        "expected resilience.payment.fallback: the payment gateway has none",
+    ),
+    (
+        "a rung the service does not have",
+        "[[phase]]\nname = \"later\"\nduration = \"10s\"\nsettings = { resilience = { email = { bulkhead = 3 } } }\n",
+        17,
+        "unknown field `bulkhead`",
     ),
     (
         "a fault value out of range",

@@ -136,8 +136,8 @@ pub struct Settings {
     #[serde(default)]
     pub checkout_mode: Option<Spanned<String>>,
     /// Fault settings, as `PUT /api/admin/faults` takes them (fields left out keep
-    /// their value): `payment_delay_ms`, `payment_success_rate`, `email_delay_ms`,
-    /// `email_outage`, `email_hang`.
+    /// their value): `payment_delay_ms`, `payment_success_rate`, `payment_flap_rate`,
+    /// `payment_capacity`, `email_delay_ms`, `email_outage`, `email_hang`.
     #[serde(default)]
     pub faults: BTreeMap<String, Spanned<toml::Value>>,
     /// The rungs, as `PUT /api/admin/resilience` takes them (fields left out keep their
@@ -179,7 +179,8 @@ pub struct Hypothesis {
     /// A figure of the load generator's report of the phase: `checkouts`, `purchases`,
     /// `checkout_p50`, `checkout_p99`, `catalog_p99`, `server_errors`,
     /// `business_outcomes`, `sold_out`, `decline_ratio` (of the checkouts that reached
-    /// the gateway), `error_rate`, `time_to_confirmed_p99`.
+    /// the gateway), `success_ratio` (of all checkouts, those that ended in an order),
+    /// `error_rate`, `time_to_confirmed_p99`.
     #[serde(default)]
     pub client: Option<Spanned<String>>,
 
@@ -400,7 +401,7 @@ pub enum During {
 }
 
 /// The client figures a hypothesis may name.
-pub const CLIENT_FIGURES: [&str; 11] = [
+pub const CLIENT_FIGURES: [&str; 12] = [
     "checkouts",
     "purchases",
     "checkout_p50",
@@ -410,6 +411,7 @@ pub const CLIENT_FIGURES: [&str; 11] = [
     "business_outcomes",
     "sold_out",
     "decline_ratio",
+    "success_ratio",
     "error_rate",
     "time_to_confirmed_p99",
 ];
@@ -565,9 +567,14 @@ fn check_load(at: &At<'_>, load: &Load) -> Result<(), SchemaError> {
 }
 
 /// The fault settings a phase may set, and what each takes.
-const FAULTS: [(&str, &str); 5] = [
+const FAULTS: [(&str, &str); 7] = [
     ("payment_delay_ms", "a whole number of milliseconds"),
     ("payment_success_rate", "a number from 0 to 1"),
+    ("payment_flap_rate", "a number from 0 to 1"),
+    (
+        "payment_capacity",
+        "a whole number of calls a second (0 is unlimited)",
+    ),
     ("email_delay_ms", "a whole number of milliseconds"),
     ("email_outage", "true or false"),
     ("email_hang", "true or false"),
@@ -598,9 +605,14 @@ fn check_settings(at: &At<'_>, settings: &Settings) -> Result<(), SchemaError> {
         };
         let fits = match (name.as_str(), value.get_ref()) {
             ("email_outage" | "email_hang", toml::Value::Boolean(_)) => true,
-            ("payment_success_rate", toml::Value::Float(f)) => (0.0..=1.0).contains(f),
-            ("payment_success_rate", toml::Value::Integer(i)) => (0..=1).contains(i),
+            ("payment_success_rate" | "payment_flap_rate", toml::Value::Float(f)) => {
+                (0.0..=1.0).contains(f)
+            }
+            ("payment_success_rate" | "payment_flap_rate", toml::Value::Integer(i)) => {
+                (0..=1).contains(i)
+            }
             ("payment_delay_ms" | "email_delay_ms", toml::Value::Integer(i)) => *i >= 0,
+            ("payment_capacity", toml::Value::Integer(i)) => (0..=10_000).contains(i),
             _ => false,
         };
         if !fits {

@@ -325,6 +325,11 @@ fn client_figure(name: &str, reports: &[&Report]) -> f64 {
                 0.0
             }
         }
+        "success_ratio" => {
+            let succeeded = sum(&|r| r.checkouts.get("success").copied().unwrap_or(0));
+            let all = sum(&|r| r.checkouts.values().sum());
+            if all > 0.0 { succeeded / all } else { 0.0 }
+        }
         "error_rate" => highest(&|r| r.error_rate),
         "time_to_confirmed_p99" => highest(&|r| {
             r.time_to_confirmed_ms

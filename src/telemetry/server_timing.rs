@@ -1,7 +1,9 @@
 //! How long each step of one checkout request took, for its `Server-Timing` header: the
-//! steps record themselves (`observe_step`) into the request's own list, if the caller
-//! asked for one with [`recorded`]. The workers' steps, in other tasks, are not the
-//! request's and record nothing.
+//! steps record themselves (the checkout's `observe_step`) into the request's own list,
+//! if the caller asked for one with [`recorded`]; so do the rungs of the ladder of cures
+//! (each attempt of a retried call, a breaker's refusal, a fallback), with a
+//! description. The workers' steps, in other tasks, are not the request's and record
+//! nothing.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -11,11 +13,12 @@ tokio::task_local! {
     static STEPS: RefCell<Vec<StepTiming>>;
 }
 
-/// One step that ran, and how long it took.
+/// One step that ran, how long it took, and what happened in it if that is news.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepTiming {
     pub step: &'static str,
     pub duration: Duration,
+    pub description: Option<String>,
 }
 
 /// Runs `work` (a checkout) and returns its output with the steps it ran, in order.
@@ -33,6 +36,23 @@ pub fn recorded<F: Future>(work: F) -> impl Future<Output = (F::Output, Vec<Step
 }
 
 /// Notes a step of the current checkout, if its caller is recording them.
-pub(super) fn note(step: &'static str, duration: Duration) {
-    let _ = STEPS.try_with(|steps| steps.borrow_mut().push(StepTiming { step, duration }));
+pub fn note(step: &'static str, duration: Duration) {
+    push(StepTiming {
+        step,
+        duration,
+        description: None,
+    });
+}
+
+/// Notes a step with what happened in it (`attempt 2: failed`, `queued`).
+pub fn note_described(step: &'static str, duration: Duration, description: String) {
+    push(StepTiming {
+        step,
+        duration,
+        description: Some(description),
+    });
+}
+
+fn push(timing: StepTiming) {
+    let _ = STEPS.try_with(|steps| steps.borrow_mut().push(timing));
 }
