@@ -313,7 +313,6 @@ impl PaymentGateway for SimulatedGateway {
             resilience.retry_budget = tracing::field::Empty,
         );
         let call = async move {
-            let started = Instant::now();
             // A call given up during the gateway's wait charged nothing; one given up in
             // the instant of its write may have charged: the key hands that charge to a
             // retry, and reconciliation counts it if none comes.
@@ -322,18 +321,25 @@ impl PaymentGateway for SimulatedGateway {
             let failed = |answer: &Result<Charge, PaymentError>| {
                 matches!(answer, Err(PaymentError::Unavailable(_)))
             };
+            // Timed per attempt, as the gateway sees its calls (a retried charge is
+            // several); an attempt given up by the timeout is counted there instead.
+            let attempt = || async {
+                let started = Instant::now();
+                let answer = self.charge_once(&request).await;
+                let outcome = match &answer {
+                    Ok(_) => "approved",
+                    Err(PaymentError::Declined) => "declined",
+                    Err(PaymentError::Unavailable(_) | PaymentError::KeyReused(_)) => "unavailable",
+                };
+                histogram!(PAYMENT_GATEWAY_DURATION, "outcome" => outcome)
+                    .record(started.elapsed().as_secs_f64());
+                answer
+            };
             let result = self
                 .rungs
-                .call(policy, failed, || self.charge_once(&request))
+                .call(policy, failed, attempt)
                 .await
                 .unwrap_or_else(|refusal| Err(PaymentError::Unavailable(refusal.to_string())));
-            let outcome = match &result {
-                Ok(_) => "approved",
-                Err(PaymentError::Declined) => "declined",
-                Err(PaymentError::Unavailable(_) | PaymentError::KeyReused(_)) => "unavailable",
-            };
-            histogram!(PAYMENT_GATEWAY_DURATION, "outcome" => outcome)
-                .record(started.elapsed().as_secs_f64());
             let span = tracing::Span::current();
             span.record("payment.approved", result.is_ok());
             if let Err(error) = &result {

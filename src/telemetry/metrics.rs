@@ -234,7 +234,7 @@ fn describe_all() {
     describe_histogram!(
         PAYMENT_GATEWAY_DURATION,
         Unit::Seconds,
-        "Duration of the payment gateway call, by outcome (approved, declined)."
+        "Duration of each call to the payment gateway (each attempt of a retried charge), by outcome (approved, declined, unavailable)."
     );
     describe_histogram!(
         EMAIL_SEND_DURATION,

@@ -319,7 +319,7 @@ async fn fault_injection_changes_the_next_checkout() {
     .await;
     assert_eq!(
         initial,
-        json!({"payment_delay_ms": 0, "payment_success_rate": 1.0, "email_delay_ms": 0, "email_outage": false, "email_hang": false})
+        json!({"payment_delay_ms": 0, "payment_success_rate": 1.0, "email_delay_ms": 0, "email_outage": false, "email_hang": false, "payment_flap_rate": 0.0, "payment_capacity": 0})
     );
 
     // Payments start failing.
@@ -405,7 +405,7 @@ async fn fault_injection_changes_the_next_checkout() {
     .await;
     assert_eq!(
         after,
-        json!({"payment_delay_ms": 300, "payment_success_rate": 1.0, "email_delay_ms": 0, "email_outage": false, "email_hang": false})
+        json!({"payment_delay_ms": 300, "payment_success_rate": 1.0, "email_delay_ms": 0, "email_outage": false, "email_hang": false, "payment_flap_rate": 0.0, "payment_capacity": 0})
     );
 }
 

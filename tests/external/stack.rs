@@ -751,6 +751,25 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
     )
     .await;
     set_email_timeout(250).await;
+    // The gateway flaps on every call and its client retries twice: the attempts, their
+    // backoff, the gateway's calls in flight, the flap and capacity annotation, the
+    // rungs' annotation.
+    set_faults(
+        &app,
+        &admin,
+        json!({"payment_flap_rate": 1.0, "payment_capacity": 1000}),
+    )
+    .await;
+    let retries = json!({"payment": {"retries": 2, "retry_backoff_ms": 10}});
+    let answer = app
+        .put("/api/admin/resilience", Some(&admin), &retries)
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        buy(&customers[4], kettle).await.1,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    set_faults(&app, &admin, json!({"payment_flap_rate": 0.0})).await;
     // The mail server's breaker opens on the next failure (its annotation).
     let breaker = json!({"email": {"breaker_failures": 1}});
     let answer = app
