@@ -282,9 +282,11 @@ impl Rungs {
                 tracing::Span::current().record("resilience.retry_budget", "exhausted");
             }
             let (Some(wait), false) = (retry, exhausted) else {
-                histogram!(RESILIENCE_CALL_ATTEMPTS, "dependency" => dependency)
-                    .record(f64::from(number));
-                tracing::Span::current().record("resilience.attempts", number);
+                if policy.retries > 0 {
+                    histogram!(RESILIENCE_CALL_ATTEMPTS, "dependency" => dependency)
+                        .record(f64::from(number));
+                    tracing::Span::current().record("resilience.attempts", number);
+                }
                 return answer;
             };
             counter!(RESILIENCE_RETRIES, "dependency" => dependency).increment(1);

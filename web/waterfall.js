@@ -21,7 +21,8 @@ export function rungsNote(entries) {
   const said = [];
   const attempts = rungs.filter((e) => e.name === 'payment_gateway.attempt');
   if (attempts.length > 1) {
-    said.push(`The payment gateway failed ${attempts.length - 1} time${attempts.length > 2 ? 's' : ''}; the shop tried again (${attempts.length} attempts, one charge: every attempt carries the same idempotency key).`);
+    const failed = attempts.filter((e) => !e.desc.endsWith(': ok')).length;
+    said.push(`The payment gateway failed ${failed} time${failed === 1 ? '' : 's'}; the shop tried again: ${attempts.length} attempts under one idempotency key, so never two charges.`);
   }
   const mails = rungs.filter((e) => e.name === 'mail_server.attempt');
   if (mails.length > 1) said.push(`The mail server needed ${mails.length} attempts.`);

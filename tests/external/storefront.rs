@@ -518,6 +518,117 @@ async fn refusals_show_their_problem_and_product_names_stay_text() {
     let _ = browser.client.close().await;
 }
 
+/// The ladder of cures in the customer's answer: a payment retried is each attempt
+/// drawn inside `process_payment` and told in words; with the mail server down and its
+/// fallback on, the order is confirmed and the answer says the e-mail is queued.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_answer_shows_each_attempt_of_a_retried_payment_and_a_queued_email() {
+    if !browser_available() {
+        return;
+    }
+    let receiver = OtlpReceiver::start().await;
+    let app = traced_app(
+        &receiver,
+        &[("PAYMENT_DELAY_MS", "200"), ("EMAIL_DELAY_MS", "200")],
+    )
+    .await;
+    app.seed().await;
+    admin_put(&app, "/api/admin/faults", json!({"payment_flap_rate": 1.0})).await;
+    admin_put(
+        &app,
+        "/api/admin/resilience",
+        json!({"payment": {"retries": 2, "retry_backoff_ms": 100}}),
+    )
+    .await;
+
+    let browser = Browser::open("ladder", &app.address).await;
+    browser.click("demo-signin").await;
+    browser.idle().await;
+    let (product, _) = products_on_the_page(&browser)
+        .await
+        .into_iter()
+        .find(|(_, stock)| *stock > 10)
+        .expect("a product in stock");
+    add_to_cart(&browser, product).await;
+    see_the_cart_line(&browser).await;
+
+    // The gateway fails every call: three attempts, each drawn, the last after the
+    // longest backoff, and the answer says what happened.
+    browser.click("checkout-button").await;
+    let rungs = browser
+        .until(
+            "the attempts in the waterfall",
+            "const r = [...document.querySelectorAll('[data-testid=waterfall-rung]')];
+             return r.length >= 3 && r.map(b => [b.dataset.step, Number(b.dataset.ms)]);",
+        )
+        .await;
+    let rungs: Vec<(String, f64)> = serde_json::from_value(rungs).expect("rungs");
+    assert_eq!(rungs.len(), 3, "{rungs:?}");
+    assert!(
+        rungs
+            .iter()
+            .all(|(step, ms)| step == "payment_gateway.attempt" && *ms >= 150.0),
+        "{rungs:?}"
+    );
+    let note = browser
+        .eval("return document.querySelector('[data-testid=rungs-note]').textContent;")
+        .await;
+    assert!(
+        note.as_str().is_some_and(|n| n.contains("3 attempts")),
+        "{note}"
+    );
+    browser
+        .eval("document.querySelector('[data-testid=problem]').scrollIntoView(); return true;")
+        .await;
+    browser.screenshot("12-retried-attempts").await;
+
+    // The gateway is back, the mail server down, its fallback on: confirmed, and queued.
+    admin_put(
+        &app,
+        "/api/admin/faults",
+        json!({"payment_flap_rate": 0.0, "email_outage": true}),
+    )
+    .await;
+    admin_put(
+        &app,
+        "/api/admin/resilience",
+        json!({"payment": {"retries": 0}, "email": {"fallback": true}}),
+    )
+    .await;
+    browser.click("checkout-button").await;
+    browser
+        .until(
+            "the confirmation",
+            "const c = document.querySelector('[data-testid=order-confirmation]');
+             return c && c.dataset.status === 'confirmed';",
+        )
+        .await;
+    browser.idle().await;
+    let note = browser
+        .eval("return document.querySelector('[data-testid=order-confirmation] [data-testid=rungs-note]').textContent;")
+        .await;
+    assert!(
+        note.as_str().is_some_and(|n| n.contains("e-mail is queued")),
+        "{note}"
+    );
+    let queued = browser
+        .eval("return [...document.querySelectorAll('[data-testid=waterfall-rung]')].map(b => b.dataset.step);")
+        .await;
+    assert_eq!(queued, json!(["mail_server.fallback"]));
+    browser.in_view("order-confirmation").await;
+    browser.screenshot("13-email-queued").await;
+
+    // Only the browser's own line about the refused request (503), nothing of the page.
+    let problems: Vec<String> = browser
+        .console_problems()
+        .await
+        .into_iter()
+        .filter(|message| !message.contains("the server responded with a status of 503"))
+        .collect();
+    assert!(problems.is_empty(), "the console: {problems:#?}");
+    let _ = browser.client.close().await;
+}
+
 /// While `lab run` plays an experiment, every visitor sees a banner with its title, the
 /// phase and the time left, counting down; the admin's Lab panel lists the shipped
 /// experiments with their questions and commands, the running one marked. The banner
