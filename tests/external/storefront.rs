@@ -608,7 +608,8 @@ async fn the_answer_shows_each_attempt_of_a_retried_payment_and_a_queued_email()
         .eval("return document.querySelector('[data-testid=order-confirmation] [data-testid=rungs-note]').textContent;")
         .await;
     assert!(
-        note.as_str().is_some_and(|n| n.contains("e-mail is queued")),
+        note.as_str()
+            .is_some_and(|n| n.contains("e-mail is queued")),
         "{note}"
     );
     let queued = browser
