@@ -209,9 +209,13 @@ impl SimulatedGateway {
         let turned_away = rand::random::<f64>() < turn_away;
         if flapped || turned_away {
             tokio::time::sleep(settings.payment_delay).await;
-            let why = if flapped { "flapping" } else { "overloaded" };
+            let why = if flapped {
+                "flapping".to_string()
+            } else {
+                format!("overloaded: calls in flight {in_flight}")
+            };
             return Err(PaymentError::Unavailable(format!(
-                "the payment gateway answered 503 ({why}, {in_flight} calls in flight)"
+                "the payment gateway answered 503 ({why})"
             )));
         }
         tokio::time::sleep(settings.payment_delay.mul_f64(slower)).await;

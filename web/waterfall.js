@@ -148,11 +148,13 @@ export function waterfall(entries, { waitedMs = null, mode = 'blocking' } = {}) 
       continue;
     }
     rows.push(bar(entry, start, false));
-    // The rungs inside this step, one after another, each after the backoff it waited.
+    // The rungs inside this step, one after another, each after the backoff it waited;
+    // a fallback comes once the call has failed, at the step's end.
     let at = start;
     for (const rung of pending) {
       at += Number(/after (\d+) ms/.exec(rung.desc)?.[1] ?? 0);
-      rows.push(bar(rung, at, true));
+      const end = rung.name.endsWith('.fallback');
+      rows.push(bar(rung, end ? start + entry.dur - rung.dur : at, true));
       at += rung.dur;
     }
     pending = [];

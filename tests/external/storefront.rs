@@ -578,7 +578,7 @@ async fn the_answer_shows_each_attempt_of_a_retried_payment_and_a_queued_email()
         "{note}"
     );
     browser
-        .eval("document.querySelector('[data-testid=problem]').scrollIntoView(); return true;")
+        .eval("document.getElementById('checkout-result').scrollIntoView(); return true;")
         .await;
     browser.screenshot("12-retried-attempts").await;
 
@@ -724,6 +724,24 @@ async fn a_running_experiment_shows_its_banner_and_the_lab_lists_the_experiments
         .eval("document.querySelector('[data-testid=lab-experiments]').scrollIntoView(); return true;")
         .await;
     browser.screenshot("11-lab-experiments").await;
+    // The rungs of the ladder, switched from the same panel: all off, as the shop starts.
+    let rungs = browser
+        .eval(
+            "const f = document.querySelector('[data-testid=resilience-form]');
+             f.scrollIntoView();
+             return [f.elements['payment.retries'].value, f.elements['email.fallback'].checked,
+                     document.getElementById('resilience-status').textContent];",
+        )
+        .await;
+    assert_eq!(
+        rungs,
+        json!([
+            "0",
+            false,
+            "Every rung is off: the blocking checkout as designed."
+        ])
+    );
+    browser.screenshot("11-lab-rungs").await;
 
     // The run ends: the banner goes.
     let admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
