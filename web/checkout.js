@@ -172,6 +172,9 @@ function setWaiting(active, mode = state.mode, started = 0) {
     panel.scrollIntoView({ block: 'nearest' });
   }
   updateButton();
+  // The checkout button is disabled while the customer waits: the focus goes to the one
+  // thing they can do now, rather than falling to the page's body.
+  if (active) byId('stop-waiting').focus({ preventScroll: true });
 }
 
 function explainWait(now, believed) {

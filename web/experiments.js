@@ -6,6 +6,7 @@
 // not something the person did, and its spans would bury theirs.
 
 import { byId, h, show, announce } from './dom.js';
+import { emit } from './state.js';
 
 // How often the page asks what runs: more often while an experiment runs.
 const POLL_IDLE_MS = 15000;
@@ -30,6 +31,7 @@ async function poll() {
       const lab = await response.json();
       update(lab.running);
       renderList(lab.experiments ?? []);
+      if (lab.settings) emit('lab-settings', lab.settings);
     }
   } catch {
     // The next poll tries again; the banner keeps counting down meanwhile.

@@ -1,7 +1,8 @@
-// The lab (admins only, when /api/auth/me says role "admin"): switch the checkout mode,
-// inject faults (slow, declining, flapping or overloaded gateway; slow, absent or hung
-// mail server), switch the rungs of the ladder of cures, and reconcile the gateway's
-// charges with the orders.
+// The Lab panel, for everyone: the checkout mode, the faults (slow, declining, flapping
+// or overloaded gateway; slow, absent or hung mail server) and the rungs of the ladder of
+// cures in force. The admin switches them — or anyone signed in, with the classroom
+// switch STOREFRONT_OPEN_LAB — and the others read them; the admin also reconciles the
+// gateway's charges with the orders.
 
 import { action } from './api.js';
 import { byId, h, show, formatMoney, announce } from './dom.js';
@@ -23,6 +24,24 @@ const RUNGS_OFF = {
 };
 
 const isAdmin = () => state.user?.role === 'admin';
+let labSettings = null; // the last GET /api/lab's `settings`
+// The admin may change the live settings; with the classroom switch on, anyone signed in.
+const mayChange = () => isAdmin() || (!!state.user && !!labSettings?.open_to_everyone);
+
+/** Says who may change the settings, and enables the controls for whoever may. */
+function renderAccess() {
+  const editable = mayChange();
+  const keeper = labSettings?.admin_email;
+  byId('lab-access').textContent = isAdmin()
+    ? 'You are the admin: what you switch here reaches every replica within a second.'
+    : editable
+      ? 'Classroom mode (STOREFRONT_OPEN_LAB): anyone signed in may switch these — every replica follows within a second.'
+      : `Read-only: what the shop runs with now. Only the admin account${keeper ? ` (${keeper})` : ''} can change it — or start the shop with STOREFRONT_OPEN_LAB=true, the classroom switch.`;
+  for (const id of ['faults-form', 'resilience-form']) {
+    for (const element of byId(id).elements) element.disabled = !editable;
+  }
+  for (const id of ['mode-blocking', 'mode-async']) byId(id).disabled = !editable;
+}
 
 export function initLab() {
   byId('mode-blocking').addEventListener('click', () => switchMode('blocking'));
@@ -34,9 +53,22 @@ export function initLab() {
   byId('recon-refresh').addEventListener('click', () => loadReconciliation('click Refresh reconciliation'));
   on('session', (user) => {
     const admin = user?.role === 'admin';
-    show(byId('lab'), admin);
-    show(byId('lab-shortcut'), admin);
+    show(byId('reconciliation'), admin);
     if (admin) loadLab();
+    renderAccess();
+  });
+  // Everyone sees the settings in force (GET /api/lab, polled for the banner); who may
+  // change them gets the forms, the others read them.
+  on('lab-settings', (settings) => {
+    const first = labSettings === null;
+    labSettings = settings;
+    renderAccess();
+    if (!isAdmin() && (first || !mayChange())) {
+      setMode(settings.checkout_mode);
+      renderMode();
+      fillFaults(settings.faults);
+      fillRungs(settings.resilience);
+    }
   });
   on('mode', renderMode);
   // Every checkout moves money: keep the reconciliation current.

@@ -78,7 +78,8 @@ impl Settings {
             body_limit_bytes: r.parse("HTTP_BODY_LIMIT_BYTES", 64 * 1024, "a number of bytes"),
         };
         let telemetry = telemetry::read(&mut r, SERVICE_NAME);
-        let storefront = storefront::read(&mut r);
+        let mut storefront = storefront::read(&mut r);
+        storefront.lab_keeper = auth.admin.as_ref().map(|admin| admin.email.clone());
 
         r.finish(Settings {
             bind_addr,

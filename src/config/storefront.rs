@@ -15,6 +15,13 @@ pub struct StorefrontSettings {
     /// nothing (it still propagates `traceparent`).
     pub browser_traces_url: Option<String>,
     pub demo_customer: DemoCustomer,
+    /// A classroom switch (`STOREFRONT_OPEN_LAB`): any signed-in user may change the
+    /// checkout mode, the faults and the rungs, not only the admin. Off by default; on
+    /// in the compose demo.
+    pub open_lab: bool,
+    /// Who may change them otherwise: the admin account, if one is configured (its
+    /// e-mail is shown in the page's Lab panel).
+    pub lab_keeper: Option<Email>,
 }
 
 /// The customer `seed` creates for the storefront's one-click sign-in. Its password is
@@ -34,6 +41,9 @@ pub(super) fn read(r: &mut Reader) -> StorefrontSettings {
         grafana_url: r.url("STOREFRONT_GRAFANA_URL", "http://localhost:3000"),
         browser_traces_url,
         demo_customer: read_demo_customer(r),
+        open_lab: r.optional_bool("STOREFRONT_OPEN_LAB").unwrap_or(false),
+        // Set from the auth section's admin account by the caller.
+        lab_keeper: None,
     }
 }
 

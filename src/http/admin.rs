@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::extract::{AdminUser, Json};
+use super::extract::{AdminUser, Json, LabKeeper};
 use crate::checkout::workers;
 use crate::domain::{
     CheckoutMode, FaultsUpdate, FaultsView, JobKind, MapOnly, ResilienceSettings, ResilienceUpdate,
@@ -101,7 +101,8 @@ async fn get_faults(State(state): State<AppState>, _admin: AdminUser) -> Json<Fa
     Json(state.live.faults().into())
 }
 
-/// Change some fault settings (admin); fields left out keep their value.
+/// Change some fault settings (admin — or any signed-in user with the classroom switch
+/// `STOREFRONT_OPEN_LAB`); fields left out keep their value.
 ///
 /// Takes effect with the next checkout, on every replica within a second. Each value is
 /// also exported as a gauge (`fault_*`), so dashboards show when a fault was switched on.
@@ -113,7 +114,7 @@ async fn get_faults(State(state): State<AppState>, _admin: AdminUser) -> Json<Fa
 )]
 async fn update_faults(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _keeper: LabKeeper,
     Json(update): Json<FaultsUpdate>,
 ) -> Result<Json<FaultsView>, ApiError> {
     let settings = state.live.update_faults(&update).await?;
@@ -144,7 +145,8 @@ async fn get_checkout_mode(
     })
 }
 
-/// Switch the checkout mode (admin), on every replica within a second.
+/// Switch the checkout mode (admin — or any signed-in user with `STOREFRONT_OPEN_LAB`),
+/// on every replica within a second.
 ///
 /// Checkouts already running finish in the mode they started in; orders accepted
 /// asynchronously are still charged and confirmed after a switch back to blocking. The
@@ -157,7 +159,7 @@ async fn get_checkout_mode(
 )]
 async fn set_checkout_mode(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _keeper: LabKeeper,
     Json(change): Json<CheckoutModeView>,
 ) -> Result<Json<CheckoutModeView>, ApiError> {
     let settings = state.live.set_checkout_mode(change.mode).await?;
@@ -167,7 +169,8 @@ async fn set_checkout_mode(
 }
 
 /// What the clients of the payment gateway and the mail server do about a dependency
-/// that is slow or hangs (admin): the ladder of cures' rungs in force. All off by default.
+/// that is slow, hangs, flaps or is down (admin): the ladder of cures' rungs in force.
+/// All off by default.
 #[utoipa::path(
     get, path = "/api/admin/resilience", tag = "admin",
     security(("bearer" = ["admin"])),
@@ -180,12 +183,12 @@ async fn get_resilience(
     Json(state.live.resilience())
 }
 
-/// Change some resilience settings (admin); fields left out keep their value.
+/// Change some resilience settings (admin — or any signed-in user with
+/// `STOREFRONT_OPEN_LAB`); fields left out keep their value.
 ///
-/// On every replica within a second, with the next call. A timeout (`timeout_ms`, 0:
-/// off) gives up a call that takes longer — the dependency's wait and its conversation —
-/// counted in `resilience_timeouts_total{dependency}`; `resilience_timeout_seconds`
-/// marks the change on the charts.
+/// On every replica within a second, with the next call: a timeout (`timeout_ms`, 0:
+/// off), retries with backoff and a budget, a circuit breaker, and the mail server's
+/// fallback; each counted per dependency (`resilience_*`) and marked on the charts.
 #[utoipa::path(
     put, path = "/api/admin/resilience", tag = "admin",
     security(("bearer" = ["admin"])),
@@ -194,7 +197,7 @@ async fn get_resilience(
 )]
 async fn update_resilience(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _keeper: LabKeeper,
     Json(MapOnly(update)): Json<MapOnly<ResilienceUpdate>>,
 ) -> Result<Json<ResilienceSettings>, ApiError> {
     let settings = state.live.update_resilience(&update).await?;

@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, FieldError};
 use crate::auth::{JwtKeys, Role, TokenError};
+use crate::config::StorefrontSettings;
 use crate::domain::IdempotencyKey;
 use crate::telemetry;
 
@@ -287,6 +288,29 @@ where
         let user = AuthUser::from_request_parts(parts, state).await?;
         if user.is_admin() {
             Ok(AdminUser(user))
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+/// Who may change the live settings — the checkout mode, the faults, the rungs: the
+/// admin, or, with the classroom switch `STOREFRONT_OPEN_LAB` on, any signed-in user.
+#[derive(Debug, Clone, Copy)]
+pub struct LabKeeper(pub AuthUser);
+
+impl<S> FromRequestParts<S> for LabKeeper
+where
+    Arc<JwtKeys>: FromRef<S>,
+    Arc<StorefrontSettings>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        if user.is_admin() || Arc::<StorefrontSettings>::from_ref(state).open_lab {
+            Ok(LabKeeper(user))
         } else {
             Err(ApiError::Forbidden)
         }

@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use super::error::ApiError;
 use super::extract::{AdminUser, Json};
 use super::state::AppState;
-use crate::domain::{LabAnnouncement, LabPhase};
+use crate::domain::{CheckoutMode, FaultsView, LabAnnouncement, LabPhase, ResilienceSettings};
 
 #[derive(rust_embed::Embed)]
 #[folder = "lab/"]
@@ -63,10 +63,28 @@ pub struct LabView {
     pub running: Option<RunningPhase>,
     /// The shipped experiments, by name.
     pub experiments: Vec<ExperimentSummary>,
+    /// The live settings in force, for anyone to read (the shop's Lab panel shows them
+    /// read-only to whoever may not change them).
+    pub settings: LiveSettingsView,
 }
 
-/// The lab: the experiment phase running now (for the shop's banner) and the shipped
-/// experiments, each with its question and the command that runs it.
+/// The checkout mode, the faults and the rungs in force, and who may change them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveSettingsView {
+    pub checkout_mode: CheckoutMode,
+    pub faults: FaultsView,
+    pub resilience: ResilienceSettings,
+    /// True with the classroom switch `STOREFRONT_OPEN_LAB`: any signed-in user may
+    /// change them. Otherwise only the admin.
+    pub open_to_everyone: bool,
+    /// The admin account's e-mail, to say whom to ask; absent when none is configured.
+    #[schema(example = "admin@example.com")]
+    pub admin_email: Option<String>,
+}
+
+/// The lab: the experiment phase running now (for the shop's banner), the shipped
+/// experiments, each with its question and the command that runs it, and the live
+/// settings in force with who may change them.
 #[utoipa::path(
     get, path = "/api/lab", tag = "lab",
     responses((status = 200, description = "The lab now", body = LabView))
@@ -75,6 +93,17 @@ async fn lab(State(state): State<AppState>) -> Json<LabView> {
     Json(LabView {
         running: running(state.live.lab_phase()),
         experiments: shipped().to_vec(),
+        settings: LiveSettingsView {
+            checkout_mode: state.live.checkout_mode(),
+            faults: state.live.faults().into(),
+            resilience: state.live.resilience(),
+            open_to_everyone: state.storefront.open_lab,
+            admin_email: state
+                .storefront
+                .lab_keeper
+                .as_ref()
+                .map(|email| email.as_str().to_string()),
+        },
     })
 }
 

@@ -25,6 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -52,6 +53,9 @@ pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
                     state.clone(),
                     refuse_while_draining,
                 ))
+                // gzip for a client that asks (the page's modules and styles, JSON,
+                // /metrics for Prometheus); tower-http leaves small bodies and images be.
+                .layer(CompressionLayer::new())
                 // A bug must still answer with a problem (and be logged with its trace
                 // id), not drop the connection.
                 .layer(CatchPanicLayer::custom(panic_to_problem))

@@ -59,3 +59,9 @@ impl FromRef<AppState> for Arc<JwtKeys> {
         state.jwt.clone()
     }
 }
+
+impl FromRef<AppState> for Arc<StorefrontSettings> {
+    fn from_ref(state: &AppState) -> Self {
+        state.storefront.clone()
+    }
+}

@@ -92,7 +92,9 @@ async fn asset(
 
 fn serve(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
     let file = Assets::get(path).ok_or_else(|| ApiError::not_found(format!("asset {path}")))?;
-    let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()));
+    // Weak: the same content may go out gzipped or not (the compression layer), and a
+    // strong tag promises the same bytes.
+    let etag = format!("W/\"{}\"", hex(&file.metadata.sha256_hash()));
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())

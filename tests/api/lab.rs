@@ -5,7 +5,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{expect_json, expect_problem, sample, spawn_app, spawn_process};
+use crate::helpers::{
+    expect_json, expect_problem, sample, spawn_app, spawn_app_with, spawn_process,
+};
 
 fn phase(experiment: &str, phase: &str, position: u16, seconds: f64) -> Value {
     json!({
@@ -146,4 +148,74 @@ async fn only_an_admin_announces_and_an_impossible_phase_is_refused() {
     }
     let lab = expect_json(app.get("/api/lab", None).await, StatusCode::OK).await;
     assert_eq!(lab["running"], Value::Null, "nothing refused was announced");
+}
+
+/// Everyone may read the live settings in force, and whom to ask to change them; only the
+/// admin may change them — unless the classroom switch `STOREFRONT_OPEN_LAB` is on, when
+/// any signed-in user may (but still no anonymous caller).
+#[tokio::test]
+async fn everyone_reads_the_settings_and_the_classroom_switch_opens_them_to_learners() {
+    let closed = spawn_app().await;
+    let settings =
+        expect_json(closed.get("/api/lab", None).await, StatusCode::OK).await["settings"].clone();
+    assert_eq!(settings["checkout_mode"], "blocking");
+    assert_eq!(settings["faults"]["payment_flap_rate"], json!(0.0));
+    assert_eq!(settings["resilience"]["email"]["fallback"], json!(false));
+    assert_eq!(settings["open_to_everyone"], json!(false));
+    assert_eq!(settings["admin_email"], json!(crate::helpers::ADMIN_EMAIL));
+    let learner = closed.customer("learner@example.com").await;
+    for (path, body) in [
+        ("/api/admin/faults", json!({"email_outage": true})),
+        ("/api/admin/checkout-mode", json!({"mode": "async"})),
+        (
+            "/api/admin/resilience",
+            json!({"email": {"fallback": true}}),
+        ),
+    ] {
+        expect_problem(
+            closed.put(path, Some(&learner), &body).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+    }
+
+    let open = spawn_app_with(&[("STOREFRONT_OPEN_LAB", "true")]).await;
+    let learner = open.customer("learner@example.com").await;
+    expect_json(
+        open.put(
+            "/api/admin/resilience",
+            Some(&learner),
+            &json!({"email": {"fallback": true}}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_json(
+        open.put(
+            "/api/admin/checkout-mode",
+            Some(&learner),
+            &json!({"mode": "async"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let settings =
+        expect_json(open.get("/api/lab", None).await, StatusCode::OK).await["settings"].clone();
+    assert_eq!(settings["open_to_everyone"], json!(true));
+    assert_eq!(settings["checkout_mode"], "async");
+    assert_eq!(settings["resilience"]["email"]["fallback"], json!(true));
+    let anonymous = open
+        .put("/api/admin/faults", None, &json!({"email_outage": true}))
+        .await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // Reading what only the admin reads stays the admin's.
+    expect_problem(
+        open.get("/api/admin/reconciliation", Some(&learner)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
 }

@@ -226,3 +226,50 @@ async fn the_demo_customer_exists_after_seeding() {
     app.login("demo@example.com", "demo shopper").await;
     assert_eq!(app.count("users WHERE email = 'demo@example.com'").await, 1);
 }
+
+/// One round for the modules: the page names every module it imports as a
+/// `modulepreload`; the favicon is asked for once (the header's mark is inline); the
+/// assets and the JSON go gzipped to a client that asks.
+#[tokio::test]
+async fn the_page_asks_for_every_module_at_once_and_gets_them_gzipped() {
+    let app = spawn_app().await;
+    let html = app.get("/", None).await.text().await.expect("the page");
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    let mut modules: Vec<String> = std::fs::read_dir(&web)
+        .expect("web/")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".js") && name != "app.js")
+        .collect();
+    modules.sort();
+    assert!(modules.len() >= 10, "{modules:?}");
+    for module in &modules {
+        let preload = format!("<link rel=\"modulepreload\" href=\"/assets/{module}\">");
+        assert!(html.contains(&preload), "{module} is not preloaded");
+    }
+    assert_eq!(
+        html.matches("favicon.svg").count(),
+        1,
+        "one favicon request"
+    );
+
+    let plain = app
+        .get("/assets/checkout.js", None)
+        .await
+        .bytes()
+        .await
+        .expect("the module");
+    for path in ["/assets/checkout.js", "/openapi.json"] {
+        let zipped = app
+            .request(reqwest::Method::GET, path, None)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(zipped.status(), StatusCode::OK);
+        assert_eq!(zipped.headers()["content-encoding"], "gzip", "{path}");
+        if path == "/assets/checkout.js" {
+            let size = zipped.bytes().await.expect("the module").len();
+            assert!(size * 2 < plain.len(), "{size} of {} bytes", plain.len());
+        }
+    }
+}

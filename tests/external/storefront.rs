@@ -5,7 +5,8 @@
 //! followed without a reload). The trace starts in the browser: its span is the parent
 //! of the server's, at a real OTLP receiver. Refusals show the problem's title, product
 //! names stay text, and the console stays clean. A screenshot of each state is kept in
-//! the target directory (`storefront/`).
+//! the target directory (`storefront/`), and each state is judged by axe-core: no
+//! accessibility violation of impact serious or critical.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -20,7 +21,7 @@ use crate::helpers::{
     traced_app,
 };
 use crate::otlp::OtlpReceiver;
-use crate::require::tool_available;
+use crate::require::{missing, tool_available};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -179,11 +180,36 @@ impl Browser {
         self.until(&format!("{testid} in view"), &script).await;
     }
 
+    /// Keeps a picture of the state the page is in, and has axe-core judge it.
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");
         let path = self.shots.join(format!("{name}.png"));
         std::fs::write(&path, png).expect("write the screenshot");
         println!("screenshot: {}", path.display());
+        self.accessible(name).await;
+    }
+
+    /// axe-core on the page as it is now: no violation of impact serious or critical.
+    async fn accessible(&self, state: &str) {
+        let Some(axe) = axe_core() else { return };
+        self.client
+            .execute(axe, Vec::new())
+            .await
+            .expect("axe-core loads into the page");
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { resultTypes: ['violations'] })
+                   .then(r => done(r.violations
+                     .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                     .map(v => `${v.impact} ${v.id}: ${v.help} (${v.nodes.length}x, e.g. ${v.nodes[0].target.join(' ')})`)))
+                   .catch(e => done([`axe-core failed: ${e}`]));",
+                Vec::new(),
+            )
+            .await
+            .expect("axe-core runs");
+        assert_eq!(found, json!([]), "accessibility of {state}");
     }
 
     /// The console messages of level WARNING or SEVERE since the last call.
@@ -200,6 +226,28 @@ impl Browser {
             .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
             .collect()
     }
+}
+
+/// axe-core's script (`AXE_CORE_JS`, or where `.ci/run` installs it), read once; `None`
+/// (said, or failed under CI) when it is not there.
+fn axe_core() -> Option<&'static str> {
+    static SOURCE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SOURCE
+        .get_or_init(|| {
+            let path = std::env::var("AXE_CORE_JS").unwrap_or_else(|_| {
+                let home = std::env::var("HOME").unwrap_or_default();
+                format!("{home}/.cache/ecommerce-monolith/npm/node_modules/axe-core/axe.min.js")
+            });
+            let source = std::fs::read_to_string(&path).ok();
+            if source.is_none() {
+                missing(
+                    &format!("axe-core is not at {path}"),
+                    "npm install --prefix ~/.cache/ecommerce-monolith/npm axe-core@4",
+                );
+            }
+            source
+        })
+        .as_deref()
 }
 
 fn browser_available() -> bool {
@@ -618,6 +666,31 @@ async fn the_answer_shows_each_attempt_of_a_retried_payment_and_a_queued_email()
     assert_eq!(queued, json!(["mail_server.fallback"]));
     browser.in_view("order-confirmation").await;
     browser.screenshot("13-email-queued").await;
+
+    // The header's mode chip opens the Lab: the customer reads what the shop runs with,
+    // and whom to ask to change it; the controls are not theirs.
+    browser.click("mode-chip").await;
+    browser.in_view("lab-panel").await;
+    let access = browser
+        .until(
+            "the settings in force, read-only",
+            "const f = document.querySelector('[data-testid=resilience-form]');
+             const a = document.querySelector('[data-testid=lab-access]').textContent;
+             return f.elements['email.fallback'].checked && a.length > 0
+               && [a, [...f.elements].every(e => e.disabled),
+                   document.querySelector('[data-testid=mode-async]').disabled];",
+        )
+        .await;
+    let access: (String, bool, bool) = serde_json::from_value(access).expect("access");
+    assert!(
+        access.0.starts_with("Read-only") && access.0.contains(ADMIN_EMAIL),
+        "{access:?}"
+    );
+    assert!(
+        access.1 && access.2,
+        "the controls are disabled: {access:?}"
+    );
+    browser.screenshot("14-lab-read-only").await;
 
     // Only the browser's own line about the refused request (503), nothing of the page.
     let problems: Vec<String> = browser
