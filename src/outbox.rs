@@ -352,6 +352,27 @@ pub fn backoff(attempts: i32) -> Duration {
     base.mul_f64(rand::random_range(0.8..1.2))
 }
 
+/// One job of an order, as its timeline shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobOfOrder {
+    pub kind: JobKind,
+    /// `pending`, `done`, `skipped` or `dead`.
+    pub status: String,
+    pub attempts: i32,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The jobs an order caused, oldest first (finished ones until `purge_done` removes them).
+pub async fn jobs_of(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Vec<JobOfOrder>> {
+    sqlx::query_as(
+        "SELECT kind, status, attempts, finished_at FROM outbox_jobs \
+         WHERE order_id = $1 ORDER BY id",
+    )
+    .bind(order_id)
+    .fetch_all(conn)
+    .await
+}
+
 /// The queue of one kind of job, for the gauges.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Depth {

@@ -11,6 +11,7 @@ import { loadCart } from './cart.js';
 import { followOrder, statusText } from './orders.js';
 import { remember, lastIn } from './history.js';
 import { parseServerTiming, waterfall, rungsNote, isRung, REMOTE_STEPS } from './waterfall.js';
+import { followTimeline, timelineFigure } from './timeline.js';
 
 const FORM_KEY = 'storefront.checkout-form';
 const DEMO_ADDRESS = '1 Demo Street, Springfield';
@@ -227,9 +228,18 @@ function showResult({ order, mode, waitedMs, timings, traceId, replayed, accepte
     traceLinks(traceId, blocking ? 'checkout-anatomy' : 'blocking-vs-async'),
     order.shipping_address ? h('p', { class: 'muted small-text', text: `Ships to ${order.shipping_address}${method ? `, paid by ${METHODS[method] ?? method}` : ''}.` }) : null),
   h('div', { class: 'result-detail' },
-    waterfall(timings, { waitedMs: blocking ? waitedMs : null, mode })));
+    waterfall(timings, { waitedMs: blocking ? waitedMs : null, mode }),
+    refs.timeline = blocking ? null : h('div', { class: 'timeline-slot', 'data-testid': 'timeline-slot' })));
 
   shown = { order, mode, waitedMs, timings, acceptedAt, replayed, refs };
+  if (!blocking) {
+    // The work after the answer, on the axis of the last blocking checkout's wait.
+    const blockingMs = lastIn('blocking', order.id, { succeeded: true })?.waitedMs ?? null;
+    followTimeline(order.id, (timeline) => {
+      if (shown?.order.id !== order.id) return;
+      refs.timeline.replaceChildren(timelineFigure(timeline, { answeredMs: waitedMs, blockingMs }));
+    });
+  }
   writeLesson();
   byId('checkout-result').replaceChildren(refs.section);
   announce(refs.lesson.textContent);
@@ -248,6 +258,8 @@ function revealResult() {
 
 function updateShown(order) {
   const { refs } = shown;
+  // A declined order's items are back in the cart (the workers put them there).
+  if (order.status === 'payment_failed' && shown.order.status !== 'payment_failed') loadCart('refresh cart');
   shown.order = order;
   refs.section.dataset.status = order.status;
   refs.status.className = `status ${order.status}`;
@@ -274,8 +286,9 @@ function writeLesson() {
     refs.toConfirmed.textContent = '…';
     refs.lesson.textContent = `${accepted} — confirming… You can keep shopping: this panel follows the order by itself.`;
   } else if (order.status === 'payment_failed') {
-    refs.toConfirmed.textContent = 'declined';
-    refs.lesson.textContent = `${accepted}; ${formatSeconds(later)} later the payment gateway declined it. The order is “payment failed” and its stock went back on the shelf.`;
+    refs.toConfirmed.textContent = 'never'; // “declined” does not fit the box; the lesson says it
+    refs.section.classList.add('failed');
+    refs.lesson.textContent = `${accepted}; ${formatSeconds(later)} later the payment gateway declined it. Nothing was charged: the order is “payment failed”, its stock went back on the shelf and its items back in your cart, to try again.`;
   } else {
     refs.toConfirmed.textContent = formatSeconds(later);
     refs.lesson.textContent = `${accepted}, confirmed ${formatSeconds(later)} later: the workers charged the card and queued the e-mail after you already had your answer.`;
@@ -295,9 +308,9 @@ function blockingLesson(waitedMs, timings) {
   return `${waited} ${formatSeconds(remote)} of it was ${parts.join(' and ')} inside one database transaction. The database work itself took ${formatDuration(db)}.`;
 }
 
-/** Before and after: the last checkout of the other mode, from this browser's history. */
+/** Before and after: the last successful checkout of the other mode, from this browser's history. */
 function compareLine(orderId, mode) {
-  const other = lastIn(mode === 'blocking' ? 'async' : 'blocking', orderId);
+  const other = lastIn(mode === 'blocking' ? 'async' : 'blocking', orderId, { succeeded: true });
   if (!other) return null;
   const text = mode === 'blocking'
     ? `Your last asynchronous checkout (#${other.orderId}) answered in ${formatDuration(other.waitedMs)}.`
@@ -331,6 +344,41 @@ function traceLinks(traceId, dashboard) {
 // ---------------------------------------------------------------------------------
 // When it goes wrong: say what happened, what it means, and offer a safe retry.
 
+/**
+ * What a failed checkout means to the customer: a headline in their words, what
+ * happened to their money (with its currency), what to do now. The lesson for the
+ * learner, and the server's own problem, come after it.
+ */
+function inCustomerWords(error) {
+  const type = String(error?.problem?.type ?? '').split('/').pop();
+  const total = formatMoney(state.cart?.total ?? 0);
+  const status = error?.status ?? 0;
+  if (error?.aborted) {
+    return { headline: 'You stopped waiting — the shop did not', money: `Your card may be charged ${total} for an order still being placed.`, next: 'Ask for the result: the same request returns what the shop did, never a second order.' };
+  }
+  switch (type) {
+    case 'payment-declined':
+      return { headline: 'Your card was declined', money: 'Nothing was charged.', next: 'Your cart is as it was: try again, or choose another payment method.' };
+    case 'email-failed':
+      if (/circuit breaker is open/.test(error.problem?.detail ?? '')) {
+        // Refused before the charge: the mail server's breaker is open.
+        return { headline: 'The shop cannot confirm orders just now', money: 'Nothing was charged: the shop refused before taking your payment.', next: 'Your cart is as it was; try again in a few seconds.' };
+      }
+      return { headline: 'Your order could not be completed', money: `Your payment of ${total} was taken, and no order was made: the shop owes it back, and its reconciliation shows it as a payment to refund.`, next: 'Do not pay again for the refund. Your cart is as it was; you can check out again once the shop is well.' };
+    case 'insufficient-stock':
+      return { headline: 'Not enough in stock', money: 'Nothing was charged.', next: 'Lower the quantity or remove the item, then check out again.' };
+    case 'empty-cart':
+      return { headline: 'Your cart is empty', money: 'Nothing was charged.', next: 'Add something from the products first.' };
+    case 'cart-changed':
+      return { headline: 'Your cart changed since your first try', money: 'The earlier payment was refunded in full.', next: 'Check the cart and check out again.' };
+    default:
+      if (status === 503 || status === 0) {
+        return { headline: 'The shop could not finish your checkout just now', money: 'You are not charged twice, whatever happened: trying again repeats the same request.', next: 'Try again in a moment.' };
+      }
+      return null; // the server's own words, as they are
+  }
+}
+
 function failed(error, attempt, waitedMs) {
   const slot = byId('checkout-problem');
   const form = byId('checkout-form');
@@ -358,7 +406,7 @@ function failed(error, attempt, waitedMs) {
   if (!error?.aborted && status !== 0) {
     extra.push(h('p', { class: 'muted small-text', text: `Answered after ${formatSeconds(waitedMs)}.` }));
   }
-  showProblem(slot, error, { form, extra });
+  showProblem(slot, error, { form, extra, customer: inCustomerWords(error) });
 
   // A refusal that took seconds (402 after the gateway, 502 after the mail server)
   // has a waterfall too, when the response carried Server-Timing.
@@ -367,7 +415,7 @@ function failed(error, attempt, waitedMs) {
     byId('checkout-result').replaceChildren(h('section', { class: 'panel result failed', 'aria-label': 'The failed checkout, step by step' },
       h('div', { class: 'result-summary' },
         h('p', { class: 'result-kicker', text: 'Failed checkout' }),
-        h('h2', { class: 'result-title', text: error.problem?.title ?? 'Checkout failed' }),
+        h('h2', { class: 'result-title', text: inCustomerWords(error)?.headline ?? error.problem?.title ?? 'Checkout failed' }),
         h('div', { class: 'figures' },
           figure('You waited', h('span', { 'data-testid': 'time-waited', text: formatSeconds(waitedMs) }), 'main'),
           splitFigures(timings)),

@@ -29,9 +29,13 @@ export function remember(entry) {
   render();
 }
 
-/** The newest remembered checkout in `mode`, other than `orderId`. */
-export function lastIn(mode, orderId) {
-  return stored(localStorage, KEY, []).find((r) => r.mode === mode && r.orderId !== orderId) ?? null;
+/**
+ * The newest remembered checkout in `mode`, other than `orderId`; with `succeeded`, only
+ * one whose order was not declined or cancelled (comparisons are between successes).
+ */
+export function lastIn(mode, orderId, { succeeded = false } = {}) {
+  const failed = (r) => r.status === 'payment_failed' || r.status === 'cancelled';
+  return stored(localStorage, KEY, []).find((r) => r.mode === mode && r.orderId !== orderId && !(succeeded && failed(r))) ?? null;
 }
 
 /** The mode an order was placed in, if this browser placed it. */

@@ -8,6 +8,7 @@ import { clearProblem, showProblem } from './problems.js';
 import { startSpan } from './tracing.js';
 import { state, on, emit } from './state.js';
 import { modeOf } from './history.js';
+import { fetchTimeline, timelineFigure } from './timeline.js';
 
 const PAGE = 10;
 let orders = [];
@@ -81,7 +82,29 @@ function row(order) {
         on: { click: (e) => cancel(order, e.currentTarget, slot) },
       }, 'Cancel')
       : h('span', { class: 'order-action' }),
+    timelineDisclosure(order),
     slot);
+}
+
+// The order's timeline, fetched when the customer opens it.
+function timelineDisclosure(order) {
+  const body = h('div', { class: 'order-timeline-body' });
+  return h('details', {
+    class: 'order-timeline',
+    'data-testid': 'order-timeline',
+    on: {
+      toggle: async (event) => {
+        if (!event.currentTarget.open) return;
+        body.replaceChildren(h('p', { class: 'muted small-text', text: 'Loading…' }));
+        try {
+          const timeline = await fetchTimeline(order.id);
+          body.replaceChildren(timelineFigure(timeline));
+        } catch (error) {
+          showProblem(body, error);
+        }
+      },
+    },
+  }, h('summary', { text: 'When it happened' }), body);
 }
 
 export function statusText(status) {

@@ -10,7 +10,7 @@ import { state } from './state.js';
  * input (data-testid="field-error", data-field=…); the others stay in the box.
  * extra: more nodes for the box (a retry button, a hint).
  */
-export function showProblem(slot, error, { form = null, extra = [] } = {}) {
+export function showProblem(slot, error, { form = null, extra = [], customer = null } = {}) {
   clearProblem(slot, form);
   const problem = error?.problem ?? { title: 'Something went wrong', detail: String(error?.message ?? error) };
   const leftover = [];
@@ -35,13 +35,29 @@ export function showProblem(slot, error, { form = null, extra = [] } = {}) {
   for (const f of leftover) lines.push(`${f.field}: ${f.message}`);
   if (error?.retryAfter) lines.push(`The shop asks to try again in ${error.retryAfter} s.`);
 
-  slot.append(h('div', { class: 'problem', 'data-testid': 'problem', role: 'alert' },
-    h('p', { class: 'problem-title', 'data-testid': 'problem-title', text: problem.title ?? 'Error' }),
+  const technical = [
     problem.detail ? h('p', { class: 'problem-detail', 'data-testid': 'problem-detail', text: problem.detail }) : null,
     lines.length ? h('ul', { class: 'problem-list' }, lines.map((line) => h('li', { text: line }))) : null,
-    extra,
-    traceLine(error?.traceId ?? problem.trace_id),
-  ));
+  ];
+  slot.append(customer
+    // In the customer's words first — what happened, to the money, what to do now — and
+    // the server's own words (the problem, its type, the trace) below, on request.
+    ? h('div', { class: 'problem', 'data-testid': 'problem', 'data-type': problem.type ?? '', role: 'alert' },
+      h('p', { class: 'problem-title', 'data-testid': 'problem-headline', text: customer.headline }),
+      h('p', { 'data-testid': 'problem-money', text: customer.money }),
+      h('p', { 'data-testid': 'problem-next', text: customer.next }),
+      extra,
+      h('details', { class: 'problem-technical', 'data-testid': 'problem-technical' },
+        h('summary', { text: 'Technical detail' }),
+        h('p', { class: 'small-text' }, h('span', { 'data-testid': 'problem-title', text: problem.title ?? 'Error' }), ` — ${problem.type ?? 'no type'}`),
+        technical,
+        traceLine(error?.traceId ?? problem.trace_id)))
+    : h('div', { class: 'problem', 'data-testid': 'problem', role: 'alert' },
+      h('p', { class: 'problem-title', 'data-testid': 'problem-title', text: problem.title ?? 'Error' }),
+      technical,
+      extra,
+      traceLine(error?.traceId ?? problem.trace_id),
+    ));
   slot.hidden = false;
   firstField?.focus();
 }

@@ -81,6 +81,33 @@ pub async fn open(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<i64> {
     .await
 }
 
+/// Puts the units of an order whose payment was declined back in its customer's cart
+/// (added to what the cart holds now), so that they can try again: one statement, which
+/// opens the cart if need be and, like every cart write, takes the cart's row lock.
+pub async fn restore(
+    conn: &mut PgConnection,
+    user_id: i64,
+    product_ids: &[i64],
+    quantities: &[i32],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "WITH cart AS ( \
+             INSERT INTO carts (user_id) VALUES ($1) \
+             ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING id) \
+         INSERT INTO cart_items (cart_id, product_id, quantity) \
+         SELECT cart.id, line.product_id, line.quantity \
+         FROM cart, UNNEST($2::bigint[], $3::int[]) AS line (product_id, quantity) \
+         ON CONFLICT (cart_id, product_id) \
+         DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity",
+    )
+    .bind(user_id)
+    .bind(product_ids)
+    .bind(quantities)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// How many of a product the cart holds already.
 pub async fn quantity_of(
     conn: &mut PgConnection,

@@ -32,6 +32,7 @@ use super::error::CheckoutError;
 use super::outcomes::{count_checkout, count_settled, settled};
 use super::step::step;
 use super::steps::{create_notification, process_payment, record_payment, reduce_inventory};
+use crate::cart;
 use crate::db::{self, Database};
 use crate::domain::{CheckoutMode, CheckoutOutcome, SettledOutcome};
 use crate::inventory::{self, Units};
@@ -200,7 +201,9 @@ impl Jobs {
         Ok(waited)
     }
 
-    /// Declined: the reserved units go back, the order fails, the customer is told.
+    /// Declined: the reserved units go back to the stock and to the customer's cart (so
+    /// that they can try again, as after a blocking checkout's decline), the order
+    /// fails, the customer is told.
     async fn fail_payment(&self, job: &Job, order: &OrderRow) -> Result<(), JobError> {
         let _admitted = self.admitted().await?;
         let mut tx = self.db.begin().await?;
@@ -353,10 +356,12 @@ async fn take_out_of_stock(tx: &mut PgConnection, units: &Units) -> Result<(), C
     reduce_inventory(tx, units).await
 }
 
-/// The declined order's reservation is given up.
+/// The declined order's reservation is given up, and its units go back in the cart.
 async fn release_inventory(tx: &mut PgConnection, order: &OrderRow) -> Result<(), CheckoutError> {
     let units = inventory::units_of_order(tx, order.id).await?;
-    Ok(inventory::release(tx, &units).await?)
+    inventory::release(tx, &units).await?;
+    let (products, quantities) = (&units.product_ids, &units.quantities);
+    Ok(cart::store::restore(tx, order.user_id, products, quantities).await?)
 }
 
 /// The e-mail, as a job of its own: an outage delays it, and nothing else.

@@ -17,6 +17,7 @@ use crate::checkout::{CheckoutError, CheckoutRequest, Placement};
 use crate::domain::IdempotencyKey;
 use crate::idempotency::{self, Claim, Kept, StoredAnswer};
 use crate::orders::store::{self, Scope};
+use crate::orders::timeline::{self, OrderTimeline};
 use crate::orders::{OrderStatus, OrderView, lifecycle};
 use crate::telemetry::http::in_request_context;
 use crate::telemetry::server_timing::{self, StepTiming};
@@ -27,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(my_orders))
         .routes(routes!(list_orders))
         .routes(routes!(get_order))
+        .routes(routes!(order_timeline))
         .routes(routes!(change_status))
         .routes(routes!(cancel_order))
 }
@@ -339,6 +341,31 @@ async fn get_order(
         .filter(|order| order.user_id == user.id || user.is_admin())
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("order {id}")))
+}
+
+/// When an order's work happened, for its owner or an admin: placed, charged,
+/// confirmed, its e-mail sent (each job's attempts), as seconds after it was placed.
+///
+/// The asynchronous checkout answers right after `placed`; the rest happens after the
+/// answer, in the outbox's workers — the page draws it on the time axis of a blocking
+/// checkout's wait. `settled` turns true once no work of the order waits.
+#[utoipa::path(
+    get, path = "/api/orders/{id}/timeline", tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Order id")),
+    responses((status = 200, description = "The order's timeline", body = OrderTimeline))
+)]
+async fn order_timeline(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> Result<Json<OrderTimeline>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let order = store::fetch(&mut conn, id)
+        .await?
+        .filter(|order| order.user_id == user.id || user.is_admin())
+        .ok_or_else(|| ApiError::not_found(format!("order {id}")))?;
+    Ok(Json(timeline::of(&mut conn, &order).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -159,7 +159,7 @@ async fn racing_buyers_in_async_mode_get_exactly_the_units_in_stock() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
+async fn a_declined_payment_fails_the_order_and_gives_the_stock_and_the_cart_back() {
     let app = spawn_app_running_jobs_by_hand(&[
         ("CHECKOUT_MODE", "async"),
         ("PAYMENT_SUCCESS_RATE", "0"),
@@ -180,6 +180,20 @@ async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
         (5, 0),
         "the reservation is released"
     );
+    // The cart the checkout emptied holds the units again, so the customer can retry.
+    let cart = expect_json(app.get("/api/cart", Some(&alice)).await, StatusCode::OK).await;
+    let lines: Vec<(i64, i64)> = cart["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                i["product_id"].as_i64().unwrap_or(0),
+                i["quantity"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(lines, [(kettle, 2)], "{cart}");
     let notifications = expect_json(
         app.get("/api/notifications", Some(&alice)).await,
         StatusCode::OK,
@@ -396,4 +410,84 @@ async fn sixty_four_charges_wait_on_the_gateway_at_once_and_each_is_charged_once
         "{charges_per_order:?}"
     );
     app.assert_ledger(Ledger::paid(ORDERS as i64)).await;
+}
+
+/// An order's timeline: the asynchronous one answers at once and the payment and the
+/// e-mail follow, each at its second after the order was placed, with the attempts its
+/// job took; `settled` once nothing waits. The blocking one is placed and confirmed (its
+/// payment and e-mail are inside the request). Nobody else's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_orders_timeline_shows_the_work_after_the_answer() {
+    let app = spawn_process(&[("PAYMENT_DELAY_MS", "300"), ("EMAIL_DELAY_MS", "300")]).await;
+    let admin = app.admin_token().await;
+    let (alice, kettle) = app.alice_with_kettles(1).await;
+    let blocking = expect_json(app.checkout(&alice).await, StatusCode::CREATED).await;
+
+    app.set_checkout_mode(&admin, "async").await;
+    expect_json(
+        app.add_to_cart(&alice, kettle, 1).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let (location, _) = accepted(app.checkout(&alice).await).await;
+    let timeline = eventually(Duration::from_secs(20), "a settled timeline", || async {
+        let timeline = expect_json(
+            app.get(&format!("{location}/timeline"), Some(&alice)).await,
+            StatusCode::OK,
+        )
+        .await;
+        (timeline["settled"] == true).then_some(timeline)
+    })
+    .await;
+    let events: Vec<(String, f64, Value)> = timeline["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or_default().to_string(),
+                e["seconds"].as_f64().unwrap_or(-1.0),
+                e["attempts"].clone(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(name, _, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["placed", "charged", "confirmed", "email_sent"],
+        "{events:?}"
+    );
+    let second = |name: &str| events.iter().find(|e| e.0 == name).map(|e| e.1);
+    assert_eq!(second("placed"), Some(0.0));
+    assert!(
+        second("charged") >= Some(0.3),
+        "the gateway's 300 ms: {events:?}"
+    );
+    assert!(
+        second("email_sent") >= Some(second("confirmed").unwrap_or_default() + 0.3),
+        "the mail server's 300 ms after the confirmation: {events:?}"
+    );
+    assert_eq!(events[1].2, json!(1), "charged at the first attempt");
+
+    let blocking_timeline = expect_json(
+        app.get(
+            &format!("/api/orders/{}/timeline", blocking["id"]),
+            Some(&alice),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let blocking_events: Vec<&str> = blocking_timeline["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert_eq!(blocking_events, ["placed", "confirmed"]);
+    assert_eq!(blocking_timeline["settled"], true);
+
+    let bob = app.customer("bob@example.com").await;
+    let foreign = app.get(&format!("{location}/timeline"), Some(&bob)).await;
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
 }

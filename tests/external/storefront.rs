@@ -352,6 +352,12 @@ async fn a_customer_feels_the_blocking_checkout_then_the_cure_and_the_trace_star
              return !waiting.hidden && s >= 0.3 ? t.textContent : false;",
         )
         .await;
+    // The checkout button is disabled while the customer waits: the focus is on the one
+    // thing they can do, not lost to the page's body.
+    assert_eq!(
+        browser.eval("return document.activeElement.id;").await,
+        json!("stop-waiting")
+    );
     browser.screenshot("04-waiting").await;
     let confirmation = browser
         .until(
@@ -469,6 +475,43 @@ async fn a_customer_feels_the_blocking_checkout_then_the_cure_and_the_trace_star
     browser.idle().await;
     browser.in_view("order-confirmation").await;
     browser.screenshot("07-async-confirmed").await;
+
+    // The work after the answer, followed to the e-mail, on the blocking wait's axis:
+    // the answer first, then the payment (1.5 s) and the e-mail after it — both marked
+    // "after your answer" — and the last blocking checkout as the reference row.
+    let lane = browser
+        .until(
+            "the order's timeline to its e-mail",
+            "const t = document.querySelector('[data-testid=timeline][data-settled=true]');
+             if (!t) return false;
+             const row = (id) => [...t.querySelectorAll(`[data-testid=${id}]`)]
+               .map(r => [r.querySelector('.wf-step').textContent, Number(r.dataset.ms),
+                          r.classList.contains('after')]);
+             return [row('timeline-reference'), row('timeline-answer'), row('timeline-event')];",
+        )
+        .await;
+    type Lane = Vec<(String, f64, bool)>;
+    let (reference, answer, events): (Lane, Lane, Lane) =
+        serde_json::from_value(lane).expect("the lane");
+    assert_eq!(
+        reference.len(),
+        1,
+        "the last blocking checkout: {reference:?}"
+    );
+    let answered = answer.first().map(|a| a.1).expect("the answer's row");
+    let at = |name: &str| events.iter().find(|e| e.0 == name).cloned();
+    let charged = at("charged").expect("charged");
+    let sent = at("email sent").expect("email sent");
+    assert!(
+        charged.1 >= 1500.0 && charged.2,
+        "{charged:?} after {answered} ms"
+    );
+    assert!(sent.1 > charged.1 && sent.2, "{sent:?}");
+    assert!(answered < charged.1, "the answer before the payment");
+    browser
+        .eval("document.querySelector('[data-testid=timeline]').scrollIntoView({ block: 'center' }); return true;")
+        .await;
+    browser.screenshot("07b-async-timeline").await;
     let modes = browser
         .eval(
             "return [...document.querySelectorAll('[data-testid=history-row]')]
@@ -628,9 +671,24 @@ async fn the_answer_shows_each_attempt_of_a_retried_payment_and_a_queued_email()
     browser
         .eval("document.getElementById('checkout-result').scrollIntoView(); return true;")
         .await;
+    let words = browser
+        .eval(
+            "const p = document.querySelector('#checkout-problem [data-testid=problem]');
+             return [p.querySelector('[data-testid=problem-headline]').textContent,
+                     p.querySelector('[data-testid=problem-technical] [data-testid=problem-title]').textContent];",
+        )
+        .await;
+    assert_eq!(
+        words,
+        json!([
+            "The shop could not finish your checkout just now",
+            "Service Unavailable"
+        ])
+    );
     browser.screenshot("12-retried-attempts").await;
 
-    // The gateway is back, the mail server down, its fallback on: confirmed, and queued.
+    // The gateway is back, the mail server down, no fallback: the customer is told, in
+    // their words and with the currency, that the money was taken and no order made.
     admin_put(
         &app,
         "/api/admin/faults",
@@ -640,7 +698,34 @@ async fn the_answer_shows_each_attempt_of_a_retried_payment_and_a_queued_email()
     admin_put(
         &app,
         "/api/admin/resilience",
-        json!({"payment": {"retries": 0}, "email": {"fallback": true}}),
+        json!({"payment": {"retries": 0}}),
+    )
+    .await;
+    browser.click("checkout-button").await;
+    let told = browser
+        .until(
+            "the mail outage told to the customer",
+            "const p = document.querySelector('#checkout-problem [data-testid=problem][data-type$=email-failed]');
+             return p && [p.querySelector('[data-testid=problem-headline]').textContent,
+                          p.querySelector('[data-testid=problem-money]').textContent];",
+        )
+        .await;
+    let told: (String, String) = serde_json::from_value(told).expect("words");
+    assert_eq!(told.0, "Your order could not be completed");
+    assert!(
+        told.1.starts_with("Your payment of $") && told.1.contains("was taken"),
+        "{told:?}"
+    );
+    browser
+        .eval("document.getElementById('checkout-problem').scrollIntoView({ block: 'center' }); return true;")
+        .await;
+    browser.screenshot("12b-mail-outage-told").await;
+
+    // Its fallback on: confirmed, and the e-mail queued.
+    admin_put(
+        &app,
+        "/api/admin/resilience",
+        json!({"email": {"fallback": true}}),
     )
     .await;
     browser.click("checkout-button").await;
@@ -692,12 +777,39 @@ async fn the_answer_shows_each_attempt_of_a_retried_payment_and_a_queued_email()
     );
     browser.screenshot("14-lab-read-only").await;
 
-    // Only the browser's own line about the refused request (503), nothing of the page.
+    // Asynchronous, and the card declined: a failure in the answer, and the items back
+    // in the cart to try again.
+    admin_put(&app, "/api/admin/checkout-mode", json!({"mode": "async"})).await;
+    admin_put(
+        &app,
+        "/api/admin/faults",
+        json!({"email_outage": false, "payment_success_rate": 0.0}),
+    )
+    .await;
+    add_to_cart(&browser, product).await;
+    see_the_cart_line(&browser).await;
+    browser.click("checkout-button").await;
+    browser
+        .until(
+            "the declined order, failed, its items back in the cart",
+            "const c = document.querySelector('[data-testid=order-confirmation]');
+             return c && c.dataset.status === 'payment_failed' && c.classList.contains('failed')
+               && document.querySelectorAll('[data-testid=cart-line]').length > 0;",
+        )
+        .await;
+    browser.in_view("order-confirmation").await;
+    browser.screenshot("15-async-declined-cart-kept").await;
+
+    // Only the browser's own lines about the refused requests (503, 502), nothing of
+    // the page.
     let problems: Vec<String> = browser
         .console_problems()
         .await
         .into_iter()
-        .filter(|message| !message.contains("the server responded with a status of 503"))
+        .filter(|message| {
+            !message.contains("the server responded with a status of 503")
+                && !message.contains("the server responded with a status of 502")
+        })
         .collect();
     assert!(problems.is_empty(), "the console: {problems:#?}");
     let _ = browser.client.close().await;
