@@ -18,6 +18,7 @@ use crate::checkout::Checkout;
 use crate::checkout::workers::Workers;
 use crate::config::Settings;
 use crate::db::{self, Database};
+use crate::http::tool_links::ToolLinks;
 use crate::http::{self, AppState, Services};
 use crate::live_settings::{self, LiveSettings};
 use crate::mailer::Mailer;
@@ -126,6 +127,7 @@ impl Application {
             draining: draining.clone(),
             metrics,
             storefront: Arc::new(settings.storefront.clone()),
+            tool_links: ToolLinks::watch(settings.storefront.tools.clone(), stopping.clone()),
         });
         tokio::spawn(housekeeping(db, login_throttle));
         let router = http::router(state, settings.http.body_limit_bytes);

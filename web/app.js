@@ -55,10 +55,17 @@ function applyConfig(config) {
   state.config = config;
   configureExport(config.browser_traces_url);
   setMode(config.checkout_mode);
-  // The static links point at the compose stack's defaults; the config knows better.
-  byId('jaeger-about').href = config.jaeger_url;
-  byId('grafana-about').href = `${config.grafana_url}/d/checkout-anatomy`;
-  byId('grafana-compare-about').href = `${config.grafana_url}/d/blocking-vs-async`;
+  // A link for each tool that answered the service lately, and none to one that did not.
+  const tools = config.tools ?? {};
+  const link = (id, url) => {
+    byId(id).parentElement.hidden = !url;
+    if (url) byId(id).href = url;
+  };
+  link('jaeger-about', tools.jaeger);
+  link('grafana-about', tools.grafana && `${tools.grafana}/d/checkout-anatomy`);
+  link('grafana-compare-about', tools.grafana && `${tools.grafana}/d/blocking-vs-async`);
+  link('prometheus-about', tools.prometheus && `${tools.prometheus}/alerts`);
+  link('mail-about', tools.mail);
   describeExport(exportStatus());
 }
 

@@ -218,7 +218,7 @@ function showResult({ order, mode, waitedMs, timings, traceId, replayed, accepte
     h('h2', { id: 'result-title', class: 'result-title' },
       h('span', {}, 'Order #', h('span', { 'data-testid': 'order-number', text: order.id })), refs.status),
     h('div', { class: 'figures' },
-      figure(replayed ? 'This answer took' : 'You waited', h('span', { 'data-testid': 'time-waited', text: blocking ? formatSeconds(waitedMs) : formatDuration(waitedMs) }), 'main'),
+      figure(replayed ? 'This answer took (your browser’s clock)' : 'You waited (your browser’s clock)', h('span', { 'data-testid': 'time-waited', text: blocking ? formatSeconds(waitedMs) : formatDuration(waitedMs) }), 'main'),
       blocking ? null : figure('Confirmed after', refs.toConfirmed, 'second'),
       figure('Total', h('span', { 'data-testid': 'order-total', text: formatMoney(order.total) })),
       blocking ? splitFigures(timings) : null),
@@ -332,13 +332,14 @@ function figure(label, value, kind = '') {
 }
 
 function traceLinks(traceId, dashboard) {
-  const jaeger = state.config?.jaeger_url ?? 'http://localhost:16686';
-  const grafana = state.config?.grafana_url ?? 'http://localhost:3000';
+  // Links only to the tools that answered the service lately.
+  const jaeger = state.config?.tools?.jaeger;
+  const grafana = state.config?.tools?.grafana;
   return h('div', { class: 'trace-links' },
-    h('p', { class: 'muted small-text' }, 'Trace ', h('code', { class: 'trace-id', text: traceId ?? 'unknown' })),
+    h('p', { class: 'muted small-text' }, 'Trace ', h('code', { class: 'trace-id', 'data-testid': 'trace-id', text: traceId ?? 'unknown' })),
     h('p', { class: 'link-row' },
-      traceId ? h('a', { class: 'button ghost small', 'data-testid': 'trace-link', href: `${jaeger}/trace/${traceId}`, target: '_blank', rel: 'noopener', text: 'Open this checkout in Jaeger' }) : null,
-      h('a', { class: 'button ghost small', 'data-testid': 'grafana-link', href: `${grafana}/d/${dashboard}`, target: '_blank', rel: 'noopener', text: dashboard === 'checkout-anatomy' ? 'Checkout anatomy in Grafana' : 'Blocking vs async in Grafana' })));
+      traceId && jaeger ? h('a', { class: 'button ghost small', 'data-testid': 'trace-link', href: `${jaeger}/trace/${traceId}`, target: '_blank', rel: 'noopener', text: 'Open this checkout in Jaeger' }) : null,
+      grafana ? h('a', { class: 'button ghost small', 'data-testid': 'grafana-link', href: `${grafana}/d/${dashboard}`, target: '_blank', rel: 'noopener', text: dashboard === 'checkout-anatomy' ? 'Checkout anatomy in Grafana' : 'Blocking vs async in Grafana' }) : null));
 }
 
 // ---------------------------------------------------------------------------------
@@ -417,7 +418,7 @@ function failed(error, attempt, waitedMs) {
         h('p', { class: 'result-kicker', text: 'Failed checkout' }),
         h('h2', { class: 'result-title', text: inCustomerWords(error)?.headline ?? error.problem?.title ?? 'Checkout failed' }),
         h('div', { class: 'figures' },
-          figure('You waited', h('span', { 'data-testid': 'time-waited', text: formatSeconds(waitedMs) }), 'main'),
+          figure('You waited (your browser’s clock)', h('span', { 'data-testid': 'time-waited', text: formatSeconds(waitedMs) }), 'main'),
           splitFigures(timings)),
         rungsNote(timings) ? h('p', { class: 'rungs-note', 'data-testid': 'rungs-note', text: rungsNote(timings) }) : null,
         traceLinks(error.traceId, 'checkout-anatomy')),

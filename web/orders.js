@@ -114,7 +114,7 @@ export function statusText(status) {
 function durationText(order, mode) {
   const ms = order.processing_time_ms;
   if (ms === null || ms === undefined) return order.status === 'pending' ? 'confirming…' : '';
-  const how = mode === 'blocking' ? ' (blocking: you waited for all of it)' : mode === 'async' ? ' (async: after the 202)' : '';
+  const how = mode === 'blocking' ? ' by the shop’s clock (blocking: you waited for all of it)' : mode === 'async' ? ' by the shop’s clock (async: after the 202)' : ' by the shop’s clock';
   return [h('span', { class: 'muted', text: 'confirmed after ' }), h('strong', { text: formatDuration(ms) }), h('span', { class: 'muted', text: how })];
 }
 

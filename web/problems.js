@@ -86,7 +86,7 @@ export function markField(input, message) {
 
 function traceLine(traceId) {
   if (!traceId) return null;
-  const jaeger = state.config?.jaeger_url;
+  const jaeger = state.config?.tools?.jaeger; // only a Jaeger that answered lately
   return h('p', { class: 'problem-trace' },
     'Trace ', h('code', { text: traceId.slice(0, 12) + '…', title: traceId }),
     jaeger ? [' · ', h('a', { href: `${jaeger}/trace/${traceId}`, target: '_blank', rel: 'noopener', text: 'see it in Jaeger' })] : null,

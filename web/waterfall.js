@@ -163,7 +163,7 @@ export function waterfall(entries, { waitedMs = null, mode = 'blocking' } = {}) 
 
   const caption = waitedMs === null
     ? `The steps of this request, ${formatDuration(sum)} in all, on one time axis`
-    : `Where the time went: ${formatDuration(sum)} of steps in the ${formatDuration(waitedMs)} you waited (the rest is the network and the HTTP layer)`;
+    : `Where the time went: ${formatDuration(sum)} of steps, by the shop's clock, in the ${formatDuration(waitedMs)} you waited by your browser's (the rest is the network and the HTTP layer)`;
 
   return h('figure', { class: 'waterfall', 'data-testid': 'waterfall', vars: { '--tick': pct(step / axis) } },
     h('figcaption', { text: caption }),

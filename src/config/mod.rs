@@ -21,7 +21,7 @@ pub use self::database::{DEFAULT_DATABASE_URL, DatabaseSettings};
 use self::reader::Reader;
 pub use self::reader::{ConfigError, ProcessEnv, Source};
 pub use self::storefront::{
-    DEMO_CUSTOMER_EMAIL, DEMO_CUSTOMER_PASSWORD, DemoCustomer, StorefrontSettings,
+    DEMO_CUSTOMER_EMAIL, DEMO_CUSTOMER_PASSWORD, DemoCustomer, StorefrontSettings, ToolLink,
 };
 pub use self::telemetry::{
     DEFAULT_LOG_FILTER, DEFAULT_LOG_FORMAT_CLI, LogFormat, OtlpCompression, OtlpProtocol,

@@ -11,6 +11,9 @@ use crate::domain::{Email, Password};
 pub struct StorefrontSettings {
     pub jaeger_url: String,
     pub grafana_url: String,
+    /// The tools the page links to, and where the service asks whether each is there:
+    /// the page shows a link only to one that answered lately.
+    pub tools: Vec<ToolLink>,
     /// OTLP/HTTP traces endpoint for the browser's spans; `None`: the page exports
     /// nothing (it still propagates `traceparent`).
     pub browser_traces_url: Option<String>,
@@ -22,6 +25,17 @@ pub struct StorefrontSettings {
     /// Who may change them otherwise: the admin account, if one is configured (its
     /// e-mail is shown in the page's Lab panel).
     pub lab_keeper: Option<Email>,
+}
+
+/// An observability tool the page links to: where a browser opens it (`url`), and where
+/// the service checks that it answers (`check_url`: the same, unless set — in the
+/// compose stack the browser reaches `localhost`, the service the tool's own name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolLink {
+    /// `jaeger`, `grafana`, `prometheus` or `mail`.
+    pub name: &'static str,
+    pub url: String,
+    pub check_url: String,
 }
 
 /// The customer `seed` creates for the storefront's one-click sign-in. Its password is
@@ -36,9 +50,27 @@ pub(super) fn read(r: &mut Reader) -> StorefrontSettings {
     let browser_traces_url = r
         .raw("STOREFRONT_OTLP_TRACES_URL")
         .map(|_| r.url("STOREFRONT_OTLP_TRACES_URL", ""));
+    let tools: Vec<ToolLink> = [
+        ("jaeger", "JAEGER", "http://localhost:16686"),
+        ("grafana", "GRAFANA", "http://localhost:3000"),
+        ("prometheus", "PROMETHEUS", "http://localhost:9090"),
+        ("mail", "MAIL", "http://localhost:8025"),
+    ]
+    .into_iter()
+    .map(|(name, variable, default)| {
+        let url = r.url(&format!("STOREFRONT_{variable}_URL"), default);
+        let check_url = r.url(&format!("STOREFRONT_{variable}_CHECK_URL"), &url);
+        ToolLink {
+            name,
+            url,
+            check_url,
+        }
+    })
+    .collect();
     StorefrontSettings {
-        jaeger_url: r.url("STOREFRONT_JAEGER_URL", "http://localhost:16686"),
-        grafana_url: r.url("STOREFRONT_GRAFANA_URL", "http://localhost:3000"),
+        jaeger_url: tools[0].url.clone(),
+        grafana_url: tools[1].url.clone(),
+        tools,
         browser_traces_url,
         demo_customer: read_demo_customer(r),
         open_lab: r.optional_bool("STOREFRONT_OPEN_LAB").unwrap_or(false),

@@ -15,6 +15,7 @@ pub mod products;
 pub mod reviews;
 mod state;
 pub mod storefront;
+pub mod tool_links;
 
 use std::any::Any;
 

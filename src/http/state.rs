@@ -6,6 +6,7 @@ use axum::extract::FromRef;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::tool_links::ToolLinks;
 use crate::auth::{JwtKeys, LoginThrottle};
 use crate::checkout::Checkout;
 use crate::config::StorefrontSettings;
@@ -52,6 +53,8 @@ pub struct Services {
     pub metrics: Option<Exposition>,
     /// What the shop page at `/` is told (links, browser trace export, demo customer).
     pub storefront: Arc<StorefrontSettings>,
+    /// Which of the page's tool links answered lately.
+    pub tool_links: ToolLinks,
 }
 
 impl FromRef<AppState> for Arc<JwtKeys> {

@@ -43,6 +43,10 @@ pub struct StorefrontConfig {
     /// Grafana's UI, for the dashboards.
     #[schema(example = "http://localhost:3000")]
     pub grafana_url: String,
+    /// The tools the page may link to, by name (`jaeger`, `grafana`, `prometheus`,
+    /// `mail`): only those that answered the service lately, so that no link is dead.
+    #[schema(example = json!({"jaeger": "http://localhost:16686", "grafana": "http://localhost:3000"}))]
+    pub tools: std::collections::BTreeMap<String, String>,
     /// Where the page exports its own spans (OTLP/HTTP JSON); absent: it exports none.
     #[schema(example = "http://localhost:4318/v1/traces")]
     pub browser_traces_url: Option<String>,
@@ -70,6 +74,12 @@ async fn config(State(state): State<AppState>) -> Json<StorefrontConfig> {
         checkout_mode: state.live.checkout_mode(),
         jaeger_url: settings.jaeger_url.clone(),
         grafana_url: settings.grafana_url.clone(),
+        tools: state
+            .tool_links
+            .answering()
+            .into_iter()
+            .map(|(name, url)| (name.to_string(), url))
+            .collect(),
         browser_traces_url: settings.browser_traces_url.clone(),
         demo_customer: DemoCustomerView {
             email: settings.demo_customer.email.as_str().to_string(),

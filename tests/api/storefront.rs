@@ -3,13 +3,14 @@
 //! `traceresponse`, and the customer's own cancel. The page itself is driven in a real
 //! browser in `tests/external/storefront.rs`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    CHECKOUT_STEPS, Ledger, expect_json, expect_problem, spawn_app, spawn_app_with,
+    CHECKOUT_STEPS, Ledger, black_hole, closed_port, eventually, expect_json, expect_problem,
+    spawn_app, spawn_app_with,
 };
 
 /// `(name, milliseconds)` of each `Server-Timing` entry.
@@ -272,4 +273,33 @@ async fn the_page_asks_for_every_module_at_once_and_gets_them_gzipped() {
             assert!(size * 2 < plain.len(), "{size} of {} bytes", plain.len());
         }
     }
+}
+
+/// The page links only to the tools that answer the service: one that does (another
+/// app stands in for Jaeger, checked at its own address while the browser is sent to
+/// the public one), one whose port is closed, one that accepts and never answers.
+#[tokio::test]
+async fn the_page_links_only_to_the_tools_that_answer() {
+    let jaeger = spawn_app().await;
+    let grafana = format!("http://127.0.0.1:{}", closed_port().await);
+    let prometheus = format!("http://127.0.0.1:{}", black_hole().await);
+    let app = spawn_app_with(&[
+        ("STOREFRONT_JAEGER_URL", "http://localhost:16686"),
+        ("STOREFRONT_JAEGER_CHECK_URL", jaeger.address.as_str()),
+        ("STOREFRONT_GRAFANA_URL", grafana.as_str()),
+        ("STOREFRONT_PROMETHEUS_URL", prometheus.as_str()),
+        ("STOREFRONT_MAIL_URL", grafana.as_str()),
+    ])
+    .await;
+    let tools = eventually(Duration::from_secs(10), "the first check", || async {
+        let config = expect_json(
+            app.get("/api/storefront/config", None).await,
+            StatusCode::OK,
+        )
+        .await;
+        let tools = config["tools"].clone();
+        (tools.as_object().is_some_and(|t| !t.is_empty())).then_some(tools)
+    })
+    .await;
+    assert_eq!(tools, json!({"jaeger": "http://localhost:16686"}));
 }

@@ -395,15 +395,20 @@ async fn a_customer_feels_the_blocking_checkout_then_the_cure_and_the_trace_star
         by_length[..2].iter().all(|(_, _, remote)| *remote),
         "marked as remote calls"
     );
-    let trace_link = browser
-        .eval("return document.querySelector('[data-testid=trace-link]').href;")
-        .await;
-    let trace_id = trace_link
+    let trace_id = browser
+        .eval("return document.querySelector('[data-testid=order-confirmation] [data-testid=trace-id]').textContent;")
+        .await
         .as_str()
-        .and_then(|href| href.rsplit('/').next())
-        .expect("a trace link")
+        .expect("the trace id")
         .to_string();
-    assert_eq!(trace_id.len(), 32, "{trace_link}");
+    assert_eq!(trace_id.len(), 32, "{trace_id}");
+    // No Jaeger or Grafana answers here: the page offers no link to them.
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('[data-testid=trace-link], [data-testid=grafana-link], li:not([hidden]) > #jaeger-about').length;")
+            .await,
+        json!(0)
+    );
 
     // The trace began in the browser: the server's span is the child of the page's.
     let spans = receiver
