@@ -256,12 +256,15 @@ impl Rungs {
     ) -> Result<T, Refusal> {
         let dependency = self.dependency.as_str();
         lock(&self.budget).earn(policy);
-        let mut backoffs = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(policy.retry_backoff_ms))
-            .with_max_delay(Duration::from_secs(60))
-            .with_max_times(policy.retries as usize)
-            .with_jitter()
-            .build();
+        // The waits before the retries; none built for a call without retries.
+        let mut backoffs = (policy.retries > 0).then(|| {
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(policy.retry_backoff_ms))
+                .with_max_delay(Duration::from_secs(60))
+                .with_max_times(policy.retries as usize)
+                .with_jitter()
+                .build()
+        });
         let (mut number, mut waited) = (1_u32, Duration::ZERO);
         loop {
             let answer = if policy.retries == 0 {
@@ -271,8 +274,8 @@ impl Rungs {
                     .await
             };
             let retry = match &answer {
-                Ok(value) if failed(value) => backoffs.next(),
-                Err(Refusal::GaveUp { .. }) => backoffs.next(),
+                Ok(value) if failed(value) => backoffs.as_mut().and_then(Iterator::next),
+                Err(Refusal::GaveUp { .. }) => backoffs.as_mut().and_then(Iterator::next),
                 _ => None,
             };
             let exhausted = retry.is_some() && !lock(&self.budget).spend(policy);

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    Ledger, TestApp, eventually, expect_json, expect_problem, sample, spawn_process,
+    Ledger, TestApp, eventually, expect_json, expect_problem, sample, server_timing, spawn_process,
 };
 
 /// The test environment's `SMTP_TIMEOUT_MS`: a hung mail server is given up this late
@@ -359,20 +359,9 @@ async fn the_gateways_breaker_refuses_at_once_what_its_timeout_gave_up() {
 
 /// The `Server-Timing` entries of a response: name, and description if any.
 fn timed_entries(response: &reqwest::Response) -> Vec<(String, Option<String>)> {
-    let header = response
-        .headers()
-        .get("server-timing")
-        .and_then(|v| v.to_str().ok())
-        .expect("a Server-Timing header");
-    header
-        .split(", ")
-        .map(|entry| {
-            let name = entry.split(';').next().unwrap_or_default().to_string();
-            let description = entry
-                .split_once(";desc=\"")
-                .map(|(_, rest)| rest.trim_end_matches('"').to_string());
-            (name, description)
-        })
+    server_timing(response)
+        .into_iter()
+        .map(|entry| (entry.name, entry.description))
         .collect()
 }
 

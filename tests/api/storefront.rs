@@ -9,23 +9,15 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    CHECKOUT_STEPS, Ledger, black_hole, closed_port, eventually, expect_json, expect_problem,
+    self, CHECKOUT_STEPS, Ledger, black_hole, closed_port, eventually, expect_json, expect_problem,
     spawn_app, spawn_app_with,
 };
 
 /// `(name, milliseconds)` of each `Server-Timing` entry.
 fn server_timing(response: &reqwest::Response) -> Vec<(String, f64)> {
-    let header = response
-        .headers()
-        .get("server-timing")
-        .and_then(|v| v.to_str().ok())
-        .expect("a Server-Timing header");
-    header
-        .split(',')
-        .map(|entry| {
-            let (name, duration) = entry.trim().split_once(";dur=").expect("name;dur=ms");
-            (name.to_string(), duration.parse().expect("milliseconds"))
-        })
+    helpers::server_timing(response)
+        .into_iter()
+        .map(|entry| (entry.name, entry.duration))
         .collect()
 }
 

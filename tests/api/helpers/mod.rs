@@ -49,6 +49,56 @@ pub const ADMIN_PASSWORD: &str = "admin password for tests";
 pub const JWT_SECRET: &str = "a-test-secret-that-is-long-enough-0123456789";
 pub const PASSWORD: &str = "customer password";
 
+/// One entry of a response's `Server-Timing` header (W3C Server Timing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedEntry {
+    pub name: String,
+    /// Milliseconds.
+    pub duration: f64,
+    pub description: Option<String>,
+}
+
+/// The `Server-Timing` entries of a response, in order: `name;dur=ms[;desc="…"]`,
+/// separated by commas outside the quoted descriptions.
+pub fn server_timing(response: &reqwest::Response) -> Vec<TimedEntry> {
+    let header = response
+        .headers()
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .expect("a Server-Timing header");
+    let mut entries = Vec::new();
+    let (mut current, mut quoted) = (String::new(), false);
+    for c in header.chars().chain(std::iter::once(',')) {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                entries.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    entries
+        .iter()
+        .map(|entry| {
+            // The description last, quoted: it may hold a `;` of its own.
+            let (head, description) = match entry.trim().split_once(";desc=\"") {
+                Some((head, text)) => (head, Some(text.trim_end_matches('"').to_string())),
+                None => (entry.trim(), None),
+            };
+            let (name, duration) = head.split_once(";dur=").expect("name;dur=ms");
+            let name = name.to_string();
+            let duration = duration.parse().expect("milliseconds");
+            TimedEntry {
+                name,
+                duration,
+                description,
+            }
+        })
+        .collect()
+}
+
 /// Asks `check` until it answers `Some` (returned) or `within` has passed (the test
 /// fails, saying `what` did not happen). Asks often at first, then every 200 ms: most
 /// conditions hold within milliseconds, and a slow one is not flooded with queries.
