@@ -769,7 +769,14 @@ async fn every_dashboard_query_returns_data_and_every_alert_fires_when_provoked(
         buy(&customers[4], kettle).await.1,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    set_faults(&app, &admin, json!({"payment_flap_rate": 0.0})).await;
+    // The card is always accepted again: a decline (402) would stop the next checkout
+    // before the mail server it is meant to reach.
+    set_faults(
+        &app,
+        &admin,
+        json!({"payment_flap_rate": 0.0, "payment_success_rate": 1.0}),
+    )
+    .await;
     // The mail server's breaker opens on the next failure (its annotation).
     let breaker = json!({"email": {"breaker_failures": 1}});
     let answer = app
