@@ -25,7 +25,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::db::Database;
-use crate::domain::{Customer, JobKind, PaymentMethod};
+use crate::domain::{Customer, JobKind, LineItem, PaymentMethod};
 
 /// The channel that tells workers a job is waiting.
 pub const CHANNEL: &str = "outbox_jobs";
@@ -50,13 +50,21 @@ pub struct ChargeOrder {
     /// if there is one), whichever checkout mode that attempt ran in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The order's lines, for the confirmation e-mail (no statement to read them
+    /// again); empty in jobs enqueued before they were carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<LineItem>,
 }
 
-/// The payload of a `send_confirmation` job: whom to write to.
+/// The payload of a `send_confirmation` job: whom to write to, and what they bought.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendConfirmation {
     #[serde(flatten)]
     pub customer: Customer,
+    /// The order's lines; empty in jobs enqueued before they were carried (the job
+    /// then reads them from the order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<LineItem>,
 }
 
 /// The payload of a `send_cancellation` job: whom to write to, and what was refunded.
@@ -87,7 +95,7 @@ impl Task {
     }
 
     /// The `payload` column.
-    fn payload(&self) -> Result<Value, serde_json::Error> {
+    pub fn payload(&self) -> Result<Value, serde_json::Error> {
         match self {
             Self::ChargeOrder(charge) => serde_json::to_value(charge),
             Self::SendConfirmation(confirmation) => serde_json::to_value(confirmation),
@@ -114,8 +122,26 @@ pub struct Job {
     pub traceparent: Option<String>,
     /// Including this one.
     pub attempts: i32,
+    /// Attempts ever made, this one included — also those before the job was put back
+    /// from the dead letters (which starts `attempts` again).
+    pub tries: i32,
     pub lease_token: uuid::Uuid,
     pub created_at: DateTime<Utc>,
+    /// The job's order as the claim read it: no statement more to look it up.
+    #[sqlx(flatten)]
+    pub order: OrderAtClaim,
+}
+
+/// The columns of a job's order, read by the claim's own statement.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderAtClaim {
+    pub order_user_id: i64,
+    pub order_status: String,
+    pub order_total: Decimal,
+    pub order_shipping_address: String,
+    pub order_processing_time_ms: Option<i32>,
+    pub order_created_at: DateTime<Utc>,
+    pub order_updated_at: DateTime<Utc>,
 }
 
 impl Job {
@@ -152,7 +178,8 @@ pub async fn enqueue(
 }
 
 /// Takes up to `at_most` of the oldest jobs that are due, not held by a live lease and
-/// not out of attempts, each for `lease` with a token of its own.
+/// not out of attempts, each for `lease` with a token of its own, and with its order
+/// as it is now (one statement).
 ///
 /// A claimed job is due again when another worker may take it over (`run_after` moves
 /// with the lease, to [`takeover_after`] it): the scan of the ready index then ends at
@@ -167,16 +194,22 @@ pub async fn claim(
 ) -> sqlx::Result<Vec<Job>> {
     let mut conn = db.acquire().await?;
     sqlx::query_as(
-        "UPDATE outbox_jobs \
-         SET attempts = attempts + 1, lease_token = gen_random_uuid(), \
-             locked_until = now() + make_interval(secs => $2), \
+        "UPDATE outbox_jobs j \
+         SET attempts = j.attempts + 1, attempted_at = j.attempted_at || now(), \
+             lease_token = gen_random_uuid(), locked_until = now() + make_interval(secs => $2), \
              run_after = now() + make_interval(secs => $4) \
-         WHERE id IN ( \
+         FROM orders o \
+         WHERE o.id = j.order_id AND j.id IN ( \
              SELECT id FROM outbox_jobs \
              WHERE status = 'pending' AND run_after <= now() \
                AND (locked_until IS NULL OR locked_until < now()) AND attempts < $3 \
              ORDER BY run_after, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, kind, order_id, payload, traceparent, attempts, lease_token, created_at",
+         RETURNING j.id, j.kind, j.order_id, j.payload, j.traceparent, j.attempts, \
+                   cardinality(j.attempted_at) AS tries, j.lease_token, j.created_at, o.user_id AS order_user_id, \
+                   o.status AS order_status, o.total AS order_total, \
+                   o.shipping_address AS order_shipping_address, \
+                   o.processing_time_ms AS order_processing_time_ms, \
+                   o.created_at AS order_created_at, o.updated_at AS order_updated_at",
     )
     .bind(i64::try_from(at_most).unwrap_or(i64::MAX))
     .bind(lease.as_secs_f64())
@@ -359,13 +392,16 @@ pub struct JobOfOrder {
     /// `pending`, `done`, `skipped` or `dead`.
     pub status: String,
     pub attempts: i32,
+    /// When each attempt began, the first first (put back from the dead letters, a job
+    /// starts counting its attempts again but keeps these).
+    pub attempted_at: Vec<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// The jobs an order caused, oldest first (finished ones until `purge_done` removes them).
 pub async fn jobs_of(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Vec<JobOfOrder>> {
     sqlx::query_as(
-        "SELECT kind, status, attempts, finished_at FROM outbox_jobs \
+        "SELECT kind, status, attempts, attempted_at, finished_at FROM outbox_jobs \
          WHERE order_id = $1 ORDER BY id",
     )
     .bind(order_id)
@@ -426,6 +462,7 @@ mod tests {
             payment_method: PaymentMethod::Paypal,
             customer: customer.clone(),
             idempotency_key: None,
+            items: Vec::new(),
         });
         let payload = charge.payload().unwrap();
         assert_eq!(
@@ -437,14 +474,17 @@ mod tests {
             payment_method: PaymentMethod::Paypal,
             customer: customer.clone(),
             idempotency_key: Some("k-1".into()),
+            items: Vec::new(),
         });
         let payload = keyed.payload().unwrap();
         assert_eq!(payload["idempotency_key"], "k-1");
         assert_eq!(Task::decode(JobKind::ChargeOrder, payload).unwrap(), keyed);
         let confirmation = Task::SendConfirmation(SendConfirmation {
             customer: customer.clone(),
+            items: vec![LineItem::new(7, "Kettle".into(), Decimal::new(1999, 2), 2)],
         });
         let payload = confirmation.payload().unwrap();
+        assert_eq!(payload["items"][0]["unit_price"], "19.99", "money as text");
         assert_eq!(
             Task::decode(JobKind::SendConfirmation, payload).unwrap(),
             confirmation

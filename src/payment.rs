@@ -35,6 +35,10 @@ pub struct ChargeRequest {
     pub order_id: i64,
     pub amount: Decimal,
     pub method: PaymentMethod,
+    /// The caller knows no call under this key was made before (an order's key, on its
+    /// first try): the gateway need not look for an earlier answer first. A hint for the
+    /// fast path only — a key seen after all still gets its first answer.
+    pub first_call: bool,
 }
 
 /// Whose intent a charge carries out: the gateway charges once per key.
@@ -65,7 +69,14 @@ impl ChargeRequest {
             order_id,
             amount,
             method,
+            first_call: false,
         }
+    }
+
+    /// No call under this key can have been made before (see `first_call`).
+    pub fn first_call(mut self, first: bool) -> Self {
+        self.first_call = first;
+        self
     }
 }
 
@@ -193,9 +204,15 @@ impl SimulatedGateway {
         }
     }
 
-    async fn charge_once(&self, request: &ChargeRequest) -> Result<Charge, PaymentError> {
-        // A known key is answered at once, like a real provider's idempotent replay.
-        {
+    /// One call; `retry`: an earlier call of this charge may have been recorded.
+    async fn charge_once(
+        &self,
+        request: &ChargeRequest,
+        retry: bool,
+    ) -> Result<Charge, PaymentError> {
+        // A known key is answered at once, like a real provider's idempotent replay
+        // (looked up unless the caller knows the key is new).
+        if retry || !request.first_call {
             let mut conn = self.ledger.acquire().await.map_err(unavailable)?;
             if let Some(earlier) = recorded(&mut conn, request).await? {
                 return earlier;
@@ -222,11 +239,20 @@ impl SimulatedGateway {
         let approved = rand::random::<f64>() < settings.payment_success_rate;
         let transaction_id = approved.then(|| format!("txn_{}", uuid::Uuid::new_v4().simple()));
         let mut conn = self.ledger.acquire().await.map_err(unavailable)?;
-        // Two calls racing with one key: the first row wins, both get its answer.
-        sqlx::query(
-            "INSERT INTO gateway_charges \
-               (idempotency_key, order_id, amount, method, status, transaction_id) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
+        // One statement records the charge and reads back the key's row: the new one,
+        // or, when the key was used before, the earlier one. Two calls racing with one
+        // key: the first row wins, both get its answer — the second reads it in a
+        // statement of its own when the first committed after this one began.
+        let row: Option<LedgerRow> = sqlx::query_as(
+            "WITH new AS ( \
+                 INSERT INTO gateway_charges \
+                   (idempotency_key, order_id, amount, method, status, transaction_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING \
+                 RETURNING status, transaction_id, amount, order_id) \
+             SELECT * FROM new \
+             UNION ALL \
+             SELECT status, transaction_id, amount, order_id FROM gateway_charges \
+             WHERE idempotency_key = $1 AND NOT EXISTS (SELECT FROM new)",
         )
         .bind(&request.idempotency_key)
         .bind(request.order_id)
@@ -234,10 +260,14 @@ impl SimulatedGateway {
         .bind(request.method)
         .bind(if approved { "approved" } else { "declined" })
         .bind(&transaction_id)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(unavailable)?;
-        recorded(&mut conn, request).await?.unwrap_or_else(|| {
+        let answer = match row {
+            Some(row) => Some(answer_for(request, row.into())),
+            None => recorded(&mut conn, request).await?,
+        };
+        answer.unwrap_or_else(|| {
             Err(PaymentError::Unavailable(
                 "the charge was not recorded".into(),
             ))
@@ -251,21 +281,50 @@ async fn recorded(
     request: &ChargeRequest,
 ) -> Result<Option<Result<Charge, PaymentError>>, PaymentError> {
     let earlier = ledger_entry(conn, &request.idempotency_key).await?;
-    Ok(
-        earlier.map(|earlier| match (earlier.status, &earlier.transaction_id) {
-            (ChargeStatus::Declined, _) if earlier.amount == request.amount => {
-                Err(PaymentError::Declined)
-            }
-            (ChargeStatus::Approved, Some(transaction_id)) if earlier.amount == request.amount => {
-                Ok(Charge {
-                    transaction_id: transaction_id.clone(),
-                    amount: earlier.amount,
-                    first_order_id: earlier.first_order_id,
-                })
-            }
-            _ => Err(PaymentError::KeyReused(earlier)),
-        }),
-    )
+    Ok(earlier.map(|earlier| answer_for(request, earlier)))
+}
+
+/// What the gateway answers a request whose key has the ledger row `earlier`: that
+/// charge again (the same amount), or the key reused for another.
+fn answer_for(request: &ChargeRequest, earlier: EarlierCharge) -> Result<Charge, PaymentError> {
+    match (earlier.status, &earlier.transaction_id) {
+        (ChargeStatus::Declined, _) if earlier.amount == request.amount => {
+            Err(PaymentError::Declined)
+        }
+        (ChargeStatus::Approved, Some(transaction_id)) if earlier.amount == request.amount => {
+            Ok(Charge {
+                transaction_id: transaction_id.clone(),
+                amount: earlier.amount,
+                first_order_id: earlier.first_order_id,
+            })
+        }
+        _ => Err(PaymentError::KeyReused(earlier)),
+    }
+}
+
+/// A row of the gateway's ledger.
+#[derive(sqlx::FromRow)]
+struct LedgerRow {
+    status: String,
+    transaction_id: Option<String>,
+    amount: Decimal,
+    order_id: i64,
+}
+
+impl From<LedgerRow> for EarlierCharge {
+    fn from(row: LedgerRow) -> Self {
+        let status = match row.status.as_str() {
+            "approved" => ChargeStatus::Approved,
+            "refunded" => ChargeStatus::Refunded,
+            _ => ChargeStatus::Declined,
+        };
+        EarlierCharge {
+            amount: row.amount,
+            status,
+            transaction_id: row.transaction_id,
+            first_order_id: row.order_id,
+        }
+    }
 }
 
 /// The ledger's row for an idempotency key.
@@ -273,7 +332,7 @@ async fn ledger_entry(
     conn: &mut PgConnection,
     idempotency_key: &str,
 ) -> Result<Option<EarlierCharge>, PaymentError> {
-    let row: Option<(String, Option<String>, Decimal, i64)> = sqlx::query_as(
+    let row: Option<LedgerRow> = sqlx::query_as(
         "SELECT status, transaction_id, amount, order_id FROM gateway_charges \
          WHERE idempotency_key = $1",
     )
@@ -281,19 +340,7 @@ async fn ledger_entry(
     .fetch_optional(conn)
     .await
     .map_err(unavailable)?;
-    Ok(row.map(|(status, transaction_id, amount, first_order_id)| {
-        let status = match status.as_str() {
-            "approved" => ChargeStatus::Approved,
-            "refunded" => ChargeStatus::Refunded,
-            _ => ChargeStatus::Declined,
-        };
-        EarlierCharge {
-            amount,
-            status,
-            transaction_id,
-            first_order_id,
-        }
-    }))
+    Ok(row.map(EarlierCharge::from))
 }
 
 fn unavailable(error: sqlx::Error) -> PaymentError {
@@ -327,9 +374,11 @@ impl PaymentGateway for SimulatedGateway {
             };
             // Timed per attempt, as the gateway sees its calls (a retried charge is
             // several); an attempt given up by the timeout is counted there instead.
+            let attempts = AtomicU32::new(0);
             let attempt = || async {
                 let started = Instant::now();
-                let answer = self.charge_once(&request).await;
+                let retry = attempts.fetch_add(1, Ordering::Relaxed) > 0;
+                let answer = self.charge_once(&request, retry).await;
                 let outcome = match &answer {
                     Ok(_) => "approved",
                     Err(PaymentError::Declined) => "declined",

@@ -367,7 +367,7 @@ function inCustomerWords(error) {
       }
       return { headline: 'Your order could not be completed', money: `Your payment of ${total} was taken, and no order was made: the shop owes it back, and its reconciliation shows it as a payment to refund.`, next: 'Do not pay again for the refund. Your cart is as it was; you can check out again once the shop is well.' };
     case 'insufficient-stock':
-      return { headline: 'Not enough in stock', money: 'Nothing was charged.', next: 'Lower the quantity or remove the item, then check out again.' };
+      return { headline: 'Not enough in stock', money: 'Nothing was charged.', next: 'Lower the quantity or remove the item, then check out again.', lines: true };
     case 'empty-cart':
       return { headline: 'Your cart is empty', money: 'Nothing was charged.', next: 'Add something from the products first.' };
     case 'cart-changed':
@@ -376,7 +376,7 @@ function inCustomerWords(error) {
       if (status === 503 || status === 0) {
         return { headline: 'The shop could not finish your checkout just now', money: 'You are not charged twice, whatever happened: trying again repeats the same request.', next: 'Try again in a moment.' };
       }
-      return null; // the server's own words, as they are
+      return null; // the words of any other refusal (problems.js)
   }
 }
 

@@ -64,14 +64,17 @@ function row(order) {
   const items = order.items ?? [];
   const summary = items.map((i) => `${i.quantity} × ${i.product_name}`).join(', ');
   const mode = modeOf(order.id);
-  return h('li', { class: 'order-row', 'data-testid': 'order-row', 'data-order-id': order.id, 'data-status': order.status },
+  const failed = order.status === 'payment_failed';
+  return h('li', { class: ['order-row', failed ? 'failed' : null], 'data-testid': 'order-row', 'data-order-id': order.id, 'data-status': order.status },
     h('div', { class: 'order-main' },
       h('p', { class: 'order-title' },
         h('strong', { text: `Order #${order.id}` }),
         h('span', { class: 'muted', text: ` · ${formatDate(order.created_at)}` })),
       h('p', { class: 'order-items muted', text: summary })),
     h('span', { class: ['status', order.status], text: statusText(order.status) }),
-    h('span', { class: 'order-total', text: formatMoney(order.total) }),
+    failed
+      ? h('span', { class: 'order-total' }, h('s', { text: formatMoney(order.total) }), h('span', { class: 'muted small-text', text: ' not charged' }))
+      : h('span', { class: 'order-total', text: formatMoney(order.total) }),
     h('span', { class: 'order-duration' }, durationText(order, mode)),
     order.status === 'confirmed'
       ? h('button', {
@@ -112,6 +115,9 @@ export function statusText(status) {
 }
 
 function durationText(order, mode) {
+  if (order.status === 'payment_failed') {
+    return h('span', { class: 'order-failure', 'data-testid': 'order-failure', text: 'Payment declined: nothing was charged, and the items went back to your cart.' });
+  }
   const ms = order.processing_time_ms;
   if (ms === null || ms === undefined) return order.status === 'pending' ? 'confirming…' : '';
   const how = mode === 'blocking' ? ' by the shop’s clock (blocking: you waited for all of it)' : mode === 'async' ? ' by the shop’s clock (async: after the 202)' : ' by the shop’s clock';

@@ -13,6 +13,8 @@ const WHAT = {
   confirmed: 'the order is confirmed',
   email_sent: 'the confirmation e-mail goes out',
   email_skipped: 'no e-mail: the order was cancelled',
+  charge_trying: 'the payment is under way',
+  email_trying: 'the e-mail is under way',
   cancelled: 'the order is cancelled',
 };
 
@@ -58,11 +60,16 @@ export function timelineFigure(timeline, { answeredMs = null, blockingMs = null 
   const ends = events.map((e) => e.seconds * 1000);
   const axis = Math.max(1, answeredMs ?? 0, blockingMs ?? 0, ...ends);
   const pct = (ms) => `${Math.min(100, Math.max(0, (ms / axis) * 100)).toFixed(3)}%`;
-  const lane = (label, what, fromMs, toMs, kind, testid) =>
+  // A bar from where the work began (its first attempt, when the outbox knows it) to
+  // where it ended; each attempt's start is a tick on the bar.
+  const lane = (label, what, fromMs, toMs, kind, testid, triesMs = []) =>
     h('li', { class: ['tl-row', kind], 'data-testid': testid, 'data-ms': Math.round(toMs) },
       h('span', { class: 'wf-label' }, h('span', { class: 'wf-step', text: label }), h('span', { class: 'wf-what', text: what })),
       h('span', { class: 'wf-track' },
-        h('span', { class: 'tl-bar', vars: { '--start': pct(fromMs), '--width': pct(Math.max(toMs - fromMs, 0)) } })),
+        h('span', { class: 'tl-bar', vars: { '--start': pct(fromMs), '--width': pct(Math.max(toMs - fromMs, 0)) } }),
+        triesMs.map((ms, i) => h('span', {
+          class: 'tl-try', 'data-testid': 'timeline-try', title: `attempt ${i + 1} began at ${formatDuration(ms)}`, vars: { '--at': pct(ms) },
+        }))),
       h('span', { class: 'wf-ms', text: formatDuration(toMs) }));
 
   const rows = [];
@@ -74,10 +81,14 @@ export function timelineFigure(timeline, { answeredMs = null, blockingMs = null 
   }
   for (const event of events) {
     const ms = event.seconds * 1000;
+    const tries = (event.attempt_seconds ?? []).map((s) => s * 1000);
     const after = answeredMs !== null && ms > answeredMs;
-    const attempts = event.attempts > 1 ? ` (${event.attempts} attempts)` : '';
+    const from = tries.length ? Math.min(tries[0], ms) : after ? answeredMs : 0;
+    const attempts = tries.length > 1
+      ? ` (${tries.length} attempts, begun at ${tries.map(formatDuration).join(', ')})`
+      : event.attempts > 1 ? ` (${event.attempts} attempts)` : '';
     rows.push(lane(event.event.replace(/_/g, ' '), `${WHAT[event.event] ?? event.event}${attempts}${after ? ' — after your answer' : ''}`,
-      after ? answeredMs : 0, ms, after ? 'after' : 'during', 'timeline-event'));
+      from, ms, after ? 'after' : 'during', 'timeline-event', tries.length > 1 ? tries : []));
   }
   const caption = timeline.settled
     ? 'The whole order on one time axis: what you waited for, and what happened after you had your answer'

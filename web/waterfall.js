@@ -50,7 +50,7 @@ const WHAT = {
   send_email: 'mail server: remote call',
   create_notification: 'insert a notification',
   clear_cart: 'empty the cart',
-  enqueue_payment: 'an outbox job for the workers',
+  place_order: 'reserve, order, items, empty cart, outbox job: one statement',
   commit: 'COMMIT the transaction',
 };
 
@@ -182,8 +182,7 @@ export function waterfall(entries, { waitedMs = null, mode = 'blocking' } = {}) 
 const STEPS = {
   blocking: ['validate_cart', 'check_inventory', 'reserve_inventory', 'create_order', 'create_order_items',
     'process_payment', 'record_payment', 'reduce_inventory', 'send_email', 'create_notification', 'clear_cart', 'commit'],
-  async: ['validate_cart', 'check_inventory', 'reserve_inventory', 'create_order', 'create_order_items',
-    'clear_cart', 'enqueue_payment', 'commit'],
+  async: ['validate_cart', 'check_inventory', 'place_order', 'commit'],
 };
 
 function withoutTimings(mode) {

@@ -30,7 +30,9 @@ pub async fn find(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Cart> {
 
 /// The customer's cart with its row locked until the transaction ends (so a
 /// double-clicked checkout cannot order it twice), and who the customer is; `None` if
-/// they have no cart.
+/// they have no cart. Two statements on purpose: the lines are read after the lock is
+/// held, in a statement of their own, so a checkout that waited for another sees what
+/// that one left (one statement would read the lines as they were when it began).
 pub async fn lock(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Option<(Cart, Customer)>> {
     let owner: Option<(i64, String, String)> = sqlx::query_as(
         "SELECT c.id, u.email, u.full_name \

@@ -1,12 +1,15 @@
 //! The "after" picture: the same checkout, asynchronous. The request does only what
-//! must be synchronous, in one short transaction — validate the cart, lock and reserve
-//! the inventory (so K units still give exactly K orders), create the order `pending`
-//! with its items, clear the cart, and enqueue the payment in the outbox — and answers
-//! 202 in milliseconds (`Checkout::accept`). Here are the steps only that request has;
+//! must be synchronous, in one short transaction of five statements — lock the cart,
+//! lock and check the inventory (so K units still give exactly K orders), then in one
+//! statement reserve the units, create the order `pending` with its items, clear the
+//! cart and enqueue the payment in the outbox — and answers 202 in milliseconds
+//! (`Checkout::accept`). Here are the steps only that request has;
 //! the outbox jobs (`super::jobs`) charge, confirm and e-mail.
 
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::SemaphorePermit;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::error::CheckoutError;
 use super::request::CheckoutRequest;
@@ -15,8 +18,8 @@ use crate::db::Database;
 use crate::domain::IdempotencyKey;
 use crate::idempotency;
 use crate::orders::OrderView;
-use crate::orders::store::OrderRow;
-use crate::outbox::{self, ChargeOrder, Task};
+use crate::orders::store::{self, NewOrder};
+use crate::outbox::{ChargeOrder, Task};
 use crate::payment::{ChargeKey, ChargeStatus, PaymentGateway};
 use crate::telemetry::current_traceparent;
 
@@ -61,23 +64,36 @@ pub(super) async fn match_earlier_payment(
     }
 }
 
-/// The payment job, in the same transaction as the order, carrying the request's trace
-/// context so that the job's spans continue this trace, and the customer's key.
-pub(super) async fn enqueue_payment(
+/// What the request writes, in one statement (`orders::store::place_pending`): the
+/// units reserved, the order `pending` with its items, the cart emptied, and the
+/// payment job queued in the same transaction — carrying this span's trace context, so
+/// that the job's spans continue the trace, and the customer's key.
+pub(super) async fn place_order(
     tx: &mut PgConnection,
-    order: &OrderRow,
     basket: Basket,
     request: &CheckoutRequest,
     key: Option<&IdempotencyKey>,
-) -> Result<(), CheckoutError> {
+) -> Result<OrderView, CheckoutError> {
+    let items = basket.cart.items();
     let task = Task::ChargeOrder(ChargeOrder {
         payment_method: request.payment_method,
         customer: basket.customer,
         idempotency_key: key.map(|key| key.as_str().to_string()),
+        items: items.clone(),
     });
+    let payload = task
+        .payload()
+        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    let new_order = NewOrder {
+        user_id: basket.user_id,
+        total: basket.cart.total(),
+        shipping_address: request.shipping_address.as_str(),
+        items: &items,
+    };
     let traceparent = current_traceparent();
-    outbox::enqueue(tx, order.id, &task, traceparent.as_deref()).await?;
-    Ok(())
+    let order = store::place_pending(tx, new_order, &payload, traceparent.as_deref()).await?;
+    Span::current().set_attribute("order.id", order.id);
+    Ok(order.into_view(items, None))
 }
 
 /// Then commit: the order is accepted, `pending` until the workers settle it (and is

@@ -3,7 +3,7 @@
 //!
 //! - `charge_order`: charge through the gateway (idempotency key `order-<id>`, or the
 //!   customer's `Idempotency-Key` if the checkout carried one, so a retried job never
-//!   charges twice), then in one transaction record the payment, take the units out of
+//!   charges twice), then in one statement record the payment, take the units out of
 //!   stock, confirm the order, notify the customer and enqueue the e-mail — or, if the
 //!   card is declined, release the reservation and mark the order `payment_failed`;
 //! - `send_confirmation`: send the e-mail; an outage delays it (retries with exponential
@@ -12,8 +12,9 @@
 //! - `send_cancellation`: tell the customer their order was cancelled and what was
 //!   refunded (enqueued by the cancellation, `orders::lifecycle`).
 //!
-//! Each finishes its job (`outbox::finish`, fenced by the lease token) in the same
-//! transaction as its effects, and that transaction is retried on its own
+//! The order a job is about comes with the claim (one statement for both). Each job
+//! finishes (fenced by the lease token) in the same statement or transaction as its
+//! effects, and that transaction is retried on its own
 //! ([`Workers::record`]) rather than the job run again: a charge taken or an e-mail sent
 //! stays done when the database is away for a moment. Their database work takes a
 //! place in the asynchronous checkout's share of the pool (`Database::enter_async_share`),
@@ -31,14 +32,14 @@ use tokio_util::sync::CancellationToken;
 use super::error::CheckoutError;
 use super::outcomes::{count_checkout, count_settled, settled};
 use super::step::step;
-use super::steps::{create_notification, process_payment, record_payment, reduce_inventory};
+use super::steps::{confirmation_notice, process_payment};
 use crate::cart;
 use crate::db::{self, Database};
 use crate::domain::{CheckoutMode, CheckoutOutcome, SettledOutcome};
-use crate::inventory::{self, Units};
+use crate::inventory;
 use crate::mailer::{Cancellation, Confirmation, Email, EmailError, Mailer};
 use crate::notifications::{NotificationKind, notify};
-use crate::orders::store::{self, OrderRow};
+use crate::orders::store::{self, OrderRow, PaidCharge};
 use crate::orders::{OrderStatus, OrderView};
 use crate::outbox::{self, ChargeOrder, Finished, Job, SendCancellation, SendConfirmation, Task};
 use crate::payment::{Charge, ChargeKey, PaymentError, PaymentGateway};
@@ -108,8 +109,7 @@ impl Jobs {
 
     /// Charge the order, then confirm it — or, declined, fail it.
     async fn charge_order(&self, job: &Job, payload: &ChargeOrder) -> Result<Finished, JobError> {
-        let order = self.pending_order(job).await?;
-        let Some(order) = order else {
+        let Some(order) = pending_order(job) else {
             // Settled by an earlier attempt whose answer was lost: only the job is left.
             return self.finish_alone(job, Finished::Done).await;
         };
@@ -127,7 +127,8 @@ impl Jobs {
             self.gateway.as_ref(),
             charge_key,
             &order,
-            method
+            method,
+            job.attempts == 1 && job.tries == 1
         ));
         match charged {
             Ok(charge) => {
@@ -161,19 +162,9 @@ impl Jobs {
             .map_err(|_closed| JobError::Retry("the database share is closed".to_string()))
     }
 
-    /// The order of a charge job, if it still waits for its payment.
-    async fn pending_order(&self, job: &Job) -> Result<Option<OrderRow>, JobError> {
-        let _admitted = self.admitted().await?;
-        let mut conn = self.db.acquire().await?;
-        let order = store::fetch_row(&mut conn, job.order_id)
-            .await?
-            .ok_or_else(|| JobError::Retry(format!("order {} does not exist", job.order_id)))?;
-        Ok((order.status == OrderStatus::Pending).then_some(order))
-    }
-
-    /// The payment is taken: everything the blocking checkout did after it, in one
-    /// transaction with the end of the job. Returns the seconds since the order was
-    /// accepted.
+    /// The payment is taken: everything the blocking checkout did after it, with the end
+    /// of the job, in one statement (`confirm_order`). Returns the seconds since the
+    /// order was accepted.
     async fn confirm(
         &self,
         job: &Job,
@@ -182,23 +173,8 @@ impl Jobs {
         payload: &ChargeOrder,
     ) -> Result<f64, JobError> {
         let _admitted = self.admitted().await?;
-        let mut tx = self.db.begin().await?;
-        step!(record_payment(
-            &mut tx,
-            order,
-            charge,
-            payload.payment_method
-        ))?;
-        let units = inventory::units_of_order(&mut tx, order.id).await?;
-        step!(take_out_of_stock(&mut tx, &units))?;
-        step!(create_notification(&mut tx, order.user_id, order))?;
-        step!(enqueue_email(&mut tx, order, payload))?;
-        let waited = step!(confirm_order(&mut tx, order))?;
-        if !outbox::finish(&mut tx, job, Finished::Done).await? {
-            return Err(JobError::LeaseLost);
-        }
-        tx.commit().await?;
-        Ok(waited)
+        let mut conn = self.db.acquire().await?;
+        step!(confirm_order(&mut conn, job, order, charge, payload))?.ok_or(JobError::LeaseLost)
     }
 
     /// Declined: the reserved units go back to the stock and to the customer's cart (so
@@ -236,19 +212,24 @@ impl Jobs {
         job: &Job,
         payload: &SendConfirmation,
     ) -> Result<Finished, JobError> {
-        let order = self.order_of(job).await?;
-        let mut wanted = order.status != OrderStatus::Cancelled;
+        // The order as the claim read it: cancelled already, no e-mail.
+        let mut wanted = claimed_status(job) != Some(OrderStatus::Cancelled);
         if wanted {
+            let items = if payload.items.is_empty() {
+                self.order_of(job).await?.items // a job queued before items were carried
+            } else {
+                payload.items.clone()
+            };
             let confirmation = Confirmation {
                 to: &payload.customer,
-                order_id: order.id,
-                items: order.items.clone(),
-                total: order.total,
+                order_id: job.order_id,
+                items,
+                total: job.order.order_total,
             };
             let still_wanted = async {
-                let order = self.order_of(job).await;
-                order
-                    .map(|order| order.status != OrderStatus::Cancelled)
+                let status = self.status_of(job).await;
+                status
+                    .map(|status| status != OrderStatus::Cancelled)
                     .map_err(|e| EmailError::Check(format!("{e:?}")))
             };
             wanted = step!(send_email(
@@ -259,7 +240,10 @@ impl Jobs {
             .map_err(|e| JobError::Retry(e.to_string()))?;
         }
         if !wanted {
-            tracing::info!(order.id = order.id, "no confirmation for a cancelled order");
+            tracing::info!(
+                order.id = job.order_id,
+                "no confirmation for a cancelled order"
+            );
             return self.finish_alone(job, Finished::Skipped).await;
         }
         self.finish_alone(job, Finished::Done).await
@@ -301,6 +285,15 @@ impl Jobs {
         order.ok_or_else(|| JobError::Retry(format!("order {} is gone", job.order_id)))
     }
 
+    /// The status of a job's order now (one short statement).
+    async fn status_of(&self, job: &Job) -> Result<OrderStatus, JobError> {
+        let _admitted = self.admitted().await?;
+        let mut conn = self.db.acquire().await?;
+        store::status_of(&mut conn, job.order_id)
+            .await?
+            .ok_or_else(|| JobError::Retry(format!("order {} is gone", job.order_id)))
+    }
+
     /// Writes down what a job did (`write`: a transaction that also finishes the job).
     /// The work cannot be undone — money taken, an e-mail sent — so a failure to write
     /// it down must not let the job run again: while the database is away, wait for it
@@ -338,22 +331,15 @@ impl Jobs {
     async fn finish_alone(&self, job: &Job, how: Finished) -> Result<Finished, JobError> {
         self.record(|| async {
             let _admitted = self.admitted().await?;
-            let mut tx = self.db.begin().await?;
-            if !outbox::finish(&mut tx, job, how).await? {
+            // One statement: its own transaction.
+            let mut conn = self.db.acquire().await?;
+            if !outbox::finish(&mut conn, job, how).await? {
                 return Err(JobError::LeaseLost);
             }
-            tx.commit().await?;
             Ok(how)
         })
         .await
     }
-}
-
-/// The units leave the warehouse; their rows locked first in product-id order, like
-/// every other statement that touches several of them.
-async fn take_out_of_stock(tx: &mut PgConnection, units: &Units) -> Result<(), CheckoutError> {
-    inventory::lock(tx, &units.product_ids).await?;
-    reduce_inventory(tx, units).await
 }
 
 /// The declined order's reservation is given up, and its units go back in the cart.
@@ -364,23 +350,58 @@ async fn release_inventory(tx: &mut PgConnection, order: &OrderRow) -> Result<()
     Ok(cart::store::restore(tx, order.user_id, products, quantities).await?)
 }
 
-/// The e-mail, as a job of its own: an outage delays it, and nothing else.
-async fn enqueue_email(
-    tx: &mut PgConnection,
+/// Everything after the payment in one statement (`orders::store::settle_paid`): the
+/// payment recorded, the units out of stock, the order confirmed, the customer
+/// notified, and the e-mail queued as a job of its own (an outage delays it, and
+/// nothing else) under this span — all only while the job is still this worker's.
+/// Returns the seconds since the order was accepted; `None` when the lease was lost.
+async fn confirm_order(
+    conn: &mut PgConnection,
+    job: &Job,
     order: &OrderRow,
+    charge: &Charge,
     payload: &ChargeOrder,
-) -> Result<(), CheckoutError> {
-    let task = Task::SendConfirmation(SendConfirmation {
+) -> Result<Option<f64>, CheckoutError> {
+    let email = Task::SendConfirmation(SendConfirmation {
         customer: payload.customer.clone(),
-    });
+        items: payload.items.clone(),
+    })
+    .payload()
+    .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    let notice = confirmation_notice(order);
+    let paid = PaidCharge {
+        amount: charge.amount,
+        method: payload.payment_method,
+        transaction_id: &charge.transaction_id,
+    };
     let traceparent = current_traceparent();
-    outbox::enqueue(tx, order.id, &task, traceparent.as_deref()).await?;
-    Ok(())
+    let waited =
+        store::settle_paid(conn, job, paid, &notice, &email, traceparent.as_deref()).await?;
+    if waited.is_some() && charge.first_order_id != order.id {
+        super::outcomes::reattached(order.id, charge);
+    }
+    Ok(waited)
 }
 
-/// The order is `confirmed`; returns the seconds since it was accepted.
-async fn confirm_order(tx: &mut PgConnection, order: &OrderRow) -> Result<f64, CheckoutError> {
-    Ok(store::confirm_since_created(tx, order.id).await?)
+/// The order a charge job is about, as the claim read it, if it still waits for its
+/// payment.
+fn pending_order(job: &Job) -> Option<OrderRow> {
+    let claimed = &job.order;
+    (claimed_status(job)? == OrderStatus::Pending).then(|| OrderRow {
+        id: job.order_id,
+        user_id: claimed.order_user_id,
+        status: OrderStatus::Pending,
+        total: claimed.order_total,
+        shipping_address: claimed.order_shipping_address.clone(),
+        processing_time_ms: claimed.order_processing_time_ms,
+        created_at: claimed.order_created_at,
+        updated_at: claimed.order_updated_at,
+    })
+}
+
+/// The status of the job's order when the job was claimed.
+fn claimed_status(job: &Job) -> Option<OrderStatus> {
+    job.order.order_status.parse().ok()
 }
 
 /// Returns whether the e-mail went out (`still_wanted` may say it should not).

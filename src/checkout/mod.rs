@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use self::asynchronous::{admit, enqueue_payment, match_earlier_payment};
+use self::asynchronous::{admit, match_earlier_payment, place_order};
 pub use self::error::CheckoutError;
 use self::outcomes::{answered, orphaned_payment};
 pub use self::request::{CheckoutRequest, Placement};
@@ -188,7 +188,7 @@ impl Checkout {
         let gateway = self.gateway.as_ref();
         // The mail breaker open: refuse now, not charge for an order step 8 would lose.
         self.mailer.reserve()?;
-        let charge = step!(process_payment(gateway, charge_key, &order, method))?;
+        let charge = step!(process_payment(gateway, charge_key, &order, method, true))?;
         // From here on, losing the order orphans the payment.
         let payment = unless_stopped(&self.stopping, async {
             let payment = step!(record_payment(tx, &order, &charge, method))?;
@@ -209,8 +209,10 @@ impl Checkout {
     }
 
     /// The asynchronous checkout's request: the order `pending`, its payment enqueued,
-    /// all or nothing, in one short transaction (the steps after the payment are the
-    /// outbox jobs', [`jobs`]).
+    /// all or nothing, in one short transaction — the cart and the inventory locked and
+    /// checked as in the blocking checkout's first steps, then everything it writes in
+    /// one statement (`place_order`); the steps after the payment are the outbox jobs'
+    /// ([`jobs`]).
     async fn accept(
         &self,
         user_id: i64,
@@ -227,12 +229,7 @@ impl Checkout {
                 step!(match_earlier_payment(gateway, user_id, key, &basket))?;
             }
             step!(check_inventory(tx, &basket.cart))?;
-            step!(reserve_inventory(tx, &basket.cart))?;
-            let order = step!(create_order(tx, &basket, request))?;
-            let items = step!(create_order_items(tx, &order, &basket.cart))?;
-            step!(clear_cart(tx, basket.user_id))?;
-            step!(enqueue_payment(tx, &order, basket, request, key))?;
-            Ok(order.into_view(items, None))
+            step!(place_order(tx, basket, request, key))
         })
         .await;
         match accepted {

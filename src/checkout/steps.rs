@@ -140,16 +140,20 @@ pub(super) async fn create_order_items(
     Ok(items)
 }
 
-/// Step 6: charge the customer through the (slow) gateway.
+/// Step 6: charge the customer through the (slow) gateway. `first_try`: no earlier
+/// attempt of this order's checkout can have reached the gateway.
 pub(super) async fn process_payment(
     gateway: &dyn PaymentGateway,
     key: ChargeKey<'_>,
     order: &OrderRow,
     method: PaymentMethod,
+    first_try: bool,
 ) -> Result<Charge, CheckoutError> {
-    let result = gateway
-        .charge(ChargeRequest::new(key, order.id, order.total, method))
-        .await;
+    // An order's own key is new on the order's first try; a customer's key may have
+    // charged in an earlier checkout.
+    let first_call = first_try && matches!(key, ChargeKey::Order);
+    let request = ChargeRequest::new(key, order.id, order.total, method).first_call(first_call);
+    let result = gateway.charge(request).await;
     let outcome = match &result {
         Ok(_) => "approved",
         Err(PaymentError::Declined) => "declined",
@@ -185,7 +189,6 @@ pub(super) async fn record_payment(
 ) -> Result<PaymentView, CheckoutError> {
     let payment =
         store::insert_payment(tx, order.id, charge.amount, method, &charge.transaction_id).await?;
-    store::set_status(tx, order.id, OrderStatus::Paid).await?;
     if charge.first_order_id != order.id {
         super::outcomes::reattached(order.id, charge);
     }
@@ -233,6 +236,7 @@ async fn queue_email(
     let started = Instant::now();
     let task = Task::SendConfirmation(SendConfirmation {
         customer: basket.customer.clone(),
+        items: basket.cart.items(),
     });
     outbox::enqueue(tx, order.id, &task, current_traceparent().as_deref()).await?;
     counter!(RESILIENCE_FALLBACKS, "dependency" => Dependency::MailServer.as_str()).increment(1);
@@ -251,11 +255,16 @@ pub(super) async fn create_notification(
     user_id: i64,
     order: &OrderRow,
 ) -> Result<(), CheckoutError> {
-    let message = format!(
+    let message = confirmation_notice(order);
+    Ok(notify(tx, user_id, NotificationKind::OrderConfirmed, &message).await?)
+}
+
+/// The in-app notification of a confirmed order.
+pub(super) fn confirmation_notice(order: &OrderRow) -> String {
+    format!(
         "Your order #{} over {:.2} is confirmed.",
         order.id, order.total
-    );
-    Ok(notify(tx, user_id, NotificationKind::OrderConfirmed, &message).await?)
+    )
 }
 
 /// Step 11: empty the cart.

@@ -1,9 +1,9 @@
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One product line of a cart or an order: the product, its unit price, how many, and
 /// what they cost together.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct LineItem {
     pub product_id: i64,
     #[schema(example = "Electric Kettle 1.7 l")]

@@ -64,7 +64,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             body = OrderView,
             headers(
                 ("Location" = String, description = "The order, to follow: /api/orders/{id}"),
-                ("Server-Timing" = String, description = "The request's own steps (validate_cart … enqueue_payment, commit), `name;dur=<ms>` each"),
+                ("Server-Timing" = String, description = "The request's own steps (validate_cart, check_inventory, place_order, commit), `name;dur=<ms>` each"),
             ),
             links(
                 ("GetAcceptedOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id"))))

@@ -21,6 +21,7 @@ use crate::domain::{LineItem, PaymentMethod};
     ToSchema,
     sqlx::Type,
     strum::IntoStaticStr,
+    strum::EnumString,
 )]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]

@@ -5,7 +5,9 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use super::model::{OrderStatus, OrderView, PaymentStatus, PaymentView};
-use crate::domain::{Customer, LineItem, PaymentMethod};
+use crate::domain::{Customer, JobKind, LineItem, PaymentMethod};
+use crate::notifications::NotificationKind;
+use crate::outbox::{self, Job};
 
 /// Whose orders to list.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +92,8 @@ pub async fn insert_items(
     Ok(())
 }
 
-/// The payment of an order, as the gateway approved it.
+/// The payment of an order, as the gateway approved it; the order becomes `paid` in
+/// the same statement.
 pub async fn insert_payment(
     conn: &mut PgConnection,
     order_id: i64,
@@ -99,7 +102,8 @@ pub async fn insert_payment(
     transaction_id: &str,
 ) -> sqlx::Result<PaymentView> {
     sqlx::query_as(
-        "INSERT INTO payments (order_id, amount, method, status, transaction_id) \
+        "WITH paid AS (UPDATE orders SET status = $6, updated_at = now() WHERE id = $1) \
+         INSERT INTO payments (order_id, amount, method, status, transaction_id) \
          VALUES ($1, $2, $3, $4, $5) \
          RETURNING id, amount, method, status, transaction_id, created_at",
     )
@@ -108,6 +112,7 @@ pub async fn insert_payment(
     .bind(method)
     .bind(PaymentStatus::Completed)
     .bind(transaction_id)
+    .bind(OrderStatus::Paid)
     .fetch_one(conn)
     .await
 }
@@ -156,6 +161,151 @@ pub async fn confirm_since_created(conn: &mut PgConnection, order_id: i64) -> sq
     .bind(OrderStatus::Confirmed)
     .fetch_one(conn)
     .await
+}
+
+/// What the asynchronous checkout writes for an accepted order, in one statement (one
+/// round trip instead of five): the units reserved, the order `pending` with its items,
+/// the customer's cart emptied, and its `charge_order` job queued with `payload` — the
+/// workers are woken when the transaction commits. The caller holds the cart's and the
+/// inventory rows' locks already (`cart::store::lock`, `inventory::lock`).
+pub async fn place_pending(
+    conn: &mut PgConnection,
+    order: NewOrder<'_>,
+    payload: &serde_json::Value,
+    traceparent: Option<&str>,
+) -> sqlx::Result<OrderRow> {
+    let product_ids: Vec<i64> = order.items.iter().map(|i| i.product_id).collect();
+    let names: Vec<&str> = order
+        .items
+        .iter()
+        .map(|i| i.product_name.as_str())
+        .collect();
+    let prices: Vec<Decimal> = order.items.iter().map(|i| i.unit_price).collect();
+    let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity).collect();
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH reserved AS ( \
+             UPDATE inventory SET reserved = inventory.reserved + n.quantity, updated_at = now() \
+             FROM UNNEST($5::bigint[], $8::int[]) AS n (product_id, quantity) \
+             WHERE inventory.product_id = n.product_id), \
+         placed AS ( \
+             INSERT INTO orders (user_id, status, total, shipping_address) \
+             VALUES ($1, $2, $3, $4) RETURNING {ORDER_COLUMNS}), \
+         items AS ( \
+             INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity) \
+             SELECT placed.id, line.* FROM placed, \
+                    UNNEST($5::bigint[], $6::text[], $7::numeric[], $8::int[]) AS line), \
+         cleared AS ( \
+             DELETE FROM cart_items ci USING carts c WHERE ci.cart_id = c.id AND c.user_id = $1), \
+         job AS ( \
+             INSERT INTO outbox_jobs (kind, order_id, payload, traceparent) \
+             SELECT $9, placed.id, $10, $11 FROM placed RETURNING kind) \
+         SELECT placed.*, (SELECT count(pg_notify($12, kind)) FROM job) AS woken FROM placed"
+    )))
+    .bind(order.user_id)
+    .bind(OrderStatus::Pending)
+    .bind(order.total)
+    .bind(order.shipping_address)
+    .bind(product_ids)
+    .bind(names)
+    .bind(prices)
+    .bind(quantities)
+    .bind(JobKind::ChargeOrder)
+    .bind(payload)
+    .bind(traceparent)
+    .bind(outbox::CHANNEL)
+    .fetch_one(conn)
+    .await
+}
+
+/// An order about to be written.
+pub struct NewOrder<'a> {
+    pub user_id: i64,
+    pub total: Decimal,
+    pub shipping_address: &'a str,
+    pub items: &'a [LineItem],
+}
+
+/// The payment an asynchronous order's charge job took.
+pub struct PaidCharge<'a> {
+    pub amount: Decimal,
+    pub method: PaymentMethod,
+    pub transaction_id: &'a str,
+}
+
+/// Everything a paid asynchronous order still needs, in one statement (one round trip
+/// instead of ten), and only while `job` is still this worker's (its lease token): the
+/// job done, the payment recorded, the units taken out of stock (their rows locked in
+/// product-id order, as everywhere), the order confirmed with its processing time, the
+/// customer notified, and the e-mail's job queued with `email` (workers woken at the
+/// commit). Returns the seconds since the order was accepted; `None` when another
+/// worker holds the job now: nothing was written.
+pub async fn settle_paid(
+    conn: &mut PgConnection,
+    job: &Job,
+    charge: PaidCharge<'_>,
+    notice: &str,
+    email: &serde_json::Value,
+    traceparent: Option<&str>,
+) -> sqlx::Result<Option<f64>> {
+    sqlx::query_scalar(
+        "WITH finished AS ( \
+             UPDATE outbox_jobs SET status = 'done', finished_at = now(), locked_until = NULL \
+             WHERE id = $1 AND lease_token = $2 AND status = 'pending' RETURNING order_id), \
+         units AS MATERIALIZED ( \
+             SELECT product_id, SUM(quantity)::int AS quantity FROM order_items \
+             WHERE order_id = $3 AND EXISTS (SELECT FROM finished) GROUP BY product_id), \
+         locked AS MATERIALIZED ( \
+             SELECT inventory.product_id FROM inventory JOIN units USING (product_id) \
+             ORDER BY inventory.product_id FOR UPDATE OF inventory), \
+         reduced AS ( \
+             UPDATE inventory SET quantity = inventory.quantity - units.quantity, \
+                    reserved = inventory.reserved - units.quantity, updated_at = now() \
+             FROM units JOIN locked USING (product_id) \
+             WHERE inventory.product_id = units.product_id), \
+         payment AS ( \
+             INSERT INTO payments (order_id, amount, method, status, transaction_id) \
+             SELECT order_id, $4, $5, $6, $7 FROM finished), \
+         noticed AS ( \
+             INSERT INTO notifications (user_id, kind, message) \
+             SELECT o.user_id, $8, $9 FROM orders o, finished WHERE o.id = finished.order_id), \
+         email AS ( \
+             INSERT INTO outbox_jobs (kind, order_id, payload, traceparent) \
+             SELECT $10, order_id, $11, $12 FROM finished RETURNING kind), \
+         confirmed AS ( \
+             UPDATE orders SET status = $13, updated_at = now(), \
+                    processing_time_ms = \
+                        LEAST(EXTRACT(EPOCH FROM now() - created_at) * 1000, 2147483647)::int \
+             FROM finished WHERE orders.id = finished.order_id \
+             RETURNING EXTRACT(EPOCH FROM now() - created_at)::float8 AS waited) \
+         SELECT waited FROM confirmed, (SELECT count(pg_notify($14, kind)) FROM email) AS woken",
+    )
+    .bind(job.id)
+    .bind(job.lease_token)
+    .bind(job.order_id)
+    .bind(charge.amount)
+    .bind(charge.method)
+    .bind(PaymentStatus::Completed)
+    .bind(charge.transaction_id)
+    .bind(NotificationKind::OrderConfirmed)
+    .bind(notice)
+    .bind(JobKind::SendConfirmation)
+    .bind(email)
+    .bind(traceparent)
+    .bind(OrderStatus::Confirmed)
+    .bind(outbox::CHANNEL)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The order's status now; `None` if there is no such order.
+pub async fn status_of(
+    conn: &mut PgConnection,
+    order_id: i64,
+) -> sqlx::Result<Option<OrderStatus>> {
+    sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// An order without its items and payment.

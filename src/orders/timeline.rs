@@ -32,6 +32,10 @@ pub struct TimelineEvent {
     pub seconds: f64,
     /// Done by an outbox job: the attempts it took.
     pub attempts: Option<i32>,
+    /// Done by an outbox job: when each of its attempts began, in seconds after the
+    /// order was placed (a retried e-mail shows each try).
+    #[schema(example = json!([0.004, 1.01]))]
+    pub attempt_seconds: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -51,6 +55,12 @@ pub enum TimelineStep {
     EmailSent,
     /// Not sent: the order was cancelled first.
     EmailSkipped,
+    /// The payment's job has begun and is not finished: under way, or waiting for its
+    /// next attempt after a failure (`attempts` says which).
+    ChargeTrying,
+    /// The e-mail's job has begun and is not finished: being sent, or waiting for its
+    /// next attempt after the mail server failed.
+    EmailTrying,
     Cancelled,
 }
 
@@ -62,20 +72,25 @@ pub async fn of(conn: &mut PgConnection, order: &OrderView) -> sqlx::Result<Orde
 
 fn build(order: &OrderView, jobs: &[JobOfOrder]) -> OrderTimeline {
     let placed = order.created_at;
-    let event = |event, at: DateTime<Utc>, attempts| TimelineEvent {
+    let seconds = |at: DateTime<Utc>| (at - placed).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let event = |event, at: DateTime<Utc>, job: Option<&JobOfOrder>| TimelineEvent {
         event,
         at,
-        seconds: (at - placed).num_microseconds().unwrap_or(0) as f64 / 1e6,
-        attempts,
+        seconds: seconds(at),
+        attempts: job.map(|job| job.attempts),
+        attempt_seconds: job
+            .map(|job| job.attempted_at.iter().map(|at| seconds(*at)).collect())
+            .unwrap_or_default(),
     };
     let job = |kind| jobs.iter().rev().find(|job| job.kind == kind);
     let charge_job = job(JobKind::ChargeOrder);
+    let email_job = job(JobKind::SendConfirmation);
     let mut events = vec![event(TimelineStep::Placed, placed, None)];
     if let (Some(payment), Some(charge)) = (&order.payment, charge_job) {
         events.push(event(
             TimelineStep::Charged,
             payment.created_at,
-            Some(charge.attempts),
+            Some(charge),
         ));
     }
     if let Some(ms) = order.processing_time_ms {
@@ -89,16 +104,29 @@ fn build(order: &OrderView, jobs: &[JobOfOrder]) -> OrderTimeline {
         && let Some(charge) = charge_job
         && let Some(at) = charge.finished_at
     {
-        events.push(event(TimelineStep::Declined, at, Some(charge.attempts)));
+        events.push(event(TimelineStep::Declined, at, Some(charge)));
     }
-    if let Some(email) = job(JobKind::SendConfirmation)
+    if let Some(email) = email_job
         && let Some(at) = email.finished_at
     {
         let step = match email.status.as_str() {
             "skipped" => TimelineStep::EmailSkipped,
             _ => TimelineStep::EmailSent,
         };
-        events.push(event(step, at, Some(email.attempts)));
+        events.push(event(step, at, Some(email)));
+    }
+    // Work begun and not finished: shown at its last attempt.
+    for (job, step) in [
+        (charge_job, TimelineStep::ChargeTrying),
+        (email_job, TimelineStep::EmailTrying),
+    ] {
+        if let Some(job) = job
+            && job.status == "pending"
+            && let Some(last) = job.attempted_at.last()
+            && (job.kind != JobKind::ChargeOrder || order.payment.is_none())
+        {
+            events.push(event(step, *last, Some(job)));
+        }
     }
     if order.status == OrderStatus::Cancelled {
         events.push(event(TimelineStep::Cancelled, order.updated_at, None));

@@ -491,3 +491,74 @@ async fn an_orders_timeline_shows_the_work_after_the_answer() {
     let foreign = app.get(&format!("{location}/timeline"), Some(&bob)).await;
     assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
 }
+
+/// Each attempt of an order's background work is on its timeline: an e-mail tried
+/// during a mail-server outage shows as under way with its first try, and once sent,
+/// with both tries — the second at least the outbox's backoff (1 s, ±20 %) after the
+/// first.
+#[tokio::test]
+async fn a_retried_email_shows_each_attempt_on_the_timeline() {
+    let app = spawn_app_running_jobs_by_hand(&[]).await;
+    let admin = app.admin_token().await;
+    let (alice, _) = app.alice_with_kettles(1).await;
+    app.set_checkout_mode(&admin, "async").await;
+    let outage = |on: bool| json!({"email_outage": on});
+    expect_json(
+        app.put("/api/admin/faults", Some(&admin), &outage(true))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let (location, _) = accepted(app.checkout(&alice).await).await;
+    app.run_due_jobs().await; // charged and confirmed; the e-mail fails once
+    let timeline = format!("{location}/timeline");
+    let during = expect_json(app.get(&timeline, Some(&alice)).await, StatusCode::OK).await;
+    let trying = event_named(&during, "email_trying");
+    assert_eq!(trying["attempts"], 1, "{during}");
+    assert_eq!(trying["attempt_seconds"].as_array().map(Vec::len), Some(1));
+    assert_eq!(during["settled"], false);
+
+    expect_json(
+        app.put("/api/admin/faults", Some(&admin), &outage(false))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let after = eventually(Duration::from_secs(10), "the e-mail sent", || async {
+        app.run_due_jobs().await;
+        let now = expect_json(app.get(&timeline, Some(&alice)).await, StatusCode::OK).await;
+        (now["settled"] == true).then_some(now)
+    })
+    .await;
+    let sent = event_named(&after, "email_sent");
+    assert_eq!(sent["attempts"], 2, "{after}");
+    let tries: Vec<f64> = sent["attempt_seconds"]
+        .as_array()
+        .expect("attempt_seconds")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert_eq!(tries.len(), 2, "{after}");
+    assert!(
+        tries[1] >= tries[0] + 0.8,
+        "the backoff between them: {tries:?}"
+    );
+    assert!(
+        sent["seconds"].as_f64() >= Some(tries[1]),
+        "sent at the end of its last try: {after}"
+    );
+    assert!(
+        after["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().all(|e| e["event"] != "email_trying")),
+        "no longer under way: {after}"
+    );
+    assert_eq!(app.smtp.messages().len(), 1);
+}
+
+fn event_named<'a>(timeline: &'a Value, name: &str) -> &'a Value {
+    timeline["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["event"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {timeline}"))
+}

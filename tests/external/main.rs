@@ -24,4 +24,5 @@ mod promtool;
 mod require;
 mod slo;
 mod stack;
+mod statement_counts;
 mod storefront;

@@ -11,6 +11,8 @@ pub struct PostgresCluster {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
+    /// More `-c name=value` server settings, kept across restarts.
+    settings: Vec<String>,
 }
 
 /// Where Debian keeps the server's programs (`initdb`, `pg_ctl`), if they are here.
@@ -35,12 +37,18 @@ impl PostgresCluster {
     /// A fresh, running cluster; Postgres refuses to run as root, so as root its
     /// programs run as the `postgres` user.
     pub async fn start_new(bin: PathBuf) -> Self {
+        Self::start_new_with(bin, &[]).await
+    }
+
+    /// A fresh, running cluster with more server settings (`name=value`).
+    pub async fn start_new_with(bin: PathBuf, settings: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("emtest-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("cluster directory");
         let cluster = Self {
             bin,
             dir,
             port: closed_port().await,
+            settings: settings.iter().map(|s| format!(" -c {s}")).collect(),
         };
         if running_as_root() {
             cluster.run(
@@ -65,9 +73,10 @@ impl PostgresCluster {
 
     pub fn start(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50{}",
             self.port,
-            self.dir_str()
+            self.dir_str(),
+            self.settings.concat()
         );
         let log = self.dir.join("server.log").display().to_string();
         self.run(

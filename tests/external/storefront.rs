@@ -589,18 +589,30 @@ async fn refusals_show_their_problem_and_product_names_stay_text() {
     // The last one, twice: the second add is refused, and the page says why.
     add_to_cart(&browser, last_one).await;
     add_to_cart(&browser, last_one).await;
-    let title = browser
+    // In the customer's words, with the products short of stock; the server's own
+    // title and detail under Technical detail.
+    let shown = browser
         .until(
             "the problem shown",
-            "const p = document.querySelector('[data-testid=problem] [data-testid=problem-title]');
-             return p && p.textContent;",
+            "const p = document.querySelector('[data-testid=problem]');
+             return p && [p.querySelector('[data-testid=problem-headline]').textContent,
+                          p.querySelector('[data-testid=problem-lines]').textContent,
+                          p.querySelector('[data-testid=problem-technical] [data-testid=problem-title]').textContent,
+                          p.querySelector('[data-testid=problem-technical] [data-testid=problem-detail]').textContent];",
         )
         .await;
-    assert_eq!(title, json!("Insufficient Stock"));
-    let detail = browser
-        .eval("return document.querySelector('[data-testid=problem] [data-testid=problem-detail]').textContent;")
-        .await;
-    assert!(detail.as_str().unwrap().contains("1 available"), "{detail}");
+    assert_eq!(shown[0], json!("Not enough in stock"), "{shown}");
+    assert!(
+        shown[1]
+            .as_str()
+            .is_some_and(|lines| lines.contains("1 available")),
+        "{shown}"
+    );
+    assert_eq!(shown[2], json!("Insufficient Stock"), "{shown}");
+    assert!(
+        shown[3].as_str().is_some_and(|detail| !detail.is_empty()),
+        "{shown}"
+    );
     browser.screenshot("09-refused").await;
 
     // Only the browser's own line about the refused request (409), nothing of the page.
@@ -804,6 +816,24 @@ async fn the_answer_shows_each_attempt_of_a_retried_payment_and_a_queued_email()
         .await;
     browser.in_view("order-confirmation").await;
     browser.screenshot("15-async-declined-cart-kept").await;
+    // My orders says so too, not only by its status chip.
+    let row = browser
+        .until(
+            "the declined order failed in My orders",
+            "const r = document.querySelector('[data-testid=order-row][data-status=payment_failed]');
+             return r && r.classList.contains('failed')
+               && r.querySelector('[data-testid=order-failure]').textContent;",
+        )
+        .await;
+    assert!(
+        row.as_str()
+            .is_some_and(|text| text.contains("nothing was charged")),
+        "{row}"
+    );
+    browser
+        .eval("document.querySelector('[data-testid=order-row][data-status=payment_failed]').scrollIntoView({ block: 'center' }); return true;")
+        .await;
+    browser.screenshot("16-my-orders-failed").await;
 
     // Only the browser's own lines about the refused requests (503, 502), nothing of
     // the page.
