@@ -34,10 +34,10 @@ INSERT INTO orders (user_id, status, total, shipping_address)
 INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity)
   SELECT :order_id, * FROM UNNEST(ARRAY[:pid]::bigint[], ARRAY['Bench item']::text[],
                                   ARRAY[9.99]::numeric[], ARRAY[1]::int[]);
+WITH paid AS (UPDATE orders SET status = 'paid', updated_at = now() WHERE id = :order_id)
 INSERT INTO payments (order_id, amount, method, status, transaction_id)
   VALUES (:order_id, 9.99, 'credit_card', 'completed', 'txn_' || md5(random()::text || clock_timestamp()::text))
   RETURNING id, created_at;
-UPDATE orders SET status = 'paid', updated_at = now() WHERE id = :order_id;
 UPDATE inventory SET quantity = inventory.quantity - sold.quantity,
                      reserved = inventory.reserved - sold.quantity, updated_at = now()
   FROM UNNEST(ARRAY[:pid]::bigint[], ARRAY[1]::int[]) AS sold(product_id, quantity)
