@@ -389,6 +389,21 @@ def machine_busy():
     return sum(fields) - idle, sum(fields)
 
 
+def prepare_database(binary, server, database):
+    """A fresh database migrated and seeded by `binary`, with the benchmark's products
+    and pgbench's users; returns (first product id, last product id, first user id)."""
+    url = f"{server}/{database}"
+    run([binary, "migrate"], env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": url})
+    run([binary, "seed"], env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": url})
+    psql(server, database, (BENCH / "sql" / "setup.sql").read_text(),
+         {"products": BENCH_PRODUCTS, "pgbench_users": PGBENCH_USERS})
+    first_product, last_product = map(int, psql(
+        server, database, "SELECT min(id), max(id) FROM products WHERE name LIKE 'Bench product %'"
+    ).split("|"))
+    first_user = int(psql(server, database, "SELECT min(id) FROM users WHERE email LIKE 'pgbench-%'"))
+    return first_product, last_product, first_user
+
+
 def offered_step(binary, app, database_url, rate, users, seconds, product_ids):
     """`rate` checkouts/s offered for `seconds` (loadgen --rate, orders not followed), with a
     trickle of catalog reads beside them; what the service did, from its own metrics. The
@@ -517,15 +532,15 @@ def main():
     sinks = Sinks()
     results = {}
     try:
-        run([binary, "migrate"], env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url})
-        run([binary, "seed"], env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url})
-        psql(server, database, (BENCH / "sql" / "setup.sql").read_text(),
-             {"products": BENCH_PRODUCTS, "pgbench_users": PGBENCH_USERS})
-        first_product, last_product = map(int, psql(
-            server, database, "SELECT min(id), max(id) FROM products WHERE name LIKE 'Bench product %'"
-        ).split("|"))
-        first_user = int(psql(server, database, "SELECT min(id) FROM users WHERE email LIKE 'pgbench-%'"))
+        first_product, last_product, first_user = prepare_database(binary, server, database)
         ids = (first_product, last_product)
+        # The baseline build gets a database of its own, migrated by itself: a newer
+        # build's migrations are unknown to it, and it refuses to start on them.
+        if opts.baseline:
+            before = prepare_database(opts.baseline, server, f"{database}_before")
+            baseline_db = {"url": f"{database_url}_before", "ids": (before[0], before[1])}
+        else:
+            baseline_db = None
         wanted = lambda measure: not opts.only or measure in opts.only  # noqa: E731
         # The default delays (1 s + 2 s of waiting), scaled down in a smoke run.
         slow = {"PAYMENT_SUCCESS_RATE": "1"}
@@ -552,9 +567,12 @@ def main():
                 with Floor(floor, database_url) as bare:
                     reads["floor_id"].append(wrk(bare.url, "/", opts.seconds, 32, product_ids=ids))
                 for build, build_binary in builds:
+                    url, build_ids = ((baseline_db["url"], baseline_db["ids"]) if build
+                                      else (database_url, ids))
                     for label, env in (("on", telemetry_on), ("off", telemetry_off)):
-                        with App(build_binary, database_url, sinks, env, f"{build}reads") as app:
-                            reads[f"{build}{label}_id"].append(wrk(app.url, "/", opts.seconds, 32, product_ids=ids))
+                        with App(build_binary, url, sinks, env, f"{build}reads") as app:
+                            reads[f"{build}{label}_id"].append(
+                                wrk(app.url, "/", opts.seconds, 32, product_ids=build_ids))
                             reads[f"{build}{label}_list"].append(
                                 wrk(app.url, "/api/products?limit=20", opts.seconds, 32))
                 # The pool's ping per request (DB_PING_BEFORE_ACQUIRE), priced: same build,
@@ -671,16 +689,17 @@ def main():
             knee = {}
             for build, mode, build_binary in runs:
                 name = f"{build}{mode}"
-                with App(build_binary, database_url, sinks, {**slow, "CHECKOUT_MODE": mode},
+                url, build_ids = (baseline_db["url"], baseline_db["ids"]) if build else (database_url, ids)
+                with App(build_binary, url, sinks, {**slow, "CHECKOUT_MODE": mode},
                          f"{build}offered load, {mode}") as app:
-                    at_rest = wrk(app.url, "/", max(opts.seconds // 2, 2), 2, ids, 40)
+                    at_rest = wrk(app.url, "/", max(opts.seconds // 2, 2), 2, build_ids, 40)
                     knee[name] = {"catalog_p99_rest_ms": at_rest["p99_ms"], "steps": []}
                     for rate in steps[mode]:
                         # Enough shoppers to carry the rate: each holds a blocking checkout
                         # for its seconds, an async one for milliseconds.
                         users = max(8, int(rate * (waiting_ms / 1000 + 1))) if mode == "blocking" else max(8, rate // 2)
                         log(f"8: {name}, {rate} checkouts/s offered for {seconds} s ({users} shoppers)")
-                        step = offered_step(binary, app, database_url, rate, users, seconds, ids)
+                        step = offered_step(binary, app, url, rate, users, seconds, build_ids)
                         knee[name]["steps"].append(step)
                         if step["confirmed_per_s"] < 0.8 * rate:
                             break  # well past the knee: higher steps say nothing more
@@ -690,7 +709,8 @@ def main():
     finally:
         sinks.stop()
         try:
-            psql(server, "postgres", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            for name in (database, f"{database}_before"):
+                psql(server, "postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         except subprocess.CalledProcessError as error:
             log(f"could not drop {database}: {error.stderr}")
 
