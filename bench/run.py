@@ -806,11 +806,11 @@ def print_table(r, opts):
                      f"{knee['postgres_cpu']:.2f}, machine {100 * knee['machine_busy']:.0f}% "
                      f"busy, pool wait {knee['pool_wait_mean_ms']:.0f} ms" if knee else "never missed")
             row(f"8 {mode}: the knee", f"{best:.1f} confirmed/s at most", where, "", "", True)
-        best = {name: max((s["confirmed_per_s"] for s in data["steps"]), default=0)
+        most = {name: max((s["confirmed_per_s"] for s in data["steps"]), default=0)
                 for name, data in r["knee"].items()}
-        if best.get("before_async"):
-            ratio = best["async"] / best["before_async"]
-            row("8 async knee / the baseline build's", f"{best['async']:.1f} / {best['before_async']:.1f} confirmed/s",
+        if most.get("before_async"):
+            ratio = most["async"] / most["before_async"]
+            row("8 async knee / the baseline build's", f"{most['async']:.1f} / {most['before_async']:.1f} confirmed/s",
                 "--baseline, same run", f"{ratio:.2f}", ">= 1.8", ratio >= 1.8)
         steps = r["knee"].get("async", {}).get("steps", [])
         hundred = next((s for s in steps if s["offered"] == 100), None)

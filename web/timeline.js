@@ -63,7 +63,7 @@ export function timelineFigure(timeline, { answeredMs = null, blockingMs = null 
   // A bar from where the work began (its first attempt, when the outbox knows it) to
   // where it ended; each attempt's start is a tick on the bar.
   const lane = (label, what, fromMs, toMs, kind, testid, triesMs = []) =>
-    h('li', { class: ['tl-row', ...[kind].flat()], 'data-testid': testid, 'data-ms': Math.round(toMs) },
+    h('li', { class: ['tl-row'].concat(kind), 'data-testid': testid, 'data-ms': Math.round(toMs) },
       h('span', { class: 'wf-label' }, h('span', { class: 'wf-step', text: label }), h('span', { class: 'wf-what', text: what })),
       h('span', { class: 'wf-track' },
         h('span', { class: 'tl-bar', vars: { '--start': pct(fromMs), '--width': pct(Math.max(toMs - fromMs, 0)) } }),

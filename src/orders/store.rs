@@ -74,22 +74,38 @@ pub async fn insert_items(
     order_id: i64,
     items: &[LineItem],
 ) -> sqlx::Result<()> {
-    let product_ids: Vec<i64> = items.iter().map(|i| i.product_id).collect();
-    let names: Vec<&str> = items.iter().map(|i| i.product_name.as_str()).collect();
-    let prices: Vec<Decimal> = items.iter().map(|i| i.unit_price).collect();
-    let quantities: Vec<i32> = items.iter().map(|i| i.quantity).collect();
+    let columns = ItemColumns::of(items);
     sqlx::query(
         "INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity) \
          SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::numeric[], $5::int[])",
     )
     .bind(order_id)
-    .bind(product_ids)
-    .bind(names)
-    .bind(prices)
-    .bind(quantities)
+    .bind(columns.product_ids)
+    .bind(columns.names)
+    .bind(columns.prices)
+    .bind(columns.quantities)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Order lines as one array per column, for `UNNEST`.
+struct ItemColumns<'a> {
+    product_ids: Vec<i64>,
+    names: Vec<&'a str>,
+    prices: Vec<Decimal>,
+    quantities: Vec<i32>,
+}
+
+impl<'a> ItemColumns<'a> {
+    fn of(items: &'a [LineItem]) -> Self {
+        Self {
+            product_ids: items.iter().map(|i| i.product_id).collect(),
+            names: items.iter().map(|i| i.product_name.as_str()).collect(),
+            prices: items.iter().map(|i| i.unit_price).collect(),
+            quantities: items.iter().map(|i| i.quantity).collect(),
+        }
+    }
 }
 
 /// The payment of an order, as the gateway approved it; the order becomes `paid` in
@@ -149,20 +165,6 @@ pub async fn confirm(
     .await
 }
 
-/// The end of an asynchronous checkout: `confirmed`, with the time since the order was
-/// accepted as its processing time; returns that time in seconds.
-pub async fn confirm_since_created(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<f64> {
-    sqlx::query_scalar(
-        "UPDATE orders SET status = $2, updated_at = now(), \
-                processing_time_ms = LEAST(EXTRACT(EPOCH FROM now() - created_at) * 1000, 2147483647)::int \
-         WHERE id = $1 RETURNING EXTRACT(EPOCH FROM now() - created_at)::float8",
-    )
-    .bind(order_id)
-    .bind(OrderStatus::Confirmed)
-    .fetch_one(conn)
-    .await
-}
-
 /// What the asynchronous checkout writes for an accepted order, in one statement (one
 /// round trip instead of five): the units reserved, the order `pending` with its items,
 /// the customer's cart emptied, and its `charge_order` job queued with `payload` — the
@@ -174,14 +176,7 @@ pub async fn place_pending(
     payload: &serde_json::Value,
     traceparent: Option<&str>,
 ) -> sqlx::Result<OrderRow> {
-    let product_ids: Vec<i64> = order.items.iter().map(|i| i.product_id).collect();
-    let names: Vec<&str> = order
-        .items
-        .iter()
-        .map(|i| i.product_name.as_str())
-        .collect();
-    let prices: Vec<Decimal> = order.items.iter().map(|i| i.unit_price).collect();
-    let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity).collect();
+    let columns = ItemColumns::of(order.items);
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH reserved AS ( \
              UPDATE inventory SET reserved = inventory.reserved + n.quantity, updated_at = now() \
@@ -205,10 +200,10 @@ pub async fn place_pending(
     .bind(OrderStatus::Pending)
     .bind(order.total)
     .bind(order.shipping_address)
-    .bind(product_ids)
-    .bind(names)
-    .bind(prices)
-    .bind(quantities)
+    .bind(columns.product_ids)
+    .bind(columns.names)
+    .bind(columns.prices)
+    .bind(columns.quantities)
     .bind(JobKind::ChargeOrder)
     .bind(payload)
     .bind(traceparent)
