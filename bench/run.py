@@ -64,7 +64,7 @@ class App:
 
     peak_rss_kib = {}
 
-    def __init__(self, binary, database_url, sinks, extra_env, phase):
+    def __init__(self, binary, database_url, sinks, extra_env, phase, wrapper=()):
         self.phase = phase
         self.port = free_port()
         env = {
@@ -93,10 +93,11 @@ class App:
         }
         env.update(extra_env)
         self.process = subprocess.Popen(
-            [binary, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            [*wrapper, binary, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
         self.url = f"http://127.0.0.1:{self.port}"
-        for _ in range(300):
+        # Under valgrind the start takes a good deal longer.
+        for _ in range(3000 if wrapper else 300):
             if self.process.poll() is not None:
                 raise SystemExit(f"the app did not start:\n{self.process.stderr.read()}")
             try:
@@ -210,6 +211,43 @@ def finish_wrk(process, interrupt=False):
 
 def wrk(url, path, seconds, connections, product_ids=None, pause_ms=0):
     return finish_wrk(start_wrk(url, path, seconds, connections, product_ids, pause_ms))
+
+
+def get_many(url, path_of, count):
+    """`count` GETs on one keep-alive connection, one at a time; the paths from `path_of(i)`."""
+    import http.client
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    for i in range(count):
+        connection.request("GET", path_of(i))
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"GET {path_of(i)}: {response.status}")
+    connection.close()
+
+
+def instructions_per_read(binary, database_url, sinks, env, ids, requests):
+    """Instructions the app executes per `GET /api/products/{id}`, all its threads (the
+    span exporter's included), counted by callgrind: unlike time on a shared guest, the
+    same from run to run. The counters are zeroed after a warm-up and read after the
+    reads and one export interval more (5 s: the batch processor's default), so every
+    span of the counted reads is exported inside the count."""
+    out = Path(tempfile.mkdtemp()) / "callgrind.out"
+    wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+               "--collect-systime=no"]
+    path_of = lambda i: f"/api/products/{ids[0] + i % (ids[1] - ids[0] + 1)}"  # noqa: E731
+    with App(binary, database_url, sinks, env, "callgrind", wrapper) as app:
+        get_many(app.url, path_of, 300)
+        time.sleep(6)
+        run(["callgrind_control", "-z", str(app.process.pid)])
+        get_many(app.url, path_of, requests)
+        time.sleep(6)
+        run(["callgrind_control", "-d", str(app.process.pid)])
+        dumps = sorted(out.parent.glob("callgrind.out*"), key=lambda f: f.stat().st_mtime)
+        totals = re.search(r"^(?:summary|totals): (\d+)", dumps[-1].read_text(errors="replace"), re.M)
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return int(totals.group(1)) / requests
 
 
 def pgbench(database_url, script, clients, seconds, variables):
@@ -501,7 +539,10 @@ def main():
                         help="the Postgres server (no database name); a fresh database is created on it")
     parser.add_argument("--json", help="also write the results as JSON to this file")
     parser.add_argument("--only", type=lambda v: {int(n) for n in v.split(",")}, default=set(),
-                        metavar="1,2,...", help="run only these measures (1 covers 1-2; 6, memory, is always read)")
+                        metavar="1,2,...", help="run only these measures (1 covers 1-2; 6, memory, is always read; "
+                                                "9, instructions under callgrind, runs only when asked)")
+    parser.add_argument("--instruction-reads", type=int, default=2000,
+                        help="reads counted under callgrind per build and setting (measure 9)")
     parser.add_argument("--baseline", metavar="BINARY",
                         help="another build (e.g. of the previous commit) whose telemetry on/off ratio is "
                              "measured in the same rounds as this one's (measure 2), and whose asynchronous "
@@ -585,6 +626,22 @@ def main():
                 if key != "pgbench":
                     results[key]["p99_ms"] = median([r["p99_ms"] for r in runs])
                     results[key]["errors"] = sum(r["errors"] for r in runs)
+
+        if 9 in opts.only:
+            # 9: telemetry's cost in instructions per `/{id}` read (callgrind), this build and
+            # the baseline, telemetry on and off.
+            if not shutil.which("valgrind"):
+                raise SystemExit("valgrind is missing: apt-get install valgrind")
+            builds = [("", binary, database_url, ids)]
+            if opts.baseline:
+                builds.append(("before_", opts.baseline, baseline_db["url"], baseline_db["ids"]))
+            counts = {}
+            for build, build_binary, url, build_ids in builds:
+                for label, env in (("on", telemetry_on), ("off", telemetry_off)):
+                    log(f"9: {build or 'this build, '}telemetry {label}: {opts.instruction_reads} reads under callgrind")
+                    counts[f"{build}{label}"] = instructions_per_read(build_binary, url, sinks, env, build_ids,
+                                                                      100 if opts.smoke else opts.instruction_reads)
+            results["instructions_per_read"] = counts
 
         if wanted(3):
             # 3: checkout work with the deliberate waits at zero.
@@ -749,6 +806,14 @@ def print_table(r, opts):
             on, off = r[f"before_on_{key}"]["rps"], r[f"before_off_{key}"]["rps"]
             row(f"2   the baseline build, {path}", f"{on:,.0f} / {off:,.0f} req/s", "--baseline, same rounds",
                 f"{on / off:.2f}", "", True)
+    if "instructions_per_read" in r:
+        i = r["instructions_per_read"]
+        ratio = i["off"] / i["on"]
+        row("9 telemetry on/off, /{id}, instructions", f"{i['on']:,.0f} / {i['off']:,.0f} per read",
+            "callgrind, all threads", f"{ratio:.2f}", ">= 0.95", ratio >= 0.95)
+        if "before_on" in i:
+            row("9   the baseline build", f"{i['before_on']:,.0f} / {i['before_off']:,.0f} per read",
+                "--baseline, same run", f"{i['before_off'] / i['before_on']:.2f}", "", True)
     if "checkout_rate" in r:
         c = r["checkout_rate"]
         ratio = c["app"] / c["pgbench"]

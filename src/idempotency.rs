@@ -21,6 +21,7 @@ use std::time::Duration;
 use sqlx::PgConnection;
 
 use crate::db::Database;
+use crate::db::statement;
 use crate::domain::IdempotencyKey;
 
 /// How long a key and its answer are kept.
@@ -76,18 +77,20 @@ pub async fn claim(
 ) -> sqlx::Result<Claim> {
     let mut conn = db.acquire().await?;
     // An expired key counts as never used.
-    sqlx::query(
+    statement!(
         "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND expires_at < now()",
     )
+    .query()
     .bind(user_id)
     .bind(key.as_str())
     .execute(&mut *conn)
     .await?;
-    let inserted = sqlx::query(
+    let inserted = statement!(
         "INSERT INTO idempotency_keys (user_id, key, request, expires_at, locked_until) \
          VALUES ($1, $2, $3, now() + make_interval(secs => $4), now() + make_interval(secs => $5)) \
          ON CONFLICT DO NOTHING",
     )
+    .query()
     .bind(user_id)
     .bind(key.as_str())
     .bind(request)
@@ -98,12 +101,13 @@ pub async fn claim(
     if inserted.rows_affected() == 1 {
         return Ok(Claim::First);
     }
-    let earlier: Option<Earlier> = sqlx::query_as(
+    let earlier: Option<Earlier> = statement!(
         "SELECT request, response_status AS status, response_type AS content_type, \
                 response_body AS body, order_id, \
                 EXTRACT(EPOCH FROM locked_until - now())::float8 AS lease_left \
          FROM idempotency_keys WHERE user_id = $1 AND key = $2",
     )
+    .query_as()
     .bind(user_id)
     .bind(key.as_str())
     .fetch_optional(&mut *conn)
@@ -144,11 +148,12 @@ pub async fn claim(
     }
     // The first request died with its process: this one takes the key over (one of
     // several racing retries does).
-    let taken = sqlx::query(
+    let taken = statement!(
         "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $3) \
          WHERE user_id = $1 AND key = $2 AND response_status IS NULL \
            AND (locked_until IS NULL OR locked_until < now())",
     )
+    .query()
     .bind(user_id)
     .bind(key.as_str())
     .bind(RUNNING_LEASE.as_secs_f64())
@@ -170,10 +175,11 @@ pub async fn keep_alive(db: &Database, user_id: i64, key: &IdempotencyKey) -> In
         tick.tick().await;
         let renewed = async {
             let mut conn = db.acquire().await?;
-            sqlx::query(
+            statement!(
                 "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $3) \
                  WHERE user_id = $1 AND key = $2 AND response_status IS NULL",
             )
+            .query()
             .bind(user_id)
             .bind(key.as_str())
             .bind(RUNNING_LEASE.as_secs_f64())
@@ -194,7 +200,8 @@ pub async fn bind_order(
     key: &IdempotencyKey,
     order_id: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE idempotency_keys SET order_id = $3 WHERE user_id = $1 AND key = $2")
+    statement!("UPDATE idempotency_keys SET order_id = $3 WHERE user_id = $1 AND key = $2")
+        .query()
         .bind(user_id)
         .bind(key.as_str())
         .bind(order_id)
@@ -236,7 +243,7 @@ pub async fn complete(
     let mut conn = db.acquire().await?;
     // The outer SELECT reads the row as it was before the UPDATE: what another run
     // left there, when this one's answer was not stored.
-    let outcome: Option<Outcome> = sqlx::query_as(
+    let outcome: Option<Outcome> = statement!(
         "WITH stored AS ( \
              UPDATE idempotency_keys \
              SET response_status = $3, response_type = $4, response_body = $5, \
@@ -248,6 +255,7 @@ pub async fn complete(
                 response_type AS content_type, response_body AS body, order_id \
          FROM idempotency_keys WHERE user_id = $1 AND key = $2",
     )
+    .query_as()
     .bind(user_id)
     .bind(key.as_str())
     .bind(answer.status)
@@ -290,10 +298,11 @@ fn is_success(status: i16) -> bool {
 /// a run under it committed.
 pub async fn release(db: &Database, user_id: i64, key: &IdempotencyKey) -> sqlx::Result<()> {
     let mut conn = db.acquire().await?;
-    sqlx::query(
+    statement!(
         "UPDATE idempotency_keys SET locked_until = NULL \
          WHERE user_id = $1 AND key = $2 AND response_status IS NULL",
     )
+    .query()
     .bind(user_id)
     .bind(key.as_str())
     .execute(&mut *conn)
@@ -304,7 +313,8 @@ pub async fn release(db: &Database, user_id: i64, key: &IdempotencyKey) -> sqlx:
 /// Deletes expired keys; returns how many.
 pub async fn purge_expired(db: &Database) -> sqlx::Result<u64> {
     let mut conn = db.acquire().await?;
-    let purged = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < now()")
+    let purged = statement!("DELETE FROM idempotency_keys WHERE expires_at < now()")
+        .query()
         .execute(&mut *conn)
         .await?;
     Ok(purged.rows_affected())

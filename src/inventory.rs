@@ -3,7 +3,21 @@
 //! Every statement that locks inventory rows takes the locks in product-id order, so two
 //! transactions that touch the same products can never deadlock.
 
+use crate::db::{Statement, statement};
 use sqlx::PgConnection;
+
+/// `UPDATE inventory SET <assignment>` for each product of some [`Units`] (`n`).
+macro_rules! adjusted {
+    ($assignment:literal) => {
+        statement!(concat!(
+            "UPDATE inventory SET ",
+            $assignment,
+            ", updated_at = now() \
+             FROM UNNEST($1::bigint[], $2::int[]) AS n(product_id, quantity) \
+             WHERE inventory.product_id = n.product_id"
+        ))
+    };
+}
 
 /// Units of some products, one entry per product, sorted by product id.
 #[derive(Debug, Clone, Default)]
@@ -41,10 +55,11 @@ impl Stock {
 /// Locks the products' inventory rows (`SELECT … FOR UPDATE`, in product-id order)
 /// and returns their stock. A second buyer of the same product waits here.
 pub async fn lock(conn: &mut PgConnection, product_ids: &[i64]) -> sqlx::Result<Vec<Stock>> {
-    sqlx::query_as(
+    statement!(
         "SELECT product_id, quantity, reserved FROM inventory \
          WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
     )
+    .query_as()
     .bind(product_ids)
     .fetch_all(conn)
     .await
@@ -52,7 +67,12 @@ pub async fn lock(conn: &mut PgConnection, product_ids: &[i64]) -> sqlx::Result<
 
 /// Holds units for a checkout: reserved += n.
 pub async fn reserve(conn: &mut PgConnection, units: &Units) -> sqlx::Result<()> {
-    adjust(conn, units, "reserved = inventory.reserved + n.quantity").await
+    adjust(
+        conn,
+        units,
+        adjusted!("reserved = inventory.reserved + n.quantity"),
+    )
+    .await
 }
 
 /// The units leave the warehouse: quantity −= n and the reservation is released.
@@ -60,30 +80,34 @@ pub async fn reduce(conn: &mut PgConnection, units: &Units) -> sqlx::Result<()> 
     adjust(
         conn,
         units,
-        "quantity = inventory.quantity - n.quantity, reserved = inventory.reserved - n.quantity",
+        adjusted!(
+            "quantity = inventory.quantity - n.quantity, reserved = inventory.reserved - n.quantity"
+        ),
     )
     .await
 }
 
-async fn adjust(conn: &mut PgConnection, units: &Units, assignment: &str) -> sqlx::Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE inventory SET {assignment}, updated_at = now() \
-         FROM UNNEST($1::bigint[], $2::int[]) AS n(product_id, quantity) \
-         WHERE inventory.product_id = n.product_id"
-    )))
-    .bind(&units.product_ids)
-    .bind(&units.quantities)
-    .execute(conn)
-    .await?;
+async fn adjust(
+    conn: &mut PgConnection,
+    units: &Units,
+    update: &'static Statement,
+) -> sqlx::Result<()> {
+    update
+        .query()
+        .bind(&units.product_ids)
+        .bind(&units.quantities)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// An order's units, from its items.
 pub async fn units_of_order(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Units> {
-    let units: Vec<(i64, i32)> = sqlx::query_as(
+    let units: Vec<(i64, i32)> = statement!(
         "SELECT product_id, SUM(quantity)::int FROM order_items WHERE order_id = $1 \
          GROUP BY product_id",
     )
+    .query_as()
     .bind(order_id)
     .fetch_all(conn)
     .await?;
@@ -93,14 +117,24 @@ pub async fn units_of_order(conn: &mut PgConnection, order_id: i64) -> sqlx::Res
 /// A reservation given up (the payment was declined): reserved −= n.
 pub async fn release(conn: &mut PgConnection, units: &Units) -> sqlx::Result<()> {
     lock(conn, &units.product_ids).await?;
-    adjust(conn, units, "reserved = inventory.reserved - n.quantity").await
+    adjust(
+        conn,
+        units,
+        adjusted!("reserved = inventory.reserved - n.quantity"),
+    )
+    .await
 }
 
 /// A cancelled order's units go back on the shelf.
 pub async fn put_back_order(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<()> {
     let units = units_of_order(conn, order_id).await?;
     lock(conn, &units.product_ids).await?;
-    adjust(conn, &units, "quantity = inventory.quantity + n.quantity").await
+    adjust(
+        conn,
+        &units,
+        adjusted!("quantity = inventory.quantity + n.quantity"),
+    )
+    .await
 }
 
 /// An active product's name and the units available to buy now; `None` if there is no
@@ -109,10 +143,11 @@ pub async fn available(
     conn: &mut PgConnection,
     product_id: i64,
 ) -> sqlx::Result<Option<(String, i32)>> {
-    sqlx::query_as(
+    statement!(
         "SELECT p.name, i.quantity - i.reserved FROM products p \
          JOIN inventory i ON i.product_id = p.id WHERE p.id = $1 AND p.is_active",
     )
+    .query_as()
     .bind(product_id)
     .fetch_optional(conn)
     .await
@@ -120,7 +155,8 @@ pub async fn available(
 
 /// A new product's stock.
 pub async fn open(conn: &mut PgConnection, product_id: i64, quantity: i32) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO inventory (product_id, quantity) VALUES ($1, $2)")
+    statement!("INSERT INTO inventory (product_id, quantity) VALUES ($1, $2)")
+        .query()
         .bind(product_id)
         .bind(quantity)
         .execute(conn)
@@ -135,11 +171,12 @@ pub async fn reset_by_name(
     product_name: &str,
     quantity: i32,
 ) -> sqlx::Result<u64> {
-    let reset = sqlx::query(
+    let reset = statement!(
         "UPDATE inventory SET quantity = GREATEST($2, inventory.reserved), updated_at = now() \
          FROM products p \
          WHERE p.id = inventory.product_id AND p.name = $1 AND p.is_active",
     )
+    .query()
     .bind(product_name)
     .bind(quantity)
     .execute(conn)
@@ -153,11 +190,12 @@ pub async fn restock(
     product_id: i64,
     quantity: i32,
 ) -> sqlx::Result<bool> {
-    let restocked = sqlx::query(
+    let restocked = statement!(
         "UPDATE inventory SET quantity = quantity + $2, updated_at = now() \
          FROM products p WHERE p.id = inventory.product_id AND p.is_active \
            AND inventory.product_id = $1",
     )
+    .query()
     .bind(product_id)
     .bind(quantity)
     .execute(conn)

@@ -21,7 +21,8 @@ use strum::VariantArray;
 use tokio::sync::Notify;
 
 use crate::config::LiveStart;
-use crate::db::Database;
+use crate::db::statement;
+use crate::db::{self, Database};
 use crate::domain::{
     CheckoutMode, Dependency, FaultProblem, FaultSettings, FaultsUpdate, LabPhase,
     ResilienceSettings, ResilienceUpdate,
@@ -95,9 +96,13 @@ impl From<&Row> for Settings {
     }
 }
 
-const COLUMNS: &str = "payment_delay_ms, payment_success_rate, email_delay_ms, email_outage, \
-                       email_hang, payment_flap_rate, payment_capacity, checkout_mode, \
-                       resilience, lab_phase";
+/// The columns of `Row`.
+macro_rules! live_columns {
+    () => {
+        "payment_delay_ms, payment_success_rate, email_delay_ms, email_outage, email_hang, \
+         payment_flap_rate, payment_capacity, checkout_mode, resilience, lab_phase"
+    };
+}
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -114,12 +119,13 @@ impl LiveSettings {
             resilience: ResilienceSettings::OFF,
         };
         let mut conn = db.acquire().await?;
-        sqlx::query(
+        statement!(
             "INSERT INTO live_settings (id, payment_delay_ms, payment_success_rate, \
                                         email_delay_ms, email_outage, checkout_mode) \
              VALUES (1, $1, $2, $3, $4, $5) \
              ON CONFLICT (id) DO NOTHING",
         )
+        .query()
         .bind(millis(initial.faults.payment_delay))
         .bind(initial.faults.payment_success_rate)
         .bind(millis(initial.faults.email_delay))
@@ -127,9 +133,12 @@ impl LiveSettings {
         .bind(initial.checkout_mode)
         .execute(&mut *conn)
         .await?;
-        let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM live_settings WHERE id = 1"
-        )))
+        let row: Row = statement!(concat!(
+            "SELECT ",
+            live_columns!(),
+            " FROM live_settings WHERE id = 1"
+        ))
+        .query_as()
         .fetch_one(&mut *conn)
         .await?;
         drop(conn);
@@ -235,19 +244,23 @@ impl LiveSettings {
         edit: impl FnOnce(Settings) -> Result<Settings, Vec<FaultProblem>>,
     ) -> Result<Settings, SettingsError> {
         let mut tx = self.db.begin().await?;
-        let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM live_settings WHERE id = 1 FOR UPDATE"
-        )))
+        let row: Row = statement!(concat!(
+            "SELECT ",
+            live_columns!(),
+            " FROM live_settings WHERE id = 1 FOR UPDATE"
+        ))
+        .query_as()
         .fetch_one(&mut *tx)
         .await?;
         let changed = edit(Settings::from(&row)).map_err(SettingsError::Invalid)?;
-        sqlx::query(
+        statement!(
             "UPDATE live_settings SET payment_delay_ms = $1, payment_success_rate = $2, \
                     email_delay_ms = $3, email_outage = $4, checkout_mode = $5, \
                     email_hang = $6, resilience = $7, payment_flap_rate = $8, \
                     payment_capacity = $9, updated_at = now() \
              WHERE id = 1",
         )
+        .query()
         .bind(millis(changed.faults.payment_delay))
         .bind(changed.faults.payment_success_rate)
         .bind(millis(changed.faults.email_delay))
@@ -269,9 +282,12 @@ impl LiveSettings {
     pub async fn refresh(&self) {
         let read = async {
             let mut conn = self.db.acquire().await?;
-            sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM live_settings WHERE id = 1"
-            )))
+            statement!(concat!(
+                "SELECT ",
+                live_columns!(),
+                " FROM live_settings WHERE id = 1"
+            ))
+            .query_as::<Row>()
             .fetch_one(&mut *conn)
             .await
         };
@@ -295,7 +311,8 @@ impl LiveSettings {
     /// Announces the lab's phase on every replica (`None`: the experiment is over).
     pub async fn announce_lab(&self, phase: Option<LabPhase>) -> Result<(), SettingsError> {
         let mut tx = self.db.begin().await?;
-        sqlx::query("UPDATE live_settings SET lab_phase = $1, updated_at = now() WHERE id = 1")
+        statement!("UPDATE live_settings SET lab_phase = $1, updated_at = now() WHERE id = 1")
+            .query()
             .bind(phase.clone().map(Json))
             .execute(&mut *tx)
             .await?;
@@ -357,11 +374,12 @@ impl LiveSettings {
 
 /// Tells every replica the row changed (`NOTIFY`, delivered at the commit) and commits.
 async fn announce_and_commit(mut tx: Transaction<'static, Postgres>) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
+    statement!("SELECT pg_notify($1, '')")
+        .query()
         .bind(CHANNEL)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await
+    db::commit(tx).await
 }
 
 /// The `fault_*`, `checkout_mode` and `resilience_*` gauges, so dashboards show when a

@@ -1,6 +1,7 @@
 //! The in-app inbox: what the service tells a customer about their orders. The model and
 //! every statement on the `notifications` table.
 
+use crate::db::statement;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -34,7 +35,8 @@ pub async fn notify(
     kind: NotificationKind,
     message: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO notifications (user_id, kind, message) VALUES ($1, $2, $3)")
+    statement!("INSERT INTO notifications (user_id, kind, message) VALUES ($1, $2, $3)")
+        .query()
         .bind(user_id)
         .bind(kind)
         .bind(message)
@@ -49,11 +51,12 @@ pub async fn of_user(
     user_id: i64,
     unread_only: bool,
 ) -> sqlx::Result<Vec<NotificationView>> {
-    sqlx::query_as(
+    statement!(
         "SELECT id, kind, message, is_read, created_at FROM notifications \
          WHERE user_id = $1 AND (NOT $2 OR NOT is_read) \
          ORDER BY created_at DESC, id DESC LIMIT 100",
     )
+    .query_as()
     .bind(user_id)
     .bind(unread_only)
     .fetch_all(conn)
@@ -66,10 +69,11 @@ pub async fn mark_read(
     user_id: i64,
     id: i64,
 ) -> sqlx::Result<Option<NotificationView>> {
-    sqlx::query_as(
+    statement!(
         "UPDATE notifications SET is_read = TRUE WHERE id = $1 AND user_id = $2 \
          RETURNING id, kind, message, is_read, created_at",
     )
+    .query_as()
     .bind(id)
     .bind(user_id)
     .fetch_optional(conn)

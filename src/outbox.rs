@@ -25,6 +25,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::db::Database;
+use crate::db::statement;
 use crate::domain::{Customer, JobKind, LineItem, PaymentMethod};
 
 /// The channel that tells workers a job is waiting.
@@ -161,12 +162,13 @@ pub async fn enqueue(
     let payload = task
         .payload()
         .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-    sqlx::query(
+    statement!(
         "WITH job AS ( \
              INSERT INTO outbox_jobs (kind, order_id, payload, traceparent) \
              VALUES ($1, $2, $3, $4) RETURNING kind) \
          SELECT pg_notify($5, kind) FROM job",
     )
+    .query()
     .bind(task.kind())
     .bind(order_id)
     .bind(payload)
@@ -193,7 +195,7 @@ pub async fn claim(
     max_attempts: u32,
 ) -> sqlx::Result<Vec<Job>> {
     let mut conn = db.acquire().await?;
-    sqlx::query_as(
+    statement!(
         "UPDATE outbox_jobs j \
          SET attempts = j.attempts + 1, attempted_at = j.attempted_at || now(), \
              lease_token = gen_random_uuid(), locked_until = now() + make_interval(secs => $2), \
@@ -210,7 +212,7 @@ pub async fn claim(
                    o.shipping_address AS order_shipping_address, \
                    o.processing_time_ms AS order_processing_time_ms, \
                    o.created_at AS order_created_at, o.updated_at AS order_updated_at",
-    )
+    ).query_as()
     .bind(i64::try_from(at_most).unwrap_or(i64::MAX))
     .bind(lease.as_secs_f64())
     .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
@@ -239,7 +241,7 @@ pub async fn renew(
 ) -> sqlx::Result<Vec<i64>> {
     let (ids, tokens): (Vec<i64>, Vec<uuid::Uuid>) = held.iter().copied().unzip();
     let mut conn = db.acquire().await?;
-    sqlx::query_scalar(
+    statement!(
         "WITH held AS (SELECT * FROM UNNEST($1::bigint[], $2::uuid[]) AS h(id, token)), \
               renewed AS ( \
                   UPDATE outbox_jobs j SET locked_until = now() + make_interval(secs => $3), \
@@ -249,6 +251,7 @@ pub async fn renew(
          SELECT j.id FROM outbox_jobs j JOIN held h ON j.id = h.id \
          WHERE j.status = 'pending' AND j.lease_token <> h.token",
     )
+    .query_scalar()
     .bind(ids)
     .bind(tokens)
     .bind(lease.as_secs_f64())
@@ -275,13 +278,14 @@ pub async fn dead_letter_exhausted(
     max_attempts: u32,
 ) -> sqlx::Result<Vec<Exhausted>> {
     let mut conn = db.acquire().await?;
-    sqlx::query_as(
+    statement!(
         "UPDATE outbox_jobs SET status = 'dead', finished_at = now(), locked_until = NULL, \
                 last_error = concat_ws('; ', last_error, 'the lease of the last attempt ran out') \
          WHERE status = 'pending' AND attempts >= $1 AND locked_until < now() \
            AND run_after <= now() \
          RETURNING id, kind, order_id, attempts",
     )
+    .query_as()
     .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
     .fetch_all(&mut *conn)
     .await
@@ -294,7 +298,7 @@ pub async fn replay_dead(
     kind: Option<JobKind>,
 ) -> sqlx::Result<Vec<(JobKind, i64)>> {
     let mut conn = db.acquire().await?;
-    let replayed = sqlx::query_as(
+    let replayed = statement!(
         "WITH replayed AS ( \
              UPDATE outbox_jobs SET status = 'pending', attempts = 0, run_after = now(), \
                     finished_at = NULL, lease_token = NULL, locked_until = NULL \
@@ -302,11 +306,13 @@ pub async fn replay_dead(
              RETURNING kind) \
          SELECT kind, count(*) FROM replayed GROUP BY kind",
     )
+    .query_as()
     .bind(kind)
     .fetch_all(&mut *conn)
     .await?;
     if !replayed.is_empty() {
-        sqlx::query("SELECT pg_notify($1, 'replayed')")
+        statement!("SELECT pg_notify($1, 'replayed')")
+            .query()
             .bind(CHANNEL)
             .execute(&mut *conn)
             .await?;
@@ -327,10 +333,11 @@ pub enum Finished {
 /// the job is no longer this worker's (its lease ran out and another took it): the
 /// caller must roll back.
 pub async fn finish(conn: &mut PgConnection, job: &Job, how: Finished) -> sqlx::Result<bool> {
-    let finished = sqlx::query(
+    let finished = statement!(
         "UPDATE outbox_jobs SET status = $3, finished_at = now(), locked_until = NULL \
          WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
     )
+    .query()
     .bind(job.id)
     .bind(job.lease_token)
     .bind(how)
@@ -347,11 +354,12 @@ pub async fn retry_later(
     delay: Duration,
 ) -> sqlx::Result<()> {
     let mut conn = db.acquire().await?;
-    sqlx::query(
+    statement!(
         "UPDATE outbox_jobs SET run_after = now() + make_interval(secs => $3), \
                 locked_until = NULL, lease_token = NULL, last_error = $4 \
          WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
     )
+    .query()
     .bind(job.id)
     .bind(job.lease_token)
     .bind(delay.as_secs_f64())
@@ -364,11 +372,12 @@ pub async fn retry_later(
 /// Gives up on the job: it stays in the table as `dead` for a person to look at.
 pub async fn dead_letter(db: &Database, job: &Job, error: &str) -> sqlx::Result<()> {
     let mut conn = db.acquire().await?;
-    sqlx::query(
+    statement!(
         "UPDATE outbox_jobs SET status = 'dead', finished_at = now(), locked_until = NULL, \
                 last_error = $3 \
          WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
     )
+    .query()
     .bind(job.id)
     .bind(job.lease_token)
     .bind(error)
@@ -400,10 +409,11 @@ pub struct JobOfOrder {
 
 /// The jobs an order caused, oldest first (finished ones until `purge_done` removes them).
 pub async fn jobs_of(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Vec<JobOfOrder>> {
-    sqlx::query_as(
+    statement!(
         "SELECT kind, status, attempts, attempted_at, finished_at FROM outbox_jobs \
          WHERE order_id = $1 ORDER BY id",
     )
+    .query_as()
     .bind(order_id)
     .fetch_all(conn)
     .await
@@ -420,7 +430,7 @@ pub struct Depth {
 
 pub async fn depth(db: &Database) -> sqlx::Result<Vec<Depth>> {
     let mut conn = db.acquire().await?;
-    sqlx::query_as(
+    statement!(
         "SELECT kind, \
                 count(*) FILTER (WHERE status = 'pending') AS pending, \
                 COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) \
@@ -428,6 +438,7 @@ pub async fn depth(db: &Database) -> sqlx::Result<Vec<Depth>> {
                 count(*) FILTER (WHERE status = 'dead') AS dead \
          FROM outbox_jobs WHERE status IN ('pending', 'dead') GROUP BY kind",
     )
+    .query_as()
     .fetch_all(&mut *conn)
     .await
 }
@@ -436,11 +447,12 @@ pub async fn depth(db: &Database) -> sqlx::Result<Vec<Depth>> {
 /// person looks.
 pub async fn purge_done(db: &Database, age: Duration) -> sqlx::Result<u64> {
     let mut conn = db.acquire().await?;
-    let purged = sqlx::query(
+    let purged = statement!(
         "DELETE FROM outbox_jobs \
          WHERE status IN ('done', 'skipped') \
            AND finished_at < now() - make_interval(secs => $1)",
     )
+    .query()
     .bind(age.as_secs_f64())
     .execute(&mut *conn)
     .await?;

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::db::Database;
+use crate::db::statement;
 use crate::domain::{Dependency, PaymentMethod};
 use crate::live_settings::LiveSettings;
 use crate::resilience::Rungs;
@@ -243,7 +244,7 @@ impl SimulatedGateway {
         // or, when the key was used before, the earlier one. Two calls racing with one
         // key: the first row wins, both get its answer — the second reads it in a
         // statement of its own when the first committed after this one began.
-        let row: Option<LedgerRow> = sqlx::query_as(
+        let row: Option<LedgerRow> = statement!(
             "WITH new AS ( \
                  INSERT INTO gateway_charges \
                    (idempotency_key, order_id, amount, method, status, transaction_id) \
@@ -254,6 +255,7 @@ impl SimulatedGateway {
              SELECT status, transaction_id, amount, order_id FROM gateway_charges \
              WHERE idempotency_key = $1 AND NOT EXISTS (SELECT FROM new)",
         )
+        .query_as()
         .bind(&request.idempotency_key)
         .bind(request.order_id)
         .bind(request.amount)
@@ -332,10 +334,11 @@ async fn ledger_entry(
     conn: &mut PgConnection,
     idempotency_key: &str,
 ) -> Result<Option<EarlierCharge>, PaymentError> {
-    let row: Option<LedgerRow> = sqlx::query_as(
+    let row: Option<LedgerRow> = statement!(
         "SELECT status, transaction_id, amount, order_id FROM gateway_charges \
          WHERE idempotency_key = $1",
     )
+    .query_as()
     .bind(idempotency_key)
     .fetch_optional(conn)
     .await
@@ -427,11 +430,12 @@ impl PaymentGateway for SimulatedGateway {
                 .acquire()
                 .await
                 .map_err(|e| RefundError::Unavailable(e.to_string()))?;
-            let refunded = sqlx::query(
+            let refunded = statement!(
                 "UPDATE gateway_charges \
                  SET status = 'refunded', refunded_at = COALESCE(refunded_at, now()) \
                  WHERE transaction_id = $1 AND status IN ('approved', 'refunded')",
             )
+            .query()
             .bind(&transaction_id)
             .execute(&mut *conn)
             .await

@@ -16,6 +16,7 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 
 use crate::db::Database;
+use crate::db::statement;
 use crate::domain::cents;
 use crate::telemetry::metrics::{PAYMENTS_WITHOUT_ORDER, PAYMENTS_WITHOUT_ORDER_AMOUNT};
 
@@ -60,7 +61,7 @@ struct Totals {
 }
 
 pub async fn reconcile(conn: &mut PgConnection) -> sqlx::Result<Reconciliation> {
-    let totals: Totals = sqlx::query_as(
+    let totals: Totals = statement!(
         "SELECT count(*) FILTER (WHERE g.status <> 'declined') AS approved_charges, \
                 count(*) FILTER (WHERE g.status = 'approved' AND p.id IS NOT NULL) AS with_order, \
                 count(*) FILTER (WHERE g.status = 'refunded') AS refunded, \
@@ -70,14 +71,16 @@ pub async fn reconcile(conn: &mut PgConnection) -> sqlx::Result<Reconciliation> 
                 count(*) FILTER (WHERE g.status = 'declined') AS declined_charges \
          FROM gateway_charges g LEFT JOIN payments p ON p.transaction_id = g.transaction_id",
     )
+    .query_as()
     .fetch_one(&mut *conn)
     .await?;
-    let charges_without_order = sqlx::query_as(
+    let charges_without_order = statement!(
         "SELECT g.transaction_id, g.order_id, g.amount, g.charged_at \
          FROM gateway_charges g LEFT JOIN payments p ON p.transaction_id = g.transaction_id \
          WHERE g.status = 'approved' AND p.id IS NULL \
          ORDER BY g.charged_at DESC, g.id DESC LIMIT 100",
     )
+    .query_as()
     .fetch_all(&mut *conn)
     .await?;
     Ok(Reconciliation {

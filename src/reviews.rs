@@ -1,6 +1,7 @@
 //! Product reviews, one per customer and product: the model and every statement on the
 //! `reviews` table.
 
+use crate::db::statement;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -21,12 +22,13 @@ pub struct ReviewView {
 
 /// A product's reviews, newest first.
 pub async fn of_product(conn: &mut PgConnection, product_id: i64) -> sqlx::Result<Vec<ReviewView>> {
-    sqlx::query_as(
+    statement!(
         "SELECT r.id, r.product_id, r.user_id, u.full_name AS author_name, r.rating, r.comment, \
                 r.created_at \
          FROM reviews r JOIN users u ON u.id = r.user_id \
          WHERE r.product_id = $1 ORDER BY r.created_at DESC, r.id DESC",
     )
+    .query_as()
     .bind(product_id)
     .fetch_all(conn)
     .await
@@ -41,7 +43,7 @@ pub async fn insert(
     rating: i16,
     comment: &str,
 ) -> sqlx::Result<Option<ReviewView>> {
-    sqlx::query_as(
+    statement!(
         "WITH inserted AS ( \
              INSERT INTO reviews (product_id, user_id, rating, comment) \
              SELECT p.id, $2, $3, $4 FROM products p WHERE p.id = $1 AND p.is_active \
@@ -50,6 +52,7 @@ pub async fn insert(
                 i.created_at \
          FROM inserted i JOIN users u ON u.id = i.user_id",
     )
+    .query_as()
     .bind(product_id)
     .bind(user_id)
     .bind(rating)

@@ -1,5 +1,6 @@
 //! Every statement on the `users` table.
 
+use crate::db::statement;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -42,10 +43,11 @@ pub async fn insert(
     full_name: &str,
     role: Role,
 ) -> sqlx::Result<UserView> {
-    sqlx::query_as(
+    statement!(
         "INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, $4) \
          RETURNING id, email, full_name, role, created_at",
     )
+    .query_as()
     .bind(email)
     .bind(password_hash)
     .bind(full_name)
@@ -63,11 +65,12 @@ pub async fn put(
     full_name: &str,
     role: Role,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    statement!(
         "INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (email) DO UPDATE \
          SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash",
     )
+    .query()
     .bind(email)
     .bind(password_hash)
     .bind(full_name)
@@ -78,7 +81,8 @@ pub async fn put(
 }
 
 pub async fn find(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<UserView>> {
-    sqlx::query_as("SELECT id, email, full_name, role, created_at FROM users WHERE id = $1")
+    statement!("SELECT id, email, full_name, role, created_at FROM users WHERE id = $1")
+        .query_as()
         .bind(id)
         .fetch_optional(conn)
         .await
@@ -88,7 +92,8 @@ pub async fn credentials(
     conn: &mut PgConnection,
     email: &str,
 ) -> sqlx::Result<Option<Credentials>> {
-    sqlx::query_as("SELECT id, password_hash, role FROM users WHERE email = $1")
+    statement!("SELECT id, password_hash, role FROM users WHERE email = $1")
+        .query_as()
         .bind(email)
         .fetch_optional(conn)
         .await

@@ -3,6 +3,7 @@
 use sqlx::PgConnection;
 
 use super::{Cart, CartLine};
+use crate::db::statement;
 use crate::domain::Customer;
 
 /// The columns of [`CartLine`]: cart items joined with their products.
@@ -16,7 +17,8 @@ macro_rules! line_select {
 
 /// The customer's cart (empty if they never used one).
 pub async fn find(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Cart> {
-    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM carts WHERE user_id = $1")
+    let id: Option<i64> = statement!("SELECT id FROM carts WHERE user_id = $1")
+        .query_scalar()
         .bind(user_id)
         .fetch_optional(&mut *conn)
         .await?;
@@ -34,11 +36,12 @@ pub async fn find(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Cart> {
 /// held, in a statement of their own, so a checkout that waited for another sees what
 /// that one left (one statement would read the lines as they were when it began).
 pub async fn lock(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Option<(Cart, Customer)>> {
-    let owner: Option<(i64, String, String)> = sqlx::query_as(
+    let owner: Option<(i64, String, String)> = statement!(
         "SELECT c.id, u.email, u.full_name \
          FROM carts c JOIN users u ON u.id = c.user_id \
          WHERE c.user_id = $1 FOR UPDATE OF c",
     )
+    .query_as()
     .bind(user_id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -52,10 +55,11 @@ pub async fn lock(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Option<
 }
 
 async fn lines(conn: &mut PgConnection, cart_id: i64) -> sqlx::Result<Vec<CartLine>> {
-    sqlx::query_as(concat!(
+    statement!(concat!(
         line_select!(),
         "WHERE ci.cart_id = $1 ORDER BY ci.product_id"
     ))
+    .query_as()
     .bind(cart_id)
     .fetch_all(conn)
     .await
@@ -65,7 +69,8 @@ async fn lines(conn: &mut PgConnection, cart_id: i64) -> sqlx::Result<Vec<CartLi
 /// change made while a checkout of the cart runs waits for it, then applies to what
 /// the checkout left (never acknowledged and then lost). `None` if they have no cart.
 pub async fn lock_row(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT id FROM carts WHERE user_id = $1 FOR UPDATE")
+    statement!("SELECT id FROM carts WHERE user_id = $1 FOR UPDATE")
+        .query_scalar()
         .bind(user_id)
         .fetch_optional(conn)
         .await
@@ -74,10 +79,11 @@ pub async fn lock_row(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Opt
 /// The customer's cart id, creating the cart on first use (and locking its row, like
 /// [`lock_row`]).
 pub async fn open(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+    statement!(
         "INSERT INTO carts (user_id) VALUES ($1) \
          ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING id",
     )
+    .query_scalar()
     .bind(user_id)
     .fetch_one(conn)
     .await
@@ -92,7 +98,7 @@ pub async fn restore(
     product_ids: &[i64],
     quantities: &[i32],
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    statement!(
         "WITH cart AS ( \
              INSERT INTO carts (user_id) VALUES ($1) \
              ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING id) \
@@ -102,6 +108,7 @@ pub async fn restore(
          ON CONFLICT (cart_id, product_id) \
          DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity",
     )
+    .query()
     .bind(user_id)
     .bind(product_ids)
     .bind(quantities)
@@ -116,10 +123,11 @@ pub async fn quantity_of(
     cart_id: i64,
     product_id: i64,
 ) -> sqlx::Result<i32> {
-    sqlx::query_scalar(
+    statement!(
         "SELECT COALESCE(SUM(quantity), 0)::int FROM cart_items \
          WHERE cart_id = $1 AND product_id = $2",
     )
+    .query_scalar()
     .bind(cart_id)
     .bind(product_id)
     .fetch_one(conn)
@@ -134,11 +142,12 @@ pub async fn add(
     product_id: i64,
     quantity: i32,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+    statement!(
         "INSERT INTO cart_items (cart_id, product_id, quantity) VALUES ($1, $2, $3) \
          ON CONFLICT (cart_id, product_id) \
          DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity RETURNING id",
     )
+    .query_scalar()
     .bind(cart_id)
     .bind(product_id)
     .bind(quantity)
@@ -153,10 +162,11 @@ pub async fn line(
     user_id: i64,
     item_id: i64,
 ) -> sqlx::Result<Option<CartLine>> {
-    sqlx::query_as(concat!(
+    statement!(concat!(
         line_select!(),
         "JOIN carts c ON c.id = ci.cart_id WHERE c.user_id = $1 AND ci.id = $2"
     ))
+    .query_as()
     .bind(user_id)
     .bind(item_id)
     .fetch_optional(conn)
@@ -168,7 +178,8 @@ pub async fn set_quantity(
     item_id: i64,
     quantity: i32,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE cart_items SET quantity = $2 WHERE id = $1")
+    statement!("UPDATE cart_items SET quantity = $2 WHERE id = $1")
+        .query()
         .bind(item_id)
         .bind(quantity)
         .execute(conn)
@@ -178,10 +189,11 @@ pub async fn set_quantity(
 
 /// Removes one of the customer's items; false if they have no such item.
 pub async fn remove(conn: &mut PgConnection, user_id: i64, item_id: i64) -> sqlx::Result<bool> {
-    let removed = sqlx::query(
+    let removed = statement!(
         "DELETE FROM cart_items ci USING carts c \
          WHERE ci.id = $2 AND ci.cart_id = c.id AND c.user_id = $1",
     )
+    .query()
     .bind(user_id)
     .bind(item_id)
     .execute(conn)
@@ -191,9 +203,10 @@ pub async fn remove(conn: &mut PgConnection, user_id: i64, item_id: i64) -> sqlx
 
 /// Empties the customer's cart (after a checkout ordered it, or on request).
 pub async fn clear(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<()> {
-    sqlx::query(
+    statement!(
         "DELETE FROM cart_items ci USING carts c WHERE ci.cart_id = c.id AND c.user_id = $1",
     )
+    .query()
     .bind(user_id)
     .execute(conn)
     .await?;
@@ -202,7 +215,8 @@ pub async fn clear(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<()> {
 
 /// Takes a product out of every cart (it left the catalog).
 pub async fn remove_product(conn: &mut PgConnection, product_id: i64) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM cart_items WHERE product_id = $1")
+    statement!("DELETE FROM cart_items WHERE product_id = $1")
+        .query()
         .bind(product_id)
         .execute(conn)
         .await?;

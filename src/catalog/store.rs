@@ -4,6 +4,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use super::{CategoryView, ProductQuery, ProductView};
+use crate::db::statement;
 
 /// The columns of [`ProductView`], shared by the single and the list query.
 macro_rules! product_select {
@@ -34,10 +35,11 @@ macro_rules! product_filter {
 
 /// An active product with its available stock and rating.
 pub async fn product(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<ProductView>> {
-    sqlx::query_as(concat!(
+    statement!(concat!(
         product_select!(),
         "WHERE p.id = $1 AND p.is_active"
     ))
+    .query_as()
     .bind(id)
     .fetch_optional(conn)
     .await
@@ -45,7 +47,8 @@ pub async fn product(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<Pr
 
 /// Whether an active product of this id exists.
 pub async fn is_active(conn: &mut PgConnection, id: i64) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1 AND is_active)")
+    statement!("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1 AND is_active)")
+        .query_scalar()
         .bind(id)
         .fetch_one(conn)
         .await
@@ -62,11 +65,12 @@ pub async fn products(
         .search
         .filter(|q| !q.is_empty())
         .map(|q| format!("%{}%", escape_like(q)));
-    let items: Vec<ProductView> = sqlx::query_as(concat!(
+    let items: Vec<ProductView> = statement!(concat!(
         product_select!(),
         product_filter!(),
         "ORDER BY p.id LIMIT $5 OFFSET $6"
     ))
+    .query_as()
     .bind(query.category_id)
     .bind(&pattern)
     .bind(query.min_price)
@@ -75,10 +79,11 @@ pub async fn products(
     .bind(offset)
     .fetch_all(&mut *conn)
     .await?;
-    let total: i64 = sqlx::query_scalar(concat!(
+    let total: i64 = statement!(concat!(
         "SELECT count(*) FROM products p ",
         product_filter!()
     ))
+    .query_scalar()
     .bind(query.category_id)
     .bind(&pattern)
     .bind(query.min_price)
@@ -103,10 +108,11 @@ pub async fn insert_product(
     price: Decimal,
     category_id: i64,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+    statement!(
         "INSERT INTO products (name, description, price, category_id) VALUES ($1, $2, $3, $4) \
          RETURNING id",
     )
+    .query_scalar()
     .bind(name)
     .bind(description)
     .bind(price)
@@ -130,12 +136,13 @@ pub async fn update_product(
     id: i64,
     changes: &ProductChanges<'_>,
 ) -> sqlx::Result<bool> {
-    let updated = sqlx::query(
+    let updated = statement!(
         "UPDATE products SET name = COALESCE($2, name), description = COALESCE($3, description), \
                 price = COALESCE($4, price), category_id = COALESCE($5, category_id), \
                 updated_at = now() \
          WHERE id = $1 AND is_active",
     )
+    .query()
     .bind(id)
     .bind(changes.name)
     .bind(changes.description)
@@ -148,9 +155,10 @@ pub async fn update_product(
 
 /// Takes a product off the catalog (orders keep it); false if there is no active one.
 pub async fn deactivate(conn: &mut PgConnection, id: i64) -> sqlx::Result<bool> {
-    let deleted = sqlx::query(
+    let deleted = statement!(
         "UPDATE products SET is_active = FALSE, updated_at = now() WHERE id = $1 AND is_active",
     )
+    .query()
     .bind(id)
     .execute(conn)
     .await?;
@@ -159,7 +167,8 @@ pub async fn deactivate(conn: &mut PgConnection, id: i64) -> sqlx::Result<bool> 
 
 /// All categories, by name.
 pub async fn categories(conn: &mut PgConnection) -> sqlx::Result<Vec<CategoryView>> {
-    sqlx::query_as("SELECT id, name, description, created_at FROM categories ORDER BY lower(name)")
+    statement!("SELECT id, name, description, created_at FROM categories ORDER BY lower(name)")
+        .query_as()
         .fetch_all(conn)
         .await
 }
@@ -169,10 +178,11 @@ pub async fn insert_category(
     name: &str,
     description: &str,
 ) -> sqlx::Result<CategoryView> {
-    sqlx::query_as(
+    statement!(
         "INSERT INTO categories (name, description) VALUES ($1, $2) \
          RETURNING id, name, description, created_at",
     )
+    .query_as()
     .bind(name)
     .bind(description)
     .fetch_one(conn)
@@ -186,10 +196,11 @@ pub async fn insert_category_if_missing(
     name: &str,
     description: &str,
 ) -> sqlx::Result<u64> {
-    let created = sqlx::query(
+    let created = statement!(
         "INSERT INTO categories (name, description) VALUES ($1, $2) \
          ON CONFLICT (lower(name)) DO NOTHING",
     )
+    .query()
     .bind(name)
     .bind(description)
     .execute(conn)
@@ -206,12 +217,13 @@ pub async fn insert_product_if_missing(
     price: Decimal,
     category_name: &str,
 ) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar(
+    statement!(
         "INSERT INTO products (name, description, price, category_id) \
          SELECT $1, $2, $3, c.id FROM categories c WHERE lower(c.name) = lower($4) \
            AND NOT EXISTS (SELECT 1 FROM products WHERE name = $1 AND is_active) \
          RETURNING id",
     )
+    .query_scalar()
     .bind(name)
     .bind(description)
     .bind(price)

@@ -14,7 +14,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::error::CheckoutError;
 use super::request::CheckoutRequest;
 use super::steps::Basket;
-use crate::db::Database;
+use crate::db::{self, Database};
 use crate::domain::IdempotencyKey;
 use crate::idempotency;
 use crate::orders::OrderView;
@@ -106,6 +106,6 @@ pub(super) async fn commit(
     if let Some(key) = key {
         idempotency::bind_order(&mut tx, order.user_id, key, order.id).await?;
     }
-    tx.commit().await?;
+    db::commit(tx).await?;
     Ok(order)
 }

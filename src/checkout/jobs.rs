@@ -199,7 +199,7 @@ impl Jobs {
         if !outbox::finish(&mut tx, job, Finished::Done).await? {
             return Err(JobError::LeaseLost);
         }
-        tx.commit().await?;
+        db::commit(tx).await?;
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::error::CheckoutError;
 use super::request::CheckoutRequest;
 use crate::cart::{self, Cart};
+use crate::db;
 use crate::domain::{
     Customer, Dependency, IdempotencyKey, LineItem, ORDER_TOTAL_MAX, PaymentMethod, StockShortage,
 };
@@ -285,7 +286,7 @@ pub(super) async fn commit(
     if let Some(key) = key {
         idempotency::bind_order(&mut tx, placed.order.user_id, key, placed.order.id).await?;
     }
-    tx.commit().await?;
+    db::commit(tx).await?;
     let order = OrderRow {
         status: OrderStatus::Confirmed,
         processing_time_ms: Some(processing_time_ms),
@@ -298,7 +299,7 @@ pub(super) async fn commit(
 /// Undo everything the steps wrote; the span shows that it happened and how long it took.
 pub(super) async fn rollback(tx: Transaction<'static, Postgres>) {
     let span = tracing::info_span!("checkout.rollback");
-    if let Err(error) = tx.rollback().instrument(span).await {
+    if let Err(error) = db::rollback(tx).instrument(span).await {
         // The connection is discarded by the pool; Postgres rolls back on its own.
         tracing::warn!(%error, "rollback failed");
     }

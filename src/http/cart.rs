@@ -14,6 +14,7 @@ use super::extract::{AuthUser, Json, Path};
 use super::openapi::{Conflict, NotFound};
 use super::state::AppState;
 use crate::cart::{Cart, CartLine, store};
+use crate::db;
 use crate::domain::{LineItem, ORDER_TOTAL_MAX, Quantity, StockShortage, whole};
 use crate::inventory;
 
@@ -123,7 +124,7 @@ async fn add_item(
     let line = store::line(&mut tx, user.id, item_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("cart item {item_id} vanished"))?;
-    tx.commit().await?;
+    db::commit(tx).await?;
     Ok((StatusCode::CREATED, Json(CartItemView::from(&line))))
 }
 
@@ -154,7 +155,7 @@ async fn update_item(
     ensure_in_stock(&mut tx, line.product_id, i64::from(quantity)).await?;
     store::set_quantity(&mut tx, item_id, quantity).await?;
     ensure_total_fits(&mut tx, user.id).await?;
-    tx.commit().await?;
+    db::commit(tx).await?;
     line.quantity = quantity;
     Ok(Json(CartItemView::from(&line)))
 }
@@ -177,7 +178,7 @@ async fn remove_item(
         // Another user's item looks exactly like a missing one.
         return Err(item_not_found(item_id));
     }
-    tx.commit().await?;
+    db::commit(tx).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -191,7 +192,7 @@ async fn clear_cart(State(state): State<AppState>, user: AuthUser) -> Result<Sta
     let mut tx = state.db.begin().await?;
     store::lock_row(&mut tx, user.id).await?;
     store::clear(&mut tx, user.id).await?;
-    tx.commit().await?;
+    db::commit(tx).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

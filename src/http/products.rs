@@ -14,6 +14,7 @@ use super::openapi::Conflict;
 use super::state::AppState;
 use crate::catalog::store::{self, ProductChanges};
 use crate::catalog::{CategoryView, ProductQuery, ProductView};
+use crate::db;
 use crate::domain::{
     Amount, CategoryName, Description, Money, ProductName, Quantity, SearchText, StockLevel,
     optional_whole, whole,
@@ -201,7 +202,7 @@ async fn create_product(
     let product = store::product(&mut tx, id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("product {id} vanished right after insert"))?;
-    tx.commit().await?;
+    db::commit(tx).await?;
     Ok((StatusCode::CREATED, Json(product)))
 }
 
@@ -282,7 +283,7 @@ async fn delete_product(
         return Err(product_not_found(id));
     }
     cart::store::remove_product(&mut tx, id).await?;
-    tx.commit().await?;
+    db::commit(tx).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -5,7 +5,7 @@ use sqlx::PgConnection;
 
 use super::model::{OrderStatus, OrderView, PaymentStatus};
 use super::store;
-use crate::db::Database;
+use crate::db::{self, Database};
 use crate::inventory;
 use crate::notifications::{NotificationKind, notify};
 use crate::outbox::{self, Refund, SendCancellation, Task};
@@ -86,7 +86,7 @@ pub async fn change_status(
     if next == OrderStatus::Cancelled {
         tell_cancelled(&mut tx, &order, refund).await?;
     }
-    tx.commit().await?;
+    db::commit(tx).await?;
     tracing::info!(
         order.id = order_id,
         from = current.as_str(),

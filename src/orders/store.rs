@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use super::model::{OrderStatus, OrderView, PaymentStatus, PaymentView};
+use crate::db::statement;
 use crate::domain::{Customer, JobKind, LineItem, PaymentMethod};
 use crate::notifications::NotificationKind;
 use crate::outbox::{self, Job};
@@ -46,8 +47,12 @@ impl OrderRow {
     }
 }
 
-const ORDER_COLUMNS: &str = "id, user_id, status, total, shipping_address, processing_time_ms, \
-                             created_at, updated_at";
+/// The columns of [`OrderRow`].
+macro_rules! order_columns {
+    () => {
+        "id, user_id, status, total, shipping_address, processing_time_ms, created_at, updated_at"
+    };
+}
 
 /// A new order of `user_id`, in status `pending`.
 pub async fn insert_pending(
@@ -56,10 +61,12 @@ pub async fn insert_pending(
     total: Decimal,
     shipping_address: &str,
 ) -> sqlx::Result<OrderRow> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    statement!(concat!(
         "INSERT INTO orders (user_id, status, total, shipping_address) VALUES ($1, $2, $3, $4) \
-         RETURNING {ORDER_COLUMNS}"
-    )))
+         RETURNING ",
+        order_columns!()
+    ))
+    .query_as()
     .bind(user_id)
     .bind(OrderStatus::Pending)
     .bind(total)
@@ -75,10 +82,11 @@ pub async fn insert_items(
     items: &[LineItem],
 ) -> sqlx::Result<()> {
     let columns = ItemColumns::of(items);
-    sqlx::query(
+    statement!(
         "INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity) \
          SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::numeric[], $5::int[])",
     )
+    .query()
     .bind(order_id)
     .bind(columns.product_ids)
     .bind(columns.names)
@@ -117,12 +125,13 @@ pub async fn insert_payment(
     method: PaymentMethod,
     transaction_id: &str,
 ) -> sqlx::Result<PaymentView> {
-    sqlx::query_as(
+    statement!(
         "WITH paid AS (UPDATE orders SET status = $6, updated_at = now() WHERE id = $1) \
          INSERT INTO payments (order_id, amount, method, status, transaction_id) \
          VALUES ($1, $2, $3, $4, $5) \
          RETURNING id, amount, method, status, transaction_id, created_at",
     )
+    .query_as()
     .bind(order_id)
     .bind(amount)
     .bind(method)
@@ -139,9 +148,10 @@ pub async fn set_status(
     order_id: i64,
     status: OrderStatus,
 ) -> sqlx::Result<DateTime<Utc>> {
-    sqlx::query_scalar(
+    statement!(
         "UPDATE orders SET status = $2, updated_at = now() WHERE id = $1 RETURNING updated_at",
     )
+    .query_scalar()
     .bind(order_id)
     .bind(status)
     .fetch_one(conn)
@@ -154,10 +164,11 @@ pub async fn confirm(
     order_id: i64,
     processing_time_ms: i32,
 ) -> sqlx::Result<DateTime<Utc>> {
-    sqlx::query_scalar(
+    statement!(
         "UPDATE orders SET status = $2, processing_time_ms = $3, updated_at = now() \
          WHERE id = $1 RETURNING updated_at",
     )
+    .query_scalar()
     .bind(order_id)
     .bind(OrderStatus::Confirmed)
     .bind(processing_time_ms)
@@ -177,14 +188,16 @@ pub async fn place_pending(
     traceparent: Option<&str>,
 ) -> sqlx::Result<OrderRow> {
     let columns = ItemColumns::of(order.items);
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    statement!(concat!(
         "WITH reserved AS ( \
              UPDATE inventory SET reserved = inventory.reserved + n.quantity, updated_at = now() \
              FROM UNNEST($5::bigint[], $8::int[]) AS n (product_id, quantity) \
              WHERE inventory.product_id = n.product_id), \
          placed AS ( \
              INSERT INTO orders (user_id, status, total, shipping_address) \
-             VALUES ($1, $2, $3, $4) RETURNING {ORDER_COLUMNS}), \
+             VALUES ($1, $2, $3, $4) RETURNING ",
+        order_columns!(),
+        "), \
          items AS ( \
              INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity) \
              SELECT placed.id, line.* FROM placed, \
@@ -195,7 +208,8 @@ pub async fn place_pending(
              INSERT INTO outbox_jobs (kind, order_id, payload, traceparent) \
              SELECT $9, placed.id, $10, $11 FROM placed RETURNING kind) \
          SELECT placed.*, (SELECT count(pg_notify($12, kind)) FROM job) AS woken FROM placed"
-    )))
+    ))
+    .query_as()
     .bind(order.user_id)
     .bind(OrderStatus::Pending)
     .bind(order.total)
@@ -242,7 +256,7 @@ pub async fn settle_paid(
     email: &serde_json::Value,
     traceparent: Option<&str>,
 ) -> sqlx::Result<Option<f64>> {
-    sqlx::query_scalar(
+    statement!(
         "WITH finished AS ( \
              UPDATE outbox_jobs SET status = 'done', finished_at = now(), locked_until = NULL \
              WHERE id = $1 AND lease_token = $2 AND status = 'pending' RETURNING order_id), \
@@ -274,6 +288,7 @@ pub async fn settle_paid(
              RETURNING EXTRACT(EPOCH FROM now() - created_at)::float8 AS waited) \
          SELECT waited FROM confirmed, (SELECT count(pg_notify($14, kind)) FROM email) AS woken",
     )
+    .query_scalar()
     .bind(job.id)
     .bind(job.lease_token)
     .bind(job.order_id)
@@ -297,7 +312,8 @@ pub async fn status_of(
     conn: &mut PgConnection,
     order_id: i64,
 ) -> sqlx::Result<Option<OrderStatus>> {
-    sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+    statement!("SELECT status FROM orders WHERE id = $1")
+        .query_scalar()
         .bind(order_id)
         .fetch_optional(conn)
         .await
@@ -305,9 +321,12 @@ pub async fn status_of(
 
 /// An order without its items and payment.
 pub async fn fetch_row(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Option<OrderRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
-    )))
+    statement!(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE id = $1"
+    ))
+    .query_as()
     .bind(order_id)
     .fetch_optional(conn)
     .await
@@ -315,7 +334,8 @@ pub async fn fetch_row(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<O
 
 /// Whose order it is; `None` if there is no such order.
 pub async fn owner_of(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT user_id FROM orders WHERE id = $1")
+    statement!("SELECT user_id FROM orders WHERE id = $1")
+        .query_scalar()
         .bind(order_id)
         .fetch_optional(conn)
         .await
@@ -326,7 +346,8 @@ pub async fn lock_status(
     conn: &mut PgConnection,
     order_id: i64,
 ) -> sqlx::Result<Option<OrderStatus>> {
-    sqlx::query_scalar("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
+    statement!("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
+        .query_scalar()
         .bind(order_id)
         .fetch_optional(conn)
         .await
@@ -337,7 +358,8 @@ pub async fn payment_of(
     conn: &mut PgConnection,
     order_id: i64,
 ) -> sqlx::Result<Option<(String, Decimal)>> {
-    sqlx::query_as("SELECT transaction_id, amount FROM payments WHERE order_id = $1")
+    statement!("SELECT transaction_id, amount FROM payments WHERE order_id = $1")
+        .query_as()
         .bind(order_id)
         .fetch_optional(conn)
         .await
@@ -345,10 +367,11 @@ pub async fn payment_of(
 
 /// Who placed the order, as their account says now: whom to write to about it.
 pub async fn customer_of(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Option<Customer>> {
-    let row: Option<(String, String)> = sqlx::query_as(
+    let row: Option<(String, String)> = statement!(
         "SELECT u.email, u.full_name FROM orders o JOIN users u ON u.id = o.user_id \
          WHERE o.id = $1",
     )
+    .query_as()
     .bind(order_id)
     .fetch_optional(conn)
     .await?;
@@ -360,7 +383,8 @@ pub async fn order_paid_by(
     conn: &mut PgConnection,
     transaction_id: &str,
 ) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT order_id FROM payments WHERE transaction_id = $1")
+    statement!("SELECT order_id FROM payments WHERE transaction_id = $1")
+        .query_scalar()
         .bind(transaction_id)
         .fetch_optional(conn)
         .await
@@ -371,7 +395,8 @@ pub async fn mark_payment(
     order_id: i64,
     status: PaymentStatus,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE payments SET status = $2 WHERE order_id = $1")
+    statement!("UPDATE payments SET status = $2 WHERE order_id = $1")
+        .query()
         .bind(order_id)
         .bind(status)
         .execute(conn)
@@ -398,25 +423,32 @@ pub async fn list(
         Scope::Customer(id) => Some(id),
         Scope::Everyone => None,
     };
-    const FILTER: &str =
-        "WHERE ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR status = $2)";
-    let rows: Vec<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ORDER_COLUMNS} FROM orders {FILTER} \
+    macro_rules! order_filter {
+        () => {
+            "WHERE ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR status = $2)"
+        };
+    }
+    let rows: Vec<OrderRow> = statement!(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders ",
+        order_filter!(),
+        " \
          ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
-    )))
+    ))
+    .query_as()
     .bind(user_id)
     .bind(status)
     .bind(limit)
     .bind(offset)
     .fetch_all(&mut *conn)
     .await?;
-    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM orders {FILTER}"
-    )))
-    .bind(user_id)
-    .bind(status)
-    .fetch_one(&mut *conn)
-    .await?;
+    let total: i64 = statement!(concat!("SELECT count(*) FROM orders ", order_filter!()))
+        .query_scalar()
+        .bind(user_id)
+        .bind(status)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok((attach_details(conn, rows).await?, total))
 }
 
@@ -439,18 +471,20 @@ async fn attach_details(
     rows: Vec<OrderRow>,
 ) -> sqlx::Result<Vec<OrderView>> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let items: Vec<ItemRow> = sqlx::query_as(
+    let items: Vec<ItemRow> = statement!(
         "SELECT order_id, product_id, product_name, unit_price, quantity, \
                 unit_price * quantity AS subtotal \
          FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, id",
     )
+    .query_as()
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
-    let payments: Vec<PaymentRow> = sqlx::query_as(
+    let payments: Vec<PaymentRow> = statement!(
         "SELECT order_id, id, amount, method, status, transaction_id, created_at \
          FROM payments WHERE order_id = ANY($1)",
     )
+    .query_as()
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;

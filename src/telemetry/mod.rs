@@ -123,13 +123,11 @@ fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow:
             // An ERROR event inside a span (a 500, an orphaned payment) marks it failed;
             // business failures (a declined card) are marked explicitly by the checkout.
             .with_error_events_to_status(true);
-        // Only the crate's own spans and events are exported (and its statements, as
-        // spans): the exporter's HTTP/gRPC clients must never trace themselves.
-        db_spans::WithStatementSpans::new(spans, tracer).with_filter(
-            Targets::new()
-                .with_target(OWN_TARGET, Level::TRACE)
-                .with_target(db_spans::SQLX_TARGET, Level::TRACE),
-        )
+        // Statements are spans made straight through the tracer (see `db_spans`).
+        db_spans::use_tracer(tracer);
+        // Only the crate's own spans and events are exported: the exporter's HTTP/gRPC
+        // clients must never trace themselves.
+        spans.with_filter(Targets::new().with_target(OWN_TARGET, Level::TRACE))
     });
 
     let subscriber = tracing_subscriber::registry()

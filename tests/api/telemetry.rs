@@ -186,6 +186,19 @@ async fn a_checkout_is_one_trace_with_a_span_per_step_in_order() {
         one(&spans, "checkout.check_inventory").span_id
     );
     assert!(lock.attribute("db.query.text").unwrap().contains("$1"));
+    assert_eq!(
+        lock.attribute("db.response.returned_rows"),
+        Some("1"),
+        "one product's row locked"
+    );
+    assert_eq!(lock.attribute("db.operation.name"), Some("SELECT"));
+    assert_eq!(lock.attribute("db.collection.name"), Some("inventory"));
+    // The transaction's first and last statements are spans too.
+    let checkout = one(&spans, "checkout");
+    assert!(
+        children(&spans, checkout).iter().any(|s| s.name == "BEGIN"),
+        "the BEGIN statement is under the checkout"
+    );
     let commit = one(&spans, "checkout.commit");
     assert!(
         children(&spans, commit).iter().any(|s| s.name == "COMMIT"),
@@ -310,6 +323,41 @@ async fn a_declined_payment_marks_its_spans_as_errors() {
     one(&spans, "checkout.rollback");
     // A 4xx is the client's problem: the server span is not an error.
     assert_ne!(one(&spans, "POST /api/orders/checkout").status, ERROR);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_statement_is_an_error_span_with_its_sqlstate() {
+    let receiver = OtlpReceiver::start().await;
+    let app = traced_app(&receiver, &[]).await;
+    app.customer("bob@example.com").await;
+    // The same address again: the INSERT fails on the unique index (a 409).
+    let response = app
+        .request(reqwest::Method::POST, "/api/auth/register", None)
+        .json(&serde_json::json!({
+            "email": "bob@example.com", "password": crate::helpers::PASSWORD, "full_name": "Bob"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let trace_id = trace_id_of(&response);
+
+    let spans = receiver
+        .wait_for_trace(&trace_id, "POST /api/auth/register")
+        .await;
+    let insert = one(&spans, "INSERT users");
+    assert_eq!(insert.kind, CLIENT);
+    assert_eq!(insert.status, ERROR);
+    assert_eq!(insert.attribute("db.response.status_code"), Some("23505"));
+    assert_eq!(insert.attribute("error.type"), Some("23505"));
+    assert_eq!(insert.attribute("db.response.affected_rows"), None);
+    let text = insert.attribute("db.query.text").unwrap();
+    assert!(
+        text.starts_with("INSERT INTO users") && !text.contains("bob@"),
+        "{text}"
+    );
+    // A client's mistake, not the service's: the request is not an error.
+    assert_ne!(one(&spans, "POST /api/auth/register").status, ERROR);
 }
 
 #[tokio::test(flavor = "multi_thread")]

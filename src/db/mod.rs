@@ -1,8 +1,11 @@
-//! The database: connecting, creating it on first start, migrating, and handing out
-//! pooled connections with the wait for one measured.
+//! The database: connecting, creating it on first start, migrating, handing out pooled
+//! connections with the wait for one measured, and the service's statements, each
+//! traced ([`statement`]).
+
+pub mod statement;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -14,8 +17,11 @@ use tokio::sync::{AcquireError, Semaphore, SemaphorePermit, watch};
 use tracing::Instrument;
 
 use crate::config::DatabaseSettings;
-use crate::telemetry::db_spans::POOL_WAIT_TARGET;
+use crate::telemetry::db_spans;
 use crate::telemetry::metrics::DB_POOL_ACQUIRE_DURATION;
+
+pub(crate) use self::statement::statement;
+pub use self::statement::{Statement, Traced, commit, rollback};
 
 /// Waits for a pooled connection at least this long are traced.
 pub const NOTABLE_POOL_WAIT: Duration = Duration::from_millis(1);
@@ -166,19 +172,17 @@ impl Database {
         let waited = started.elapsed();
         self.acquire_wait.record(waited.as_secs_f64());
         if waited >= NOTABLE_POOL_WAIT {
-            tracing::debug!(
-                target: POOL_WAIT_TARGET,
-                elapsed_secs = waited.as_secs_f64(),
-                "waited for a pooled connection"
-            );
+            let now = SystemTime::now();
+            db_spans::record_pool_wait(now.checked_sub(waited).unwrap_or(now));
         }
         connection
     }
 
-    /// A transaction on a measured connection.
+    /// A transaction on a measured connection. End it with [`commit`] (or [`rollback`]),
+    /// which trace its last statement as the others are.
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let connection = self.acquire().await?;
-        Transaction::begin(connection, None).await
+        statement::begin(connection).await
     }
 
     /// Whether the database answers, for `/ready`.
@@ -188,7 +192,10 @@ impl Database {
         }
         let check = async {
             let mut connection = self.pool.acquire().await?;
-            sqlx::query("SELECT 1").execute(&mut *connection).await
+            statement!("SELECT 1")
+                .query()
+                .execute(&mut *connection)
+                .await
         };
         matches!(
             tokio::time::timeout(Duration::from_secs(2), check).await,
@@ -302,10 +309,11 @@ fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptio
         .expose_secret()
         .parse()
         .context("DATABASE_URL: not a valid postgres:// URL")?;
-    // Each statement becomes a span (see telemetry::db_spans); statements slower than a
-    // second are also logged as warnings.
+    // Each statement is a span of its own making (see `statement`): sqlx's log of every
+    // statement, which copies its SQL for every run, is off. Statements slower than a
+    // second are still logged, as warnings.
     Ok(options
-        .log_statements(log::LevelFilter::Debug)
+        .log_statements(log::LevelFilter::Off)
         .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1))
         .application_name("ecommerce-monolith"))
 }
