@@ -78,7 +78,7 @@ pub async fn claim(
     let mut conn = db.acquire().await?;
     // An expired key counts as never used.
     statement!(
-        "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND expires_at < now()",
+        "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND expires_at < now()"
     )
     .query()
     .bind(user_id)
@@ -88,7 +88,7 @@ pub async fn claim(
     let inserted = statement!(
         "INSERT INTO idempotency_keys (user_id, key, request, expires_at, locked_until) \
          VALUES ($1, $2, $3, now() + make_interval(secs => $4), now() + make_interval(secs => $5)) \
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT DO NOTHING"
     )
     .query()
     .bind(user_id)
@@ -105,7 +105,7 @@ pub async fn claim(
         "SELECT request, response_status AS status, response_type AS content_type, \
                 response_body AS body, order_id, \
                 EXTRACT(EPOCH FROM locked_until - now())::float8 AS lease_left \
-         FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+         FROM idempotency_keys WHERE user_id = $1 AND key = $2"
     )
     .query_as()
     .bind(user_id)
@@ -151,7 +151,7 @@ pub async fn claim(
     let taken = statement!(
         "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $3) \
          WHERE user_id = $1 AND key = $2 AND response_status IS NULL \
-           AND (locked_until IS NULL OR locked_until < now())",
+           AND (locked_until IS NULL OR locked_until < now())"
     )
     .query()
     .bind(user_id)
@@ -177,7 +177,7 @@ pub async fn keep_alive(db: &Database, user_id: i64, key: &IdempotencyKey) -> In
             let mut conn = db.acquire().await?;
             statement!(
                 "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $3) \
-                 WHERE user_id = $1 AND key = $2 AND response_status IS NULL",
+                 WHERE user_id = $1 AND key = $2 AND response_status IS NULL"
             )
             .query()
             .bind(user_id)
@@ -253,7 +253,7 @@ pub async fn complete(
              RETURNING 1) \
          SELECT EXISTS (SELECT 1 FROM stored) AS stored, response_status AS status, \
                 response_type AS content_type, response_body AS body, order_id \
-         FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+         FROM idempotency_keys WHERE user_id = $1 AND key = $2"
     )
     .query_as()
     .bind(user_id)
@@ -300,7 +300,7 @@ pub async fn release(db: &Database, user_id: i64, key: &IdempotencyKey) -> sqlx:
     let mut conn = db.acquire().await?;
     statement!(
         "UPDATE idempotency_keys SET locked_until = NULL \
-         WHERE user_id = $1 AND key = $2 AND response_status IS NULL",
+         WHERE user_id = $1 AND key = $2 AND response_status IS NULL"
     )
     .query()
     .bind(user_id)

@@ -57,7 +57,7 @@ impl Stock {
 pub async fn lock(conn: &mut PgConnection, product_ids: &[i64]) -> sqlx::Result<Vec<Stock>> {
     statement!(
         "SELECT product_id, quantity, reserved FROM inventory \
-         WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
+         WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE"
     )
     .query_as()
     .bind(product_ids)
@@ -105,7 +105,7 @@ async fn adjust(
 pub async fn units_of_order(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Units> {
     let units: Vec<(i64, i32)> = statement!(
         "SELECT product_id, SUM(quantity)::int FROM order_items WHERE order_id = $1 \
-         GROUP BY product_id",
+         GROUP BY product_id"
     )
     .query_as()
     .bind(order_id)
@@ -145,7 +145,7 @@ pub async fn available(
 ) -> sqlx::Result<Option<(String, i32)>> {
     statement!(
         "SELECT p.name, i.quantity - i.reserved FROM products p \
-         JOIN inventory i ON i.product_id = p.id WHERE p.id = $1 AND p.is_active",
+         JOIN inventory i ON i.product_id = p.id WHERE p.id = $1 AND p.is_active"
     )
     .query_as()
     .bind(product_id)
@@ -174,7 +174,7 @@ pub async fn reset_by_name(
     let reset = statement!(
         "UPDATE inventory SET quantity = GREATEST($2, inventory.reserved), updated_at = now() \
          FROM products p \
-         WHERE p.id = inventory.product_id AND p.name = $1 AND p.is_active",
+         WHERE p.id = inventory.product_id AND p.name = $1 AND p.is_active"
     )
     .query()
     .bind(product_name)
@@ -193,7 +193,7 @@ pub async fn restock(
     let restocked = statement!(
         "UPDATE inventory SET quantity = quantity + $2, updated_at = now() \
          FROM products p WHERE p.id = inventory.product_id AND p.is_active \
-           AND inventory.product_id = $1",
+           AND inventory.product_id = $1"
     )
     .query()
     .bind(product_id)

@@ -123,7 +123,7 @@ impl LiveSettings {
             "INSERT INTO live_settings (id, payment_delay_ms, payment_success_rate, \
                                         email_delay_ms, email_outage, checkout_mode) \
              VALUES (1, $1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (id) DO NOTHING"
         )
         .query()
         .bind(millis(initial.faults.payment_delay))
@@ -258,7 +258,7 @@ impl LiveSettings {
                     email_delay_ms = $3, email_outage = $4, checkout_mode = $5, \
                     email_hang = $6, resilience = $7, payment_flap_rate = $8, \
                     payment_capacity = $9, updated_at = now() \
-             WHERE id = 1",
+             WHERE id = 1"
         )
         .query()
         .bind(millis(changed.faults.payment_delay))

@@ -54,7 +54,7 @@ pub async fn of_user(
     statement!(
         "SELECT id, kind, message, is_read, created_at FROM notifications \
          WHERE user_id = $1 AND (NOT $2 OR NOT is_read) \
-         ORDER BY created_at DESC, id DESC LIMIT 100",
+         ORDER BY created_at DESC, id DESC LIMIT 100"
     )
     .query_as()
     .bind(user_id)
@@ -71,7 +71,7 @@ pub async fn mark_read(
 ) -> sqlx::Result<Option<NotificationView>> {
     statement!(
         "UPDATE notifications SET is_read = TRUE WHERE id = $1 AND user_id = $2 \
-         RETURNING id, kind, message, is_read, created_at",
+         RETURNING id, kind, message, is_read, created_at"
     )
     .query_as()
     .bind(id)

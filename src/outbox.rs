@@ -166,7 +166,7 @@ pub async fn enqueue(
         "WITH job AS ( \
              INSERT INTO outbox_jobs (kind, order_id, payload, traceparent) \
              VALUES ($1, $2, $3, $4) RETURNING kind) \
-         SELECT pg_notify($5, kind) FROM job",
+         SELECT pg_notify($5, kind) FROM job"
     )
     .query()
     .bind(task.kind())
@@ -249,7 +249,7 @@ pub async fn renew(
                   FROM held h \
                   WHERE j.id = h.id AND j.lease_token = h.token AND j.status = 'pending') \
          SELECT j.id FROM outbox_jobs j JOIN held h ON j.id = h.id \
-         WHERE j.status = 'pending' AND j.lease_token <> h.token",
+         WHERE j.status = 'pending' AND j.lease_token <> h.token"
     )
     .query_scalar()
     .bind(ids)
@@ -283,7 +283,7 @@ pub async fn dead_letter_exhausted(
                 last_error = concat_ws('; ', last_error, 'the lease of the last attempt ran out') \
          WHERE status = 'pending' AND attempts >= $1 AND locked_until < now() \
            AND run_after <= now() \
-         RETURNING id, kind, order_id, attempts",
+         RETURNING id, kind, order_id, attempts"
     )
     .query_as()
     .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
@@ -304,7 +304,7 @@ pub async fn replay_dead(
                     finished_at = NULL, lease_token = NULL, locked_until = NULL \
              WHERE status = 'dead' AND ($1::text IS NULL OR kind = $1) \
              RETURNING kind) \
-         SELECT kind, count(*) FROM replayed GROUP BY kind",
+         SELECT kind, count(*) FROM replayed GROUP BY kind"
     )
     .query_as()
     .bind(kind)
@@ -335,7 +335,7 @@ pub enum Finished {
 pub async fn finish(conn: &mut PgConnection, job: &Job, how: Finished) -> sqlx::Result<bool> {
     let finished = statement!(
         "UPDATE outbox_jobs SET status = $3, finished_at = now(), locked_until = NULL \
-         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
+         WHERE id = $1 AND lease_token = $2 AND status = 'pending'"
     )
     .query()
     .bind(job.id)
@@ -357,7 +357,7 @@ pub async fn retry_later(
     statement!(
         "UPDATE outbox_jobs SET run_after = now() + make_interval(secs => $3), \
                 locked_until = NULL, lease_token = NULL, last_error = $4 \
-         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
+         WHERE id = $1 AND lease_token = $2 AND status = 'pending'"
     )
     .query()
     .bind(job.id)
@@ -375,7 +375,7 @@ pub async fn dead_letter(db: &Database, job: &Job, error: &str) -> sqlx::Result<
     statement!(
         "UPDATE outbox_jobs SET status = 'dead', finished_at = now(), locked_until = NULL, \
                 last_error = $3 \
-         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
+         WHERE id = $1 AND lease_token = $2 AND status = 'pending'"
     )
     .query()
     .bind(job.id)
@@ -411,7 +411,7 @@ pub struct JobOfOrder {
 pub async fn jobs_of(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Vec<JobOfOrder>> {
     statement!(
         "SELECT kind, status, attempts, attempted_at, finished_at FROM outbox_jobs \
-         WHERE order_id = $1 ORDER BY id",
+         WHERE order_id = $1 ORDER BY id"
     )
     .query_as()
     .bind(order_id)
@@ -436,7 +436,7 @@ pub async fn depth(db: &Database) -> sqlx::Result<Vec<Depth>> {
                 COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) \
                     FILTER (WHERE status = 'pending'))::float8, 0) AS oldest_pending_seconds, \
                 count(*) FILTER (WHERE status = 'dead') AS dead \
-         FROM outbox_jobs WHERE status IN ('pending', 'dead') GROUP BY kind",
+         FROM outbox_jobs WHERE status IN ('pending', 'dead') GROUP BY kind"
     )
     .query_as()
     .fetch_all(&mut *conn)
@@ -450,7 +450,7 @@ pub async fn purge_done(db: &Database, age: Duration) -> sqlx::Result<u64> {
     let purged = statement!(
         "DELETE FROM outbox_jobs \
          WHERE status IN ('done', 'skipped') \
-           AND finished_at < now() - make_interval(secs => $1)",
+           AND finished_at < now() - make_interval(secs => $1)"
     )
     .query()
     .bind(age.as_secs_f64())

@@ -253,7 +253,7 @@ impl SimulatedGateway {
              SELECT * FROM new \
              UNION ALL \
              SELECT status, transaction_id, amount, order_id FROM gateway_charges \
-             WHERE idempotency_key = $1 AND NOT EXISTS (SELECT FROM new)",
+             WHERE idempotency_key = $1 AND NOT EXISTS (SELECT FROM new)"
         )
         .query_as()
         .bind(&request.idempotency_key)
@@ -336,7 +336,7 @@ async fn ledger_entry(
 ) -> Result<Option<EarlierCharge>, PaymentError> {
     let row: Option<LedgerRow> = statement!(
         "SELECT status, transaction_id, amount, order_id FROM gateway_charges \
-         WHERE idempotency_key = $1",
+         WHERE idempotency_key = $1"
     )
     .query_as()
     .bind(idempotency_key)
@@ -433,7 +433,7 @@ impl PaymentGateway for SimulatedGateway {
             let refunded = statement!(
                 "UPDATE gateway_charges \
                  SET status = 'refunded', refunded_at = COALESCE(refunded_at, now()) \
-                 WHERE transaction_id = $1 AND status IN ('approved', 'refunded')",
+                 WHERE transaction_id = $1 AND status IN ('approved', 'refunded')"
             )
             .query()
             .bind(&transaction_id)

@@ -69,7 +69,7 @@ pub async fn reconcile(conn: &mut PgConnection) -> sqlx::Result<Reconciliation> 
                 COALESCE(sum(g.amount) FILTER (WHERE g.status = 'approved' AND p.id IS NULL), 0) \
                     AS without_order_amount, \
                 count(*) FILTER (WHERE g.status = 'declined') AS declined_charges \
-         FROM gateway_charges g LEFT JOIN payments p ON p.transaction_id = g.transaction_id",
+         FROM gateway_charges g LEFT JOIN payments p ON p.transaction_id = g.transaction_id"
     )
     .query_as()
     .fetch_one(&mut *conn)
@@ -78,7 +78,7 @@ pub async fn reconcile(conn: &mut PgConnection) -> sqlx::Result<Reconciliation> 
         "SELECT g.transaction_id, g.order_id, g.amount, g.charged_at \
          FROM gateway_charges g LEFT JOIN payments p ON p.transaction_id = g.transaction_id \
          WHERE g.status = 'approved' AND p.id IS NULL \
-         ORDER BY g.charged_at DESC, g.id DESC LIMIT 100",
+         ORDER BY g.charged_at DESC, g.id DESC LIMIT 100"
     )
     .query_as()
     .fetch_all(&mut *conn)

@@ -26,7 +26,7 @@ pub async fn of_product(conn: &mut PgConnection, product_id: i64) -> sqlx::Resul
         "SELECT r.id, r.product_id, r.user_id, u.full_name AS author_name, r.rating, r.comment, \
                 r.created_at \
          FROM reviews r JOIN users u ON u.id = r.user_id \
-         WHERE r.product_id = $1 ORDER BY r.created_at DESC, r.id DESC",
+         WHERE r.product_id = $1 ORDER BY r.created_at DESC, r.id DESC"
     )
     .query_as()
     .bind(product_id)
@@ -50,7 +50,7 @@ pub async fn insert(
              RETURNING id, product_id, user_id, rating, comment, created_at) \
          SELECT i.id, i.product_id, i.user_id, u.full_name AS author_name, i.rating, i.comment, \
                 i.created_at \
-         FROM inserted i JOIN users u ON u.id = i.user_id",
+         FROM inserted i JOIN users u ON u.id = i.user_id"
     )
     .query_as()
     .bind(product_id)

@@ -45,7 +45,7 @@ pub async fn insert(
 ) -> sqlx::Result<UserView> {
     statement!(
         "INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, $4) \
-         RETURNING id, email, full_name, role, created_at",
+         RETURNING id, email, full_name, role, created_at"
     )
     .query_as()
     .bind(email)
@@ -68,7 +68,7 @@ pub async fn put(
     statement!(
         "INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (email) DO UPDATE \
-         SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash",
+         SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash"
     )
     .query()
     .bind(email)

@@ -39,7 +39,7 @@ pub async fn lock(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Option<
     let owner: Option<(i64, String, String)> = statement!(
         "SELECT c.id, u.email, u.full_name \
          FROM carts c JOIN users u ON u.id = c.user_id \
-         WHERE c.user_id = $1 FOR UPDATE OF c",
+         WHERE c.user_id = $1 FOR UPDATE OF c"
     )
     .query_as()
     .bind(user_id)
@@ -81,7 +81,7 @@ pub async fn lock_row(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Opt
 pub async fn open(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<i64> {
     statement!(
         "INSERT INTO carts (user_id) VALUES ($1) \
-         ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING id",
+         ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING id"
     )
     .query_scalar()
     .bind(user_id)
@@ -106,7 +106,7 @@ pub async fn restore(
          SELECT cart.id, line.product_id, line.quantity \
          FROM cart, UNNEST($2::bigint[], $3::int[]) AS line (product_id, quantity) \
          ON CONFLICT (cart_id, product_id) \
-         DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity",
+         DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity"
     )
     .query()
     .bind(user_id)
@@ -125,7 +125,7 @@ pub async fn quantity_of(
 ) -> sqlx::Result<i32> {
     statement!(
         "SELECT COALESCE(SUM(quantity), 0)::int FROM cart_items \
-         WHERE cart_id = $1 AND product_id = $2",
+         WHERE cart_id = $1 AND product_id = $2"
     )
     .query_scalar()
     .bind(cart_id)
@@ -145,7 +145,7 @@ pub async fn add(
     statement!(
         "INSERT INTO cart_items (cart_id, product_id, quantity) VALUES ($1, $2, $3) \
          ON CONFLICT (cart_id, product_id) \
-         DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity RETURNING id",
+         DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity RETURNING id"
     )
     .query_scalar()
     .bind(cart_id)
@@ -191,7 +191,7 @@ pub async fn set_quantity(
 pub async fn remove(conn: &mut PgConnection, user_id: i64, item_id: i64) -> sqlx::Result<bool> {
     let removed = statement!(
         "DELETE FROM cart_items ci USING carts c \
-         WHERE ci.id = $2 AND ci.cart_id = c.id AND c.user_id = $1",
+         WHERE ci.id = $2 AND ci.cart_id = c.id AND c.user_id = $1"
     )
     .query()
     .bind(user_id)
@@ -204,7 +204,7 @@ pub async fn remove(conn: &mut PgConnection, user_id: i64, item_id: i64) -> sqlx
 /// Empties the customer's cart (after a checkout ordered it, or on request).
 pub async fn clear(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<()> {
     statement!(
-        "DELETE FROM cart_items ci USING carts c WHERE ci.cart_id = c.id AND c.user_id = $1",
+        "DELETE FROM cart_items ci USING carts c WHERE ci.cart_id = c.id AND c.user_id = $1"
     )
     .query()
     .bind(user_id)

@@ -110,7 +110,7 @@ pub async fn insert_product(
 ) -> sqlx::Result<i64> {
     statement!(
         "INSERT INTO products (name, description, price, category_id) VALUES ($1, $2, $3, $4) \
-         RETURNING id",
+         RETURNING id"
     )
     .query_scalar()
     .bind(name)
@@ -140,7 +140,7 @@ pub async fn update_product(
         "UPDATE products SET name = COALESCE($2, name), description = COALESCE($3, description), \
                 price = COALESCE($4, price), category_id = COALESCE($5, category_id), \
                 updated_at = now() \
-         WHERE id = $1 AND is_active",
+         WHERE id = $1 AND is_active"
     )
     .query()
     .bind(id)
@@ -156,7 +156,7 @@ pub async fn update_product(
 /// Takes a product off the catalog (orders keep it); false if there is no active one.
 pub async fn deactivate(conn: &mut PgConnection, id: i64) -> sqlx::Result<bool> {
     let deleted = statement!(
-        "UPDATE products SET is_active = FALSE, updated_at = now() WHERE id = $1 AND is_active",
+        "UPDATE products SET is_active = FALSE, updated_at = now() WHERE id = $1 AND is_active"
     )
     .query()
     .bind(id)
@@ -180,7 +180,7 @@ pub async fn insert_category(
 ) -> sqlx::Result<CategoryView> {
     statement!(
         "INSERT INTO categories (name, description) VALUES ($1, $2) \
-         RETURNING id, name, description, created_at",
+         RETURNING id, name, description, created_at"
     )
     .query_as()
     .bind(name)
@@ -198,7 +198,7 @@ pub async fn insert_category_if_missing(
 ) -> sqlx::Result<u64> {
     let created = statement!(
         "INSERT INTO categories (name, description) VALUES ($1, $2) \
-         ON CONFLICT (lower(name)) DO NOTHING",
+         ON CONFLICT (lower(name)) DO NOTHING"
     )
     .query()
     .bind(name)
@@ -221,7 +221,7 @@ pub async fn insert_product_if_missing(
         "INSERT INTO products (name, description, price, category_id) \
          SELECT $1, $2, $3, c.id FROM categories c WHERE lower(c.name) = lower($4) \
            AND NOT EXISTS (SELECT 1 FROM products WHERE name = $1 AND is_active) \
-         RETURNING id",
+         RETURNING id"
     )
     .query_scalar()
     .bind(name)

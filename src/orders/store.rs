@@ -84,7 +84,7 @@ pub async fn insert_items(
     let columns = ItemColumns::of(items);
     statement!(
         "INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity) \
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::numeric[], $5::int[])",
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::numeric[], $5::int[])"
     )
     .query()
     .bind(order_id)
@@ -129,7 +129,7 @@ pub async fn insert_payment(
         "WITH paid AS (UPDATE orders SET status = $6, updated_at = now() WHERE id = $1) \
          INSERT INTO payments (order_id, amount, method, status, transaction_id) \
          VALUES ($1, $2, $3, $4, $5) \
-         RETURNING id, amount, method, status, transaction_id, created_at",
+         RETURNING id, amount, method, status, transaction_id, created_at"
     )
     .query_as()
     .bind(order_id)
@@ -149,7 +149,7 @@ pub async fn set_status(
     status: OrderStatus,
 ) -> sqlx::Result<DateTime<Utc>> {
     statement!(
-        "UPDATE orders SET status = $2, updated_at = now() WHERE id = $1 RETURNING updated_at",
+        "UPDATE orders SET status = $2, updated_at = now() WHERE id = $1 RETURNING updated_at"
     )
     .query_scalar()
     .bind(order_id)
@@ -166,7 +166,7 @@ pub async fn confirm(
 ) -> sqlx::Result<DateTime<Utc>> {
     statement!(
         "UPDATE orders SET status = $2, processing_time_ms = $3, updated_at = now() \
-         WHERE id = $1 RETURNING updated_at",
+         WHERE id = $1 RETURNING updated_at"
     )
     .query_scalar()
     .bind(order_id)
@@ -286,7 +286,7 @@ pub async fn settle_paid(
                         LEAST(EXTRACT(EPOCH FROM now() - created_at) * 1000, 2147483647)::int \
              FROM finished WHERE orders.id = finished.order_id \
              RETURNING EXTRACT(EPOCH FROM now() - created_at)::float8 AS waited) \
-         SELECT waited FROM confirmed, (SELECT count(pg_notify($14, kind)) FROM email) AS woken",
+         SELECT waited FROM confirmed, (SELECT count(pg_notify($14, kind)) FROM email) AS woken"
     )
     .query_scalar()
     .bind(job.id)
@@ -369,7 +369,7 @@ pub async fn payment_of(
 pub async fn customer_of(conn: &mut PgConnection, order_id: i64) -> sqlx::Result<Option<Customer>> {
     let row: Option<(String, String)> = statement!(
         "SELECT u.email, u.full_name FROM orders o JOIN users u ON u.id = o.user_id \
-         WHERE o.id = $1",
+         WHERE o.id = $1"
     )
     .query_as()
     .bind(order_id)
@@ -474,7 +474,7 @@ async fn attach_details(
     let items: Vec<ItemRow> = statement!(
         "SELECT order_id, product_id, product_name, unit_price, quantity, \
                 unit_price * quantity AS subtotal \
-         FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, id",
+         FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, id"
     )
     .query_as()
     .bind(&ids)
@@ -482,7 +482,7 @@ async fn attach_details(
     .await?;
     let payments: Vec<PaymentRow> = statement!(
         "SELECT order_id, id, amount, method, status, transaction_id, created_at \
-         FROM payments WHERE order_id = ANY($1)",
+         FROM payments WHERE order_id = ANY($1)"
     )
     .query_as()
     .bind(&ids)

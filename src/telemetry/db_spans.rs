@@ -31,10 +31,16 @@ pub(super) fn use_tracer(tracer: SdkTracer) {
 /// (migrations, the probe), or trace export off.
 fn parent_context() -> Option<(&'static SdkTracer, Context)> {
     let tracer = TRACER.get()?;
-    let current =
-        tracing::dispatcher::get_default(|dispatch| dispatch.current_span().id().cloned());
-    let parent = match current {
-        Some(span) => super::logs::otel_context_of(&span)?,
+    // Asked of the dispatcher in force, which is cheaper than going through
+    // `tracing::Span::current()` (no handle to clone and drop).
+    let parent = tracing::dispatcher::get_default(|dispatch| {
+        dispatch
+            .current_span()
+            .id()
+            .map(|span| tracing_opentelemetry::get_otel_context(span, dispatch))
+    });
+    let parent = match parent {
+        Some(in_span) => in_span?,
         None => Context::current(),
     };
     parent

@@ -670,6 +670,68 @@ async fn an_asynchronous_checkout_that_queues_for_the_database_shows_the_wait() 
     );
 }
 
+/// A statement that waits on a row lock: its span lasts the wait, under the step that
+/// ran it, and past a second it is logged as a slow statement in the request's trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_waiting_on_a_row_lock_is_a_long_span_and_a_slow_statement_warning() {
+    let receiver = OtlpReceiver::start().await;
+    let mut app = traced_app(&receiver, &[]).await;
+    let (alice, kettle) = app.alice_with_kettles(1).await;
+
+    let mut holder = app.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM inventory WHERE product_id = $1 FOR UPDATE")
+        .bind(kettle)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let release = async {
+        eventually(WAIT, "the checkout waiting on the row lock", || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+            (waiting == 1).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        holder.commit().await.unwrap();
+    };
+    let (response, ()) = tokio::join!(app.checkout(&alice), release);
+    let trace_id = trace_id_of(&response);
+    expect_json(response, StatusCode::CREATED).await;
+
+    let spans = receiver.wait_for_trace(&trace_id, "checkout.commit").await;
+    let lock = spans
+        .iter()
+        .find(|s| {
+            s.name == "SELECT inventory"
+                && s.attribute("db.query.text").unwrap().contains("FOR UPDATE")
+        })
+        .expect("the row-lock statement");
+    assert_eq!(
+        lock.parent_span_id,
+        one(&spans, "checkout.check_inventory").span_id
+    );
+    assert!(
+        lock.end - lock.start >= 1_200_000_000,
+        "the span lasts the wait: {} ns",
+        lock.end - lock.start
+    );
+    let warning = logged_entry(
+        &mut app,
+        "slow statement: execution time exceeded alert threshold",
+    )
+    .await;
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["trace_id"], trace_id.as_str());
+    let logged = warning.to_string();
+    assert!(logged.contains("FOR UPDATE"), "{logged}");
+    assert!(!logged.contains("alice@"), "{logged}");
+}
+
 const WAIT: Duration = Duration::from_secs(10);
 
 /// The first JSON log line of the process whose message is `message`, once printed.
