@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
-use crate::db::Database;
-use crate::db::statement;
+use crate::db::{Database, statement};
 use crate::domain::IdempotencyKey;
 
 /// How long a key and its answer are kept.

@@ -3,8 +3,9 @@
 //! Every statement that locks inventory rows takes the locks in product-id order, so two
 //! transactions that touch the same products can never deadlock.
 
-use crate::db::{Statement, statement};
 use sqlx::PgConnection;
+
+use crate::db::{Statement, statement};
 
 /// `UPDATE inventory SET <assignment>` for each product of some [`Units`] (`n`).
 macro_rules! adjusted {

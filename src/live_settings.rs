@@ -21,8 +21,7 @@ use strum::VariantArray;
 use tokio::sync::Notify;
 
 use crate::config::LiveStart;
-use crate::db::statement;
-use crate::db::{self, Database};
+use crate::db::{self, Database, statement};
 use crate::domain::{
     CheckoutMode, Dependency, FaultProblem, FaultSettings, FaultsUpdate, LabPhase,
     ResilienceSettings, ResilienceUpdate,

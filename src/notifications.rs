@@ -1,11 +1,12 @@
 //! The in-app inbox: what the service tells a customer about their orders. The model and
 //! every statement on the `notifications` table.
 
-use crate::db::statement;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
+
+use crate::db::statement;
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct NotificationView {

@@ -24,8 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use crate::db::Database;
-use crate::db::statement;
+use crate::db::{Database, statement};
 use crate::domain::{Customer, JobKind, LineItem, PaymentMethod};
 
 /// The channel that tells workers a job is waiting.

@@ -21,8 +21,7 @@ use sqlx::PgConnection;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::db::Database;
-use crate::db::statement;
+use crate::db::{Database, statement};
 use crate::domain::{Dependency, PaymentMethod};
 use crate::live_settings::LiveSettings;
 use crate::resilience::Rungs;

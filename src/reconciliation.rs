@@ -15,8 +15,7 @@ use std::time::Duration;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
-use crate::db::Database;
-use crate::db::statement;
+use crate::db::{Database, statement};
 use crate::domain::cents;
 use crate::telemetry::metrics::{PAYMENTS_WITHOUT_ORDER, PAYMENTS_WITHOUT_ORDER_AMOUNT};
 

@@ -1,11 +1,12 @@
 //! Product reviews, one per customer and product: the model and every statement on the
 //! `reviews` table.
 
-use crate::db::statement;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
+
+use crate::db::statement;
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct ReviewView {

@@ -1,10 +1,11 @@
 //! Every statement on the `users` table.
 
-use crate::db::statement;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
+
+use crate::db::statement;
 
 /// What an account may do: shop, or also run the shop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
