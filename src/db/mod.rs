@@ -21,7 +21,7 @@ use crate::telemetry::db_spans;
 use crate::telemetry::metrics::DB_POOL_ACQUIRE_DURATION;
 
 pub(crate) use self::statement::statement;
-pub use self::statement::{Statement, Traced, commit, rollback};
+pub use self::statement::{Statement, commit, rollback};
 
 /// Waits for a pooled connection at least this long are traced.
 pub const NOTABLE_POOL_WAIT: Duration = Duration::from_millis(1);

@@ -45,10 +45,6 @@ impl Statement {
         }
     }
 
-    pub fn sql(&self) -> &'static str {
-        self.sql
-    }
-
     /// A query whose result is how many rows it changed.
     pub fn query<'q>(&'static self) -> Traced<Query<'q, Postgres, PgArguments>> {
         Traced {
@@ -145,44 +141,52 @@ impl<'q> Traced<Query<'q, Postgres, PgArguments>> {
     }
 }
 
+/// `bind` and the `fetch_*` methods of a query whose rows are read as `O`s: the same for
+/// `QueryAs` and `QueryScalar`, whose own methods have the same names and signatures.
+macro_rules! traced_fetches {
+    () => {
+        pub fn bind<T: 'q + Encode<'q, Postgres> + Type<Postgres>>(mut self, value: T) -> Self {
+            self.query = self.query.bind(value);
+            self
+        }
+
+        pub async fn fetch_one<'c, E>(self, executor: E) -> sqlx::Result<O>
+        where
+            E: Executor<'c, Database = Postgres>,
+        {
+            let run = self.query.fetch_one(executor);
+            self.statement
+                .traced(run, |_| StatementOutcome::Returned(1))
+                .await
+        }
+
+        pub async fn fetch_optional<'c, E>(self, executor: E) -> sqlx::Result<Option<O>>
+        where
+            E: Executor<'c, Database = Postgres>,
+        {
+            let run = self.query.fetch_optional(executor);
+            self.statement
+                .traced(run, |row| StatementOutcome::Returned(row.is_some().into()))
+                .await
+        }
+
+        pub async fn fetch_all<'c, E>(self, executor: E) -> sqlx::Result<Vec<O>>
+        where
+            E: Executor<'c, Database = Postgres>,
+        {
+            let run = self.query.fetch_all(executor);
+            self.statement
+                .traced(run, |rows| StatementOutcome::Returned(rows.len() as u64))
+                .await
+        }
+    };
+}
+
 impl<'q, O> Traced<QueryAs<'q, Postgres, O, PgArguments>>
 where
     O: Send + Unpin + for<'r> FromRow<'r, PgRow>,
 {
-    pub fn bind<T: 'q + Encode<'q, Postgres> + Type<Postgres>>(mut self, value: T) -> Self {
-        self.query = self.query.bind(value);
-        self
-    }
-
-    pub async fn fetch_one<'c, E>(self, executor: E) -> sqlx::Result<O>
-    where
-        E: Executor<'c, Database = Postgres>,
-    {
-        let run = self.query.fetch_one(executor);
-        self.statement
-            .traced(run, |_| StatementOutcome::Returned(1))
-            .await
-    }
-
-    pub async fn fetch_optional<'c, E>(self, executor: E) -> sqlx::Result<Option<O>>
-    where
-        E: Executor<'c, Database = Postgres>,
-    {
-        let run = self.query.fetch_optional(executor);
-        self.statement
-            .traced(run, |row| StatementOutcome::Returned(row.is_some().into()))
-            .await
-    }
-
-    pub async fn fetch_all<'c, E>(self, executor: E) -> sqlx::Result<Vec<O>>
-    where
-        E: Executor<'c, Database = Postgres>,
-    {
-        let run = self.query.fetch_all(executor);
-        self.statement
-            .traced(run, |rows| StatementOutcome::Returned(rows.len() as u64))
-            .await
-    }
+    traced_fetches!();
 }
 
 impl<'q, O> Traced<QueryScalar<'q, Postgres, O, PgArguments>>
@@ -190,40 +194,7 @@ where
     O: Send + Unpin,
     (O,): for<'r> FromRow<'r, PgRow>,
 {
-    pub fn bind<T: 'q + Encode<'q, Postgres> + Type<Postgres>>(mut self, value: T) -> Self {
-        self.query = self.query.bind(value);
-        self
-    }
-
-    pub async fn fetch_one<'c, E>(self, executor: E) -> sqlx::Result<O>
-    where
-        E: Executor<'c, Database = Postgres>,
-    {
-        let run = self.query.fetch_one(executor);
-        self.statement
-            .traced(run, |_| StatementOutcome::Returned(1))
-            .await
-    }
-
-    pub async fn fetch_optional<'c, E>(self, executor: E) -> sqlx::Result<Option<O>>
-    where
-        E: Executor<'c, Database = Postgres>,
-    {
-        let run = self.query.fetch_optional(executor);
-        self.statement
-            .traced(run, |row| StatementOutcome::Returned(row.is_some().into()))
-            .await
-    }
-
-    pub async fn fetch_all<'c, E>(self, executor: E) -> sqlx::Result<Vec<O>>
-    where
-        E: Executor<'c, Database = Postgres>,
-    {
-        let run = self.query.fetch_all(executor);
-        self.statement
-            .traced(run, |rows| StatementOutcome::Returned(rows.len() as u64))
-            .await
-    }
+    traced_fetches!();
 }
 
 /// Commits `tx`, as a `COMMIT` span (sqlx sends it itself, outside any [`Statement`]).

@@ -615,24 +615,9 @@ async fn an_asynchronous_checkout_that_queues_for_the_database_shows_the_wait() 
 
     // Hold the kettle's inventory row: Alice's checkout, admitted first, waits on it
     // with its place taken, so Bob's has to queue at the door.
-    let mut holder = app.db.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM inventory WHERE product_id = $1 FOR UPDATE")
-        .bind(kettle)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = lock_inventory_row(&app, kettle).await;
     let release = async {
-        eventually(WAIT, "Alice's checkout waiting on the row lock", || async {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-            (waiting == 1).then_some(())
-        })
-        .await;
+        until_one_waits_on_a_row_lock(&app, "Alice's checkout waiting on the row lock").await;
         let bob_checkout = app.checkout(&bob);
         let watch = async {
             app.wait_for_checkouts_in_flight(2).await;
@@ -678,24 +663,9 @@ async fn a_statement_waiting_on_a_row_lock_is_a_long_span_and_a_slow_statement_w
     let mut app = traced_app(&receiver, &[]).await;
     let (alice, kettle) = app.alice_with_kettles(1).await;
 
-    let mut holder = app.db.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM inventory WHERE product_id = $1 FOR UPDATE")
-        .bind(kettle)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = lock_inventory_row(&app, kettle).await;
     let release = async {
-        eventually(WAIT, "the checkout waiting on the row lock", || async {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-            (waiting == 1).then_some(())
-        })
-        .await;
+        until_one_waits_on_a_row_lock(&app, "the checkout waiting on the row lock").await;
         tokio::time::sleep(Duration::from_millis(1200)).await;
         holder.commit().await.unwrap();
     };
@@ -733,6 +703,35 @@ async fn a_statement_waiting_on_a_row_lock_is_a_long_span_and_a_slow_statement_w
 }
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// A transaction of the test's own holding `product`'s inventory row lock.
+async fn lock_inventory_row(
+    app: &TestApp,
+    product: i64,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = app.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM inventory WHERE product_id = $1 FOR UPDATE")
+        .bind(product)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    holder
+}
+
+/// Until one backend of the app's database waits for a lock.
+async fn until_one_waits_on_a_row_lock(app: &TestApp, what: &str) {
+    eventually(WAIT, what, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        (waiting == 1).then_some(())
+    })
+    .await;
+}
 
 /// The first JSON log line of the process whose message is `message`, once printed.
 async fn logged_entry(app: &mut TestApp, message: &str) -> Value {
