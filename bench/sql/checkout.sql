@@ -1,6 +1,7 @@
 -- One "add to cart" and one checkout, with the same statements the app runs
--- (src/http/cart.rs add_item, then the eleven steps of src/checkout/mod.rs), minus the
--- gateway and the e-mail. Client n is user :first_user + n buying product :first_product + n.
+-- (src/http/cart.rs add_item, then the eleven steps of src/checkout/mod.rs, with the
+-- gateway's record of the charge from src/payment.rs), minus the gateway's wait and the
+-- e-mail. Client n is user :first_user + n buying product :first_product + n.
 \set uid :first_user + :client_id
 \set pid :first_product + :client_id
 BEGIN;
@@ -34,6 +35,16 @@ INSERT INTO orders (user_id, status, total, shipping_address)
 INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity)
   SELECT :order_id, * FROM UNNEST(ARRAY[:pid]::bigint[], ARRAY['Bench item']::text[],
                                   ARRAY[9.99]::numeric[], ARRAY[1]::int[]);
+-- The gateway's record of the charge: in the app, on a connection of its own.
+WITH new AS (
+  INSERT INTO gateway_charges (idempotency_key, order_id, amount, method, status, transaction_id)
+  VALUES ('order-' || :order_id, :order_id, 9.99, 'credit_card', 'approved',
+          'txn_' || md5(random()::text || clock_timestamp()::text))
+  ON CONFLICT (idempotency_key) DO NOTHING RETURNING status, transaction_id, amount, order_id)
+SELECT * FROM new
+UNION ALL
+SELECT status, transaction_id, amount, order_id FROM gateway_charges
+  WHERE idempotency_key = 'order-' || :order_id AND NOT EXISTS (SELECT FROM new);
 WITH paid AS (UPDATE orders SET status = 'paid', updated_at = now() WHERE id = :order_id)
 INSERT INTO payments (order_id, amount, method, status, transaction_id)
   VALUES (:order_id, 9.99, 'credit_card', 'completed', 'txn_' || md5(random()::text || clock_timestamp()::text))
