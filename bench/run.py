@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -270,7 +271,9 @@ def pgbench(database_url, script, clients, seconds, variables):
     out = run(args + [database_url]).stdout
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
     latency = re.search(r"latency average = ([\d.]+) ms", out)
-    return {"tps": tps, "latency_ms": float(latency.group(1)) if latency else None}
+    transactions = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
+    return {"tps": tps, "latency_ms": float(latency.group(1)) if latency else None,
+            "transactions": transactions}
 
 
 def loadgen(binary, url, *args):
@@ -430,6 +433,16 @@ def database_cpu_between(before, after):
     """CPU seconds the database's backends used between two `database_cpu_seconds`; a
     backend that ended in between is missed, one that started counts whole."""
     return sum(spent - before.get(pid, 0) for pid, spent in after.items())
+
+
+def children_cpu_seconds():
+    """User + system CPU of this script's children that have ended and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def jiffies_seconds(jiffies):
+    return jiffies / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy():
@@ -660,17 +673,41 @@ def main():
             log("3: checkouts/s with zero delays (loadgen vs pgbench running the same SQL)")
             fast = {"PAYMENT_DELAY_MS": "0", "EMAIL_DELAY_MS": "0", "PAYMENT_SUCCESS_RATE": "1"}
             app_rates, pg_rates, checkout_errors = [], [], 0
+            # Where the two cores went, per checkout (ms), summed over the rounds: the
+            # whole machine, and who used it. pgbench's backends end with it, so its
+            # Postgres share is the machine's less the pgbench client's.
+            pg_cpu = {"machine": 0.0, "pgbench client": 0.0, "checkouts": 0}
+            app_cpu = {"machine": 0.0, "Postgres": 0.0, "app": 0.0, "load generator": 0.0, "sinks": 0.0,
+                       "checkouts": 0}
             for _ in range(opts.rounds):
-                pg_rates.append(pgbench(database_url, "checkout.sql", 10, opts.seconds,
-                                        {"first_user": first_user, "first_product": first_product})["tps"])
+                busy, client = machine_busy()[0], children_cpu_seconds()
+                pg = pgbench(database_url, "checkout.sql", 10, opts.seconds,
+                             {"first_user": first_user, "first_product": first_product})
+                pg_rates.append(pg["tps"])
+                pg_cpu["machine"] += jiffies_seconds(machine_busy()[0] - busy)
+                pg_cpu["pgbench client"] += children_cpu_seconds() - client
+                pg_cpu["checkouts"] += pg["transactions"]
                 with App(binary, database_url, sinks, fast, "checkouts") as app:
+                    busy, database_before = machine_busy()[0], database_cpu_seconds(database)
+                    app_before, sinks_before = cpu_seconds(app.process.pid), cpu_seconds(sinks.process.pid)
+                    driver = children_cpu_seconds()
                     report = loadgen(binary, app.url, "--scenario", "checkout", "--users", "16",
                                      "--think-time", "0s", "--duration", f"{opts.seconds}s")
+                    app_cpu["machine"] += jiffies_seconds(machine_busy()[0] - busy)
+                    app_cpu["Postgres"] += database_cpu_between(database_before, database_cpu_seconds(database))
+                    app_cpu["app"] += cpu_seconds(app.process.pid) - app_before
+                    app_cpu["sinks"] += cpu_seconds(sinks.process.pid) - sinks_before
+                    app_cpu["load generator"] += children_cpu_seconds() - driver
                     checkouts = report["operations"].get("checkout", {"count": 0})
                     app_rates.append(report["checkouts"]["success"] / report["duration_seconds"])
+                    app_cpu["checkouts"] += report["checkouts"]["success"]
                     checkout_errors += checkouts["count"] - report["checkouts"]["success"]
+            per_checkout = lambda cpu: {k: 1000 * v / max(cpu["checkouts"], 1)  # noqa: E731
+                                        for k, v in cpu.items() if k != "checkouts"}
             results["checkout_rate"] = {"app": median(app_rates), "pgbench": median(pg_rates),
-                                        "errors": checkout_errors}
+                                        "errors": checkout_errors,
+                                        "cpu_ms_per_checkout": {"app": per_checkout(app_cpu),
+                                                                "pgbench": per_checkout(pg_cpu)}}
 
         if wanted(4):
             # 4: the checkout's own cost at the default delays (1 s + 2 s of waiting).
@@ -831,6 +868,9 @@ def print_table(r, opts):
         ratio = c["app"] / c["pgbench"]
         row("3 checkouts/s, delays 0", f"{c['app']:,.0f}/s ({c['errors']} errors)", f"pgbench {c['pgbench']:,.0f} tps",
             f"{ratio:.2f}", ">= 0.70", ratio >= 0.7 and c["errors"] == 0)
+        for side, cpu in c.get("cpu_ms_per_checkout", {}).items():
+            shares = ", ".join(f"{who} {ms:.2f}" for who, ms in cpu.items() if who != "machine")
+            row(f"3   CPU per checkout, {side}", f"{cpu['machine']:.2f} ms of the machine", shares, "", "", True)
     if "checkout_overhead" in r:
         o = r["checkout_overhead"]
         row("4 checkout overhead p50/p99", f"{o['p50_ms']:.1f} / {o['p99_ms']:.1f} ms",

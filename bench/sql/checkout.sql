@@ -4,6 +4,7 @@
 -- e-mail. Client n is user :first_user + n buying product :first_product + n.
 \set uid :first_user + :client_id
 \set pid :first_product + :client_id
+\set charge_key random(1, 9000000000000000000)
 BEGIN;
 INSERT INTO carts (user_id) VALUES (:uid)
   ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING id AS cart_id \gset
@@ -18,6 +19,18 @@ SELECT ci.id, ci.product_id, p.name AS product_name, p.price AS unit_price, ci.q
   FROM cart_items ci JOIN carts c ON c.id = ci.cart_id JOIN products p ON p.id = ci.product_id
   WHERE c.user_id = :uid AND ci.id = :item_id;
 COMMIT;
+-- The gateway's record of the charge (src/payment.rs). In the app it is written while the
+-- checkout's transaction is open, on a connection of its own and in a transaction of its
+-- own (the gateway is another system): here, between the two, with its own commit too.
+WITH new AS (
+  INSERT INTO gateway_charges (idempotency_key, order_id, amount, method, status, transaction_id)
+  VALUES ('charge-' || :charge_key, :cart_id,
+          9.99, 'credit_card', 'approved', 'txn_' || md5(random()::text || clock_timestamp()::text))
+  ON CONFLICT (idempotency_key) DO NOTHING RETURNING status, transaction_id, amount, order_id)
+SELECT * FROM new
+UNION ALL
+SELECT status, transaction_id, amount, order_id FROM gateway_charges
+  WHERE idempotency_key = 'charge-' || :charge_key AND NOT EXISTS (SELECT FROM new);
 BEGIN;
 SELECT c.id, u.email, u.full_name FROM carts c JOIN users u ON u.id = c.user_id
   WHERE c.user_id = :uid FOR UPDATE OF c;
@@ -35,16 +48,6 @@ INSERT INTO orders (user_id, status, total, shipping_address)
 INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity)
   SELECT :order_id, * FROM UNNEST(ARRAY[:pid]::bigint[], ARRAY['Bench item']::text[],
                                   ARRAY[9.99]::numeric[], ARRAY[1]::int[]);
--- The gateway's record of the charge: in the app, on a connection of its own.
-WITH new AS (
-  INSERT INTO gateway_charges (idempotency_key, order_id, amount, method, status, transaction_id)
-  VALUES ('order-' || :order_id, :order_id, 9.99, 'credit_card', 'approved',
-          'txn_' || md5(random()::text || clock_timestamp()::text))
-  ON CONFLICT (idempotency_key) DO NOTHING RETURNING status, transaction_id, amount, order_id)
-SELECT * FROM new
-UNION ALL
-SELECT status, transaction_id, amount, order_id FROM gateway_charges
-  WHERE idempotency_key = 'order-' || :order_id AND NOT EXISTS (SELECT FROM new);
 WITH paid AS (UPDATE orders SET status = 'paid', updated_at = now() WHERE id = :order_id)
 INSERT INTO payments (order_id, amount, method, status, transaction_id)
   VALUES (:order_id, 9.99, 'credit_card', 'completed', 'txn_' || md5(random()::text || clock_timestamp()::text))

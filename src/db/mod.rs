@@ -78,10 +78,12 @@ impl Database {
 
     /// A small pool of its own, for a part that must not take from or wait behind the
     /// shop's own connections: the notification listener (which keeps its connection).
+    /// It tests its connections before use as the shop's pool does (`DB_PING_BEFORE_ACQUIRE`).
     pub fn separate_pool(settings: &DatabaseSettings, size: u32) -> anyhow::Result<PgPool> {
         Ok(PgPoolOptions::new()
             .max_connections(size)
             .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(settings.ping_before_acquire)
             .connect_lazy_with(connect_options(settings)?))
     }
 
