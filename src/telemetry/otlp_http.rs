@@ -374,7 +374,7 @@ fn attributes<'a>(
 /// One `KeyValue` message in `field`. Its length is worked out first, so that it is
 /// written straight through in one reserved stretch: attributes are most of what an
 /// export writes (eleven for a catalog read), and the general `message` path cost
-/// ~300 instructions each.
+/// ~400 instructions each.
 fn attribute(s: &Schema, buf: &mut Vec<u8>, field: u32, key_text: &str, value: &Value) {
     let Some(value_len) = scalar_value_len(s, value) else {
         // An array: its length is found after it is written.
