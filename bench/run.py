@@ -411,7 +411,7 @@ def quantile_between(before, after, name, q, **labels):
 def cpu_seconds(pid):
     """User + system CPU of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return jiffies_seconds(int(fields[11]) + int(fields[12]))
 
 
 def database_cpu_seconds(database):
@@ -442,6 +442,7 @@ def children_cpu_seconds():
 
 
 def jiffies_seconds(jiffies):
+    """Seconds of CPU in a count of clock ticks (what /proc counts in)."""
     return jiffies / os.sysconf("SC_CLK_TCK")
 
 
