@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::args::{RunArgs, Scale};
 use super::experiment::{Action, Experiment, Hypothesis, Load, Settings};
@@ -233,12 +233,25 @@ async fn watch_phase(
         .await;
     let ledger_before = service.ledger().await.ok();
     let exemplars_before = service.checkout_exemplars().await;
-    let mut scrapes = vec![service.scrape().await?];
-    let load_task = (load.shoppers > 0).then(|| {
+    let signed_up = Arc::new(Notify::new());
+    let mut load_task = (load.shoppers > 0).then(|| {
         let mut args = service.loadgen_args(load, duration);
         args.interrupt = Some(interrupted.clone());
+        args.signed_up = Some(signed_up.clone());
         tokio::spawn(async move { loadgen::measure(&args).await })
     });
+    // The phase is watched from when its shoppers have signed up: thirty sign-ups are
+    // sixty password hashes, a second of CPU that is no part of the lesson.
+    let mut ended_early = None;
+    if let Some(task) = &mut load_task {
+        tokio::select! {
+            () = signed_up.notified() => {}
+            _ = interrupted.changed() => {}
+            // A load that ended before it began (the service unreachable) says why below.
+            ended = task => ended_early = Some(ended),
+        }
+    }
+    let mut scrapes = vec![service.scrape().await?];
     let bar = ProgressBar::new(duration.as_millis() as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>18.bold} [{bar:30}] {msg}")
@@ -274,9 +287,10 @@ async fn watch_phase(
         }
     }
     bar.finish_and_clear();
-    let report = match load_task {
-        Some(task) => Some(task.await??),
-        None => None,
+    let report = match (ended_early, load_task) {
+        (Some(ended), _) => Some(ended??),
+        (None, Some(task)) => Some(task.await??),
+        (None, None) => None,
     };
     // Checkouts a shopper gave up on still run: the ledger is read once they are done.
     service.settle().await;

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use strum::VariantArray;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use self::report::{Operation, Recorder, Report, RunInfo};
@@ -41,7 +41,8 @@ pub struct LoadgenArgs {
     /// Simultaneous shoppers, each in its own task.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=5000))]
     pub users: u16,
-    /// How long to run, e.g. `30s`, `5m`, `1h` (with `--compare`: each of the two runs).
+    /// How long to run, e.g. `30s`, `5m`, `1h` (with `--compare`: each of the two runs),
+    /// from when the last shopper has signed up.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Share of visits that end in a checkout (the rest abandon the cart), 0 to 1.
@@ -103,6 +104,10 @@ pub struct LoadgenArgs {
     /// phase's load may still be signing up when the signal comes).
     #[arg(skip)]
     pub interrupt: Option<watch::Receiver<bool>>,
+    /// Told once every shopper has signed up, when the run's `--duration` starts (the
+    /// lab starts watching a phase then, so the sign-ups' password hashes are not in it).
+    #[arg(skip)]
+    pub signed_up: Option<Arc<Notify>>,
 }
 
 impl LoadgenArgs {
@@ -129,6 +134,7 @@ impl LoadgenArgs {
             idempotency_key: false,
             quiet: true,
             interrupt: None,
+            signed_up: None,
         }
     }
 }
@@ -315,6 +321,8 @@ async fn run_once(
         hot_product: catalog.scarcest,
         product_ids: catalog.by_stock_descending,
         scenario: args.scenario,
+        // Every shopper, and the run's clock.
+        signed_up: tokio::sync::Barrier::new(users + 1),
         all_ready: tokio::sync::Barrier::new(users),
         run_id: format!("{:08x}", rand::random::<u32>()),
         checkout_ratio: args.checkout_ratio,
@@ -323,8 +331,6 @@ async fn run_once(
         following: TaskTracker::new(),
         arrivals: (args.rate > 0.0).then(|| Arrivals {
             permits: Semaphore::new(0),
-            // Every shopper, and the arrival clock.
-            signed_up: tokio::sync::Barrier::new(users + 1),
         }),
         follow_orders: !args.no_follow,
         patience: args.patience,
@@ -353,6 +359,10 @@ async fn run_once(
     let ticker = tokio::spawn(update_progress(progress.clone(), recorder.clone(), started));
 
     let finished = async {
+        shop.signed_up.wait().await;
+        if let Some(signed_up) = &args.signed_up {
+            signed_up.notify_one();
+        }
         match args.scenario {
             // A burst ends when every shopper has checked out once.
             Scenario::Burst => {
@@ -362,7 +372,6 @@ async fn run_once(
             }
             Scenario::Browse | Scenario::Checkout | Scenario::Impatient => match &shop.arrivals {
                 Some(arrivals) => {
-                    arrivals.signed_up.wait().await;
                     // A line the benchmark waits for: what follows is the offered load.
                     progress.suspend(|| {
                         eprintln!(

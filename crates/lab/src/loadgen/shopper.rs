@@ -64,6 +64,10 @@ pub struct Shop {
     pub hot_product_share: f64,
     pub think_time: Duration,
     pub scenario: Scenario,
+    /// Where the shoppers and the run's clock meet once every shopper has signed up:
+    /// the run's duration (and a rate's arrivals) start then, so the password hashes of
+    /// the sign-ups are not mixed into the load the run measures.
+    pub signed_up: Barrier,
     /// Where burst shoppers wait for each other before checking out together.
     pub all_ready: Barrier,
     /// Accepted orders being followed; the run waits for them before it reports.
@@ -82,10 +86,6 @@ pub struct Shop {
 pub struct Arrivals {
     /// One permit per arrival; a shopper takes one before each checkout.
     pub permits: Semaphore,
-    /// Where the shoppers and the arrival clock meet once every shopper has signed up,
-    /// so the rate is offered by shoppers who can carry it (and the password hashes of
-    /// the sign-ups are not mixed into the load).
-    pub signed_up: Barrier,
 }
 
 /// Runs until `stop` turns true. A request under way is finished and recorded first,
@@ -99,10 +99,8 @@ pub async fn run(shop: Arc<Shop>, number: usize, stop: watch::Receiver<bool>) {
     };
     let mut shopper = shopper;
     let token = shopper.sign_up().await;
-    if let Some(arrivals) = &shopper.shop.arrivals {
-        // A shopper that could not sign up shows up too, or the clock would never start.
-        arrivals.signed_up.wait().await;
-    }
+    // A shopper that could not sign up shows up too, or the clock would never start.
+    shopper.shop.signed_up.wait().await;
     let Some(token) = token else {
         if shopper.shop.scenario == Scenario::Burst {
             // Still show up at the barrier, or everybody else would wait forever.
