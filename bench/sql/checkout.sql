@@ -14,6 +14,9 @@ SELECT p.name, i.quantity - i.reserved FROM products p JOIN inventory i ON i.pro
 INSERT INTO cart_items (cart_id, product_id, quantity) VALUES (:cart_id, :pid, 1)
   ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity
   RETURNING id AS item_id \gset
+SELECT COALESCE(SUM(p.price * ci.quantity), 0)
+  FROM carts c JOIN cart_items ci ON ci.cart_id = c.id JOIN products p ON p.id = ci.product_id
+  WHERE c.user_id = :uid;
 SELECT ci.id, ci.product_id, p.name AS product_name, p.price AS unit_price, ci.quantity,
        p.price * ci.quantity AS subtotal
   FROM cart_items ci JOIN carts c ON c.id = ci.cart_id JOIN products p ON p.id = ci.product_id

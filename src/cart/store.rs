@@ -1,5 +1,6 @@
 //! Every statement on the `carts` and `cart_items` tables.
 
+use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use super::{Cart, CartLine};
@@ -52,6 +53,23 @@ pub async fn lock(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Option<
         lines: lines(conn, id).await?,
     };
     Ok(Some((cart, Customer { email, name })))
+}
+
+/// What the customer's cart costs now, to the cent (0 with no cart): one statement, for
+/// the check that a change keeps the cart within what an order can hold.
+pub async fn total(conn: &mut PgConnection, user_id: i64) -> sqlx::Result<Decimal> {
+    let mut total: Decimal = statement!(
+        "SELECT COALESCE(SUM(p.price * ci.quantity), 0) \
+         FROM carts c JOIN cart_items ci ON ci.cart_id = c.id \
+         JOIN products p ON p.id = ci.product_id \
+         WHERE c.user_id = $1"
+    )
+    .query_scalar()
+    .bind(user_id)
+    .fetch_one(conn)
+    .await?;
+    total.rescale(2);
+    Ok(total)
 }
 
 async fn lines(conn: &mut PgConnection, cart_id: i64) -> sqlx::Result<Vec<CartLine>> {

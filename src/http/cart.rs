@@ -204,7 +204,7 @@ fn item_not_found(id: i64) -> ApiError {
 
 /// A cart may not cost more than an order can hold (the change is rolled back).
 async fn ensure_total_fits(conn: &mut PgConnection, user_id: i64) -> Result<(), ApiError> {
-    let total = store::find(conn, user_id).await?.total();
+    let total = store::total(conn, user_id).await?;
     if total > ORDER_TOTAL_MAX {
         return Err(ApiError::validation(
             "quantity",

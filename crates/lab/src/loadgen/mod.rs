@@ -363,6 +363,7 @@ async fn run_once(
         if let Some(signed_up) = &args.signed_up {
             signed_up.notify_one();
         }
+        let signed_up_in = started.elapsed().as_secs_f64();
         match args.scenario {
             // A burst ends when every shopper has checked out once.
             Scenario::Burst => {
@@ -370,24 +371,29 @@ async fn run_once(
                     let _ = shopper.await;
                 }
             }
-            Scenario::Browse | Scenario::Checkout | Scenario::Impatient => match &shop.arrivals {
-                Some(arrivals) => {
-                    // A line the benchmark waits for: what follows is the offered load.
+            Scenario::Browse | Scenario::Checkout | Scenario::Impatient => {
+                let load = match &shop.arrivals {
+                    Some(_) => format!("offering {} checkouts/s", args.rate),
+                    None => "running".to_string(),
+                };
+                // A line the benchmark waits for: what follows is the load it measures.
+                // (The lab, quiet, is told through `args.signed_up` instead.)
+                if !args.quiet {
                     progress.suspend(|| {
                         eprintln!(
-                            "{users} shoppers signed up in {:.1} s; offering {} checkouts/s for {}",
-                            started.elapsed().as_secs_f64(),
-                            args.rate,
+                            "{users} shoppers signed up in {signed_up_in:.1} s; {load} for {}",
                             humantime::format_duration(args.duration)
                         );
                     });
-                    tokio::select! {
+                }
+                match &shop.arrivals {
+                    Some(arrivals) => tokio::select! {
                         () = arrive(&arrivals.permits, args.rate) => {}
                         () = tokio::time::sleep(args.duration) => {}
-                    }
+                    },
+                    None => tokio::time::sleep(args.duration).await,
                 }
-                None => tokio::time::sleep(args.duration).await,
-            },
+            }
         }
     };
     let interrupt = async {
