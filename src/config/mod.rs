@@ -25,7 +25,7 @@ pub use self::storefront::{
 };
 pub use self::telemetry::{
     DEFAULT_LOG_FILTER, DEFAULT_LOG_FORMAT_CLI, LogFormat, OtlpCompression, OtlpProtocol,
-    SERVICE_NAME, TelemetrySettings, TraceSampler,
+    SERVICE_NAME, SpanBatchSettings, TelemetrySettings, TraceSampler,
 };
 
 #[derive(Debug, Clone)]

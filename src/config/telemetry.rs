@@ -54,8 +54,22 @@ pub struct TelemetrySettings {
     /// `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, else `OTEL_EXPORTER_OTLP_COMPRESSION`.
     pub otlp_compression: OtlpCompression,
     pub sampler: TraceSampler,
+    pub span_batches: SpanBatchSettings,
     /// `false` when `METRICS_ENABLED=false`: no recorder, `/metrics` answers 404.
     pub metrics_enabled: bool,
+}
+
+/// How finished spans wait for export: the standard `OTEL_BSP_*` variables, with the
+/// specification's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanBatchSettings {
+    /// `OTEL_BSP_MAX_QUEUE_SIZE` (2048): spans waiting beyond it are dropped.
+    pub max_queue: usize,
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (512): this many waiting spans are sent at once,
+    /// without waiting for the delay.
+    pub max_batch: usize,
+    /// `OTEL_BSP_SCHEDULE_DELAY` (5000 ms): the longest a span waits for export.
+    pub delay: std::time::Duration,
 }
 
 /// The OpenTelemetry SDK logs its own housekeeping at INFO; keep that out of the way.
@@ -123,6 +137,7 @@ pub(super) fn read(r: &mut Reader, default_service_name: &str) -> TelemetrySetti
     // a collector hangs (spans queue meanwhile, and are dropped once the queue is full).
     let otlp_timeout = r.millis(traces_or_all(r, "TIMEOUT"), 5000);
     let otlp_headers = read_headers(r, traces_or_all(r, "HEADERS"));
+    let span_batches = read_span_batches(r);
     let compression = traces_or_all(r, "COMPRESSION");
     let otlp_compression = match r
         .string(compression, "none")
@@ -151,7 +166,33 @@ pub(super) fn read(r: &mut Reader, default_service_name: &str) -> TelemetrySetti
         otlp_headers,
         otlp_compression,
         sampler,
+        span_batches,
         metrics_enabled: r.bool("METRICS_ENABLED", true),
+    }
+}
+
+fn read_span_batches(r: &mut Reader) -> SpanBatchSettings {
+    let max_queue = r.parse(
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        2048usize,
+        "a positive whole number",
+    );
+    let max_batch = r.parse(
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        512usize,
+        "a positive whole number",
+    );
+    if max_queue == 0 || max_batch == 0 {
+        r.problem(
+            "OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE: must be at least 1"
+                .to_string(),
+        );
+    }
+    SpanBatchSettings {
+        max_queue,
+        // The specification: a batch is never larger than the queue.
+        max_batch: max_batch.min(max_queue),
+        delay: r.millis("OTEL_BSP_SCHEDULE_DELAY", 5000),
     }
 }
 

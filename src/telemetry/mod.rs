@@ -1,6 +1,8 @@
 //! Everything the service tells the outside world about itself, set up in one place:
 //!
-//! - traces: `tracing` spans exported over OTLP by `tracing-opentelemetry` ([`init`]);
+//! - traces: `tracing` spans exported over OTLP by `tracing-opentelemetry` ([`init`]),
+//!   each span written as OTLP protobuf where it ends and sent in batches ([`span_queue`],
+//!   [`otlp_http`]);
 //! - database statements as client spans ([`db_spans`]);
 //! - HTTP server spans, the `X-Trace-Id` header and request metrics ([`http`]);
 //! - Prometheus metrics ([`metrics`]), the latency histograms with exemplars that link
@@ -19,8 +21,8 @@ pub mod openmetrics;
 pub mod otlp_http;
 mod otlp_schema;
 pub mod server_timing;
+pub mod span_queue;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -29,7 +31,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
 };
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -37,7 +39,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use self::logs::LogOutput;
-use self::otlp_http::OtlpHttpExporter;
+use self::otlp_http::{ExportFailures, OtlpHttpExporter};
+use self::span_queue::EncodingSpanProcessor;
 use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings, TraceSampler};
 
 /// The crate's own spans are the only ones exported: the exporter's HTTP/gRPC
@@ -159,9 +162,8 @@ pub fn init_cli_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 
 pub fn build_tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {
     let endpoint = settings.otlp_endpoint.trim_end_matches('/');
-    // Queue size, batch size and delay come from the standard OTEL_BSP_* variables
-    // (defaults: 2048 spans queued, export every 5 s); beyond the queue, spans are dropped.
-    let processor = match settings.otlp_protocol {
+    let batches = settings.span_batches;
+    let builder = match settings.otlp_protocol {
         OtlpProtocol::Grpc => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
@@ -169,20 +171,29 @@ pub fn build_tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<Sdk
                 .with_timeout(settings.otlp_timeout)
                 .build()
                 .context("building the OTLP span exporter")?;
-            BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint)).build()
+            let config = BatchConfigBuilder::default()
+                .with_max_queue_size(batches.max_queue)
+                .with_max_export_batch_size(batches.max_batch)
+                .with_scheduled_delay(batches.delay)
+                .build();
+            let processor =
+                BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint))
+                    .with_batch_config(config)
+                    .build();
+            SdkTracerProvider::builder().with_span_processor(processor)
         }
         // Given in code, the endpoint is used as-is: add the signal path ourselves.
         OtlpProtocol::HttpProtobuf => {
             let exporter = OtlpHttpExporter::new(format!("{endpoint}/v1/traces"), settings)?;
-            BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint)).build()
+            SdkTracerProvider::builder()
+                .with_span_processor(EncodingSpanProcessor::new(exporter, endpoint, batches))
         }
     };
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(settings.service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
-    Ok(SdkTracerProvider::builder()
-        .with_span_processor(processor)
+    Ok(builder
         .with_sampler(sampler(&settings.sampler))
         .with_resource(resource)
         .build())
@@ -201,22 +212,18 @@ fn sampler(choice: &TraceSampler) -> Sampler {
     }
 }
 
-/// Wraps the OTLP exporter so that an unreachable collector is reported once (and its
-/// recovery once), instead of one warning per batch. Export runs on the batch
-/// processor's own thread, so a dead collector never slows a request down.
+/// The gRPC exporter under the SDK's batch processor, its failures reported once.
 #[derive(Debug)]
 struct ReportFailuresOnce<E> {
     inner: E,
-    endpoint: String,
-    failing: AtomicBool,
+    failures: ExportFailures,
 }
 
 impl<E> ReportFailuresOnce<E> {
     fn new(inner: E, endpoint: &str) -> Self {
         Self {
             inner,
-            endpoint: endpoint.to_string(),
-            failing: AtomicBool::new(false),
+            failures: ExportFailures::new(endpoint),
         }
     }
 }
@@ -224,24 +231,8 @@ impl<E> ReportFailuresOnce<E> {
 impl<E: SpanExporter> SpanExporter for ReportFailuresOnce<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let spans = batch.len();
-        match self.inner.export(batch).await {
-            Ok(()) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(endpoint = %self.endpoint, "trace export works again");
-                }
-            }
-            Err(error) => {
-                if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        endpoint = %self.endpoint,
-                        %error,
-                        dropped_spans = spans,
-                        "cannot export traces; requests are served as usual and spans are \
-                         dropped until the collector is reachable (reported once)"
-                    );
-                }
-            }
-        }
+        let result = self.inner.export(batch).await;
+        self.failures.after_export(&result, spans);
         // The failure is handled here; the SDK must not log it again per batch.
         Ok(())
     }

@@ -16,7 +16,8 @@
 //! compares it with that crate's own conversion of the same spans.
 
 use std::io::Write as _;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -47,9 +48,16 @@ pub struct OtlpHttpExporter {
     /// Built on the exporter's own thread at the first export: reqwest's blocking
     /// client runs a runtime of its own and must not be built inside tokio's.
     client: OnceLock<reqwest::blocking::Client>,
-    /// The `Resource` message, written once: it is the same in every batch.
-    resource: Vec<u8>,
-    resource_schema_url: String,
+    /// The `Resource` message and its schema URL, written once: they are the same in
+    /// every batch. Behind a lock because the resource arrives after the exporter is
+    /// shared with the thread that exports (see `span_queue`).
+    resource: Mutex<EncodedResource>,
+}
+
+#[derive(Debug, Default)]
+struct EncodedResource {
+    message: Vec<u8>,
+    schema_url: String,
 }
 
 impl OtlpHttpExporter {
@@ -90,8 +98,7 @@ impl OtlpHttpExporter {
             gzip,
             schema,
             client: OnceLock::new(),
-            resource: Vec::new(),
-            resource_schema_url: String::new(),
+            resource: Mutex::default(),
         })
     }
 
@@ -156,6 +163,46 @@ impl OtlpHttpExporter {
     }
 }
 
+/// An unreachable collector, reported once (and its recovery once), instead of one
+/// warning per batch. Exports run on a thread of their own, so a dead collector never
+/// slows a request down.
+#[derive(Debug)]
+pub(super) struct ExportFailures {
+    endpoint: String,
+    failing: AtomicBool,
+}
+
+impl ExportFailures {
+    pub(super) fn new(endpoint: &str) -> Self {
+        Self {
+            endpoint: endpoint.to_string(),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Says so if `result` is the first failure, or the first success after failures.
+    pub(super) fn after_export(&self, result: &OTelSdkResult, spans: usize) {
+        match result {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(endpoint = %self.endpoint, "trace export works again");
+                }
+            }
+            Err(error) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        %error,
+                        dropped_spans = spans,
+                        "cannot export traces; requests are served as usual and spans are \
+                         dropped until the collector is reachable (reported once)"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// What the OTLP specification says a client may send again.
 fn retryable(status: StatusCode) -> bool {
     matches!(
@@ -180,31 +227,54 @@ fn retry_after(response: &reqwest::blocking::Response) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
-impl SpanExporter for OtlpHttpExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let body = export_request(
-            &self.schema,
-            &batch,
-            &self.resource,
-            &self.resource_schema_url,
-        );
+impl OtlpHttpExporter {
+    /// How long one export may take, its retries included.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Writes `span` into `spans`, to be sent by [`OtlpHttpExporter::export_encoded`].
+    pub(super) fn encode(&self, spans: &mut EncodedSpans, span: &SpanData) {
+        spans.push(&self.schema, span);
+    }
+
+    /// Sends spans already written by [`OtlpHttpExporter::encode`], as one request.
+    pub(super) fn export_encoded(&self, spans: &EncodedSpans) -> OTelSdkResult {
+        let body = {
+            let resource = self.resource.lock().unwrap_or_else(PoisonError::into_inner);
+            export_request(&self.schema, spans, &resource.message, &resource.schema_url)
+        };
         let body = if self.gzip { gzip(&body)? } else { body };
         self.send(body)
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
-        self.resource.clear();
+    /// The resource every export is sent under.
+    pub(super) fn use_resource(&self, resource: &Resource) {
         let s = &self.schema;
+        let mut message = Vec::new();
         for (key, value) in resource.iter() {
-            attribute(
-                s,
-                &mut self.resource,
-                s.resource.attributes,
-                key.as_str(),
-                value,
-            );
+            attribute(s, &mut message, s.resource.attributes, key.as_str(), value);
         }
-        self.resource_schema_url = resource.schema_url().unwrap_or_default().to_string();
+        *self.resource.lock().unwrap_or_else(PoisonError::into_inner) = EncodedResource {
+            message,
+            schema_url: resource.schema_url().unwrap_or_default().to_string(),
+        };
+    }
+}
+
+/// For the batch span processor of the SDK (the exporter is also used by `span_queue`'s
+/// processor, which writes each span as it ends).
+impl SpanExporter for OtlpHttpExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let mut spans = EncodedSpans::default();
+        for span in &batch {
+            self.encode(&mut spans, span);
+        }
+        self.export_encoded(&spans)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.use_resource(resource);
     }
 }
 
@@ -219,36 +289,74 @@ fn gzip(body: &[u8]) -> Result<Vec<u8>, OTelSdkError> {
         .map_err(|e| OTelSdkError::InternalFailure(format!("gzip: {e}")))
 }
 
-/// The body of one export: the spans grouped by instrumentation scope (in the order
-/// the scopes first appear) under the one resource.
+/// Finished spans written as OTLP `Span` messages — each with its field key and length,
+/// as `ScopeSpans.spans` holds them — grouped by instrumentation scope in the order the
+/// scopes first appear: what one export sends.
+#[derive(Debug, Default)]
+pub(super) struct EncodedSpans {
+    scopes: Vec<(InstrumentationScope, Vec<u8>)>,
+    count: usize,
+}
+
+impl EncodedSpans {
+    fn push(&mut self, s: &Schema, span: &SpanData) {
+        let scope = &span.instrumentation_scope;
+        // Nearly every span has the one scope of the service's tracer: compared once.
+        let index = match self.scopes.iter().position(|(seen, _)| seen == scope) {
+            Some(index) => index,
+            None => {
+                self.scopes
+                    .push((scope.clone(), Vec::with_capacity(16 * 1024)));
+                self.scopes.len() - 1
+            }
+        };
+        let written = &mut self.scopes[index].1;
+        message(written, s.scope_spans.spans, |buf| {
+            span_message(s, buf, span)
+        });
+        self.count += 1;
+    }
+
+    /// Empty again, its memory kept for the next batch: a batch's buffer grows to a few
+    /// hundred kilobytes, and growing a new one for every batch copies it over and
+    /// over.
+    pub(super) fn clear(&mut self) {
+        for (_, written) in &mut self.scopes {
+            written.clear();
+        }
+        self.count = 0;
+    }
+
+    /// How many spans are written.
+    pub(super) fn len(&self) -> usize {
+        self.count
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The body of one export: the spans under the one resource.
 fn export_request(
     s: &Schema,
-    spans: &[SpanData],
+    spans: &EncodedSpans,
     resource: &[u8],
     resource_schema_url: &str,
 ) -> Vec<u8> {
-    // One pass: nearly every batch has one scope, and a span is compared with it once.
-    let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
-    for span in spans {
-        let scope = &span.instrumentation_scope;
-        match scopes.iter_mut().find(|(seen, _)| *seen == scope) {
-            Some((_, members)) => members.push(span),
-            None => scopes.push((scope, vec![span])),
-        }
-    }
-    let mut buf = Vec::with_capacity(256 + spans.len() * 512);
+    let written: usize = spans.scopes.iter().map(|(_, bytes)| bytes.len()).sum();
+    let mut buf = Vec::with_capacity(256 + resource.len() + written);
     message(&mut buf, s.request.resource_spans, |buf| {
         message(buf, s.resource_spans.resource, |buf| {
             buf.extend_from_slice(resource)
         });
-        for (scope, members) in scopes {
+        // A scope kept from an earlier batch (see `EncodedSpans::clear`) may have no span.
+        for (scope, members) in spans.scopes.iter().filter(|(_, m)| !m.is_empty()) {
             message(buf, s.resource_spans.scope_spans, |buf| {
                 message(buf, s.scope_spans.scope, |buf| {
                     instrumentation_scope(s, buf, scope)
                 });
-                for span in members {
-                    message(buf, s.scope_spans.spans, |buf| span_message(s, buf, span));
-                }
+                buf.extend_from_slice(members);
                 string(
                     buf,
                     s.scope_spans.schema_url,
@@ -675,15 +783,22 @@ mod tests {
         let resource = resource();
         let settings = crate::config::TelemetrySettings::from_source(&[].as_slice(), "test")
             .expect("default settings");
-        let mut exporter =
+        let exporter =
             OtlpHttpExporter::new("http://unused".into(), &settings).expect("an exporter");
-        exporter.set_resource(&resource);
-        let written = export_request(
-            &exporter.schema,
-            &spans(),
-            &exporter.resource,
-            &exporter.resource_schema_url,
-        );
+        exporter.use_resource(&resource);
+        let mut encoded = EncodedSpans::default();
+        for span in spans() {
+            exporter.encode(&mut encoded, &span);
+        }
+        let written = {
+            let resource = exporter.resource.lock().expect("not poisoned");
+            export_request(
+                &exporter.schema,
+                &encoded,
+                &resource.message,
+                &resource.schema_url,
+            )
+        };
 
         let decoded = ExportTraceServiceRequest::decode(written.as_slice()).expect("valid OTLP");
         let expected = ExportTraceServiceRequest {
@@ -703,7 +818,7 @@ mod tests {
     #[test]
     fn an_empty_batch_is_a_valid_request() {
         let schema = Schema::load().expect("the schema");
-        let written = export_request(&schema, &[], &[], "");
+        let written = export_request(&schema, &EncodedSpans::default(), &[], "");
         let decoded = ExportTraceServiceRequest::decode(written.as_slice()).expect("valid OTLP");
         assert_eq!(decoded.resource_spans.len(), 1);
         assert!(decoded.resource_spans[0].scope_spans.is_empty());

@@ -494,6 +494,44 @@ async fn a_hung_collector_is_reported_once_with(protocol: &str) {
     );
 }
 
+/// Spans wait in a bounded queue while an export hangs: past `OTEL_BSP_MAX_QUEUE_SIZE`
+/// they are dropped, requests go on, and the next export round says how many.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_span_queue_drops_spans_and_says_how_many() {
+    let hung = format!("http://127.0.0.1:{}", black_hole().await);
+    let mut app = spawn_process(&[
+        ("OTEL_SDK_DISABLED", "false"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", hung.as_str()),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "4"),
+    ])
+    .await;
+    // Each read is two spans (the request's and its statement's): the first batch
+    // leaves for the hung collector, four more wait, the rest find the queue full.
+    for _ in 0..20 {
+        assert_eq!(
+            app.get("/api/products/999999999", None).await.status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+    let dropped = eventually(Duration::from_secs(10), "the drop reported", || {
+        let line = app
+            .output()
+            .into_iter()
+            .find(|line| line.contains("the span queue was full"));
+        std::future::ready(line)
+    })
+    .await;
+    let line: serde_json::Value = serde_json::from_str(&dropped).expect("a JSON log line");
+    let count = line["fields"]["dropped_spans"]
+        .as_u64()
+        .expect("dropped_spans");
+    // 40 spans, of which 2 left in the first export and 4 waited; the next batch
+    // leaves only once the first export has given up, a second after it began.
+    assert!(count >= 20, "{count} dropped: {line}");
+}
+
 /// A collector behind an auth proxy: the exports carry the headers of
 /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (which wins over the generic variable), values
 /// percent-decoded, gzip-compressed as `OTEL_EXPORTER_OTLP_COMPRESSION` asks; the token
