@@ -7,7 +7,7 @@
 //! through a channel to its thread, which writes and frees it there — the channel, the
 //! data moved twice, and memory freed by another thread than the one that took it,
 //! which sends the request threads' next allocations down glibc's slower path. On the
-//! cheapest request (a catalog read, two spans) that was ~2,300 instructions more per
+//! cheapest request (a catalog read, two spans) that was ~2,400 instructions more per
 //! read than writing the spans where they end (BENCHMARKS.md, "Spans written where they
 //! end").
 
