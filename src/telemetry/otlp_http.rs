@@ -25,7 +25,7 @@ use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::SpanData;
 use prost::encoding::{WireType, encode_varint, encoded_len_varint};
 use reqwest::StatusCode;
 use reqwest::header::{
@@ -259,22 +259,6 @@ impl OtlpHttpExporter {
             message,
             schema_url: resource.schema_url().unwrap_or_default().to_string(),
         };
-    }
-}
-
-/// For the batch span processor of the SDK (the exporter is also used by `span_queue`'s
-/// processor, which writes each span as it ends).
-impl SpanExporter for OtlpHttpExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let mut spans = EncodedSpans::default();
-        for span in &batch {
-            self.encode(&mut spans, span);
-        }
-        self.export_encoded(&spans)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.use_resource(resource);
     }
 }
 

@@ -89,26 +89,25 @@ impl Shared {
         // A panic while the lock was held leaves a queue of whole spans: still usable.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    /// Waits on `condvar` until `done` or `deadline`; false if the deadline came first.
-    fn wait_until<'a>(
-        &self,
-        mut queue: MutexGuard<'a, Queue>,
-        condvar: &Condvar,
-        deadline: Instant,
-        done: impl Fn(&Queue) -> bool,
-    ) -> (MutexGuard<'a, Queue>, bool) {
-        while !done(&queue) {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return (queue, false);
-            };
-            queue = condvar
-                .wait_timeout(queue, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        (queue, true)
+/// Waits on `condvar` until `done` or `deadline`; false if the deadline came first.
+fn wait_until<'a>(
+    mut queue: MutexGuard<'a, Queue>,
+    condvar: &Condvar,
+    deadline: Instant,
+    done: impl Fn(&Queue) -> bool,
+) -> (MutexGuard<'a, Queue>, bool) {
+    while !done(&queue) {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return (queue, false);
+        };
+        queue = condvar
+            .wait_timeout(queue, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
     }
+    (queue, true)
 }
 
 fn export_until_stopped(shared: &Shared) {
@@ -116,7 +115,7 @@ fn export_until_stopped(shared: &Shared) {
     loop {
         let queue = shared.queue();
         let due = Instant::now() + shared.batches.delay;
-        let (mut queue, _) = shared.wait_until(queue, &shared.wake, due, |queue| {
+        let (mut queue, _) = wait_until(queue, &shared.wake, due, |queue| {
             queue.stopping || queue.flushes_asked > queue.flushes_done || queue.spans.len() >= batch
         });
         let next = queue.spare.take().unwrap_or_default();
@@ -183,7 +182,7 @@ impl SpanProcessor for EncodingSpanProcessor {
         shared.wake.notify_one();
         // An export gives up after its timeout; a second one may be under way first.
         let deadline = Instant::now() + 2 * shared.exporter.timeout() + Duration::from_secs(1);
-        let (queue, flushed) = shared.wait_until(queue, &shared.exported, deadline, |queue| {
+        let (queue, flushed) = wait_until(queue, &shared.exported, deadline, |queue| {
             queue.flushes_done >= ticket || queue.stopped
         });
         drop(queue);
@@ -213,7 +212,7 @@ impl SpanProcessor for EncodingSpanProcessor {
             return Ok(());
         };
         let (queue, stopped) =
-            shared.wait_until(queue, &shared.exported, Instant::now() + timeout, |queue| {
+            wait_until(queue, &shared.exported, Instant::now() + timeout, |queue| {
                 queue.stopped
             });
         drop(queue);
