@@ -2,6 +2,7 @@
 //! connections with the wait for one measured, and the service's statements, each
 //! traced ([`statement`]).
 
+mod lost_connections;
 pub mod statement;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use secrecy::ExposeSecret;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{ConnectOptions, Connection as _, PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::{AcquireError, Semaphore, SemaphorePermit, watch};
 use tracing::Instrument;
 
@@ -57,10 +58,9 @@ impl Database {
     /// waiting `DB_ACQUIRE_TIMEOUT_SECONDS` for a connection that cannot come.
     pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
         let options = connect_options(settings)?;
-        let pool = PgPoolOptions::new()
+        let pool = tested_before_use(settings)
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            .test_before_acquire(settings.ping_before_acquire)
             .connect_lazy_with(options.clone());
         let (reachable_tx, reachable) = watch::channel(true);
         tokio::spawn(watch_reachability(
@@ -80,10 +80,9 @@ impl Database {
     /// shop's own connections: the notification listener (which keeps its connection).
     /// It tests its connections before use as the shop's pool does (`DB_PING_BEFORE_ACQUIRE`).
     pub fn separate_pool(settings: &DatabaseSettings, size: u32) -> anyhow::Result<PgPool> {
-        Ok(PgPoolOptions::new()
+        Ok(tested_before_use(settings)
             .max_connections(size)
             .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(settings.ping_before_acquire)
             .connect_lazy_with(connect_options(settings)?))
     }
 
@@ -233,6 +232,38 @@ pub async fn follow_notifications(
     }
 }
 
+/// A pool that tests a connection with a round trip before handing it out
+/// (`DB_PING_BEFORE_ACQUIRE`): one idle for `DB_PING_IDLE_AFTER_MS` or longer, or one
+/// that sat idle through a lost connection seen anywhere in the process (see
+/// [`lost_connections`]). A connection cut while it sat in the pool — a restart, a
+/// killed backend — is caught by one or the other, replaced, and no request gets it;
+/// a connection in steady use is trusted, which saves a round trip on every request
+/// under load. (sqlx also pings each connection as it goes back to the pool; nothing
+/// turns that one off.)
+fn tested_before_use(settings: &DatabaseSettings) -> PgPoolOptions {
+    let idle_after = settings.ping_idle_after;
+    if !settings.ping_before_acquire || idle_after.is_zero() {
+        return PgPoolOptions::new().test_before_acquire(settings.ping_before_acquire);
+    }
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(move |connection, held| {
+            Box::pin(async move {
+                if held.idle_for >= idle_after
+                    || lost_connections::idle_through_a_loss(held.idle_for)
+                {
+                    // An error discards the connection (sqlx logs it), and the pool
+                    // hands out another or opens a new one, each tested the same way.
+                    connection
+                        .ping()
+                        .await
+                        .inspect_err(|_| lost_connections::lost())?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 /// The error of a request that needs the database while it is unreachable.
 fn unreachable() -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(
@@ -265,6 +296,9 @@ async fn watch_reachability(options: PgConnectOptions, reachable: watch::Sender<
     let mut connection: Option<PgConnection> = None;
     while !reachable.is_closed() {
         let up = probe(&mut connection, &options).await;
+        if !up {
+            lost_connections::lost();
+        }
         let was_up = reachable.send_replace(up);
         if was_up && !up {
             tracing::warn!(

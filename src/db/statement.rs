@@ -18,6 +18,7 @@ use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
 use sqlx::query::{Query, QueryAs, QueryScalar};
 use sqlx::{Encode, Executor, FromRow, Postgres, Transaction, Type};
 
+use super::lost_connections;
 use crate::telemetry::db_spans::{StatementOutcome, StatementSpan, StatementSpanInfo};
 
 /// A statement of the service's own: its SQL, and its span's name once worked out.
@@ -82,9 +83,9 @@ impl Statement {
         outcome: impl FnOnce(&T) -> StatementOutcome,
     ) -> sqlx::Result<T> {
         let Some(span) = StatementSpan::start(|| self.span_info()) else {
-            return run.await;
+            return run.await.inspect_err(lost_connections::note);
         };
-        let result = run.await;
+        let result = run.await.inspect_err(lost_connections::note);
         span.end(match &result {
             Ok(value) => outcome(value),
             // `fetch_one` found no row: the statement itself succeeded.

@@ -1,9 +1,14 @@
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{expect_json, expect_problem, server_url, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, expect_json, expect_problem, server_url, spawn_app, spawn_app_running_jobs_by_hand,
+    spawn_app_with,
+};
 
 #[tokio::test]
 async fn health_answers_without_the_database() {
@@ -63,6 +68,65 @@ async fn not_ready_when_the_database_is_gone() {
         ready.status(),
         StatusCode::OK,
         "ready again once Postgres is back"
+    );
+}
+
+/// Reads `path` `times` at once; the statuses, in no order.
+async fn reads_at_once(app: &TestApp, path: &str, times: usize) -> Vec<StatusCode> {
+    let reads = (0..times).map(|_| async { app.get(path, None).await.status() });
+    futures::future::join_all(reads).await
+}
+
+/// Fills the app's pool, then ends every connection Postgres holds for the app (as a
+/// restart or an operator would), and leaves them idle for longer than
+/// `DB_PING_IDLE_AFTER_MS`. Returns what ten reads at once answer then.
+async fn reads_after_the_pool_was_cut(overrides: &[(&str, &str)]) -> Vec<StatusCode> {
+    let app = spawn_app_running_jobs_by_hand(overrides).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "Lamp", "12.00", 5).await;
+    let path = format!("/api/products/{product}");
+    // Ten at once: the pool opens connections until it holds one per read.
+    let warm = reads_at_once(&app, &path, 10).await;
+    assert!(warm.iter().all(|s| *s == StatusCode::OK), "{warm:?}");
+
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let mut maintenance = PgConnection::connect(&format!("{}/postgres", server_url()))
+        .await
+        .unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()) AS ended",
+    )
+    .bind(&name)
+    .fetch_one(&mut maintenance)
+    .await
+    .unwrap();
+    assert!(ended >= 2, "the pool held {ended} connections");
+    // Idle past the default second, and time for the app's probe (on a connection of
+    // its own, cut too) to find the database again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    reads_at_once(&app, &path, 10).await
+}
+
+#[tokio::test]
+async fn connections_cut_while_idle_in_the_pool_cost_no_request() {
+    let statuses = reads_after_the_pool_was_cut(&[]).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "tested before use, every dead connection is replaced: {statuses:?}"
+    );
+}
+
+/// What the test above guards against: the same cut, with the test switched off.
+#[tokio::test]
+async fn without_the_test_before_use_the_cut_connections_fail_requests() {
+    let statuses = reads_after_the_pool_was_cut(&[("DB_PING_BEFORE_ACQUIRE", "false")]).await;
+    assert!(
+        statuses.iter().any(|s| *s != StatusCode::OK),
+        "untested, a dead connection reaches a request: {statuses:?}"
     );
 }
 
