@@ -45,8 +45,11 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10);
+    // No round trip to test a connection before use: under load the service's pool
+    // makes none either (it tests only a connection that may be dead, see `db`).
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
+        .test_before_acquire(false)
         .connect(&url)
         .await?;
     let app = axum::Router::new()
