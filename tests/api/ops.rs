@@ -24,17 +24,24 @@ async fn ready_when_the_database_answers() {
     assert_eq!(body["status"], "ready");
 }
 
-#[tokio::test]
-async fn not_ready_when_the_database_is_gone() {
-    let app = spawn_app().await;
-    // Cut the app off: forbid new connections and end the open ones.
+/// The name of the app's database, and a connection to the server outside it (to
+/// cut the app's connections from).
+async fn database_and_maintenance(app: &TestApp) -> (String, PgConnection) {
     let name: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&app.db)
         .await
         .unwrap();
-    let mut maintenance = PgConnection::connect(&format!("{}/postgres", server_url()))
+    let maintenance = PgConnection::connect(&format!("{}/postgres", server_url()))
         .await
         .unwrap();
+    (name, maintenance)
+}
+
+#[tokio::test]
+async fn not_ready_when_the_database_is_gone() {
+    let app = spawn_app().await;
+    // Cut the app off: forbid new connections and end the open ones.
+    let (name, mut maintenance) = database_and_maintenance(&app).await;
     let allow = |allowed: bool| {
         sqlx::AssertSqlSafe(format!(
             r#"ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {allowed}"#
@@ -89,13 +96,7 @@ async fn reads_after_the_pool_was_cut(overrides: &[(&str, &str)]) -> Vec<StatusC
     let warm = reads_at_once(&app, &path, 10).await;
     assert!(warm.iter().all(|s| *s == StatusCode::OK), "{warm:?}");
 
-    let name: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    let mut maintenance = PgConnection::connect(&format!("{}/postgres", server_url()))
-        .await
-        .unwrap();
+    let (name, mut maintenance) = database_and_maintenance(&app).await;
     let ended: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = $1 AND pid <> pg_backend_pid()) AS ended",
