@@ -1,5 +1,5 @@
 //! Database statements (and long waits for a pooled connection) as OpenTelemetry
-//! client spans, made straight through the tracer — not as `tracing` spans, which would
+//! client spans of our own (`super::own_spans`) — not as `tracing` spans, which would
 //! cost a registry slot and a trip through every layer for each statement.
 //!
 //! `db::Statement` starts a [`StatementSpan`] when its caller is traced and ends it when
@@ -8,29 +8,23 @@
 //! show up in Jaeger as the statement that waited. `Database::acquire` reports a
 //! notable wait for a connection the same way, as a `db.pool.acquire` span.
 
-use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::SdkTracer;
 
-/// The tracer of statement spans; set when trace export is on.
-static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+use super::finished_span::{FinishedSpan, FixedAttributes, SpanName};
+use super::own_spans;
 
-/// Statement spans are made from now on. Only the first installation counts, like the
-/// subscriber's (tests install more).
-pub(super) fn use_tracer(tracer: SdkTracer) {
-    let _ = TRACER.set(tracer);
-}
-
-/// The context a statement's span is a child of: the current `tracing` span's, or
-/// outside any (a statement run straight in a handler) the request's server span, which
-/// the request middleware makes the current OpenTelemetry context (see
-/// `telemetry::http`). None when nothing is traced: statements outside any request
-/// (migrations, the probe), or trace export off.
-fn parent_context() -> Option<(&'static SdkTracer, Context)> {
-    let tracer = TRACER.get()?;
+/// The span a statement's span is a child of: the current `tracing` span's, or outside
+/// any (a statement run straight in a handler) the request's server span, which the
+/// request middleware makes the current OpenTelemetry context (see `telemetry::http`).
+/// None when nothing is traced: statements outside any request (migrations, the
+/// probe), or trace export off.
+fn parent_span() -> Option<SpanContext> {
+    if !own_spans::enabled() {
+        return None;
+    }
     // Asked of the dispatcher in force, which is cheaper than going through
     // `tracing::Span::current()` (no handle to clone and drop).
     let parent = tracing::dispatcher::get_default(|dispatch| {
@@ -40,35 +34,41 @@ fn parent_context() -> Option<(&'static SdkTracer, Context)> {
             .map(|span| tracing_opentelemetry::get_otel_context(span, dispatch))
     });
     let parent = match parent {
-        Some(in_span) => in_span?,
-        None => Context::current(),
+        Some(in_span) => in_span?.span().span_context().clone(),
+        None => Context::map_current(|cx| cx.span().span_context().clone()),
     };
-    parent
-        .span()
-        .span_context()
-        .is_valid()
-        .then_some((tracer, parent))
+    parent.is_valid().then_some(parent)
 }
 
 /// What a statement's span says about the statement itself, worked out once from its
 /// text: the span's name after the operation and the main table (`SELECT inventory`,
-/// the OpenTelemetry database convention).
+/// the OpenTelemetry database convention), and the attributes every run repeats.
 pub struct StatementSpanInfo {
-    text: &'static str,
-    name: String,
     operation: String,
     table: Option<String>,
+    attributes: FixedAttributes,
 }
 
 impl StatementSpanInfo {
     pub fn of(text: &'static str) -> Self {
-        let summary = StatementSummary::of(text);
-        Self {
-            text,
-            name: summary.span_name(),
-            operation: summary.operation,
-            table: summary.table,
+        let StatementSummary { operation, table } = StatementSummary::of(text);
+        let mut attributes = vec![
+            KeyValue::new("db.system.name", "postgresql"),
+            KeyValue::new("db.operation.name", operation.clone()),
+        ];
+        if let Some(table) = &table {
+            attributes.push(KeyValue::new("db.collection.name", table.clone()));
         }
+        attributes.push(KeyValue::new("db.query.text", text));
+        Self {
+            operation,
+            table,
+            attributes: FixedAttributes::new(attributes),
+        }
+    }
+
+    fn name(&self) -> SpanName<'_> {
+        SpanName(&self.operation, self.table.as_deref())
     }
 }
 
@@ -86,8 +86,8 @@ pub enum StatementOutcome {
 /// that (its caller gave up waiting), it ends as `cancelled`.
 pub struct StatementSpan {
     info: &'static StatementSpanInfo,
-    tracer: &'static SdkTracer,
-    parent: Context,
+    context: SpanContext,
+    parent_span_id: SpanId,
     start: SystemTime,
     outcome: Option<StatementOutcome>,
 }
@@ -96,11 +96,12 @@ impl StatementSpan {
     /// A span for the statement `info` describes, begun now — if the caller is traced.
     /// (`info` is asked only then: it is worked out on a statement's first traced run.)
     pub fn start(info: impl FnOnce() -> &'static StatementSpanInfo) -> Option<Self> {
-        let (tracer, parent) = parent_context()?;
+        let parent = parent_span()?;
+        let context = own_spans::child_of(&parent)?;
         Some(Self {
             info: info(),
-            tracer,
-            parent,
+            context,
+            parent_span_id: parent.span_id(),
             start: SystemTime::now(),
             outcome: None,
         })
@@ -118,55 +119,63 @@ impl Drop for StatementSpan {
             .take()
             .unwrap_or_else(|| StatementOutcome::Failed("cancelled".to_string()));
         let info = self.info;
-        let mut attributes = Vec::with_capacity(7);
-        attributes.push(KeyValue::new("db.system.name", "postgresql"));
-        attributes.push(KeyValue::new("db.operation.name", info.operation.as_str()));
-        if let Some(table) = &info.table {
-            attributes.push(KeyValue::new("db.collection.name", table.as_str()));
-        }
-        attributes.push(KeyValue::new("db.query.text", info.text));
-        let mut failed = None;
-        match outcome {
-            StatementOutcome::Returned(rows) => {
-                attributes.push(KeyValue::new("db.response.returned_rows", rows as i64));
-            }
-            StatementOutcome::Affected(rows) => {
-                attributes.push(KeyValue::new("db.response.affected_rows", rows as i64));
-            }
-            StatementOutcome::Failed(error_type) => {
-                attributes.push(KeyValue::new("error.type", error_type.clone()));
-                if error_type.len() == 5 {
-                    attributes.push(KeyValue::new("db.response.status_code", error_type.clone()));
+        let failed = match &outcome {
+            StatementOutcome::Failed(error_type) => Some(error_type.as_str()),
+            _ => None,
+        };
+        let span = FinishedSpan {
+            context: &self.context,
+            parent_span_id: self.parent_span_id,
+            parent_is_remote: false,
+            kind: SpanKind::Client,
+            name: info.name(),
+            start: self.start,
+            end: SystemTime::now(),
+            error: failed,
+            event: None,
+        };
+        own_spans::finish(&span, |attributes| {
+            attributes.fixed(&info.attributes);
+            match &outcome {
+                StatementOutcome::Returned(rows) => {
+                    attributes.int("db.response.returned_rows", *rows as i64);
                 }
-                failed = Some(error_type);
+                StatementOutcome::Affected(rows) => {
+                    attributes.int("db.response.affected_rows", *rows as i64);
+                }
+                StatementOutcome::Failed(error_type) => {
+                    attributes.text("error.type", error_type);
+                    if error_type.len() == 5 {
+                        attributes.text("db.response.status_code", error_type);
+                    }
+                }
             }
-        }
-        let mut span = self
-            .tracer
-            .span_builder(info.name.as_str())
-            .with_kind(SpanKind::Client)
-            .with_start_time(self.start)
-            .with_attributes(attributes)
-            .start_with_context(self.tracer, &self.parent);
-        if let Some(error_type) = failed {
-            span.set_status(Status::error(error_type));
-        }
-        span.end();
+        });
     }
 }
 
 /// A wait for a pooled connection from `start` until now, as a `db.pool.acquire` span.
 pub fn record_pool_wait(start: SystemTime) {
-    let Some((tracer, parent)) = parent_context() else {
+    let Some(parent) = parent_span() else {
         return;
     };
-    let mut span = tracer
-        .span_builder("db.pool.acquire")
-        .with_kind(SpanKind::Internal)
-        .with_start_time(start)
-        .with_attributes([KeyValue::new("db.system.name", "postgresql")])
-        .start_with_context(tracer, &parent);
-    span.end();
+    let Some(context) = own_spans::child_of(&parent) else {
+        return;
+    };
+    let span = FinishedSpan {
+        context: &context,
+        parent_span_id: parent.span_id(),
+        parent_is_remote: false,
+        kind: SpanKind::Internal,
+        name: SpanName("db.pool.acquire", None),
+        start,
+        end: SystemTime::now(),
+        error: None,
+        event: None,
+    };
+    own_spans::finish(&span, |attributes| {
+        attributes.text("db.system.name", "postgresql");
+    });
 }
 
 /// Operation and main table of a statement, for a span name like `SELECT inventory`
@@ -205,22 +214,15 @@ impl StatementSummary {
             .filter(|t| !t.is_empty());
         Self { operation, table }
     }
-
-    fn span_name(&self) -> String {
-        match &self.table {
-            Some(table) => format!("{} {table}", self.operation),
-            None => self.operation.clone(),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::StatementSummary;
+    use super::StatementSpanInfo;
 
     #[test]
     fn names_follow_operation_and_table() {
-        let name = |sql: &str| StatementSummary::of(sql).span_name();
+        let name = |sql: &'static str| StatementSpanInfo::of(sql).name().to_text();
         assert_eq!(
             name(
                 "SELECT product_id, quantity FROM inventory WHERE product_id = ANY($1) FOR UPDATE"

@@ -10,7 +10,7 @@
 
 use std::fmt::{self, Write as _};
 use std::hash::{Hash, Hasher};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 use axum::extract::MatchedPath;
 use axum::http::{Method, StatusCode};
@@ -19,6 +19,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::{Registry, Unit};
+use rustc_hash::FxHashMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::domain::CheckoutMode;
@@ -122,6 +123,9 @@ fn new_latency() -> Latency {
 pub struct LatencyHistograms {
     registry: Registry,
     http: Family<HttpLabels, Latency>,
+    /// The `http` family's histograms, found by a cheaper hash than the family's own
+    /// (SipHash over the route's text: ~700 instructions of every request).
+    http_by_labels: RwLock<FxHashMap<HttpLabels, Latency>>,
     checkout: Family<CheckoutLabels, Latency>,
     time_to_confirmed: Family<ModeLabels, Latency>,
 }
@@ -155,9 +159,28 @@ impl LatencyHistograms {
         LatencyHistograms {
             registry,
             http,
+            http_by_labels: RwLock::default(),
             checkout,
             time_to_confirmed,
         }
+    }
+
+    /// Observes one request in the `http` family's histogram of `labels`.
+    fn observe_http(&self, labels: HttpLabels, seconds: f64, exemplar: Option<TraceExemplar>) {
+        let known = self
+            .http_by_labels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(histogram) = known.get(&labels) {
+            return histogram.observe(seconds, exemplar, None);
+        }
+        drop(known);
+        let histogram = self.http.get_or_create(&labels).clone();
+        histogram.observe(seconds, exemplar, None);
+        self.http_by_labels
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(labels, histogram);
     }
 
     /// OpenMetrics families with their exemplars, without the closing `# EOF`.
@@ -190,10 +213,7 @@ pub fn record_http_request(
             route: RouteLabel(route),
             status: status.as_u16(),
         };
-        latency
-            .http
-            .get_or_create(&labels)
-            .observe(seconds, exemplar_from(span), None);
+        latency.observe_http(labels, seconds, exemplar_from(span));
     }
 }
 

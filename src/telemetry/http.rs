@@ -1,38 +1,27 @@
 //! The HTTP server span, the `X-Trace-Id` header and the request metrics, as one
 //! middleware around every route.
 
+use std::cell::Cell;
 use std::future::Future;
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, Version};
+use axum::http::{HeaderName, HeaderValue, Method, Uri, Version};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Gauge, gauge};
+use opentelemetry::Context as OtelContext;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceId, Tracer as _,
-};
-use opentelemetry::{Context as OtelContext, KeyValue};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceContextExt, TraceId};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracer;
 use tracing::Instrument;
 
 use super::exemplars;
+use super::finished_span::{Attributes, FinishedSpan, SpanEvent, SpanName};
 use super::metrics::HTTP_REQUESTS_IN_FLIGHT;
-
-/// The tracer of the HTTP server spans (see [`instrument_request`]); unset while trace
-/// export is off.
-static SERVER_TRACER: OnceLock<SdkTracer> = OnceLock::new();
-
-/// Makes `tracer` the one the server spans are made with. Only the first call counts,
-/// like the subscriber's installation (tests install more than one).
-pub(super) fn use_server_tracer(tracer: SdkTracer) {
-    let _ = SERVER_TRACER.set(tracer);
-}
+use super::own_spans;
 
 pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("x-trace-id");
 /// W3C Trace Context level 2: the server's span, so a client (the storefront) can name
@@ -56,16 +45,32 @@ pub struct FailureLog {
     pub cause: String,
 }
 
-tokio::task_local! {
+/// What the task serving a request knows of its trace.
+struct RequestTrace {
     /// Kept as the 16 bytes it is, and written out only when a problem or a log line
     /// quotes it: most requests never need its text.
-    static TRACE_ID: TraceId;
+    trace_id: TraceId,
+    /// The authenticated caller, for the server span (see [`record_end_user`]).
+    end_user: Cell<Option<i64>>,
+}
+
+impl RequestTrace {
+    fn new(trace_id: TraceId) -> Self {
+        Self {
+            trace_id,
+            end_user: Cell::new(None),
+        }
+    }
+}
+
+tokio::task_local! {
+    static REQUEST: RequestTrace;
 }
 
 /// The trace id of the request being served by this task, for problem bodies and logs.
 pub fn current_trace_id() -> Option<String> {
-    TRACE_ID
-        .try_with(|id| *id)
+    REQUEST
+        .try_with(|request| request.trace_id)
         .ok()
         .filter(|id| *id != TraceId::INVALID)
         .map(|id| id.to_string())
@@ -74,9 +79,11 @@ pub fn current_trace_id() -> Option<String> {
 /// `work` with the request's span and trace id, for a task spawned on the request's
 /// behalf: its spans stay in the request's trace, its problems carry the trace id.
 pub fn in_request_context<F: Future>(work: F) -> impl Future<Output = F::Output> {
-    let trace_id = TRACE_ID.try_with(|id| *id).unwrap_or(TraceId::INVALID);
-    TRACE_ID.scope(
-        trace_id,
+    let trace_id = REQUEST
+        .try_with(|request| request.trace_id)
+        .unwrap_or(TraceId::INVALID);
+    REQUEST.scope(
+        RequestTrace::new(trace_id),
         work.instrument(tracing::Span::current())
             .with_context(OtelContext::current()),
     )
@@ -108,74 +115,89 @@ impl Default for RequestInstruments {
 /// W3C `traceparent`, records the HTTP semantic-convention attributes and the request
 /// duration histogram, and answers with the trace id in `X-Trace-Id`.
 ///
-/// The server span is made with the OpenTelemetry API and made *current* as an
-/// OpenTelemetry context while the request runs; the `tracing` spans below it (the
-/// checkout, its steps) and the statements' spans take it as their parent from there.
-/// Made as a `tracing` span it cost a third of all the telemetry of the cheapest
-/// request: a registry slot, its attributes copied through a field visitor, and an
-/// entry and exit through every layer at each poll — sqlx re-enters the current span
-/// at every poll of a query (BENCHMARKS.md).
+/// The server span is one of our own (`super::own_spans`): its `SpanContext` is made
+/// *current* as an OpenTelemetry context while the request runs, and the `tracing` spans
+/// below it (the checkout, its steps) and the statements' spans take it as their parent
+/// from there; the span itself is written when the response is ready. Made as a
+/// `tracing` span it cost a third of all the telemetry of the cheapest request: a
+/// registry slot, its attributes copied through a field visitor, and an entry and exit
+/// through every layer at each poll — sqlx re-enters the current span at every poll of
+/// a query (BENCHMARKS.md).
 pub async fn instrument_request(
     State(instruments): State<RequestInstruments>,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let start = SystemTime::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
 
     // W3C trace context is part of the API contract, so it is honoured even when
     // trace export is switched off.
     let remote = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-    let remote_trace_id = remote.span().span_context().trace_id();
-    let cx = match SERVER_TRACER.get() {
-        Some(tracer) => {
-            let span = tracer
-                .span_builder(span_name(&method, route.as_ref()))
-                .with_kind(SpanKind::Server)
-                .with_attributes(request_attributes(&request, route.as_ref()))
-                .start_with_context(tracer, &remote);
-            remote.with_span(span)
-        }
+    let caller = remote.span().span_context().clone();
+    let name = SpanName(method.as_str(), route.as_ref().map(MatchedPath::as_str));
+    let (cx, span_context) = match own_spans::server_span(&remote, name) {
+        Some(span_context) => (
+            remote.with_remote_span_context(span_context.clone()),
+            span_context,
+        ),
         // Export off: nothing is made current; the trace id is still honoured below.
-        None => OtelContext::new(),
+        None => (OtelContext::new(), SpanContext::empty_context()),
     };
-    let span_context = cx.span().span_context().clone();
-    let trace_id = trace_id_of(&span_context, remote_trace_id);
+    let trace_id = trace_id_of(&span_context, caller.trace_id());
+    // What the span says of the request, kept only when the span is exported.
+    let request_facts = span_context
+        .is_sampled()
+        .then(|| RequestFacts::of(&request));
 
     instruments.in_flight.increment(1.0);
-    let mut response = TRACE_ID
-        .scope(trace_id, next.run(request).with_context(cx.clone()))
+    let run = next.run(request).with_context(cx.clone());
+    let (mut response, end_user) = REQUEST
+        .scope(RequestTrace::new(trace_id), async {
+            let response = run.await;
+            (response, REQUEST.with(|request| request.end_user.get()))
+        })
         .await;
     instruments.in_flight.decrement(1.0);
 
     let status = response.status();
-    let span = cx.span();
-    span.set_attribute(KeyValue::new(
-        "http.response.status_code",
-        i64::from(status.as_u16()),
-    ));
-    if let Some(failure) = response.extensions().get::<FailureLog>() {
+    let failure = response.extensions().get::<FailureLog>();
+    if let Some(failure) = failure {
         // The log line carries the request's trace and span ids; the span, the cause.
         let _current = cx.clone().attach();
         log_failure(failure);
-        span.add_event(
-            "request failed",
-            vec![KeyValue::new("error.message", failure.cause.clone())],
-        );
     }
-    // Per the HTTP conventions a server span fails on 5xx only; a 4xx is the client's.
-    if status.is_server_error() {
-        span.set_status(Status::error(status.to_string()));
+    let elapsed = started.elapsed();
+    if let Some(facts) = request_facts {
+        // Per the HTTP conventions a server span fails on 5xx only; a 4xx is the client's.
+        let error = status.is_server_error().then(|| status.to_string());
+        let end = start + elapsed;
+        let span = FinishedSpan {
+            context: &span_context,
+            parent_span_id: caller.span_id(),
+            parent_is_remote: caller.is_remote(),
+            kind: SpanKind::Server,
+            name,
+            start,
+            end,
+            error: error.as_deref(),
+            event: failure.map(|failure| SpanEvent {
+                time: end,
+                name: "request failed",
+                message: &failure.cause,
+            }),
+        };
+        own_spans::finish(&span, |attributes| {
+            facts.write(attributes, &method, route.as_ref());
+            attributes.int("http.response.status_code", i64::from(status.as_u16()));
+            if let Some(id) = end_user {
+                attributes.int("enduser.id", id);
+            }
+        });
     }
-    span.end();
-    exemplars::record_http_request(
-        &span_context,
-        method,
-        route,
-        status,
-        started.elapsed().as_secs_f64(),
-    );
+    exemplars::record_http_request(&span_context, method, route, status, elapsed.as_secs_f64());
 
     let trace_response = trace_response_of(&span_context, trace_id);
     let headers = response.headers_mut();
@@ -188,60 +210,45 @@ pub async fn instrument_request(
     response
 }
 
-/// `{METHOD} {route}`, or the method alone for a request no route matched (raw paths
-/// would make span names unbounded).
-fn span_name(method: &Method, route: Option<&MatchedPath>) -> String {
-    match route {
-        Some(route) => format!("{method} {}", route.as_str()),
-        None => method.to_string(),
-    }
+/// What a server span says of the request, beyond its method and route: kept from the
+/// request before it is handed on.
+struct RequestFacts {
+    /// Shares the request's bytes: kept without copying the path.
+    uri: Uri,
+    version: Version,
+    user_agent: Option<HeaderValue>,
 }
 
-/// The HTTP semantic conventions' attributes known when the request arrives.
-fn request_attributes(request: &Request, route: Option<&MatchedPath>) -> Vec<KeyValue> {
-    let mut attributes = Vec::with_capacity(8);
-    attributes.push(KeyValue::new(
-        "http.request.method",
-        method_name(request.method()),
-    ));
-    if let Some(route) = route {
-        attributes.push(KeyValue::new("http.route", route.as_str().to_string()));
+impl RequestFacts {
+    fn of(request: &Request) -> Self {
+        Self {
+            uri: request.uri().clone(),
+            version: request.version(),
+            user_agent: request
+                .headers()
+                .get(axum::http::header::USER_AGENT)
+                .cloned(),
+        }
     }
-    attributes.push(KeyValue::new("url.path", request.uri().path().to_string()));
-    attributes.push(KeyValue::new("url.scheme", "http"));
-    attributes.push(KeyValue::new(
-        "network.protocol.version",
-        protocol_version(request.version()),
-    ));
-    if let Some(agent) = request
-        .headers()
-        .get(axum::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        attributes.push(KeyValue::new("user_agent.original", agent.to_string()));
-    }
-    attributes
-}
 
-/// The method's name without copying it for the common ones.
-fn method_name(method: &Method) -> opentelemetry::StringValue {
-    match *method {
-        Method::GET => "GET".into(),
-        Method::POST => "POST".into(),
-        Method::PUT => "PUT".into(),
-        Method::PATCH => "PATCH".into(),
-        Method::DELETE => "DELETE".into(),
-        Method::HEAD => "HEAD".into(),
-        Method::OPTIONS => "OPTIONS".into(),
-        _ => method.as_str().to_string().into(),
+    /// The HTTP semantic conventions' attributes known when the request arrived.
+    fn write(&self, attributes: &mut dyn Attributes, method: &Method, route: Option<&MatchedPath>) {
+        attributes.text("http.request.method", method.as_str());
+        if let Some(route) = route {
+            attributes.text("http.route", route.as_str());
+        }
+        attributes.text("url.path", self.uri.path());
+        attributes.text("url.scheme", "http");
+        attributes.text("network.protocol.version", protocol_version(self.version));
+        if let Some(agent) = self.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+            attributes.text("user_agent.original", agent);
+        }
     }
 }
 
 /// Records the authenticated caller on the request's server span.
 pub fn record_end_user(id: i64) {
-    OtelContext::current()
-        .span()
-        .set_attribute(KeyValue::new("enduser.id", id));
+    let _ = REQUEST.try_with(|request| request.end_user.set(Some(id)));
 }
 
 /// `network.protocol.version` as the HTTP conventions spell it ("1.1", "2").

@@ -14,24 +14,28 @@
 
 pub mod db_spans;
 pub mod exemplars;
+pub mod finished_span;
 pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod openmetrics;
 pub mod otlp_http;
 mod otlp_schema;
+pub mod own_spans;
 pub mod server_timing;
 pub mod span_queue;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
 };
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -103,14 +107,15 @@ fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow:
     let log_layer = logs::layer(settings.log_format, output).with_filter(log_filter);
 
     let tracer_provider = if settings.traces_enabled {
-        Some(build_tracer_provider(settings)?)
+        let (provider, own_span_export) = build_tracer_provider(settings)?;
+        // The server and statement spans, made without the SDK's span objects.
+        own_spans::install(own_span_export, sampler(&settings.sampler));
+        Some(provider)
     } else {
         None
     };
     let trace_layers = tracer_provider.as_ref().map(|provider| {
         let tracer = provider.tracer(OWN_TARGET);
-        // Only the first installation counts, like the subscriber's (tests install more).
-        http::use_server_tracer(tracer.clone());
         let spans = tracing_opentelemetry::layer()
             .with_tracer(tracer.clone())
             // Source locations, thread ids and busy/idle timings on every span cost
@@ -126,8 +131,6 @@ fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow:
             // An ERROR event inside a span (a 500, an orphaned payment) marks it failed;
             // business failures (a declined card) are marked explicitly by the checkout.
             .with_error_events_to_status(true);
-        // Statements are spans made straight through the tracer (see `db_spans`).
-        db_spans::use_tracer(tracer);
         // Only the crate's own spans and events are exported: the exporter's HTTP/gRPC
         // clients must never trace themselves.
         spans.with_filter(Targets::new().with_target(OWN_TARGET, Level::TRACE))
@@ -160,43 +163,60 @@ pub fn init_cli_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     logs::install_global(subscriber)
 }
 
-pub fn build_tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {
+/// The tracer provider of `tracing`'s spans, and where the spans of our own
+/// ([`own_spans`]) go: the same export, under the same scope as the tracer's.
+fn build_tracer_provider(
+    settings: &TelemetrySettings,
+) -> anyhow::Result<(SdkTracerProvider, own_spans::OwnSpanExport)> {
     let endpoint = settings.otlp_endpoint.trim_end_matches('/');
     let batches = settings.span_batches;
-    let builder = match settings.otlp_protocol {
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    let scope = InstrumentationScope::builder(OWN_TARGET).build();
+    let (builder, own_span_export) = match settings.otlp_protocol {
         OtlpProtocol::Grpc => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
+            let mut exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint)
                 .with_timeout(settings.otlp_timeout)
                 .build()
                 .context("building the OTLP span exporter")?;
+            // Given here rather than by the provider: the processor is shared (below).
+            exporter.set_resource(&resource);
             let config = BatchConfigBuilder::default()
                 .with_max_queue_size(batches.max_queue)
                 .with_max_export_batch_size(batches.max_batch)
                 .with_scheduled_delay(batches.delay)
                 .build();
-            let processor =
+            let processor = Arc::new(
                 BatchSpanProcessor::builder(ReportFailuresOnce::new(exporter, endpoint))
                     .with_batch_config(config)
-                    .build();
-            SdkTracerProvider::builder().with_span_processor(processor)
+                    .build(),
+            );
+            (
+                SdkTracerProvider::builder()
+                    .with_span_processor(SharedProcessor(Arc::clone(&processor))),
+                own_spans::OwnSpanExport::sdk(processor, scope),
+            )
         }
         // Given in code, the endpoint is used as-is: add the signal path ourselves.
         OtlpProtocol::HttpProtobuf => {
             let exporter = OtlpHttpExporter::new(format!("{endpoint}/v1/traces"), settings)?;
-            SdkTracerProvider::builder()
-                .with_span_processor(EncodingSpanProcessor::new(exporter, endpoint, batches))
+            let processor = EncodingSpanProcessor::new(exporter, endpoint, batches);
+            let queue = processor.queue(scope);
+            (
+                SdkTracerProvider::builder().with_span_processor(processor),
+                own_spans::OwnSpanExport::queue(queue),
+            )
         }
     };
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(settings.service_name.clone())
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .build();
-    Ok(builder
+    let provider = builder
         .with_sampler(sampler(&settings.sampler))
         .with_resource(resource)
-        .build())
+        .build();
+    Ok((provider, own_span_export))
 }
 
 fn sampler(choice: &TraceSampler) -> Sampler {
@@ -210,6 +230,31 @@ fn sampler(choice: &TraceSampler) -> Sampler {
             Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
         }
     }
+}
+
+/// The SDK's batch processor, shared by the tracer provider and the spans of our own.
+#[derive(Debug)]
+struct SharedProcessor(Arc<BatchSpanProcessor>);
+
+impl SpanProcessor for SharedProcessor {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.0.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        self.0.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    /// Nothing to do: the exporter was given the resource when it was built.
+    fn set_resource(&mut self, _resource: &opentelemetry_sdk::Resource) {}
 }
 
 /// The gRPC exporter under the SDK's batch processor, its failures reported once.

@@ -33,6 +33,7 @@ use reqwest::header::{
 };
 use secrecy::ExposeSecret;
 
+use super::finished_span::{Attributes, FinishedSpan, FixedAttributes, SpanName};
 use super::otlp_schema::Schema;
 use crate::config::{OtlpCompression, TelemetrySettings};
 
@@ -238,6 +239,19 @@ impl OtlpHttpExporter {
         spans.push(&self.schema, span);
     }
 
+    /// Writes a span of our own (`super::own_spans`) into `spans`, under
+    /// `scope`.
+    pub(super) fn encode_own(
+        &self,
+        spans: &mut EncodedSpans,
+        scope: &InstrumentationScope,
+        span: &FinishedSpan<'_>,
+        attributes: impl FnOnce(&mut dyn Attributes),
+    ) {
+        let s = &self.schema;
+        spans.push_with(s, scope, |buf| own_span_message(s, buf, span, attributes));
+    }
+
     /// Sends spans already written by [`OtlpHttpExporter::encode`], as one request.
     pub(super) fn export_encoded(&self, spans: &EncodedSpans) -> OTelSdkResult {
         let body = {
@@ -284,7 +298,18 @@ pub(super) struct EncodedSpans {
 
 impl EncodedSpans {
     fn push(&mut self, s: &Schema, span: &SpanData) {
-        let scope = &span.instrumentation_scope;
+        self.push_with(s, &span.instrumentation_scope, |buf| {
+            span_message(s, buf, span)
+        });
+    }
+
+    /// One `Span` message under `scope`, its fields written by `write`.
+    fn push_with(
+        &mut self,
+        s: &Schema,
+        scope: &InstrumentationScope,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
         // Nearly every span has the one scope of the service's tracer: compared once.
         let index = match self.scopes.iter().position(|(seen, _)| seen == scope) {
             Some(index) => index,
@@ -295,9 +320,7 @@ impl EncodedSpans {
             }
         };
         let written = &mut self.scopes[index].1;
-        message(written, s.scope_spans.spans, |buf| {
-            span_message(s, buf, span)
-        });
+        message(written, s.scope_spans.spans, write);
         self.count += 1;
     }
 
@@ -322,35 +345,71 @@ impl EncodedSpans {
 }
 
 /// The body of one export: the spans under the one resource.
+///
+/// Every length is worked out before anything is written: a nested message's length
+/// written after its body (as [`message`] does) would move the whole batch — often a
+/// hundred kilobytes — up to make room for it, once per level. Written this way the
+/// batch's bytes are copied once, into the body.
 fn export_request(
     s: &Schema,
     spans: &EncodedSpans,
     resource: &[u8],
     resource_schema_url: &str,
 ) -> Vec<u8> {
-    let written: usize = spans.scopes.iter().map(|(_, bytes)| bytes.len()).sum();
-    let mut buf = Vec::with_capacity(256 + resource.len() + written);
-    message(&mut buf, s.request.resource_spans, |buf| {
-        message(buf, s.resource_spans.resource, |buf| {
-            buf.extend_from_slice(resource)
-        });
-        // A scope kept from an earlier batch (see `EncodedSpans::clear`) may have no span.
-        for (scope, members) in spans.scopes.iter().filter(|(_, m)| !m.is_empty()) {
-            message(buf, s.resource_spans.scope_spans, |buf| {
-                message(buf, s.scope_spans.scope, |buf| {
-                    instrumentation_scope(s, buf, scope)
-                });
-                buf.extend_from_slice(members);
-                string(
-                    buf,
-                    s.scope_spans.schema_url,
-                    scope.schema_url().unwrap_or_default(),
-                );
-            });
-        }
-        string(buf, s.resource_spans.schema_url, resource_schema_url);
-    });
+    // A scope kept from an earlier batch (see `EncodedSpans::clear`) may have no span.
+    let scopes: Vec<(Vec<u8>, &[u8], &str)> = spans
+        .scopes
+        .iter()
+        .filter(|(_, members)| !members.is_empty())
+        .map(|(scope, members)| {
+            let mut written = Vec::new();
+            instrumentation_scope(s, &mut written, scope);
+            (
+                written,
+                members.as_slice(),
+                scope.schema_url().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let scope_spans_len = |(scope, members, schema_url): &(Vec<u8>, &[u8], &str)| {
+        nested_len(s.scope_spans.scope, scope.len())
+            + members.len()
+            + string_len(s.scope_spans.schema_url, schema_url)
+    };
+    let resource_spans_len = nested_len(s.resource_spans.resource, resource.len())
+        + scopes
+            .iter()
+            .map(|scope| nested_len(s.resource_spans.scope_spans, scope_spans_len(scope)))
+            .sum::<usize>()
+        + string_len(s.resource_spans.schema_url, resource_schema_url);
+
+    let mut buf = Vec::with_capacity(nested_len(s.request.resource_spans, resource_spans_len));
+    nested_head(&mut buf, s.request.resource_spans, resource_spans_len);
+    bytes(&mut buf, s.resource_spans.resource, resource);
+    for scope in &scopes {
+        nested_head(
+            &mut buf,
+            s.resource_spans.scope_spans,
+            scope_spans_len(scope),
+        );
+        let (written, members, schema_url) = scope;
+        bytes(&mut buf, s.scope_spans.scope, written);
+        buf.extend_from_slice(members);
+        string(&mut buf, s.scope_spans.schema_url, schema_url);
+    }
+    string(&mut buf, s.resource_spans.schema_url, resource_schema_url);
     buf
+}
+
+/// What a nested message of `len` bytes takes in `field`: its key, its length, itself.
+fn nested_len(field: u32, len: usize) -> usize {
+    key_len(field) + encoded_len_varint(len as u64) + len
+}
+
+/// A nested message's key and length, its `len` bytes to follow.
+fn nested_head(buf: &mut Vec<u8>, field: u32, len: usize) {
+    key(buf, field, WireType::LengthDelimited);
+    varint(buf, len as u64);
 }
 
 fn instrumentation_scope(s: &Schema, buf: &mut Vec<u8>, scope: &InstrumentationScope) {
@@ -421,6 +480,100 @@ fn span_message(s: &Schema, buf: &mut Vec<u8>, span: &SpanData) {
     );
 }
 
+/// A span of our own (`super::own_spans`), as [`span_message`] writes the SDK's: the same fields
+/// (no links, nothing dropped), its attributes written by `attributes`.
+fn own_span_message(
+    s: &Schema,
+    buf: &mut Vec<u8>,
+    span: &FinishedSpan<'_>,
+    attributes: impl FnOnce(&mut dyn Attributes),
+) {
+    let context = span.context;
+    bytes(buf, s.span.trace_id, &context.trace_id().to_bytes());
+    bytes(buf, s.span.span_id, &context.span_id().to_bytes());
+    trace_state(buf, s.span.trace_state, context);
+    if span.parent_span_id != SpanId::INVALID {
+        bytes(buf, s.span.parent_span_id, &span.parent_span_id.to_bytes());
+    }
+    name(buf, s.span.name, span.name);
+    uint(buf, s.span.kind, span_kind(s, &span.kind));
+    fixed64(buf, s.span.start_time, unix_nanos(span.start));
+    fixed64(buf, s.span.end_time, unix_nanos(span.end));
+    attributes(&mut SpanAttributes { s, buf });
+    if let Some(event) = &span.event {
+        message(buf, s.span.events, |buf| {
+            fixed64(buf, s.event.time, unix_nanos(event.time));
+            string(buf, s.event.name, event.name);
+            text_attribute(s, buf, s.event.attributes, "error.message", event.message);
+        });
+    }
+    message(buf, s.span.status, |buf| {
+        if let Some(description) = span.error {
+            string(buf, s.status.message, description);
+            uint(buf, s.status.code, s.code.error);
+        }
+    });
+    fixed32(
+        buf,
+        s.span.flags,
+        span_flags(s, context, span.parent_is_remote),
+    );
+}
+
+/// A span's attributes as `Span.attributes` fields.
+struct SpanAttributes<'a> {
+    s: &'a Schema,
+    buf: &'a mut Vec<u8>,
+}
+
+impl Attributes for SpanAttributes<'_> {
+    fn text(&mut self, key: &'static str, value: &str) {
+        text_attribute(self.s, self.buf, self.s.span.attributes, key, value);
+    }
+
+    fn int(&mut self, key_text: &'static str, value: i64) {
+        let s = self.s;
+        // int64 is written as its two's complement bits.
+        let bits = value as u64;
+        let value_len = key_len(s.any.int) + encoded_len_varint(bits);
+        scalar_attribute(s, self.buf, s.span.attributes, key_text, value_len, |buf| {
+            key(buf, s.any.int, WireType::Varint);
+            varint(buf, bits);
+        });
+    }
+
+    fn fixed(&mut self, attributes: &FixedAttributes) {
+        let s = self.s;
+        let encoded = attributes.encoded(|key_values| {
+            let mut encoded = Vec::new();
+            for kv in key_values {
+                attribute(
+                    s,
+                    &mut encoded,
+                    s.span.attributes,
+                    kv.key.as_str(),
+                    &kv.value,
+                );
+            }
+            encoded
+        });
+        self.buf.extend_from_slice(encoded);
+    }
+}
+
+/// A span's name from its two parts, joined by a space.
+fn name(buf: &mut Vec<u8>, field: u32, name: SpanName<'_>) {
+    let SpanName(first, second) = name;
+    let len = first.len() + second.map_or(0, |second| 1 + second.len());
+    key(buf, field, WireType::LengthDelimited);
+    varint(buf, len as u64);
+    buf.extend_from_slice(first.as_bytes());
+    if let Some(second) = second {
+        buf.push(b' ');
+        buf.extend_from_slice(second.as_bytes());
+    }
+}
+
 /// OTLP's `SpanKind` number of `kind`.
 fn span_kind(s: &Schema, kind: &SpanKind) -> u64 {
     match kind {
@@ -472,6 +625,29 @@ fn attribute(s: &Schema, buf: &mut Vec<u8>, field: u32, key_text: &str, value: &
         // An array: its length is found after it is written.
         return message(buf, field, |buf| key_value(s, buf, key_text, value));
     };
+    scalar_attribute(s, buf, field, key_text, value_len, |buf| {
+        any_value(s, buf, value)
+    });
+}
+
+/// A string attribute, without making an OpenTelemetry `Value` of it first.
+fn text_attribute(s: &Schema, buf: &mut Vec<u8>, field: u32, key_text: &str, value: &str) {
+    let value_len = key_len(s.any.string) + encoded_len_varint(value.len() as u64) + value.len();
+    scalar_attribute(s, buf, field, key_text, value_len, |buf| {
+        key(buf, s.any.string, WireType::LengthDelimited);
+        length_delimited(buf, value.as_bytes());
+    });
+}
+
+/// A `KeyValue` whose `AnyValue` (`value_len` bytes) `write_value` writes.
+fn scalar_attribute(
+    s: &Schema,
+    buf: &mut Vec<u8>,
+    field: u32,
+    key_text: &str,
+    value_len: usize,
+    write_value: impl FnOnce(&mut Vec<u8>),
+) {
     let body = string_len(s.key_value.key, key_text)
         + key_len(s.key_value.value)
         + encoded_len_varint(value_len as u64)
@@ -482,7 +658,7 @@ fn attribute(s: &Schema, buf: &mut Vec<u8>, field: u32, key_text: &str, value: &
     string(buf, s.key_value.key, key_text);
     key(buf, s.key_value.value, WireType::LengthDelimited);
     varint(buf, value_len as u64);
-    any_value(s, buf, value);
+    write_value(buf);
 }
 
 fn key_value(s: &Schema, buf: &mut Vec<u8>, key_text: &str, value: &Value) {
@@ -797,6 +973,80 @@ mod tests {
         assert_eq!(scopes.len(), 2);
         assert_eq!(scopes[0].spans.len(), 3);
         assert_eq!(scopes[1].spans.len(), 2);
+    }
+
+    /// A span of our own, with a fixed attribute set, an event and an error: written
+    /// straight, and as the `SpanData` the gRPC export sends.
+    fn own_span_both_ways(
+        exporter: &OtlpHttpExporter,
+        scope: &InstrumentationScope,
+        encoded: &mut EncodedSpans,
+    ) -> SpanData {
+        let own = context(0x0a0b_0c0d, 0x77, false, "vendor=value");
+        let fixed = FixedAttributes::new(vec![
+            KeyValue::new("db.system.name", "postgresql"),
+            KeyValue::new("db.query.text", "SELECT 1 FROM products WHERE id = $1"),
+        ]);
+        let start = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let span = FinishedSpan {
+            context: &own,
+            parent_span_id: SpanId::from(0x0102),
+            parent_is_remote: true,
+            kind: SpanKind::Client,
+            name: SpanName("SELECT", Some("products")),
+            start,
+            end: start + Duration::from_millis(3),
+            error: Some("40P01"),
+            event: Some(crate::telemetry::finished_span::SpanEvent {
+                time: start + Duration::from_millis(2),
+                name: "request failed",
+                message: "deadlock detected",
+            }),
+        };
+        let attributes = |attributes: &mut dyn Attributes| {
+            attributes.fixed(&fixed);
+            attributes.int("db.response.returned_rows", -3);
+            attributes.text("error.type", "40P01");
+        };
+        exporter.encode_own(encoded, scope, &span, attributes);
+        // Twice: the fixed attributes' bytes are worked out once, then copied.
+        exporter.encode_own(encoded, scope, &span, attributes);
+        span.to_span_data(scope, attributes)
+    }
+
+    #[test]
+    fn a_span_of_our_own_is_written_as_the_sdk_would_send_it() {
+        let resource = resource();
+        let settings = crate::config::TelemetrySettings::from_source(&[].as_slice(), "test")
+            .expect("default settings");
+        let exporter =
+            OtlpHttpExporter::new("http://unused".into(), &settings).expect("an exporter");
+        exporter.use_resource(&resource);
+        let scope = InstrumentationScope::builder("ecommerce_monolith").build();
+        let mut encoded = EncodedSpans::default();
+        let as_span_data = own_span_both_ways(&exporter, &scope, &mut encoded);
+        let written = {
+            let resource = exporter.resource.lock().expect("not poisoned");
+            export_request(
+                &exporter.schema,
+                &encoded,
+                &resource.message,
+                &resource.schema_url,
+            )
+        };
+
+        let decoded = ExportTraceServiceRequest::decode(written.as_slice()).expect("valid OTLP");
+        let expected = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(
+                vec![as_span_data.clone(), as_span_data],
+                &ResourceAttributesWithSchema::from(&resource),
+            ),
+        };
+        assert_eq!(decoded, expected);
+        let span = &decoded.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(span.name, "SELECT products");
+        assert_eq!(span.attributes.len(), 4);
+        assert_eq!(span.events.len(), 1);
     }
 
     #[test]

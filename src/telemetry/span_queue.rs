@@ -15,11 +15,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use opentelemetry::Context;
+use opentelemetry::{Context, InstrumentationScope};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 
+use super::finished_span::{Attributes, FinishedSpan};
 use super::otlp_http::{EncodedSpans, ExportFailures, OtlpHttpExporter};
 use crate::config::SpanBatchSettings;
 
@@ -84,10 +85,57 @@ impl EncodingSpanProcessor {
     }
 }
 
+impl EncodingSpanProcessor {
+    /// The queue itself, for the spans of our own (`super::own_spans`),
+    /// which are exported under `scope`.
+    pub fn queue(&self, scope: InstrumentationScope) -> SpanQueue {
+        SpanQueue {
+            shared: Arc::clone(&self.shared),
+            scope,
+        }
+    }
+}
+
+/// The span queue, taking spans of our own (`super::own_spans`) beside the SDK's.
+#[derive(Debug)]
+pub struct SpanQueue {
+    shared: Arc<Shared>,
+    scope: InstrumentationScope,
+}
+
+impl SpanQueue {
+    /// Writes `span` into the queue, as a span ended in the SDK would be.
+    pub(super) fn write(
+        &self,
+        span: &FinishedSpan<'_>,
+        attributes: impl FnOnce(&mut dyn Attributes),
+    ) {
+        self.shared
+            .enqueue(|exporter, spans| exporter.encode_own(spans, &self.scope, span, attributes));
+    }
+}
+
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         // A panic while the lock was held leaves a queue of whole spans: still usable.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes one span with `write`, unless the queue is stopping or full (then it is
+    /// counted as dropped), and wakes the exporting thread when a batch is full.
+    fn enqueue(&self, write: impl FnOnce(&OtlpHttpExporter, &mut EncodedSpans)) {
+        let mut queue = self.queue();
+        if queue.stopping {
+            return;
+        }
+        if queue.spans.len() >= self.batches.max_queue {
+            queue.dropped += 1;
+            return;
+        }
+        write(&self.exporter, &mut queue.spans);
+        if queue.spans.len() == self.batches.max_batch {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -155,19 +203,8 @@ impl SpanProcessor for EncodingSpanProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        let shared = &self.shared;
-        let mut queue = shared.queue();
-        if queue.stopping {
-            return;
-        }
-        if queue.spans.len() >= shared.batches.max_queue {
-            queue.dropped += 1;
-            return;
-        }
-        shared.exporter.encode(&mut queue.spans, &span);
-        if queue.spans.len() == shared.batches.max_batch {
-            shared.wake.notify_one();
-        }
+        self.shared
+            .enqueue(|exporter, spans| exporter.encode(spans, &span));
         // `span` is freed here, by the thread that made it.
     }
 
