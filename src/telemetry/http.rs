@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::{Instant, SystemTime};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, Uri, Version};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Gauge, gauge};
@@ -147,10 +147,24 @@ pub async fn instrument_request(
         None => (OtelContext::new(), SpanContext::empty_context()),
     };
     let trace_id = trace_id_of(&span_context, caller.trace_id());
-    // What the span says of the request, kept only when the span is exported.
-    let request_facts = span_context
-        .is_sampled()
-        .then(|| RequestFacts::of(&request));
+    // Kept only when the span is exported; written when the response is ready, or if
+    // this future is dropped first (the client gone).
+    let server_span = span_context.is_sampled().then(|| ServerSpan {
+        context: span_context.clone(),
+        parent_span_id: caller.span_id(),
+        parent_is_remote: caller.is_remote(),
+        method: method.clone(),
+        route: route.clone(),
+        start,
+        started,
+        uri: request.uri().clone(),
+        version: request.version(),
+        user_agent: request
+            .headers()
+            .get(axum::http::header::USER_AGENT)
+            .cloned(),
+        written: false,
+    });
 
     instruments.in_flight.increment(1.0);
     let run = next.run(request).with_context(cx.clone());
@@ -169,34 +183,14 @@ pub async fn instrument_request(
         let _current = cx.clone().attach();
         log_failure(failure);
     }
-    let elapsed = started.elapsed();
-    if let Some(facts) = request_facts {
-        // Per the HTTP conventions a server span fails on 5xx only; a 4xx is the client's.
-        let error = status.is_server_error().then(|| status.to_string());
-        let end = start + elapsed;
-        let span = FinishedSpan {
-            context: &span_context,
-            parent_span_id: caller.span_id(),
-            parent_is_remote: caller.is_remote(),
-            kind: SpanKind::Server,
-            name,
-            start,
-            end,
-            error: error.as_deref(),
-            event: failure.map(|failure| SpanEvent {
-                time: end,
-                name: "request failed",
-                message: &failure.cause,
-            }),
-        };
-        own_spans::finish(&span, |attributes| {
-            facts.write(attributes, &method, route.as_ref());
-            attributes.int("http.response.status_code", i64::from(status.as_u16()));
-            if let Some(id) = end_user {
-                attributes.int("enduser.id", id);
-            }
+    if let Some(span) = server_span {
+        span.finish(Answer {
+            status,
+            failure,
+            end_user,
         });
     }
+    let elapsed = started.elapsed();
     exemplars::record_http_request(&span_context, method, route, status, elapsed.as_secs_f64());
 
     let trace_response = trace_response_of(&span_context, trace_id);
@@ -210,31 +204,87 @@ pub async fn instrument_request(
     response
 }
 
-/// What a server span says of the request, beyond its method and route: kept from the
-/// request before it is handed on.
-struct RequestFacts {
+/// A request's server span while the request runs (when it is exported). Written by
+/// [`ServerSpan::finish`] once the response is ready — or, if the request's future is
+/// dropped before that (the client went away), by its drop, with
+/// `error.type=cancelled`: a checkout that goes on without its client
+/// (`in_request_context`) still has its parent in the trace.
+struct ServerSpan {
+    context: SpanContext,
+    parent_span_id: SpanId,
+    parent_is_remote: bool,
+    method: Method,
+    route: Option<MatchedPath>,
+    start: SystemTime,
+    started: Instant,
     /// Shares the request's bytes: kept without copying the path.
     uri: Uri,
     version: Version,
     user_agent: Option<HeaderValue>,
+    written: bool,
 }
 
-impl RequestFacts {
-    fn of(request: &Request) -> Self {
-        Self {
-            uri: request.uri().clone(),
-            version: request.version(),
-            user_agent: request
-                .headers()
-                .get(axum::http::header::USER_AGENT)
-                .cloned(),
-        }
+/// How the request was answered, for its server span.
+struct Answer<'a> {
+    status: StatusCode,
+    failure: Option<&'a FailureLog>,
+    end_user: Option<i64>,
+}
+
+impl ServerSpan {
+    fn finish(mut self, answer: Answer<'_>) {
+        self.write(Some(answer));
+    }
+
+    fn write(&mut self, answer: Option<Answer<'_>>) {
+        self.written = true;
+        let span = &*self;
+        let end = span.start + span.started.elapsed();
+        let status = answer.as_ref().map(|answer| answer.status);
+        // Per the HTTP conventions a server span fails on 5xx only; a 4xx is the client's.
+        let error = status
+            .filter(StatusCode::is_server_error)
+            .map(|status| status.to_string());
+        let failure = answer.as_ref().and_then(|answer| answer.failure);
+        let finished = FinishedSpan {
+            context: &span.context,
+            parent_span_id: span.parent_span_id,
+            parent_is_remote: span.parent_is_remote,
+            kind: SpanKind::Server,
+            name: SpanName(
+                span.method.as_str(),
+                span.route.as_ref().map(MatchedPath::as_str),
+            ),
+            start: span.start,
+            end,
+            error: error.as_deref(),
+            event: failure.map(|failure| SpanEvent {
+                time: end,
+                name: "request failed",
+                message: &failure.cause,
+            }),
+        };
+        own_spans::finish(&finished, |attributes| {
+            span.request_attributes(attributes);
+            match &answer {
+                Some(answer) => {
+                    attributes.int(
+                        "http.response.status_code",
+                        i64::from(answer.status.as_u16()),
+                    );
+                    if let Some(id) = answer.end_user {
+                        attributes.int("enduser.id", id);
+                    }
+                }
+                None => attributes.text("error.type", "cancelled"),
+            }
+        });
     }
 
     /// The HTTP semantic conventions' attributes known when the request arrived.
-    fn write(&self, attributes: &mut dyn Attributes, method: &Method, route: Option<&MatchedPath>) {
-        attributes.text("http.request.method", method.as_str());
-        if let Some(route) = route {
+    fn request_attributes(&self, attributes: &mut dyn Attributes) {
+        attributes.text("http.request.method", self.method.as_str());
+        if let Some(route) = &self.route {
             attributes.text("http.route", route.as_str());
         }
         attributes.text("url.path", self.uri.path());
@@ -242,6 +292,14 @@ impl RequestFacts {
         attributes.text("network.protocol.version", protocol_version(self.version));
         if let Some(agent) = self.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
             attributes.text("user_agent.original", agent);
+        }
+    }
+}
+
+impl Drop for ServerSpan {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write(None);
         }
     }
 }

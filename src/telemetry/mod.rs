@@ -67,6 +67,8 @@ pub fn current_traceparent() -> Option<String> {
 /// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes what is queued.
 pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
+    /// Whether its export is the one the spans of our own go to (see `own_spans`).
+    exports_own_spans: bool,
 }
 
 impl Telemetry {
@@ -74,6 +76,9 @@ impl Telemetry {
     /// hold up a deployment.
     pub async fn shutdown(self) {
         if let Some(provider) = self.tracer_provider {
+            if self.exports_own_spans {
+                own_spans::shut_down();
+            }
             let flushed = tokio::task::spawn_blocking(move || {
                 provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT)
             })
@@ -106,10 +111,11 @@ fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow:
         .with_context(|| format!("RUST_LOG: cannot parse {:?}", settings.log_filter))?;
     let log_layer = logs::layer(settings.log_format, output).with_filter(log_filter);
 
+    let mut exports_own_spans = false;
     let tracer_provider = if settings.traces_enabled {
         let (provider, own_span_export) = build_tracer_provider(settings)?;
         // The server and statement spans, made without the SDK's span objects.
-        own_spans::install(own_span_export, sampler(&settings.sampler));
+        exports_own_spans = own_spans::install(own_span_export, sampler(&settings.sampler));
         Some(provider)
     } else {
         None
@@ -151,7 +157,10 @@ fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow:
     } else {
         tracing::info!("tracing export disabled (OTEL_SDK_DISABLED=true)");
     }
-    Ok(Telemetry { tracer_provider })
+    Ok(Telemetry {
+        tracer_provider,
+        exports_own_spans,
+    })
 }
 
 /// Logs only (to stderr), for the short-lived commands (`migrate`, `seed`).

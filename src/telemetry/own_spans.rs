@@ -16,6 +16,7 @@
 //! `tracing-opentelemetry` and the SDK; they find a server span as their parent in the
 //! OpenTelemetry context, where the request middleware puts its `SpanContext`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::{SpanContext, SpanKind, TraceFlags};
@@ -44,6 +45,9 @@ enum Sink {
 }
 
 static OWN_SPANS: OnceLock<OwnSpans> = OnceLock::new();
+/// Set when the tracer provider shuts down: later spans are not exported, as the
+/// SDK's tracer stops making them (the gRPC processor would warn about every one).
+static SHUT_DOWN: AtomicBool = AtomicBool::new(false);
 
 /// How the spans of our own are exported: built with the tracer provider.
 pub(super) struct OwnSpanExport {
@@ -65,12 +69,20 @@ impl OwnSpanExport {
 }
 
 /// Spans of our own are made from now on, sampled by `sampler` (the provider's). Only
-/// the first installation counts, like the subscriber's (tests install more).
-pub(super) fn install(export: OwnSpanExport, sampler: Sampler) {
-    let _ = OWN_SPANS.set(OwnSpans {
-        sink: export.sink,
-        sampler,
-    });
+/// the first installation counts, like the subscriber's (tests install more): false
+/// for the others.
+pub(super) fn install(export: OwnSpanExport, sampler: Sampler) -> bool {
+    OWN_SPANS
+        .set(OwnSpans {
+            sink: export.sink,
+            sampler,
+        })
+        .is_ok()
+}
+
+/// No span of our own is exported from now on: the export is shutting down.
+pub(super) fn shut_down() {
+    SHUT_DOWN.store(true, Ordering::Relaxed);
 }
 
 /// Whether spans of our own are made (trace export is on).
@@ -135,7 +147,7 @@ pub fn finish(span: &FinishedSpan<'_>, attributes: impl FnOnce(&mut dyn Attribut
     let Some(own) = OWN_SPANS.get() else {
         return;
     };
-    if !span.context.is_sampled() {
+    if !span.context.is_sampled() || SHUT_DOWN.load(Ordering::Relaxed) {
         return;
     }
     match &own.sink {

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, black_hole, eventually, expect_json, spawn_process, traced_app};
+use crate::helpers::{
+    TestApp, black_hole, checkout_body, eventually, expect_json, spawn_process, traced_app,
+};
 use crate::otlp::{OtlpReceiver, ReceivedSpan};
 
 const STEPS: [&str; 12] = [
@@ -204,6 +206,44 @@ async fn a_checkout_is_one_trace_with_a_span_per_step_in_order() {
         children(&spans, commit).iter().any(|s| s.name == "COMMIT"),
         "the COMMIT statement is under the commit step"
     );
+}
+
+/// A client that gives up on a checkout does not take the checkout with it (it runs to
+/// its end on its own), nor its server span: the request's span is written as it is
+/// dropped, marked cancelled, and the checkout's spans keep their parent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkout_whose_client_left_keeps_its_server_span() {
+    let receiver = OtlpReceiver::start().await;
+    let app = traced_app(
+        &receiver,
+        &[("PAYMENT_DELAY_MS", "600"), ("EMAIL_DELAY_MS", "50")],
+    )
+    .await;
+    let alice = customer_with_cart(&app).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let gave_up = app
+        .request(reqwest::Method::POST, "/api/orders/checkout", Some(&alice))
+        .header("Idempotency-Key", "client-left-1")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&checkout_body())
+        // About the client, not the service: it leaves while the gateway is charging.
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+
+    let spans = receiver.wait_for_trace(trace_id, "checkout").await;
+    let server = one(&spans, "POST /api/orders/checkout");
+    assert_eq!(
+        server.attribute("error.type"),
+        Some("cancelled"),
+        "{server:?}"
+    );
+    assert_eq!(server.attribute("http.response.status_code"), None);
+    assert_eq!(server.parent_span_id, "00f067aa0ba902b7");
+    let checkout = one(&spans, "checkout");
+    assert_eq!(checkout.parent_span_id, server.span_id);
+    assert_eq!(checkout.attribute("checkout.outcome"), Some("success"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
