@@ -85,10 +85,9 @@ impl FinishedSpan<'_> {
         scope: &InstrumentationScope,
         attributes: impl FnOnce(&mut dyn Attributes),
     ) -> SpanData {
-        let span = self;
         let mut key_values = KeyValues(Vec::with_capacity(10));
         attributes(&mut key_values);
-        let events = span
+        let events = self
             .event
             .iter()
             .map(|event| {
@@ -101,13 +100,13 @@ impl FinishedSpan<'_> {
             })
             .collect();
         SpanData {
-            span_context: span.context.clone(),
-            parent_span_id: span.parent_span_id,
-            parent_span_is_remote: span.parent_is_remote,
-            span_kind: span.kind.clone(),
-            name: Cow::Owned(span.name.to_text()),
-            start_time: span.start,
-            end_time: span.end,
+            span_context: self.context.clone(),
+            parent_span_id: self.parent_span_id,
+            parent_span_is_remote: self.parent_is_remote,
+            span_kind: self.kind.clone(),
+            name: Cow::Owned(self.name.to_text()),
+            start_time: self.start,
+            end_time: self.end,
             attributes: key_values.0,
             dropped_attributes_count: 0,
             events: {
@@ -116,7 +115,7 @@ impl FinishedSpan<'_> {
                 span_events
             },
             links: SpanLinks::default(),
-            status: span
+            status: self
                 .error
                 .map_or(Status::Unset, |why| Status::error(why.to_string())),
             instrumentation_scope: scope.clone(),

@@ -938,29 +938,38 @@ mod tests {
             .build()
     }
 
-    #[test]
-    fn what_is_written_decodes_to_what_opentelemetry_proto_would_send() {
-        let resource = resource();
+    /// An exporter with the default settings, sending under `resource`.
+    fn exporter_under(resource: &Resource) -> OtlpHttpExporter {
         let settings = crate::config::TelemetrySettings::from_source(&[].as_slice(), "test")
             .expect("default settings");
         let exporter =
             OtlpHttpExporter::new("http://unused".into(), &settings).expect("an exporter");
-        exporter.use_resource(&resource);
+        exporter.use_resource(resource);
+        exporter
+    }
+
+    /// The export request `exporter` would send for `encoded`, decoded by
+    /// opentelemetry-proto.
+    fn exported(exporter: &OtlpHttpExporter, encoded: &EncodedSpans) -> ExportTraceServiceRequest {
+        let resource = exporter.resource.lock().expect("not poisoned");
+        let written = export_request(
+            &exporter.schema,
+            encoded,
+            &resource.message,
+            &resource.schema_url,
+        );
+        ExportTraceServiceRequest::decode(written.as_slice()).expect("valid OTLP")
+    }
+
+    #[test]
+    fn what_is_written_decodes_to_what_opentelemetry_proto_would_send() {
+        let resource = resource();
+        let exporter = exporter_under(&resource);
         let mut encoded = EncodedSpans::default();
         for span in spans() {
             exporter.encode(&mut encoded, &span);
         }
-        let written = {
-            let resource = exporter.resource.lock().expect("not poisoned");
-            export_request(
-                &exporter.schema,
-                &encoded,
-                &resource.message,
-                &resource.schema_url,
-            )
-        };
-
-        let decoded = ExportTraceServiceRequest::decode(written.as_slice()).expect("valid OTLP");
+        let decoded = exported(&exporter, &encoded);
         let expected = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(
                 spans(),
@@ -1017,25 +1026,11 @@ mod tests {
     #[test]
     fn a_span_of_our_own_is_written_as_the_sdk_would_send_it() {
         let resource = resource();
-        let settings = crate::config::TelemetrySettings::from_source(&[].as_slice(), "test")
-            .expect("default settings");
-        let exporter =
-            OtlpHttpExporter::new("http://unused".into(), &settings).expect("an exporter");
-        exporter.use_resource(&resource);
+        let exporter = exporter_under(&resource);
         let scope = InstrumentationScope::builder("ecommerce_monolith").build();
         let mut encoded = EncodedSpans::default();
         let as_span_data = own_span_both_ways(&exporter, &scope, &mut encoded);
-        let written = {
-            let resource = exporter.resource.lock().expect("not poisoned");
-            export_request(
-                &exporter.schema,
-                &encoded,
-                &resource.message,
-                &resource.schema_url,
-            )
-        };
-
-        let decoded = ExportTraceServiceRequest::decode(written.as_slice()).expect("valid OTLP");
+        let decoded = exported(&exporter, &encoded);
         let expected = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(
                 vec![as_span_data.clone(), as_span_data],
