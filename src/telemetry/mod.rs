@@ -24,6 +24,7 @@ mod otlp_schema;
 pub mod own_spans;
 pub mod server_timing;
 pub mod span_queue;
+pub mod without_polls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use self::logs::LogOutput;
 use self::otlp_http::{ExportFailures, OtlpHttpExporter};
 use self::span_queue::EncodingSpanProcessor;
+use self::without_polls::WithoutPolls;
 use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings, TraceSampler};
 
 /// The crate's own spans are the only ones exported: the exporter's HTTP/gRPC
@@ -109,7 +111,14 @@ pub fn init_for_tool(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> 
 fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow::Result<Telemetry> {
     let log_filter = EnvFilter::try_new(&settings.log_filter)
         .with_context(|| format!("RUST_LOG: cannot parse {:?}", settings.log_filter))?;
+    // The log filter hears of polls only if it has span directives (`target[span]=level`):
+    // those are the only ones that depend on which span is entered.
     let log_layer = logs::layer(settings.log_format, output).with_filter(log_filter);
+    let log_layer: Box<dyn Layer<_> + Send + Sync> = if settings.log_filter.contains('[') {
+        Box::new(log_layer)
+    } else {
+        Box::new(WithoutPolls(log_layer))
+    };
 
     let mut exports_own_spans = false;
     let tracer_provider = if settings.traces_enabled {
@@ -139,7 +148,10 @@ fn init_with_logs_to(settings: &TelemetrySettings, output: LogOutput) -> anyhow:
             .with_error_events_to_status(true);
         // Only the crate's own spans and events are exported: the exporter's HTTP/gRPC
         // clients must never trace themselves.
-        spans.with_filter(Targets::new().with_target(OWN_TARGET, Level::TRACE))
+        let spans = spans.with_filter(Targets::new().with_target(OWN_TARGET, Level::TRACE));
+        // A span ends when it closes, not at its last exit: the layer's only use of polls
+        // is that end time, bought with a lock and a clock read at every exit.
+        WithoutPolls(spans)
     });
 
     let subscriber = tracing_subscriber::registry()
