@@ -17,9 +17,10 @@
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::body::Bytes;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
@@ -53,6 +54,8 @@ pub struct OtlpHttpExporter {
     /// every batch. Behind a lock because the resource arrives after the exporter is
     /// shared with the thread that exports (see `span_queue`).
     resource: Mutex<EncodedResource>,
+    /// Batch buffers the HTTP client is done with (see [`LentBuffer`]).
+    returned: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +103,7 @@ impl OtlpHttpExporter {
             schema,
             client: OnceLock::new(),
             resource: Mutex::default(),
+            returned: Arc::default(),
         })
     }
 
@@ -117,8 +121,7 @@ impl OtlpHttpExporter {
     /// POSTs `body`, retrying what the OTLP specification calls retryable — 429, 502,
     /// 503, 504, and a collector that cannot be reached — with exponential backoff and
     /// jitter (at least what `Retry-After` asks), until the export's timeout.
-    fn send(&self, body: Vec<u8>) -> OTelSdkResult {
-        let body = axum::body::Bytes::from(body);
+    fn send(&self, body: Bytes) -> OTelSdkResult {
         let deadline = Instant::now() + self.timeout;
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -253,13 +256,49 @@ impl OtlpHttpExporter {
     }
 
     /// Sends spans already written by [`OtlpHttpExporter::encode`], as one request.
-    pub(super) fn export_encoded(&self, spans: &EncodedSpans) -> OTelSdkResult {
-        let body = {
-            let resource = self.resource.lock().unwrap_or_else(PoisonError::into_inner);
-            export_request(&self.schema, spans, &resource.message, &resource.schema_url)
-        };
-        let body = if self.gzip { gzip(&body)? } else { body };
+    pub(super) fn export_encoded(&self, spans: &mut EncodedSpans) -> OTelSdkResult {
+        let body = self.body(spans)?;
         self.send(body)
+    }
+
+    /// The request body for `spans`. A batch under one scope — nearly every batch — is
+    /// sent from where its spans were written, not copied: the request's opening fields
+    /// go into the room kept before the spans, and the buffer is lent to the HTTP client
+    /// (and `spans` given another), to be used again once the client is done with it.
+    fn body(&self, spans: &mut EncodedSpans) -> Result<Bytes, OTelSdkError> {
+        let resource = self.resource.lock().unwrap_or_else(PoisonError::into_inner);
+        let (s, message, url) = (&self.schema, &resource.message, &resource.schema_url);
+        if self.gzip {
+            return gzip(&export_request(s, spans, message, url)).map(Bytes::from);
+        }
+        let lone_scope = {
+            let mut written = spans.written_mut();
+            match (written.next(), written.next()) {
+                (Some(lone), None) => Some(lone),
+                _ => None,
+            }
+        };
+        let Some((scope, lone)) = lone_scope else {
+            return Ok(Bytes::from(export_request(s, spans, message, url)));
+        };
+        let (around, split) = write_request(s, &[(scope, &lone[HEADROOM..])], message, url, false);
+        let Some(start) = HEADROOM.checked_sub(split) else {
+            return Ok(Bytes::from(export_request(s, spans, message, url)));
+        };
+        let mut buf = std::mem::replace(lone, self.reusable_buffer());
+        buf[start..HEADROOM].copy_from_slice(&around[..split]);
+        buf.extend_from_slice(&around[split..]);
+        Ok(Bytes::from_owner(LentBuffer {
+            buf,
+            start,
+            back: Arc::clone(&self.returned),
+        }))
+    }
+
+    /// A buffer the HTTP client gave back, or a new one.
+    fn reusable_buffer(&self) -> Vec<u8> {
+        let mut returned = self.returned.lock().unwrap_or_else(PoisonError::into_inner);
+        returned.pop().unwrap_or_else(span_buffer)
     }
 
     /// The resource every export is sent under.
@@ -314,8 +353,7 @@ impl EncodedSpans {
         let index = match self.scopes.iter().position(|(seen, _)| seen == scope) {
             Some(index) => index,
             None => {
-                self.scopes
-                    .push((scope.clone(), Vec::with_capacity(16 * 1024)));
+                self.scopes.push((scope.clone(), span_buffer()));
                 self.scopes.len() - 1
             }
         };
@@ -329,9 +367,18 @@ impl EncodedSpans {
     /// over.
     pub(super) fn clear(&mut self) {
         for (_, written) in &mut self.scopes {
-            written.clear();
+            written.truncate(HEADROOM);
         }
         self.count = 0;
+    }
+
+    /// The scopes with spans written, and their buffers (the spans after [`HEADROOM`]).
+    /// A scope kept from an earlier batch (see `clear`) may have none.
+    fn written_mut(&mut self) -> impl Iterator<Item = (&InstrumentationScope, &mut Vec<u8>)> {
+        self.scopes
+            .iter_mut()
+            .filter(|(_, buf)| buf.len() > HEADROOM)
+            .map(|(scope, buf)| (&*scope, buf))
     }
 
     /// How many spans are written.
@@ -344,31 +391,80 @@ impl EncodedSpans {
     }
 }
 
-/// The body of one export: the spans under the one resource.
-///
-/// Every length is worked out before anything is written: a nested message's length
-/// written after its body (as [`message`] does) would move the whole batch — often a
-/// hundred kilobytes — up to make room for it, once per level. Written this way the
-/// batch's bytes are copied once, into the body.
+/// Room kept before the spans in a scope's buffer, for what opens an export request
+/// (see [`OtlpHttpExporter::body`]): the resource, the scope and three lengths, a few
+/// hundred bytes at most.
+const HEADROOM: usize = 512;
+
+/// A new buffer for one scope's spans: [`HEADROOM`], then room for a batch.
+fn span_buffer() -> Vec<u8> {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    buf.resize(HEADROOM, 0);
+    buf
+}
+
+/// A batch's buffer as a request body; given back to the exporter when the HTTP client
+/// drops the body.
+struct LentBuffer {
+    buf: Vec<u8>,
+    /// Where the request begins: its opening fields end at [`HEADROOM`].
+    start: usize,
+    back: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for LentBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+impl Drop for LentBuffer {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.truncate(HEADROOM);
+        let mut back = self.back.lock().unwrap_or_else(PoisonError::into_inner);
+        // One or two in use at a time; more would only be memory kept for nothing.
+        if back.len() < 2 {
+            back.push(buf);
+        }
+    }
+}
+
+/// The body of one export: the spans under the one resource, copied.
 fn export_request(
     s: &Schema,
-    spans: &EncodedSpans,
+    spans: &mut EncodedSpans,
     resource: &[u8],
     resource_schema_url: &str,
 ) -> Vec<u8> {
-    // A scope kept from an earlier batch (see `EncodedSpans::clear`) may have no span.
-    let scopes: Vec<(Vec<u8>, &[u8], &str)> = spans
-        .scopes
+    let scopes: Vec<_> = spans
+        .written_mut()
+        .map(|(scope, buf)| (scope, &buf[HEADROOM..]))
+        .collect();
+    write_request(s, &scopes, resource, resource_schema_url, true).0
+}
+
+/// Writes an export request for `scopes`, each a scope and its spans' bytes. With
+/// `copy_spans` false those bytes are left out (the lengths still count them), and the
+/// second value says where the last scope's spans belong: the caller sends them from
+/// where they are.
+///
+/// Every length is worked out before anything is written: a nested message's length
+/// written after its body (as [`message`] does) would move the whole batch — often a
+/// hundred kilobytes — up to make room for it, once per level.
+fn write_request(
+    s: &Schema,
+    scopes: &[(&InstrumentationScope, &[u8])],
+    resource: &[u8],
+    resource_schema_url: &str,
+    copy_spans: bool,
+) -> (Vec<u8>, usize) {
+    let scopes: Vec<(Vec<u8>, &[u8], &str)> = scopes
         .iter()
-        .filter(|(_, members)| !members.is_empty())
         .map(|(scope, members)| {
             let mut written = Vec::new();
             instrumentation_scope(s, &mut written, scope);
-            (
-                written,
-                members.as_slice(),
-                scope.schema_url().unwrap_or_default(),
-            )
+            (written, *members, scope.schema_url().unwrap_or_default())
         })
         .collect();
     let scope_spans_len = |(scope, members, schema_url): &(Vec<u8>, &[u8], &str)| {
@@ -383,9 +479,12 @@ fn export_request(
             .sum::<usize>()
         + string_len(s.resource_spans.schema_url, resource_schema_url);
 
-    let mut buf = Vec::with_capacity(nested_len(s.request.resource_spans, resource_spans_len));
+    let whole = nested_len(s.request.resource_spans, resource_spans_len);
+    let left_out: usize = scopes.iter().map(|(_, members, _)| members.len()).sum();
+    let mut buf = Vec::with_capacity(if copy_spans { whole } else { whole - left_out });
     nested_head(&mut buf, s.request.resource_spans, resource_spans_len);
     bytes(&mut buf, s.resource_spans.resource, resource);
+    let mut spans_at = buf.len();
     for scope in &scopes {
         nested_head(
             &mut buf,
@@ -394,11 +493,14 @@ fn export_request(
         );
         let (written, members, schema_url) = scope;
         bytes(&mut buf, s.scope_spans.scope, written);
-        buf.extend_from_slice(members);
+        spans_at = buf.len();
+        if copy_spans {
+            buf.extend_from_slice(members);
+        }
         string(&mut buf, s.scope_spans.schema_url, schema_url);
     }
     string(&mut buf, s.resource_spans.schema_url, resource_schema_url);
-    buf
+    (buf, spans_at)
 }
 
 /// What a nested message of `len` bytes takes in `field`: its key, its length, itself.
@@ -420,11 +522,11 @@ fn instrumentation_scope(s: &Schema, buf: &mut Vec<u8>, scope: &InstrumentationS
 
 fn span_message(s: &Schema, buf: &mut Vec<u8>, span: &SpanData) {
     let context = &span.span_context;
-    bytes(buf, s.span.trace_id, &context.trace_id().to_bytes());
-    bytes(buf, s.span.span_id, &context.span_id().to_bytes());
+    id(buf, s.span.trace_id, context.trace_id().to_bytes());
+    id(buf, s.span.span_id, context.span_id().to_bytes());
     trace_state(buf, s.span.trace_state, context);
     if span.parent_span_id != SpanId::INVALID {
-        bytes(buf, s.span.parent_span_id, &span.parent_span_id.to_bytes());
+        id(buf, s.span.parent_span_id, span.parent_span_id.to_bytes());
     }
     string(buf, s.span.name, &span.name);
     uint(buf, s.span.kind, span_kind(s, &span.span_kind));
@@ -452,8 +554,8 @@ fn span_message(s: &Schema, buf: &mut Vec<u8>, span: &SpanData) {
     for link in span.links.iter() {
         message(buf, s.span.links, |buf| {
             let linked = &link.span_context;
-            bytes(buf, s.link.trace_id, &linked.trace_id().to_bytes());
-            bytes(buf, s.link.span_id, &linked.span_id().to_bytes());
+            id(buf, s.link.trace_id, linked.trace_id().to_bytes());
+            id(buf, s.link.span_id, linked.span_id().to_bytes());
             trace_state(buf, s.link.trace_state, linked);
             attributes(s, buf, s.link.attributes, &link.attributes);
             uint(
@@ -489,11 +591,11 @@ fn own_span_message(
     attributes: impl FnOnce(&mut dyn Attributes),
 ) {
     let context = span.context;
-    bytes(buf, s.span.trace_id, &context.trace_id().to_bytes());
-    bytes(buf, s.span.span_id, &context.span_id().to_bytes());
+    id(buf, s.span.trace_id, context.trace_id().to_bytes());
+    id(buf, s.span.span_id, context.span_id().to_bytes());
     trace_state(buf, s.span.trace_state, context);
     if span.parent_span_id != SpanId::INVALID {
-        bytes(buf, s.span.parent_span_id, &span.parent_span_id.to_bytes());
+        id(buf, s.span.parent_span_id, span.parent_span_id.to_bytes());
     }
     name(buf, s.span.name, span.name);
     uint(buf, s.span.kind, span_kind(s, &span.kind));
@@ -789,6 +891,14 @@ fn string(buf: &mut Vec<u8>, field: u32, value: &str) {
     }
 }
 
+/// A trace or span id: a bytes field whose length is known, copied without a call.
+fn id<const N: usize>(buf: &mut Vec<u8>, field: u32, value: [u8; N]) {
+    const { assert!(N < 0x80, "the length is one byte") };
+    key(buf, field, WireType::LengthDelimited);
+    buf.push(N as u8);
+    buf.extend_from_slice(&value);
+}
+
 fn bytes(buf: &mut Vec<u8>, field: u32, value: &[u8]) {
     key(buf, field, WireType::LengthDelimited);
     length_delimited(buf, value);
@@ -950,15 +1060,12 @@ mod tests {
 
     /// The export request `exporter` would send for `encoded`, decoded by
     /// opentelemetry-proto.
-    fn exported(exporter: &OtlpHttpExporter, encoded: &EncodedSpans) -> ExportTraceServiceRequest {
-        let resource = exporter.resource.lock().expect("not poisoned");
-        let written = export_request(
-            &exporter.schema,
-            encoded,
-            &resource.message,
-            &resource.schema_url,
-        );
-        ExportTraceServiceRequest::decode(written.as_slice()).expect("valid OTLP")
+    fn exported(
+        exporter: &OtlpHttpExporter,
+        encoded: &mut EncodedSpans,
+    ) -> ExportTraceServiceRequest {
+        let body = exporter.body(encoded).expect("a body");
+        ExportTraceServiceRequest::decode(body).expect("valid OTLP")
     }
 
     #[test]
@@ -969,7 +1076,7 @@ mod tests {
         for span in spans() {
             exporter.encode(&mut encoded, &span);
         }
-        let decoded = exported(&exporter, &encoded);
+        let decoded = exported(&exporter, &mut encoded);
         let expected = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(
                 spans(),
@@ -1030,7 +1137,7 @@ mod tests {
         let scope = InstrumentationScope::builder("ecommerce_monolith").build();
         let mut encoded = EncodedSpans::default();
         let as_span_data = own_span_both_ways(&exporter, &scope, &mut encoded);
-        let decoded = exported(&exporter, &encoded);
+        let decoded = exported(&exporter, &mut encoded);
         let expected = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(
                 vec![as_span_data.clone(), as_span_data],
@@ -1045,9 +1152,33 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_under_one_scope_is_sent_from_its_buffer_which_comes_back() {
+        let exporter = exporter_under(&resource());
+        let scope = InstrumentationScope::builder("ecommerce_monolith").build();
+        let mut encoded = EncodedSpans::default();
+        own_span_both_ways(&exporter, &scope, &mut encoded);
+        let lent = encoded.scopes[0].1.as_ptr_range();
+        let body = exporter.body(&mut encoded).expect("a body");
+        assert!(
+            lent.contains(&body.as_ptr()),
+            "the body is the spans' own buffer, not a copy"
+        );
+        let first = ExportTraceServiceRequest::decode(body.clone()).expect("valid OTLP");
+        assert_ne!(encoded.scopes[0].1.as_ptr_range(), lent);
+        drop(body);
+
+        // The client is done with it: the next batch's spans are written into it.
+        encoded.clear();
+        own_span_both_ways(&exporter, &scope, &mut encoded);
+        let second = exported(&exporter, &mut encoded);
+        assert_eq!(second, first);
+        assert_eq!(encoded.scopes[0].1.as_ptr_range().start, lent.start);
+    }
+
+    #[test]
     fn an_empty_batch_is_a_valid_request() {
         let schema = Schema::load().expect("the schema");
-        let written = export_request(&schema, &EncodedSpans::default(), &[], "");
+        let written = export_request(&schema, &mut EncodedSpans::default(), &[], "");
         let decoded = ExportTraceServiceRequest::decode(written.as_slice()).expect("valid OTLP");
         assert_eq!(decoded.resource_spans.len(), 1);
         assert!(decoded.resource_spans[0].scope_spans.is_empty());

@@ -179,7 +179,7 @@ fn export_until_stopped(shared: &Shared) {
             );
         }
         if !spans.is_empty() {
-            let result = shared.exporter.export_encoded(&spans);
+            let result = shared.exporter.export_encoded(&mut spans);
             shared.failures.after_export(&result, spans.len());
         }
 
