@@ -319,14 +319,29 @@ fn route_key_values<'a>(
     .flatten()
 }
 
-/// How many method, route and version triples get their attributes written once: the
-/// routes are the router's few templates, but a client may send any method.
+/// The methods whose attributes are written once per route. A client may send any
+/// token as a method, of any length: those are written per request, never kept.
+const STANDARD_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::TRACE,
+];
+
+/// A guard on the sets kept: the router's templates times the standard methods and
+/// the HTTP versions stay far below it.
 const ROUTE_ATTRIBUTE_SETS: usize = 256;
 
 /// [`route_key_values`] as fixed attributes, written once per method, route and
 /// version and copied into each server span from then on (four attributes fewer to
-/// encode per request); `None` once [`ROUTE_ATTRIBUTE_SETS`] are known. Kept for the
-/// life of the process, as a statement's are.
+/// encode per request); `None` for a method not in [`STANDARD_METHODS`], or once
+/// [`ROUTE_ATTRIBUTE_SETS`] are known. Kept for the life of the process, as a
+/// statement's are.
 fn route_attributes(
     method: &Method,
     route: Option<&MatchedPath>,
@@ -352,7 +367,7 @@ fn route_attributes(
     if let Some(fixed) = find(by_route) {
         return Some(fixed);
     }
-    if *count >= ROUTE_ATTRIBUTE_SETS {
+    if *count >= ROUTE_ATTRIBUTE_SETS || !STANDARD_METHODS.contains(method) {
         return None;
     }
     let key_values = route_key_values(method, route, version)
@@ -442,6 +457,29 @@ fn trace_id_of(span_context: &SpanContext, remote: TraceId) -> TraceId {
 mod tests {
     use super::*;
     use opentelemetry::trace::{TraceFlags, TraceState};
+
+    #[test]
+    fn a_routes_attributes_are_written_once_for_standard_methods_only() {
+        let once = route_attributes(&Method::GET, None, Version::HTTP_11).expect("kept");
+        let again = route_attributes(&Method::GET, None, Version::HTTP_11).expect("kept");
+        assert!(std::ptr::eq(once, again), "the same set, not another");
+        let written: Vec<(String, String)> = once
+            .key_values()
+            .iter()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
+        let expected: Vec<(String, String)> =
+            route_key_values(&Method::GET, None, Version::HTTP_11)
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect();
+        assert_eq!(written, expected);
+        let http2 = route_attributes(&Method::GET, None, Version::HTTP_2).expect("kept");
+        assert!(!std::ptr::eq(once, http2));
+
+        // Any token is a method to HTTP: one of a client's own is never kept.
+        let brew = Method::from_bytes(b"BREW").expect("a token");
+        assert!(route_attributes(&brew, None, Version::HTTP_11).is_none());
+    }
 
     #[test]
     fn traceresponse_names_the_server_span_and_carries_x_trace_id() {

@@ -393,7 +393,8 @@ impl EncodedSpans {
 
 /// Room kept before the spans in a scope's buffer, for what opens an export request
 /// (see [`OtlpHttpExporter::body`]): the resource, the scope and three lengths, a few
-/// hundred bytes at most.
+/// hundred bytes. A resource too large for it (many `OTEL_RESOURCE_ATTRIBUTES`) is
+/// sent as before, the batch copied into the body.
 const HEADROOM: usize = 512;
 
 /// A new buffer for one scope's spans: [`HEADROOM`], then room for a batch.
@@ -1173,6 +1174,25 @@ mod tests {
         let second = exported(&exporter, &mut encoded);
         assert_eq!(second, first);
         assert_eq!(encoded.scopes[0].1.as_ptr_range().start, lent.start);
+    }
+
+    #[test]
+    fn a_resource_too_large_for_the_room_before_the_spans_is_sent_as_a_copy() {
+        let resource = Resource::builder_empty()
+            .with_attribute(KeyValue::new("k8s.pod.labels", "x".repeat(2 * HEADROOM)))
+            .build();
+        let exporter = exporter_under(&resource);
+        let scope = InstrumentationScope::builder("ecommerce_monolith").build();
+        let mut encoded = EncodedSpans::default();
+        let as_span_data = own_span_both_ways(&exporter, &scope, &mut encoded);
+        let decoded = exported(&exporter, &mut encoded);
+        let expected = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(
+                vec![as_span_data.clone(), as_span_data],
+                &ResourceAttributesWithSchema::from(&resource),
+            ),
+        };
+        assert_eq!(decoded, expected);
     }
 
     #[test]
