@@ -320,7 +320,9 @@ fn route_key_values<'a>(
 }
 
 /// The methods whose attributes are written once per route. A client may send any
-/// token as a method, of any length: those are written per request, never kept.
+/// token as a method, of any length: those are written per request, never kept, so
+/// what is kept is bounded by the router's templates, these methods and the HTTP
+/// versions.
 const STANDARD_METHODS: [Method; 9] = [
     Method::GET,
     Method::POST,
@@ -333,15 +335,10 @@ const STANDARD_METHODS: [Method; 9] = [
     Method::TRACE,
 ];
 
-/// A guard on the sets kept: the router's templates times the standard methods and
-/// the HTTP versions stay far below it.
-const ROUTE_ATTRIBUTE_SETS: usize = 256;
-
 /// [`route_key_values`] as fixed attributes, written once per method, route and
 /// version and copied into each server span from then on (four attributes fewer to
-/// encode per request); `None` for a method not in [`STANDARD_METHODS`], or once
-/// [`ROUTE_ATTRIBUTE_SETS`] are known. Kept for the life of the process, as a
-/// statement's are.
+/// encode per request); `None` for a method not in [`STANDARD_METHODS`]. Kept for the
+/// life of the process, as a statement's are.
 fn route_attributes(
     method: &Method,
     route: Option<&MatchedPath>,
@@ -350,7 +347,10 @@ fn route_attributes(
     /// By route template ("" for a request that matched none), then by method and
     /// version: found by hashing the template alone, with nothing cloned.
     type Known = FxHashMap<Box<str>, Vec<(Method, Version, &'static FixedAttributes)>>;
-    static KNOWN: LazyLock<RwLock<(Known, usize)>> = LazyLock::new(RwLock::default);
+    static KNOWN: LazyLock<RwLock<Known>> = LazyLock::new(RwLock::default);
+    if !STANDARD_METHODS.contains(method) {
+        return None;
+    }
     let template = route.map_or("", MatchedPath::as_str);
     let find = |known: &Known| {
         known.get(template).and_then(|sets| {
@@ -359,26 +359,21 @@ fn route_attributes(
                 .map(|&(_, _, fixed)| fixed)
         })
     };
-    if let Some(fixed) = find(&KNOWN.read().unwrap_or_else(PoisonError::into_inner).0) {
+    if let Some(fixed) = find(&KNOWN.read().unwrap_or_else(PoisonError::into_inner)) {
         return Some(fixed);
     }
     let mut known = KNOWN.write().unwrap_or_else(PoisonError::into_inner);
-    let (by_route, count) = &mut *known;
-    if let Some(fixed) = find(by_route) {
+    if let Some(fixed) = find(&known) {
         return Some(fixed);
-    }
-    if *count >= ROUTE_ATTRIBUTE_SETS || !STANDARD_METHODS.contains(method) {
-        return None;
     }
     let key_values = route_key_values(method, route, version)
         .map(|(key, value)| KeyValue::new(key, value.to_string()))
         .collect();
     let fixed: &'static FixedAttributes = Box::leak(Box::new(FixedAttributes::new(key_values)));
-    by_route
+    known
         .entry(template.into())
         .or_default()
         .push((method.clone(), version, fixed));
-    *count += 1;
     Some(fixed)
 }
 

@@ -271,24 +271,28 @@ impl OtlpHttpExporter {
         if self.gzip {
             return gzip(&export_request(s, spans, message, url)).map(Bytes::from);
         }
-        let lone_scope = {
-            let mut written = spans.written_mut();
-            match (written.next(), written.next()) {
-                (Some(lone), None) => Some(lone),
-                _ => None,
-            }
-        };
-        let Some((scope, lone)) = lone_scope else {
-            return Ok(Bytes::from(export_request(s, spans, message, url)));
-        };
-        let (around, split) = write_request(s, &[(scope, &lone[HEADROOM..])], message, url, false);
-        let Some(start) = HEADROOM.checked_sub(split) else {
-            return Ok(Bytes::from(export_request(s, spans, message, url)));
-        };
+        Ok(match self.lend(spans, message, url) {
+            Some(lent) => lent,
+            None => Bytes::from(export_request(s, spans, message, url)),
+        })
+    }
+
+    /// The lone scope's buffer as the whole body, if `spans` are under one scope and the
+    /// request's opening fields fit in the room before them.
+    fn lend(&self, spans: &mut EncodedSpans, resource: &[u8], url: &str) -> Option<Bytes> {
+        let (scope, lone) = spans.lone_scope_mut()?;
+        let (around, split) = write_request(
+            &self.schema,
+            &[(scope, &lone[HEADROOM..])],
+            resource,
+            url,
+            false,
+        );
+        let start = HEADROOM.checked_sub(split)?;
         let mut buf = std::mem::replace(lone, self.reusable_buffer());
         buf[start..HEADROOM].copy_from_slice(&around[..split]);
         buf.extend_from_slice(&around[split..]);
-        Ok(Bytes::from_owner(LentBuffer {
+        Some(Bytes::from_owner(LentBuffer {
             buf,
             start,
             back: Arc::clone(&self.returned),
@@ -370,6 +374,15 @@ impl EncodedSpans {
             written.truncate(HEADROOM);
         }
         self.count = 0;
+    }
+
+    /// The one scope with spans written and its buffer, if there is only one.
+    fn lone_scope_mut(&mut self) -> Option<(&InstrumentationScope, &mut Vec<u8>)> {
+        let mut written = self.written_mut();
+        match (written.next(), written.next()) {
+            (Some(lone), None) => Some(lone),
+            _ => None,
+        }
     }
 
     /// The scopes with spans written, and their buffers (the spans after [`HEADROOM`]).
@@ -1131,20 +1144,27 @@ mod tests {
         span.to_span_data(scope, attributes)
     }
 
-    #[test]
-    fn a_span_of_our_own_is_written_as_the_sdk_would_send_it() {
-        let resource = resource();
-        let exporter = exporter_under(&resource);
+    /// Two own spans exported under `resource`: what is sent, decoded, and what
+    /// opentelemetry-proto would send for their `SpanData`.
+    fn own_spans_exported_under(
+        resource: &Resource,
+    ) -> (ExportTraceServiceRequest, ExportTraceServiceRequest) {
+        let exporter = exporter_under(resource);
         let scope = InstrumentationScope::builder("ecommerce_monolith").build();
         let mut encoded = EncodedSpans::default();
         let as_span_data = own_span_both_ways(&exporter, &scope, &mut encoded);
-        let decoded = exported(&exporter, &mut encoded);
         let expected = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(
                 vec![as_span_data.clone(), as_span_data],
-                &ResourceAttributesWithSchema::from(&resource),
+                &ResourceAttributesWithSchema::from(resource),
             ),
         };
+        (exported(&exporter, &mut encoded), expected)
+    }
+
+    #[test]
+    fn a_span_of_our_own_is_written_as_the_sdk_would_send_it() {
+        let (decoded, expected) = own_spans_exported_under(&resource());
         assert_eq!(decoded, expected);
         let span = &decoded.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(span.name, "SELECT products");
@@ -1181,17 +1201,7 @@ mod tests {
         let resource = Resource::builder_empty()
             .with_attribute(KeyValue::new("k8s.pod.labels", "x".repeat(2 * HEADROOM)))
             .build();
-        let exporter = exporter_under(&resource);
-        let scope = InstrumentationScope::builder("ecommerce_monolith").build();
-        let mut encoded = EncodedSpans::default();
-        let as_span_data = own_span_both_ways(&exporter, &scope, &mut encoded);
-        let decoded = exported(&exporter, &mut encoded);
-        let expected = ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(
-                vec![as_span_data.clone(), as_span_data],
-                &ResourceAttributesWithSchema::from(&resource),
-            ),
-        };
+        let (decoded, expected) = own_spans_exported_under(&resource);
         assert_eq!(decoded, expected);
     }
 
