@@ -8,19 +8,30 @@
 BEGIN;
 INSERT INTO carts (user_id) VALUES (:uid)
   ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING id AS cart_id \gset
-SELECT COALESCE(SUM(quantity), 0)::int FROM cart_items WHERE cart_id = :cart_id AND product_id = :pid;
-SELECT p.name, i.quantity - i.reserved FROM products p JOIN inventory i ON i.product_id = p.id
-  WHERE p.id = :pid AND p.is_active;
-INSERT INTO cart_items (cart_id, product_id, quantity) VALUES (:cart_id, :pid, 1)
-  ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity
-  RETURNING id AS item_id \gset
-SELECT COALESCE(SUM(p.price * ci.quantity), 0)
-  FROM carts c JOIN cart_items ci ON ci.cart_id = c.id JOIN products p ON p.id = ci.product_id
-  WHERE c.user_id = :uid;
-SELECT ci.id, ci.product_id, p.name AS product_name, p.price AS unit_price, ci.quantity,
-       p.price * ci.quantity AS subtotal
-  FROM cart_items ci JOIN carts c ON c.id = ci.cart_id JOIN products p ON p.id = ci.product_id
-  WHERE c.user_id = :uid AND ci.id = :item_id;
+WITH product AS (
+    SELECT p.name, p.price, i.quantity - i.reserved AS available
+    FROM products p JOIN inventory i ON i.product_id = p.id
+    WHERE p.id = :pid AND p.is_active),
+  held AS (
+    SELECT COALESCE(SUM(quantity), 0)::bigint AS quantity FROM cart_items
+    WHERE cart_id = :cart_id AND product_id = :pid),
+  cart_total AS (
+    SELECT COALESCE(SUM(p.price * ci.quantity), 0) AS total
+    FROM cart_items ci JOIN products p ON p.id = ci.product_id WHERE ci.cart_id = :cart_id),
+  wanted AS (
+    SELECT product.name, product.price, product.available,
+           held.quantity + 1 AS quantity, cart_total.total + product.price * 1 AS total
+    FROM product, held, cart_total),
+  added AS (
+    INSERT INTO cart_items (cart_id, product_id, quantity)
+    SELECT :cart_id, :pid, 1 FROM wanted
+    WHERE wanted.quantity <= wanted.available AND wanted.total <= 9999999999.99
+    ON CONFLICT (cart_id, product_id)
+    DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity
+    RETURNING id, quantity)
+SELECT wanted.name AS product_name, wanted.price AS unit_price, wanted.available,
+       wanted.quantity AS wanted, wanted.total, added.id AS item_id, added.quantity
+  FROM wanted LEFT JOIN added ON true;
 COMMIT;
 -- The gateway's record of the charge (src/payment.rs). In the app it is written while the
 -- checkout's transaction is open, on a connection of its own and in a transaction of its

@@ -135,41 +135,66 @@ pub async fn restore(
     Ok(())
 }
 
-/// How many of a product the cart holds already.
-pub async fn quantity_of(
-    conn: &mut PgConnection,
-    cart_id: i64,
-    product_id: i64,
-) -> sqlx::Result<i32> {
-    statement!(
-        "SELECT COALESCE(SUM(quantity), 0)::int FROM cart_items \
-         WHERE cart_id = $1 AND product_id = $2"
-    )
-    .query_scalar()
-    .bind(cart_id)
-    .bind(product_id)
-    .fetch_one(conn)
-    .await
+/// What adding to a cart found, read in the same statement that adds when it may.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Addition {
+    pub product_name: String,
+    pub unit_price: Decimal,
+    /// Units of the product not reserved by an order.
+    pub available: i32,
+    /// Units the cart would hold: what it held plus the addition.
+    pub wanted: i64,
+    /// What the cart would cost with the addition.
+    pub total: Decimal,
+    /// The item after the addition; `None` when a check refused it and nothing changed.
+    pub item_id: Option<i64>,
+    pub quantity: Option<i32>,
 }
 
-/// Puts `quantity` of a product in the cart (added to what is there); returns the
-/// item's id.
-pub async fn add(
+/// Adds `quantity` of an active product to the cart (to what is there) if the cart
+/// would then hold no more than is available and cost no more than `total_max`, and
+/// returns what it found either way; `None` for an unknown or withdrawn product. One
+/// statement, run under the cart's row lock ([`open`]): it reads the cart as the lock
+/// left it.
+pub async fn add_if_it_fits(
     conn: &mut PgConnection,
     cart_id: i64,
     product_id: i64,
     quantity: i32,
-) -> sqlx::Result<i64> {
+    total_max: Decimal,
+) -> sqlx::Result<Option<Addition>> {
     statement!(
-        "INSERT INTO cart_items (cart_id, product_id, quantity) VALUES ($1, $2, $3) \
-         ON CONFLICT (cart_id, product_id) \
-         DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity RETURNING id"
+        "WITH product AS ( \
+             SELECT p.name, p.price, i.quantity - i.reserved AS available \
+             FROM products p JOIN inventory i ON i.product_id = p.id \
+             WHERE p.id = $2 AND p.is_active), \
+         held AS ( \
+             SELECT COALESCE(SUM(quantity), 0)::bigint AS quantity FROM cart_items \
+             WHERE cart_id = $1 AND product_id = $2), \
+         cart_total AS ( \
+             SELECT COALESCE(SUM(p.price * ci.quantity), 0) AS total \
+             FROM cart_items ci JOIN products p ON p.id = ci.product_id WHERE ci.cart_id = $1), \
+         wanted AS ( \
+             SELECT product.name, product.price, product.available, \
+                    held.quantity + $3 AS quantity, cart_total.total + product.price * $3 AS total \
+             FROM product, held, cart_total), \
+         added AS ( \
+             INSERT INTO cart_items (cart_id, product_id, quantity) \
+             SELECT $1, $2, $3 FROM wanted \
+             WHERE wanted.quantity <= wanted.available AND wanted.total <= $4 \
+             ON CONFLICT (cart_id, product_id) \
+             DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity \
+             RETURNING id, quantity) \
+         SELECT wanted.name AS product_name, wanted.price AS unit_price, wanted.available, \
+                wanted.quantity AS wanted, wanted.total, added.id AS item_id, added.quantity \
+         FROM wanted LEFT JOIN added ON true"
     )
-    .query_scalar()
+    .query_as()
     .bind(cart_id)
     .bind(product_id)
     .bind(quantity)
-    .fetch_one(conn)
+    .bind(total_max)
+    .fetch_optional(conn)
     .await
 }
 

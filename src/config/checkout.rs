@@ -74,7 +74,7 @@ impl LiveStart {
 impl WorkerSettings {
     pub(super) fn read(r: &mut Reader) -> Self {
         let workers = Self {
-            concurrency: r.parse("OUTBOX_CONCURRENCY", 1024usize, "a whole number of jobs"),
+            concurrency: r.parse("OUTBOX_CONCURRENCY", 2048usize, "a whole number of jobs"),
             lease: Duration::from_secs(r.parse("OUTBOX_LEASE_SECONDS", 10u64, "whole seconds")),
             max_attempts: r.parse("OUTBOX_MAX_ATTEMPTS", 10u32, "a whole number"),
             poll_every: r.millis("OUTBOX_POLL_MS", 1000),

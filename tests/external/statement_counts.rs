@@ -1,6 +1,7 @@
 //! What an order costs the database, counted: every statement Postgres executed for the
 //! checkout request and every job the order caused (`BEGIN` and `COMMIT` included),
-//! averaged over 100 orders with the default delays, in each mode. Counted by
+//! averaged over 100 orders with the default delays, in each mode, and for the addition
+//! to the cart before each. Counted by
 //! `pg_stat_statements` on a Postgres of the test's own (the extension must be loaded
 //! at the server's start); what the service runs on its own meanwhile (gauges,
 //! heartbeats, purges) is measured in an idle window first and taken off.
@@ -20,6 +21,9 @@ const LANES: usize = 10;
 /// The ceilings (BENCHMARKS.md, "What an order costs the database").
 const ASYNC_AT_MOST: f64 = 12.0;
 const BLOCKING_AT_MOST: f64 = 15.0;
+/// An addition to the cart: `BEGIN`, the cart's row lock, the checks and the addition in
+/// one statement, `COMMIT` (BENCHMARKS.md, "An addition to the cart in four statements").
+const ADDITION_AT_MOST: f64 = 4.0;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_costs_at_most_twelve_statements_async_and_fifteen_blocking() {
@@ -70,6 +74,7 @@ async fn an_order_costs_at_most_twelve_statements_async_and_fifteen_blocking() {
     check_out_every_lane(&app, &lanes, StatusCode::CREATED).await;
     let blocking = blocking.close(&app).await;
 
+    let adding = Window::open(&app).await;
     for (product, buyers) in &lanes {
         join_all(buyers.iter().map(|token| async {
             expect_json(
@@ -80,6 +85,7 @@ async fn an_order_costs_at_most_twelve_statements_async_and_fifteen_blocking() {
         }))
         .await;
     }
+    let adding = adding.close(&app).await;
     app.set_checkout_mode(&admin, "async").await;
     let processed = sum_of(&app.metrics().await, "outbox_jobs_processed_total");
     let asynchronous = Window::open(&app).await;
@@ -96,11 +102,16 @@ async fn an_order_costs_at_most_twelve_statements_async_and_fifteen_blocking() {
         (window.statements - idle_rate * window.seconds).max(0.0) / ORDERS as f64
     };
     let (blocking_cost, async_cost) = (per_order(&blocking), per_order(&asynchronous));
+    // One addition per order.
+    let addition_cost = per_order(&adding);
     println!(
         "idle: {:.2} statements/s\n\
+         an addition to the cart: {:.1} statements\n{}\n\
          blocking: {:.1} statements per order ({} in {:.1} s)\n{}\n\
          async: {:.1} statements per order ({} in {:.1} s)\n{}",
         idle_rate,
+        addition_cost,
+        adding.table(),
         blocking_cost,
         blocking.statements,
         blocking.seconds,
@@ -114,6 +125,11 @@ async fn an_order_costs_at_most_twelve_statements_async_and_fifteen_blocking() {
         async_cost <= ASYNC_AT_MOST,
         "an asynchronous order: {async_cost:.1} statements (at most {ASYNC_AT_MOST})\n{}",
         asynchronous.table()
+    );
+    assert!(
+        addition_cost <= ADDITION_AT_MOST,
+        "an addition to the cart: {addition_cost:.1} statements (at most {ADDITION_AT_MOST})\n{}",
+        adding.table()
     );
     assert!(
         blocking_cost <= BLOCKING_AT_MOST,
