@@ -228,7 +228,7 @@ impl Workers {
                         tracker.spawn(self.clone().run_held(job, slot));
                     }
                     if claimed == wanted {
-                        // There may be more due right now.
+                        // There may be more due: claim again, after the gap.
                         continue;
                     }
                 }

@@ -23,7 +23,11 @@ const ASYNC_AT_MOST: f64 = 12.0;
 const BLOCKING_AT_MOST: f64 = 15.0;
 /// An addition to the cart: `BEGIN`, the cart's row lock, the checks and the addition in
 /// one statement, `COMMIT` (BENCHMARKS.md, "An addition to the cart in four statements").
-const ADDITION_AT_MOST: f64 = 4.0;
+/// Four, and room for what the service runs on its own in a window of about a second:
+/// those statements come in bunches every few seconds, which the idle rate takes off
+/// only on average (0.05 per addition were left in one run). One more statement per
+/// addition would still fail.
+const ADDITION_AT_MOST: f64 = 4.5;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_costs_at_most_twelve_statements_async_and_fifteen_blocking() {
