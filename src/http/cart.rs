@@ -239,14 +239,24 @@ fn too_large(mut total: Decimal) -> ApiError {
 /// [`ensure_in_stock`] and [`ensure_total_fits`] would say it.
 fn refusal(product_id: i64, found: store::Addition) -> ApiError {
     if found.wanted > i64::from(found.available) {
-        return ApiError::InsufficientStock(vec![StockShortage {
+        return short_of_stock(
             product_id,
-            product_name: found.product_name,
-            requested: i32::try_from(found.wanted).unwrap_or(i32::MAX),
-            available: found.available,
-        }]);
+            found.product_name,
+            found.wanted,
+            found.available,
+        );
     }
     too_large(found.total)
+}
+
+/// The 409 for a cart that would hold more of a product than is available.
+fn short_of_stock(product_id: i64, product_name: String, wanted: i64, available: i32) -> ApiError {
+    ApiError::InsufficientStock(vec![StockShortage {
+        product_id,
+        product_name,
+        requested: i32::try_from(wanted).unwrap_or(i32::MAX),
+        available,
+    }])
 }
 
 /// A cart may not hold more of a product than is available now. The checkout checks
@@ -260,12 +270,7 @@ async fn ensure_in_stock(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("product {product_id}")))?;
     if wanted > i64::from(available) {
-        return Err(ApiError::InsufficientStock(vec![StockShortage {
-            product_id,
-            product_name,
-            requested: i32::try_from(wanted).unwrap_or(i32::MAX),
-            available,
-        }]));
+        return Err(short_of_stock(product_id, product_name, wanted, available));
     }
     Ok(())
 }
