@@ -9,8 +9,11 @@
 //! Connections are opened here, with `TCP_NODELAY`: lettre 0.11 leaves Nagle's
 //! algorithm on, and its last write of a message (`.`) then waits for the server's
 //! delayed ACK — 40 ms per e-mail, found by the benchmark (fixed upstream in
-//! lettre#1159, not yet released). Idle connections are kept for the next message,
-//! checked with a NOOP before reuse, as lettre's own pool would.
+//! lettre#1159, not yet released). Idle connections are kept for the next message.
+//! Before reuse one is looked at, not asked: a non-blocking peek at its socket shows
+//! whether the server has closed it (or said something unasked, like a `421` before
+//! closing), as an HTTP client's pool checks its idle connections. A NOOP, as lettre's
+//! own pool sends, would cost one of the conversation's five round trips per e-mail.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -96,10 +99,28 @@ impl Email<'_> {
 /// Idle SMTP connections kept for reuse; beyond this many, a finished one is closed.
 const MAX_IDLE_CONNECTIONS: usize = 64;
 
+/// An SMTP connection, with a second handle on its socket to look at it while it is idle.
+struct SmtpConnection {
+    smtp: AsyncSmtpConnection,
+    /// The same socket as `smtp`'s stream (a duplicate descriptor, non-blocking like
+    /// tokio's): both are dropped together, so the socket closes when the connection does.
+    socket: std::net::TcpStream,
+}
+
+impl SmtpConnection {
+    /// Whether the server has left the connection open and silent since its last answer:
+    /// a peek that would block. End of stream means it closed the connection; bytes mean
+    /// it spoke unasked (a `421` as it shuts down); either way the connection is done.
+    fn still_open(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.socket.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
 #[derive(Clone)]
 pub struct Mailer {
     hello: ClientId,
-    idle: Arc<Mutex<Vec<AsyncSmtpConnection>>>,
+    idle: Arc<Mutex<Vec<SmtpConnection>>>,
     from: Mailbox,
     host: String,
     port: u16,
@@ -236,19 +257,15 @@ impl Mailer {
         result
     }
 
-    /// MAIL, RCPT, DATA on an idle connection that still answers, or on a new one.
+    /// MAIL, RCPT, DATA on an idle connection the server has not closed, or on a new one.
     async fn deliver(&self, message: &Message) -> Result<(), EmailError> {
         let mut connection = match self.take_idle() {
-            Some(mut idle) => {
-                if idle.test_connected().await {
-                    idle
-                } else {
-                    self.connect().await?
-                }
-            }
-            None => self.connect().await?,
+            Some(idle) if idle.still_open() => idle,
+            // Closed by the server (its idle timeout, a restart): dropped, and replaced.
+            Some(_) | None => self.connect().await?,
         };
         connection
+            .smtp
             .send(message.envelope(), &message.formatted())
             .await?;
         self.keep_idle(connection).await;
@@ -257,17 +274,24 @@ impl Mailer {
 
     /// Plain SMTP, as MailHog and Mailpit speak it; a production relay would add
     /// STARTTLS and AUTH.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, EmailError> {
+    async fn connect(&self) -> Result<SmtpConnection, EmailError> {
         let stream = TcpStream::connect((self.host.as_str(), self.port)).await?;
         stream.set_nodelay(true)?;
-        Ok(AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello).await?)
+        // A second handle on the same socket, kept to look at it while it is idle
+        // (lettre's connection owns the stream and offers no look of its own).
+        let stream = stream.into_std()?;
+        let socket = stream.try_clone()?;
+        let stream = TcpStream::from_std(stream)?;
+        let smtp =
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello).await?;
+        Ok(SmtpConnection { smtp, socket })
     }
 
-    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+    fn take_idle(&self) -> Option<SmtpConnection> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
-    async fn keep_idle(&self, connection: AsyncSmtpConnection) {
+    async fn keep_idle(&self, connection: SmtpConnection) {
         let mut surplus = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < MAX_IDLE_CONNECTIONS {
@@ -276,7 +300,7 @@ impl Mailer {
             }
             connection
         };
-        let _ = surplus.quit().await;
+        let _ = surplus.smtp.quit().await;
     }
 
     /// The same for every send of one e-mail, so that a copy a crash causes (a worker

@@ -143,6 +143,29 @@ async fn a_declined_payment_is_a_402_and_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn a_mail_server_that_closed_its_idle_connections_still_gets_the_next_confirmation() {
+    let app = spawn_app().await;
+    let (alice, kettle) = app.alice_with_kettles(1).await;
+    expect_json(app.checkout(&alice).await, StatusCode::CREATED).await;
+    // The first confirmation's connection waits in the mailer for the next one; the
+    // server ends it, with the `421` an idle timeout sends.
+    app.smtp.hang_up_idle_connections().await;
+
+    expect_json(
+        app.add_to_cart(&alice, kettle, 1).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let order = expect_json(app.checkout(&alice).await, StatusCode::CREATED).await;
+    assert_eq!(order["status"], "confirmed");
+    let id = order["id"].as_i64().expect("order id");
+    let mails = app.smtp.messages();
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    assert!(mails[1].data.contains(&format!("Order #{id} confirmed")));
+    app.assert_ledger(Ledger::paid(2)).await;
+}
+
+#[tokio::test]
 async fn a_dead_mail_server_is_a_502_and_rolls_everything_back() {
     let port = closed_port().await;
     let app = spawn_app_with(&[("SMTP_PORT", &port.to_string())]).await;

@@ -1,12 +1,13 @@
 //! A minimal but real SMTP server: the app's mailer talks to it over TCP, and the test
 //! reads what it was sent.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// A captured e-mail: the SMTP envelope and the raw message.
 #[derive(Debug, Clone)]
@@ -38,6 +39,9 @@ pub struct SmtpCapture {
     messages: Arc<Mutex<Vec<CapturedMail>>>,
     /// How long it takes to acknowledge a message it has received (a slow server).
     acknowledge_after_ms: Arc<AtomicU64>,
+    /// Bumped to make every open connection hang up, as a server's idle timeout does.
+    hang_up: watch::Sender<u64>,
+    open_connections: Arc<AtomicUsize>,
 }
 
 impl SmtpCapture {
@@ -46,17 +50,41 @@ impl SmtpCapture {
         let port = listener.local_addr().expect("smtp addr").port();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let acknowledge_after_ms = Arc::new(AtomicU64::new(0));
+        let (hang_up, _) = watch::channel(0);
+        let open_connections = Arc::new(AtomicUsize::new(0));
         let (sink, delay) = (messages.clone(), acknowledge_after_ms.clone());
+        let (hang_ups, open) = (hang_up.clone(), open_connections.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_smtp(stream, sink.clone(), delay.clone()));
+                open.fetch_add(1, Ordering::SeqCst);
+                let (sink, delay, open) = (sink.clone(), delay.clone(), open.clone());
+                let hang_up = hang_ups.subscribe();
+                tokio::spawn(async move {
+                    serve_smtp(stream, sink, delay, hang_up).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         Self {
             port,
             messages,
             acknowledge_after_ms,
+            hang_up,
+            open_connections,
         }
+    }
+
+    /// Every connection waiting for its next command is told `421` and closed, as a
+    /// server does when its idle timeout ends; returns once all of them are closed.
+    pub async fn hang_up_idle_connections(&self) {
+        self.hang_up.send_modify(|generation| *generation += 1);
+        for _ in 0..500 {
+            if self.open_connections.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the SMTP server's connections did not close");
     }
 
     pub fn messages(&self) -> Vec<CapturedMail> {
@@ -75,12 +103,21 @@ async fn serve_smtp(
     stream: tokio::net::TcpStream,
     sink: Arc<Mutex<Vec<CapturedMail>>>,
     acknowledge_after_ms: Arc<AtomicU64>,
+    mut hang_up: watch::Receiver<u64>,
 ) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let mut recipients = Vec::new();
     let _ = write.write_all(b"220 smtp.test ESMTP ready\r\n").await;
-    while let Ok(Some(line)) = lines.next_line().await {
+    loop {
+        let line = tokio::select! {
+            line = lines.next_line() => line,
+            _ = hang_up.changed() => {
+                let _ = write.write_all(b"421 smtp.test closing idle connection\r\n").await;
+                return;
+            }
+        };
+        let Ok(Some(line)) = line else { return };
         let verb = line
             .split_whitespace()
             .next()
