@@ -55,7 +55,7 @@ class SmtpSink(asyncio.BufferedProtocol):
         return self.read_buffer
 
     def buffer_updated(self, nbytes):
-        self.data_received(bytes(self.read_buffer[:nbytes]))
+        self.data_received(bytes(memoryview(self.read_buffer)[:nbytes]))
 
     def data_received(self, data):
         self.buffer += data

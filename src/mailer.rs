@@ -111,6 +111,8 @@ impl SmtpConnection {
     /// Whether the server has left the connection open and silent since its last answer:
     /// a peek that would block. End of stream means it closed the connection; bytes mean
     /// it spoke unasked (a `421` as it shuts down); either way the connection is done.
+    /// (A `421` that came in one read with the last answer sits in lettre's buffer,
+    /// where no peek sees it: the next MAIL then fails, as after any unseen close.)
     fn still_open(&self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.socket.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
@@ -259,16 +261,15 @@ impl Mailer {
 
     /// MAIL, RCPT, DATA on an idle connection the server has not closed, or on a new one.
     async fn deliver(&self, message: &Message) -> Result<(), EmailError> {
-        let mut connection = match self.take_idle() {
-            Some(idle) if idle.still_open() => idle,
-            // Closed by the server (its idle timeout, a restart): dropped, and replaced.
-            Some(_) | None => self.connect().await?,
+        let mut connection = match self.take_open_idle() {
+            Some(idle) => idle,
+            None => self.connect().await?,
         };
         connection
             .smtp
             .send(message.envelope(), &message.formatted())
             .await?;
-        self.keep_idle(connection).await;
+        self.keep_idle(connection);
         Ok(())
     }
 
@@ -287,11 +288,19 @@ impl Mailer {
         Ok(SmtpConnection { smtp, socket })
     }
 
-    fn take_idle(&self) -> Option<SmtpConnection> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    /// The most recently used idle connection the server has not closed; those it
+    /// closed (its idle timeout, a restart) are dropped on the way.
+    fn take_open_idle(&self) -> Option<SmtpConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(connection) = idle.pop() {
+            if connection.still_open() {
+                return Some(connection);
+            }
+        }
+        None
     }
 
-    async fn keep_idle(&self, connection: SmtpConnection) {
+    fn keep_idle(&self, connection: SmtpConnection) {
         let mut surplus = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < MAX_IDLE_CONNECTIONS {
@@ -300,7 +309,11 @@ impl Mailer {
             }
             connection
         };
-        let _ = surplus.smtp.quit().await;
+        // Said goodbye in the background: the e-mail is delivered, and a slow QUIT
+        // inside the send's timeout would report it as failed.
+        tokio::spawn(async move {
+            let _ = surplus.smtp.quit().await;
+        });
     }
 
     /// The same for every send of one e-mail, so that a copy a crash causes (a worker

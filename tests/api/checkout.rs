@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::helpers::{
-    Ledger, TestApp, closed_port, expect_json, expect_problem, spawn_app, spawn_app_with,
+    HangUp, Ledger, TestApp, closed_port, expect_json, expect_problem, spawn_app, spawn_app_with,
 };
 
 /// Nothing of a failed checkout may remain: no order, payment or notification, stock
@@ -143,26 +143,33 @@ async fn a_declined_payment_is_a_402_and_leaves_nothing() {
 }
 
 #[tokio::test]
-async fn a_mail_server_that_closed_its_idle_connections_still_gets_the_next_confirmation() {
+async fn an_idle_smtp_connection_is_reused_and_one_the_server_closed_is_replaced() {
     let app = spawn_app().await;
     let (alice, kettle) = app.alice_with_kettles(1).await;
     expect_json(app.checkout(&alice).await, StatusCode::CREATED).await;
-    // The first confirmation's connection waits in the mailer for the next one; the
-    // server ends it, with the `421` an idle timeout sends.
-    app.smtp.hang_up_idle_connections().await;
+    buy_again(&app, &alice, kettle).await;
+    // The first confirmation's connection carried the second.
+    assert_eq!(app.smtp.connections_accepted(), 1);
+    // The server ends the connection waiting in the mailer, with the `421` of an idle
+    // timeout, then without a word: the next confirmation goes on a new one.
+    for (how, connections) in [(HangUp::With421, 2), (HangUp::Silently, 3)] {
+        app.smtp.hang_up_connections(how).await;
+        buy_again(&app, &alice, kettle).await;
+        assert_eq!(app.smtp.connections_accepted(), connections, "{how:?}");
+    }
+    assert_eq!(app.smtp.messages().len(), 4);
+    app.assert_ledger(Ledger::paid(4)).await;
+}
 
+/// One more kettle, bought and confirmed.
+async fn buy_again(app: &TestApp, customer: &str, kettle: i64) {
     expect_json(
-        app.add_to_cart(&alice, kettle, 1).await,
+        app.add_to_cart(customer, kettle, 1).await,
         StatusCode::CREATED,
     )
     .await;
-    let order = expect_json(app.checkout(&alice).await, StatusCode::CREATED).await;
+    let order = expect_json(app.checkout(customer).await, StatusCode::CREATED).await;
     assert_eq!(order["status"], "confirmed");
-    let id = order["id"].as_i64().expect("order id");
-    let mails = app.smtp.messages();
-    assert_eq!(mails.len(), 2, "{mails:?}");
-    assert!(mails[1].data.contains(&format!("Order #{id} confirmed")));
-    app.assert_ledger(Ledger::paid(2)).await;
 }
 
 #[tokio::test]

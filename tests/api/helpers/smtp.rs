@@ -39,9 +39,22 @@ pub struct SmtpCapture {
     messages: Arc<Mutex<Vec<CapturedMail>>>,
     /// How long it takes to acknowledge a message it has received (a slow server).
     acknowledge_after_ms: Arc<AtomicU64>,
-    /// Bumped to make every open connection hang up, as a server's idle timeout does.
-    hang_up: watch::Sender<u64>,
+    /// Sent to make every open connection hang up, as a server's idle timeout does:
+    /// whether to say `421` first.
+    hang_up: watch::Sender<HangUp>,
     open_connections: Arc<AtomicUsize>,
+    accepted_connections: Arc<AtomicUsize>,
+}
+
+/// How the server ends its connections when told to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangUp {
+    /// Not yet told to.
+    No,
+    /// `421` first, as a server whose idle timeout ran out.
+    With421,
+    /// A bare close (FIN), as a server that stops.
+    Silently,
 }
 
 impl SmtpCapture {
@@ -50,15 +63,19 @@ impl SmtpCapture {
         let port = listener.local_addr().expect("smtp addr").port();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let acknowledge_after_ms = Arc::new(AtomicU64::new(0));
-        let (hang_up, _) = watch::channel(0);
+        let (hang_up, _) = watch::channel(HangUp::No);
         let open_connections = Arc::new(AtomicUsize::new(0));
+        let accepted_connections = Arc::new(AtomicUsize::new(0));
         let (sink, delay) = (messages.clone(), acknowledge_after_ms.clone());
         let (hang_ups, open) = (hang_up.clone(), open_connections.clone());
+        let accepted = accepted_connections.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                open.fetch_add(1, Ordering::SeqCst);
-                let (sink, delay, open) = (sink.clone(), delay.clone(), open.clone());
+                // Subscribed before it counts as open: a hang-up sent from now on reaches it.
                 let hang_up = hang_ups.subscribe();
+                open.fetch_add(1, Ordering::SeqCst);
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (sink, delay, open) = (sink.clone(), delay.clone(), open.clone());
                 tokio::spawn(async move {
                     serve_smtp(stream, sink, delay, hang_up).await;
                     open.fetch_sub(1, Ordering::SeqCst);
@@ -71,13 +88,20 @@ impl SmtpCapture {
             acknowledge_after_ms,
             hang_up,
             open_connections,
+            accepted_connections,
         }
     }
 
-    /// Every connection waiting for its next command is told `421` and closed, as a
-    /// server does when its idle timeout ends; returns once all of them are closed.
-    pub async fn hang_up_idle_connections(&self) {
-        self.hang_up.send_modify(|generation| *generation += 1);
+    /// How many connections the server has accepted so far.
+    pub fn connections_accepted(&self) -> usize {
+        self.accepted_connections.load(Ordering::SeqCst)
+    }
+
+    /// Every connection waiting for its next command is closed, `how` the server says;
+    /// returns once all of them are. (For a test with no e-mail under way: a
+    /// connection in the middle of a message is ended too.)
+    pub async fn hang_up_connections(&self, how: HangUp) {
+        self.hang_up.send_replace(how);
         for _ in 0..500 {
             if self.open_connections.load(Ordering::SeqCst) == 0 {
                 return;
@@ -103,7 +127,7 @@ async fn serve_smtp(
     stream: tokio::net::TcpStream,
     sink: Arc<Mutex<Vec<CapturedMail>>>,
     acknowledge_after_ms: Arc<AtomicU64>,
-    mut hang_up: watch::Receiver<u64>,
+    mut hang_up: watch::Receiver<HangUp>,
 ) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -113,7 +137,9 @@ async fn serve_smtp(
         let line = tokio::select! {
             line = lines.next_line() => line,
             _ = hang_up.changed() => {
-                let _ = write.write_all(b"421 smtp.test closing idle connection\r\n").await;
+                if *hang_up.borrow() == HangUp::With421 {
+                    let _ = write.write_all(b"421 smtp.test closing idle connection\r\n").await;
+                }
                 return;
             }
         };
