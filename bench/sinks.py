@@ -17,12 +17,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class OtlpHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def setup(self):
+        super().setup()
+        # One buffer for the connection's batches, not a new bytes object per batch: a
+        # batch of spans is ~100 KiB, where glibc maps and unmaps memory.
+        self.scratch = memoryview(bytearray(256 * 1024))
+
     def do_POST(self):
-        # Read into one buffer kept for the connection, not a new bytes object per
-        # batch: a batch of spans is ~100 KiB, where glibc maps and unmaps memory.
         remaining = int(self.headers.get("Content-Length", "0"))
-        if not hasattr(self, "scratch"):
-            self.scratch = memoryview(bytearray(256 * 1024))
         while remaining > 0:
             got = self.rfile.readinto(self.scratch[:remaining])
             if not got:

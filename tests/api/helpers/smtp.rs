@@ -97,9 +97,9 @@ impl SmtpCapture {
         self.accepted_connections.load(Ordering::SeqCst)
     }
 
-    /// Every connection waiting for its next command is closed, `how` the server says;
-    /// returns once all of them are. (For a test with no e-mail under way: a
-    /// connection in the middle of a message is ended too.)
+    /// Every open connection is closed, `how` the server says, as an idle timeout
+    /// would close one waiting for its next command; returns once all of them are. For
+    /// a test with no e-mail under way: one in the middle of a message is ended too.
     pub async fn hang_up_connections(&self, how: HangUp) {
         self.hang_up.send_replace(how);
         for _ in 0..500 {
